@@ -1,0 +1,169 @@
+//! The controller's own configuration: zones and their Docker endpoints, listen address, tokens.
+//!
+//! Works with no file at all: one zone `local` on the local Docker socket (`DOCKER_HOST` respected),
+//! listening on 127.0.0.1:56785 with no tokens.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::manifest::DurationSpec;
+
+/// The original microscaler's port.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:56785";
+
+/// One availability zone: a Docker engine.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ZoneConfig {
+    pub name: String,
+    /// `unix:///var/run/docker.sock`, `tcp://127.0.0.1:2375`; default: `DOCKER_HOST` or the local socket.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub docker_host: Option<String>,
+}
+
+/// A bearer token and the namespaces it may act on (`*` for all).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TokenConfig {
+    pub token: String,
+    pub namespaces: Vec<String>,
+}
+
+impl TokenConfig {
+    pub fn allows(&self, namespace: &str) -> bool {
+        self.namespaces.iter().any(|n| n == "*" || n == namespace)
+    }
+}
+
+/// The configuration file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Config {
+    /// Watched manifest directory.
+    #[serde(default = "default_dir")]
+    pub dir: PathBuf,
+    /// HTTP listen address of the apply endpoint.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// Zones; default one zone `local`.
+    #[serde(default = "default_zones")]
+    pub zones: Vec<ZoneConfig>,
+    /// Bearer tokens; none means no authentication (only allowed on loopback).
+    #[serde(default)]
+    pub tokens: Vec<TokenConfig>,
+    /// Periodic resync of every group against the engines (safety net for missed events).
+    #[serde(default = "default_resync")]
+    pub resync_period: DurationSpec,
+    /// Periodic rescan of the directory (safety net for missed file events).
+    #[serde(default = "default_rescan")]
+    pub rescan_period: DurationSpec,
+    /// Quiet time after a file event before reloading (coalesces editor saves and `git checkout`).
+    #[serde(default = "default_debounce")]
+    pub debounce: DurationSpec,
+    /// Allow a pass that deletes every group at once (directory emptied).
+    #[serde(default)]
+    pub allow_empty: bool,
+    /// Creations/removals in flight per group at most.
+    #[serde(default = "default_concurrency")]
+    pub concurrency: usize,
+}
+
+fn default_dir() -> PathBuf {
+    PathBuf::from("manifests")
+}
+fn default_listen() -> SocketAddr {
+    DEFAULT_LISTEN.parse().expect("valid default address")
+}
+fn default_zones() -> Vec<ZoneConfig> {
+    vec![ZoneConfig {
+        name: "local".into(),
+        docker_host: None,
+    }]
+}
+fn default_resync() -> DurationSpec {
+    DurationSpec::from_secs(30)
+}
+fn default_rescan() -> DurationSpec {
+    DurationSpec::from_secs(30)
+}
+fn default_debounce() -> DurationSpec {
+    DurationSpec(Duration::from_millis(50))
+}
+fn default_concurrency() -> usize {
+    16
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        serde_yaml_ng::from_str("{}").expect("defaults parse")
+    }
+}
+
+impl Config {
+    /// Loads the file, or the defaults when `path` is `None`.
+    pub fn load(path: Option<&Path>) -> anyhow::Result<Config> {
+        let Some(path) = path else {
+            return Ok(Config::default());
+        };
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("cannot read configuration {}: {e}", path.display()))?;
+        let config: Config = serde_yaml_ng::from_str(&text)
+            .map_err(|e| anyhow::anyhow!("invalid configuration {}: {e}", path.display()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Refuses configurations that would be unsafe or meaningless.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if self.zones.is_empty() {
+            anyhow::bail!("the configuration needs at least one zone");
+        }
+        let mut names: Vec<&str> = self.zones.iter().map(|z| z.name.as_str()).collect();
+        names.sort();
+        if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
+            anyhow::bail!("zone `{}` is configured twice", w[0]);
+        }
+        if !self.listen.ip().is_loopback() && self.tokens.is_empty() {
+            anyhow::bail!(
+                "refusing to listen on {} without tokens: anyone on the network could change your groups. \
+                 Add `tokens:` to the configuration or listen on 127.0.0.1",
+                self.listen
+            );
+        }
+        Ok(())
+    }
+
+    /// Names of the configured zones, in order.
+    pub fn zone_names(&self) -> Vec<String> {
+        self.zones.iter().map(|z| z.name.clone()).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_config_has_one_local_zone_on_loopback() {
+        let c = Config::default();
+        assert_eq!(c.zone_names(), vec!["local".to_string()]);
+        assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn listening_beyond_loopback_without_tokens_is_refused() {
+        let mut c = Config::default();
+        c.listen = "0.0.0.0:56785".parse().unwrap();
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("without tokens"), "{err}");
+        c.tokens.push(TokenConfig {
+            token: "t".into(),
+            namespaces: vec!["*".into()],
+        });
+        c.validate().unwrap();
+    }
+}

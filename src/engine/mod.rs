@@ -1,0 +1,198 @@
+//! The narrow engine seam: what the reconciler needs from a Docker engine, in our own terms.
+//!
+//! Only `docker.rs` talks to bollard; `memory.rs` is the in-memory engine used by unit tests and
+//! the scale model. Keeping the trait this small is what lets the planning code be tested
+//! without Docker.
+
+pub mod docker;
+pub mod memory;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use futures::stream::BoxStream;
+
+use crate::manifest::PortSpec;
+
+/// Label keys every managed container carries (reverse-DNS, as Compose and Swarm do).
+pub mod labels {
+    pub const MANAGED_BY: &str = "io.microscaler.managed-by";
+    /// Value of `MANAGED_BY`.
+    pub const MANAGER: &str = "microscaler";
+    pub const NAMESPACE: &str = "io.microscaler.namespace";
+    pub const GROUP: &str = "io.microscaler.group";
+    pub const LAUNCH_CONFIGURATION: &str = "io.microscaler.launch-configuration";
+    pub const SPEC_HASH: &str = "io.microscaler.spec-hash";
+    pub const ZONE: &str = "io.microscaler.zone";
+}
+
+/// Everything needed to create one container.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ContainerSpec {
+    pub name: String,
+    pub image: String,
+    pub command: Option<Vec<String>>,
+    pub entrypoint: Option<Vec<String>>,
+    pub env: Vec<(String, String)>,
+    pub labels: BTreeMap<String, String>,
+    pub hostname: Option<String>,
+    pub domainname: Option<String>,
+    /// CPU limit in units of 1e-9 CPUs (Docker's `NanoCpus`).
+    pub nano_cpus: Option<i64>,
+    pub memory_bytes: Option<i64>,
+    pub ports: Vec<PortSpec>,
+    pub network: Option<String>,
+    /// Seconds between SIGTERM and SIGKILL on stop.
+    pub stop_timeout: Option<i64>,
+}
+
+/// Container state as the engine reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ContainerState {
+    Created,
+    Running,
+    Paused,
+    Restarting,
+    Removing,
+    Exited,
+    Dead,
+}
+
+impl ContainerState {
+    pub fn parse(s: &str) -> ContainerState {
+        match s {
+            "created" => ContainerState::Created,
+            "running" => ContainerState::Running,
+            "paused" => ContainerState::Paused,
+            "restarting" => ContainerState::Restarting,
+            "removing" => ContainerState::Removing,
+            "dead" => ContainerState::Dead,
+            _ => ContainerState::Exited,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ContainerState::Created => "created",
+            ContainerState::Running => "running",
+            ContainerState::Paused => "paused",
+            ContainerState::Restarting => "restarting",
+            ContainerState::Removing => "removing",
+            ContainerState::Exited => "exited",
+            ContainerState::Dead => "dead",
+        }
+    }
+
+    /// Dead for our purposes: it will not come back by itself and must be replaced.
+    pub fn is_failed(self) -> bool {
+        matches!(
+            self,
+            ContainerState::Exited | ContainerState::Dead | ContainerState::Removing
+        )
+    }
+}
+
+/// Health as reported by a Docker HEALTHCHECK.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Health {
+    Starting,
+    Healthy,
+    Unhealthy,
+}
+
+/// One container as observed on an engine.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Observed {
+    /// Full container ID.
+    pub id: String,
+    /// Name without the leading `/`.
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub state: ContainerState,
+    pub health: Option<Health>,
+    pub created: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    /// Published ports as `127.0.0.1:32768->80/tcp`.
+    pub ports: Vec<String>,
+    pub exit_code: Option<i64>,
+}
+
+/// What happened to a container, from the engine's event stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventKind {
+    Create,
+    Start,
+    Die,
+    Kill,
+    Oom,
+    Stop,
+    Destroy,
+    Health(Health),
+    Other,
+}
+
+/// One container event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EngineEvent {
+    pub kind: EventKind,
+    pub id: String,
+    /// The container's labels (Docker puts them into the event's attributes).
+    pub labels: BTreeMap<String, String>,
+    pub exit_code: Option<i64>,
+    /// Engine time of the event.
+    pub time: DateTime<Utc>,
+}
+
+/// One CPU/memory sample of a container (for metrics).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct StatsSample {
+    /// Total CPU time used by the container, nanoseconds.
+    pub cpu_total_ns: u64,
+    /// System CPU time, nanoseconds (Docker's `system_cpu_usage`).
+    pub system_cpu_ns: u64,
+    pub online_cpus: u32,
+    pub memory_used_bytes: u64,
+    pub memory_limit_bytes: u64,
+}
+
+/// Engine errors, classified once (404 / 409 / unreachable) so callers can decide on them.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("no such container or image: {0}")]
+    NotFound(String),
+    #[error("conflict: {0}")]
+    Conflict(String),
+    #[error("engine unreachable: {0}")]
+    Unreachable(String),
+    #[error("{0}")]
+    Other(String),
+}
+
+pub type Result<T, E = EngineError> = std::result::Result<T, E>;
+
+/// A Docker engine (one per availability zone), shaped for our domain.
+#[async_trait]
+pub trait Engine: Send + Sync + 'static {
+    /// Checks the engine answers.
+    async fn ping(&self) -> Result<()>;
+    /// Lists all containers (running or not) carrying every label in `filter` (`key=value`).
+    async fn list(&self, filter: &[(String, String)]) -> Result<Vec<Observed>>;
+    /// Creates and starts a container; returns what was created.
+    async fn create_and_start(&self, spec: &ContainerSpec) -> Result<Observed>;
+    /// Stops (SIGTERM, then SIGKILL after `grace`) and removes a container. Missing is not an error.
+    async fn remove(&self, id: &str, grace: Duration) -> Result<()>;
+    /// Container events for containers carrying every label in `filter`. The stream ends or
+    /// yields an error when the connection drops; the caller resubscribes.
+    async fn events(
+        &self,
+        filter: &[(String, String)],
+    ) -> Result<BoxStream<'static, Result<EngineEvent>>>;
+    /// Last `lines` lines of a container's log (stdout and stderr).
+    async fn logs_tail(&self, id: &str, lines: usize) -> Result<String>;
+    /// One CPU/memory sample.
+    async fn stats(&self, id: &str) -> Result<StatsSample>;
+}

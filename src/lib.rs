@@ -1,0 +1,23 @@
+//! microscaler: autoscaling groups for Docker containers.
+//!
+//! # Layout
+//! - [`manifest`]: the three manifest kinds, parsing with precise errors, validation.
+//! - [`config`]: the controller's own configuration (zones, listen address, tokens).
+//! - [`store`]: the desired state, as immutable snapshots.
+//! - [`watch`]: loads and watches the manifest directory, publishes snapshots.
+//! - [`statusfile`]: writes `status:` blocks (and CLI edits) into manifest files, byte-preserving.
+//! - [`status`]: the status types.
+//! - [`engine`]: the narrow engine trait, its Docker (bollard) and in-memory implementations.
+//! - [`plan`]: the pure planning function (desired + observed → create/remove).
+//! - [`reconcile`]: the level-triggered runner that executes plans.
+//! - [`apply`]: the HTTP apply/read endpoint.
+//! - [`client`] and [`cli`]: the `ms` command line.
+//! - [`controller`]: wiring of a running controller.
+
+pub mod config;
+pub mod controller;
+pub mod engine;
+pub mod manifest;
+pub mod status;
+pub mod store;
+pub mod yamldoc;

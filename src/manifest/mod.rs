@@ -1,0 +1,13 @@
+//! Manifest kinds (`LaunchConfiguration`, `AutoScalingGroup`, `ScalingPolicy`), their parsing and validation.
+//!
+//! The types here are the user's vocabulary: field names are camelCase as in the YAML, unknown
+//! fields are rejected (`deny_unknown_fields`) so a typo is an error instead of a silent default.
+
+pub mod duration;
+pub mod instance_types;
+pub mod parse;
+pub mod types;
+
+pub use duration::DurationSpec;
+pub use parse::{parse_file, ManifestError, ParsedFile, ParsedObject};
+pub use types::*;
