@@ -4,7 +4,10 @@ use std::collections::BTreeMap;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, RwLock};
 
-use tokio::sync::watch;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use tokio::sync::{watch, Notify};
 
 use crate::config::Config;
 use crate::manifest::ObjectKey;
@@ -20,4 +23,22 @@ pub struct Shared {
     pub status: RwLock<BTreeMap<ObjectKey, GroupStatus>>,
     /// Set once the first full load of the directory is done.
     pub ready: AtomicBool,
+    /// Asks the watcher to rescan the directory now (after the apply endpoint wrote a file), so an
+    /// `ms apply` does not wait for the debounce of file events.
+    pub rescan: Notify,
+}
+
+/// Options of `ms controller` (flags override the configuration file).
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    pub config: Option<PathBuf>,
+    pub dir: Option<PathBuf>,
+    pub listen: Option<SocketAddr>,
+    pub allow_empty: bool,
+}
+
+/// Runs the controller until SIGINT/SIGTERM.
+pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
+    let _ = opts;
+    anyhow::bail!("controller not wired yet")
 }

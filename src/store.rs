@@ -24,6 +24,8 @@ pub struct Entry {
     pub line: usize,
     /// Hash of metadata + spec.
     pub generation: String,
+    /// When this controller first loaded this identity (kept across reloads; the `AGE` column).
+    pub first_seen: chrono::DateTime<chrono::Utc>,
     /// Non-fatal problems (a reference to a launch configuration that does not exist yet, ...).
     pub warnings: Vec<ManifestError>,
 }

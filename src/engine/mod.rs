@@ -181,6 +181,8 @@ pub trait Engine: Send + Sync + 'static {
     async fn ping(&self) -> Result<()>;
     /// Lists all containers (running or not) carrying every label in `filter` (`key=value`).
     async fn list(&self, filter: &[(String, String)]) -> Result<Vec<Observed>>;
+    /// One container with its start time and exit code (list does not carry them).
+    async fn inspect(&self, id: &str) -> Result<Observed>;
     /// Creates and starts a container; returns what was created.
     async fn create_and_start(&self, spec: &ContainerSpec) -> Result<Observed>;
     /// Stops (SIGTERM, then SIGKILL after `grace`) and removes a container. Missing is not an error.
