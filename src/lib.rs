@@ -18,6 +18,7 @@ pub mod config;
 pub mod controller;
 pub mod engine;
 pub mod manifest;
+pub mod plan;
 pub mod status;
 pub mod store;
 pub mod yamldoc;

@@ -1,0 +1,648 @@
+//! The pure planning function: desired group + observed containers → what to create and remove.
+//!
+//! Nothing here does I/O or reads a clock, so every rule (capacity, zone balancing, rollout,
+//! replacement of failed instances) is a table-driven unit test. The executor in
+//! `reconcile.rs` performs the plan.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::{DateTime, Utc};
+
+use crate::engine::{ContainerState, Health};
+
+/// What the group wants, resolved from its manifest and its launch configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Target {
+    /// Capacity to converge to: `desiredCapacity` clamped to [min, max], 0 when stopped or deleted.
+    pub desired: u32,
+    /// Upper bound of the group (rebalancing may exceed it by one, never more).
+    pub max_size: u32,
+    /// The group's zones, in the order written (ties go to the earlier zone).
+    pub zones: Vec<String>,
+    /// Hash of the launch configuration as containers should run it.
+    pub spec_hash: String,
+    /// Extra instances allowed while rolling out (resolved count, at least 1 when `max_unavailable` is 0).
+    pub max_surge: u32,
+    /// Instances that may be unavailable while rolling out (resolved count).
+    pub max_unavailable: u32,
+}
+
+/// One container of the group, as observed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Instance {
+    pub id: String,
+    pub name: String,
+    pub zone: String,
+    pub state: ContainerState,
+    pub health: Option<Health>,
+    pub created: DateTime<Utc>,
+    pub spec_hash: String,
+    pub exit_code: Option<i64>,
+}
+
+impl Instance {
+    /// Running and, where the image has a health check, healthy.
+    pub fn is_ready(&self) -> bool {
+        self.state == ContainerState::Running
+            && !matches!(self.health, Some(Health::Starting | Health::Unhealthy))
+    }
+
+    fn is_alive(&self) -> bool {
+        !self.state.is_failed()
+    }
+}
+
+/// Why an instance is created.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CreateReason {
+    /// Fewer instances than desired (scale-out or first start).
+    ScaleOut,
+    /// Replaces an instance that failed or vanished.
+    Replace,
+    /// New launch configuration, or a zone removed from the group (rolling update).
+    Rollout,
+    /// Zones are uneven (a zone came back): launch into the emptiest first.
+    Rebalance,
+}
+
+/// Why an instance is removed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RemoveReason {
+    /// Exited or dead: removed and replaced.
+    Failed,
+    /// More instances than desired: scale in (zone with most, oldest first).
+    ScaleIn,
+    /// Outdated launch configuration or a zone no longer in the group, replaced already.
+    Rollout,
+    /// Part of moving capacity back to an emptier zone.
+    Rebalance,
+}
+
+/// One creation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Create {
+    pub zone: String,
+    pub reason: CreateReason,
+}
+
+/// One removal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Remove {
+    pub id: String,
+    pub name: String,
+    pub zone: String,
+    pub reason: RemoveReason,
+}
+
+/// The plan for one pass. Empty when the group has converged.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Plan {
+    pub create: Vec<Create>,
+    pub remove: Vec<Remove>,
+}
+
+impl Plan {
+    pub fn is_empty(&self) -> bool {
+        self.create.is_empty() && self.remove.is_empty()
+    }
+}
+
+/// Counts a plan needs that the status shows too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Counts {
+    /// Alive instances (not failed) in reachable zones.
+    pub current: u32,
+    /// Ready instances.
+    pub ready: u32,
+    /// Alive instances with the current spec in one of the group's zones.
+    pub updated: u32,
+}
+
+/// Counts of a group's instances.
+pub fn counts(target: &Target, instances: &[Instance]) -> Counts {
+    let alive: Vec<&Instance> = instances.iter().filter(|i| i.is_alive()).collect();
+    Counts {
+        current: alive.len() as u32,
+        ready: alive.iter().filter(|i| i.is_ready()).count() as u32,
+        updated: alive.iter().filter(|i| is_current(target, i)).count() as u32,
+    }
+}
+
+fn is_current(target: &Target, i: &Instance) -> bool {
+    i.spec_hash == target.spec_hash && target.zones.contains(&i.zone)
+}
+
+/// Decides one pass for one group.
+///
+/// `instances` are the group's containers in reachable zones (containers in unreachable zones
+/// are unknown and must not be passed: their capacity is made up elsewhere). `reachable` is the
+/// set of zones whose engine answers; `pending` counts creations still in flight per zone
+/// (expectations), which count as instances so a lagging cache never causes double creation.
+///
+/// # Guarantees
+/// - Failed instances are always removed and always replaced (cooldowns never gate this).
+/// - A rollout never drops below `desired - max_unavailable` ready instances and never exceeds
+///   `desired + max_surge` instances.
+/// - Rebalancing launches at most one instance above `desired` (so at most `max_size + 1`).
+pub fn plan(
+    target: &Target,
+    instances: &[Instance],
+    reachable: &BTreeSet<String>,
+    pending: &BTreeMap<String, u32>,
+) -> Plan {
+    let mut out = Plan::default();
+    let zones: Vec<&String> = target
+        .zones
+        .iter()
+        .filter(|z| reachable.contains(*z))
+        .collect();
+
+    // 1. Failed instances go; their replacements are counted below as missing capacity.
+    for i in instances.iter().filter(|i| !i.is_alive()) {
+        out.remove.push(Remove {
+            id: i.id.clone(),
+            name: i.name.clone(),
+            zone: i.zone.clone(),
+            reason: RemoveReason::Failed,
+        });
+    }
+    let failed_any = !out.remove.is_empty();
+
+    let alive: Vec<&Instance> = instances.iter().filter(|i| i.is_alive()).collect();
+    let (current, obsolete): (Vec<&Instance>, Vec<&Instance>) =
+        alive.iter().partition(|i| is_current(target, i));
+
+    // Per-zone counts of current instances, pending creations included.
+    let mut per_zone: BTreeMap<&str, u32> = zones.iter().map(|z| (z.as_str(), 0)).collect();
+    for i in &current {
+        if let Some(n) = per_zone.get_mut(i.zone.as_str()) {
+            *n += 1;
+        }
+    }
+    let pending_total: u32 = pending
+        .iter()
+        .filter(|(z, _)| per_zone.contains_key(z.as_str()))
+        .map(|(_, n)| *n)
+        .sum();
+    for (z, n) in pending {
+        if let Some(c) = per_zone.get_mut(z.as_str()) {
+            *c += n;
+        }
+    }
+    let cur = current.len() as u32 + pending_total;
+    let desired = target.desired;
+    if zones.is_empty() {
+        // Nowhere to launch. Still remove what no longer belongs (failed, or a deleted group).
+        if desired == 0 {
+            remove_surplus(&mut out, &current, current.len(), RemoveReason::ScaleIn);
+        }
+        return out;
+    }
+
+    // 2. Too many current instances: scale in from the zone with most, oldest first.
+    let mut ready_scaled_in = 0u32;
+    if cur > desired {
+        let mut pool: Vec<&Instance> = current.clone();
+        let mut counts = per_zone.clone();
+        for _ in 0..(cur - desired) {
+            let Some(victim) = pick_scale_in(&mut pool, &mut counts, &zones) else {
+                break;
+            };
+            ready_scaled_in += u32::from(victim.is_ready());
+            out.remove.push(Remove {
+                id: victim.id.clone(),
+                name: victim.name.clone(),
+                zone: victim.zone.clone(),
+                reason: RemoveReason::ScaleIn,
+            });
+        }
+    }
+
+    // 3. Obsolete instances (old spec, or a zone no longer in the group): a rolling update.
+    let current_ready = current.iter().filter(|i| i.is_ready()).count() as u32;
+    if !obsolete.is_empty() {
+        let total = cur + obsolete.len() as u32;
+        let surge_room = (desired + target.max_surge).saturating_sub(total);
+        let missing = desired.saturating_sub(cur);
+        let creates = missing.min(surge_room);
+        launch(
+            &mut out,
+            &mut per_zone,
+            &zones,
+            creates,
+            CreateReason::Rollout,
+        );
+
+        // Remove unready obsolete instances freely; ready ones only while enough stay available.
+        let min_available = desired.saturating_sub(target.max_unavailable);
+        let obsolete_ready = obsolete.iter().filter(|i| i.is_ready()).count() as u32;
+        let mut available = current_ready - ready_scaled_in + obsolete_ready;
+        let mut ordered: Vec<&Instance> = obsolete.clone();
+        ordered.sort_by(|a, b| {
+            a.is_ready()
+                .cmp(&b.is_ready())
+                .then(a.created.cmp(&b.created))
+        });
+        for i in ordered {
+            let ok = if !i.is_ready() {
+                true
+            } else if available > min_available {
+                available -= 1;
+                true
+            } else {
+                false
+            };
+            if ok {
+                out.remove.push(Remove {
+                    id: i.id.clone(),
+                    name: i.name.clone(),
+                    zone: i.zone.clone(),
+                    reason: RemoveReason::Rollout,
+                });
+            }
+        }
+        return out;
+    }
+
+    // 4. Too few: scale out (or replace failed ones) into the zone with fewest.
+    if cur < desired {
+        let reason = if failed_any {
+            CreateReason::Replace
+        } else {
+            CreateReason::ScaleOut
+        };
+        launch(&mut out, &mut per_zone, &zones, desired - cur, reason);
+        return out;
+    }
+
+    // 5. Right number but uneven zones (a zone came back, or was added): launch one into the
+    // emptiest zone; the next pass scales in from the fullest. Only when everything is settled,
+    // so a rebalance never competes with a scale-out or a rollout.
+    if cur == desired && pending_total == 0 && current_ready == cur && !failed_any {
+        let min = per_zone.values().copied().min().unwrap_or(0);
+        let max = per_zone.values().copied().max().unwrap_or(0);
+        if max > min + 1 && desired < target.max_size + 1 {
+            launch(&mut out, &mut per_zone, &zones, 1, CreateReason::Rebalance);
+        }
+    }
+    out
+}
+
+/// Adds `n` creations, each into the zone with the fewest instances (ties: zone order).
+fn launch<'z>(
+    out: &mut Plan,
+    per_zone: &mut BTreeMap<&'z str, u32>,
+    zones: &[&'z String],
+    n: u32,
+    reason: CreateReason,
+) {
+    for _ in 0..n {
+        let zone = zones
+            .iter()
+            .min_by_key(|z| per_zone.get(z.as_str()).copied().unwrap_or(0))
+            .expect("zones is not empty");
+        *per_zone.entry(zone.as_str()).or_default() += 1;
+        out.create.push(Create {
+            zone: (*zone).clone(),
+            reason: reason.clone(),
+        });
+    }
+}
+
+/// Picks the instance to scale in: zone with the most instances (ties: later zone), then not
+/// ready before ready, then oldest first (the original microscaler's rule, AWS's default).
+fn pick_scale_in<'a>(
+    pool: &mut Vec<&'a Instance>,
+    counts: &mut BTreeMap<&str, u32>,
+    zones: &[&String],
+) -> Option<&'a Instance> {
+    let zone_rank = |z: &str| {
+        zones
+            .iter()
+            .position(|x| x.as_str() == z)
+            .unwrap_or(usize::MAX)
+    };
+    let best = pool
+        .iter()
+        .enumerate()
+        .max_by(|(_, a), (_, b)| {
+            let ca = counts.get(a.zone.as_str()).copied().unwrap_or(u32::MAX);
+            let cb = counts.get(b.zone.as_str()).copied().unwrap_or(u32::MAX);
+            ca.cmp(&cb)
+                .then(zone_rank(&a.zone).cmp(&zone_rank(&b.zone)))
+                .then(b.is_ready().cmp(&a.is_ready()))
+                .then(b.created.cmp(&a.created))
+        })
+        .map(|(idx, _)| idx)?;
+    let victim = pool.remove(best);
+    if let Some(c) = counts.get_mut(victim.zone.as_str()) {
+        *c = c.saturating_sub(1);
+    }
+    Some(victim)
+}
+
+fn remove_surplus(out: &mut Plan, current: &[&Instance], n: usize, reason: RemoveReason) {
+    let mut sorted: Vec<&&Instance> = current.iter().collect();
+    sorted.sort_by_key(|i| i.created);
+    for i in sorted.into_iter().take(n) {
+        out.remove.push(Remove {
+            id: i.id.clone(),
+            name: i.name.clone(),
+            zone: i.zone.clone(),
+            reason: reason.clone(),
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn target(desired: u32, zones: &[&str]) -> Target {
+        Target {
+            desired,
+            max_size: 10,
+            zones: zones.iter().map(|z| z.to_string()).collect(),
+            spec_hash: "new".into(),
+            max_surge: 1,
+            max_unavailable: 0,
+        }
+    }
+
+    /// `spec` is `zone:hash:state:age` shorthand, e.g. `a:new:running:5` (age in seconds before t0).
+    fn inst(
+        n: usize,
+        zone: &str,
+        hash: &str,
+        state: ContainerState,
+        created_secs: i64,
+    ) -> Instance {
+        Instance {
+            id: format!("id{n}"),
+            name: format!("web-{n}"),
+            zone: zone.into(),
+            state,
+            health: None,
+            created: Utc.timestamp_opt(1_700_000_000 + created_secs, 0).unwrap(),
+            spec_hash: hash.into(),
+            exit_code: None,
+        }
+    }
+
+    fn zones(z: &[&str]) -> BTreeSet<String> {
+        z.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn create_zones(p: &Plan) -> Vec<&str> {
+        p.create.iter().map(|c| c.zone.as_str()).collect()
+    }
+
+    fn removed(p: &Plan) -> Vec<&str> {
+        p.remove.iter().map(|r| r.id.as_str()).collect()
+    }
+
+    use ContainerState::*;
+
+    #[test]
+    fn scale_out_from_zero_spreads_over_zones_in_order() {
+        let p = plan(
+            &target(5, &["a", "b"]),
+            &[],
+            &zones(&["a", "b"]),
+            &BTreeMap::new(),
+        );
+        assert_eq!(create_zones(&p), vec!["a", "b", "a", "b", "a"]);
+        assert!(p.create.iter().all(|c| c.reason == CreateReason::ScaleOut));
+        assert!(p.remove.is_empty());
+    }
+
+    #[test]
+    fn scale_out_launches_into_the_zone_with_fewest() {
+        let i = vec![
+            inst(1, "a", "new", Running, 0),
+            inst(2, "a", "new", Running, 1),
+        ];
+        let p = plan(
+            &target(4, &["a", "b"]),
+            &i,
+            &zones(&["a", "b"]),
+            &BTreeMap::new(),
+        );
+        assert_eq!(create_zones(&p), vec!["b", "b"]);
+    }
+
+    #[test]
+    fn scale_in_takes_from_the_zone_with_most_oldest_first() {
+        let i = vec![
+            inst(1, "a", "new", Running, 10),
+            inst(2, "b", "new", Running, 5),
+            inst(3, "b", "new", Running, 1),
+            inst(4, "b", "new", Running, 7),
+        ];
+        let p = plan(
+            &target(2, &["a", "b"]),
+            &i,
+            &zones(&["a", "b"]),
+            &BTreeMap::new(),
+        );
+        assert_eq!(removed(&p), vec!["id3", "id2"]);
+        assert!(p.create.is_empty());
+    }
+
+    #[test]
+    fn failed_instances_are_removed_and_replaced() {
+        let mut dead = inst(2, "a", "new", Exited, 2);
+        dead.exit_code = Some(137);
+        let i = vec![inst(1, "a", "new", Running, 1), dead];
+        let p = plan(&target(2, &["a"]), &i, &zones(&["a"]), &BTreeMap::new());
+        assert_eq!(removed(&p), vec!["id2"]);
+        assert_eq!(
+            p.create,
+            vec![Create {
+                zone: "a".into(),
+                reason: CreateReason::Replace
+            }]
+        );
+    }
+
+    #[test]
+    fn pending_creations_prevent_double_creation() {
+        let pending = BTreeMap::from([("a".to_string(), 2)]);
+        let p = plan(
+            &target(3, &["a"]),
+            &[inst(1, "a", "new", Running, 0)],
+            &zones(&["a"]),
+            &pending,
+        );
+        assert!(p.is_empty(), "{p:?}");
+    }
+
+    #[test]
+    fn a_stopped_or_deleted_group_removes_everything() {
+        let i = vec![
+            inst(1, "a", "new", Running, 0),
+            inst(2, "b", "old", Running, 0),
+        ];
+        let p = plan(
+            &target(0, &["a", "b"]),
+            &i,
+            &zones(&["a", "b"]),
+            &BTreeMap::new(),
+        );
+        let mut r = removed(&p);
+        r.sort();
+        assert_eq!(r, vec!["id1", "id2"]);
+        assert!(p.create.is_empty());
+    }
+
+    #[test]
+    fn converged_group_plans_nothing() {
+        let i = vec![
+            inst(1, "a", "new", Running, 0),
+            inst(2, "b", "new", Running, 0),
+        ];
+        assert!(plan(
+            &target(2, &["a", "b"]),
+            &i,
+            &zones(&["a", "b"]),
+            &BTreeMap::new()
+        )
+        .is_empty());
+    }
+
+    #[test]
+    fn rollout_surges_before_removing_and_keeps_availability() {
+        let i: Vec<Instance> = (0..3)
+            .map(|n| inst(n, "a", "old", Running, n as i64))
+            .collect();
+        let t = target(3, &["a"]);
+        // Pass 1: one new instance (surge 1), no old one removed yet (max unavailable 0).
+        let p = plan(&t, &i, &zones(&["a"]), &BTreeMap::new());
+        assert_eq!(
+            p.create,
+            vec![Create {
+                zone: "a".into(),
+                reason: CreateReason::Rollout
+            }]
+        );
+        assert!(p.remove.is_empty());
+        // Pass 2: the new one is running: exactly one old one (the oldest) goes.
+        let mut i2 = i.clone();
+        i2.push(inst(10, "a", "new", Running, 20));
+        let p = plan(&t, &i2, &zones(&["a"]), &BTreeMap::new());
+        assert_eq!(removed(&p), vec!["id0"]);
+        assert!(p.create.is_empty());
+    }
+
+    #[test]
+    fn rollout_waits_while_the_new_instance_is_not_ready() {
+        let mut i: Vec<Instance> = (0..2)
+            .map(|n| inst(n, "a", "old", Running, n as i64))
+            .collect();
+        let mut fresh = inst(9, "a", "new", Running, 9);
+        fresh.health = Some(Health::Starting);
+        i.push(fresh);
+        assert!(plan(&target(2, &["a"]), &i, &zones(&["a"]), &BTreeMap::new()).is_empty());
+    }
+
+    #[test]
+    fn instances_in_a_zone_removed_from_the_group_are_moved() {
+        let i = vec![
+            inst(1, "a", "new", Running, 0),
+            inst(2, "c", "new", Running, 0),
+        ];
+        let t = target(2, &["a", "b"]);
+        let p = plan(&t, &i, &zones(&["a", "b", "c"]), &BTreeMap::new());
+        assert_eq!(create_zones(&p), vec!["b"]);
+        assert!(p.remove.is_empty());
+        let mut i2 = i.clone();
+        i2.push(inst(3, "b", "new", Running, 1));
+        assert_eq!(
+            removed(&plan(&t, &i2, &zones(&["a", "b", "c"]), &BTreeMap::new())),
+            vec!["id2"]
+        );
+    }
+
+    #[test]
+    fn an_unreachable_zone_capacity_is_made_up_in_the_others() {
+        // Zone b is down: its instances are unknown (not passed); a gets all the capacity.
+        let i = vec![inst(1, "a", "new", Running, 0)];
+        let p = plan(
+            &target(3, &["a", "b"]),
+            &i,
+            &zones(&["a"]),
+            &BTreeMap::new(),
+        );
+        assert_eq!(create_zones(&p), vec!["a", "a"]);
+    }
+
+    #[test]
+    fn a_returning_zone_is_rebalanced_without_exceeding_max_plus_one() {
+        // b came back empty after its capacity was made up in a: 4 in a, 0 in b.
+        let mut t = target(4, &["a", "b"]);
+        t.max_size = 4;
+        let i: Vec<Instance> = (0..4)
+            .map(|n| inst(n, "a", "new", Running, n as i64))
+            .collect();
+        let p = plan(&t, &i, &zones(&["a", "b"]), &BTreeMap::new());
+        assert_eq!(
+            p.create,
+            vec![Create {
+                zone: "b".into(),
+                reason: CreateReason::Rebalance
+            }]
+        );
+        assert!(p.remove.is_empty());
+        // Next pass: 5 = max + 1 instances; scale in from a (oldest first), nothing created.
+        let mut i2 = i.clone();
+        i2.push(inst(9, "b", "new", Running, 9));
+        let p = plan(&t, &i2, &zones(&["a", "b"]), &BTreeMap::new());
+        assert_eq!(removed(&p), vec!["id0"]);
+        assert!(p.create.is_empty());
+    }
+
+    #[test]
+    fn a_returning_zone_with_its_old_instances_is_scaled_in_from_the_fullest() {
+        // a made up b's capacity (4 in a); b returns with its 2 containers: 6 > 4.
+        let mut i: Vec<Instance> = (0..4)
+            .map(|n| inst(n, "a", "new", Running, n as i64 + 10))
+            .collect();
+        i.push(inst(7, "b", "new", Running, 0));
+        i.push(inst(8, "b", "new", Running, 1));
+        let p = plan(
+            &target(4, &["a", "b"]),
+            &i,
+            &zones(&["a", "b"]),
+            &BTreeMap::new(),
+        );
+        assert_eq!(removed(&p), vec!["id0", "id1"]);
+    }
+
+    #[test]
+    fn no_reachable_zone_means_no_creation() {
+        let p = plan(&target(3, &["a"]), &[], &zones(&[]), &BTreeMap::new());
+        assert!(p.is_empty());
+    }
+
+    #[test]
+    fn counts_distinguish_current_ready_and_updated() {
+        let mut starting = inst(3, "a", "new", Running, 0);
+        starting.health = Some(Health::Starting);
+        let i = vec![
+            inst(1, "a", "new", Running, 0),
+            inst(2, "a", "old", Running, 0),
+            starting,
+            inst(4, "a", "new", Exited, 0),
+        ];
+        let c = counts(&target(3, &["a"]), &i);
+        assert_eq!(
+            c,
+            Counts {
+                current: 3,
+                ready: 2,
+                updated: 2
+            }
+        );
+    }
+}
