@@ -1,1 +1,679 @@
-pub struct Placeholder;
+//! The Docker engine through bollard: the only file in the crate that speaks the Docker API.
+//!
+//! Everything bollard returns is translated here into the domain types of [`super`], and every
+//! bollard error goes through [`classify`], so the rest of the crate decides on
+//! [`EngineError`] variants and never on HTTP status codes.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bollard::errors::Error as BollardError;
+use bollard::models::{
+    ContainerCreateBody, ContainerInspectResponse, ContainerSummary, EventMessage, HostConfig,
+    PortBinding, PortMap,
+};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, EventsOptionsBuilder, ListContainersOptionsBuilder,
+    LogsOptionsBuilder, RemoveContainerOptionsBuilder, StatsOptionsBuilder,
+    StopContainerOptionsBuilder,
+};
+use bollard::{Docker, API_DEFAULT_VERSION};
+use chrono::{DateTime, Utc};
+use futures::stream::BoxStream;
+use futures::StreamExt;
+
+use super::{
+    ContainerSpec, ContainerState, Engine, EngineError, EngineEvent, EventKind, Health, Observed,
+    Result, StatsSample,
+};
+
+/// Socket used when neither an address nor `DOCKER_HOST` is given.
+pub const DEFAULT_SOCKET: &str = "unix:///var/run/docker.sock";
+
+/// Seconds a plain request may take before it counts as an unreachable engine. Generous, because
+/// a busy engine can take seconds to create a container; the stop call adds its grace on top.
+const REQUEST_TIMEOUT_SECS: u64 = 30;
+
+/// Event attributes Docker adds itself; every other attribute is one of the container's labels.
+const NON_LABEL_ATTRIBUTES: &[&str] = &[
+    "name",
+    "image",
+    "exitCode",
+    "signal",
+    "execDuration",
+    "execID",
+    "container",
+    "driver",
+    "destination",
+    "propagation",
+    "read/write",
+    "type",
+];
+
+/// A connection to one Docker engine (one availability zone). Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct DockerEngine {
+    /// The bollard client, with the API version negotiated down to the engine's.
+    docker: Docker,
+    /// The address we connected to, for messages.
+    host: String,
+}
+
+impl DockerEngine {
+    /// Connects to `docker_host` (`unix:///path`, a bare socket path, or `tcp://127.0.0.1:port`);
+    /// `None` means `DOCKER_HOST`, else the local socket. Negotiates the API version, so this
+    /// talks to the engine once.
+    ///
+    /// # Errors
+    /// [`EngineError::Unreachable`] when the socket is missing or the engine does not answer;
+    /// [`EngineError::Other`] for an address scheme we do not support.
+    pub async fn connect(docker_host: Option<&str>) -> Result<DockerEngine> {
+        let host = match docker_host {
+            Some(h) if !h.trim().is_empty() => h.trim().to_string(),
+            _ => std::env::var("DOCKER_HOST")
+                .ok()
+                .filter(|h| !h.trim().is_empty())
+                .unwrap_or_else(|| DEFAULT_SOCKET.to_string()),
+        };
+        let docker = if let Some(path) = host.strip_prefix("unix://") {
+            Docker::connect_with_unix(path, REQUEST_TIMEOUT_SECS, API_DEFAULT_VERSION)
+        } else if host.starts_with('/') {
+            Docker::connect_with_unix(&host, REQUEST_TIMEOUT_SECS, API_DEFAULT_VERSION)
+        } else if host.starts_with("tcp://") || host.starts_with("http://") {
+            Docker::connect_with_http(&host, REQUEST_TIMEOUT_SECS, API_DEFAULT_VERSION)
+        } else {
+            return Err(EngineError::Other(format!(
+                "unsupported Docker address `{host}`: use unix:///path/to/docker.sock or tcp://127.0.0.1:PORT"
+            )));
+        }
+        .map_err(|e| with_host(classify(e), &host))?;
+        // bollard speaks a newer API than the engines we meet (20.10 speaks 1.41); without this
+        // every request would be refused as "client version too new".
+        let docker = docker
+            .negotiate_version()
+            .await
+            .map_err(|e| with_host(classify(e), &host))?;
+        Ok(DockerEngine { docker, host })
+    }
+
+    /// The address this engine was reached at.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// The API version in use after negotiation, e.g. `1.41`.
+    pub fn api_version(&self) -> String {
+        self.docker.client_version().to_string()
+    }
+}
+
+/// Adds the engine address to an unreachable error, since "connection refused" alone does not say
+/// which zone is down.
+fn with_host(err: EngineError, host: &str) -> EngineError {
+    match err {
+        EngineError::Unreachable(m) => EngineError::Unreachable(format!("{host}: {m}")),
+        other => other,
+    }
+}
+
+/// The one place bollard errors become [`EngineError`]s.
+///
+/// 404 → `NotFound` and 409 → `Conflict`, each carrying the engine's own message (such as
+/// "No such image: foo:latest"); connection, I/O and timeout failures → `Unreachable`; the
+/// rest → `Other`.
+pub fn classify(err: BollardError) -> EngineError {
+    match err {
+        BollardError::DockerResponseServerError {
+            status_code: 404,
+            message,
+        } => EngineError::NotFound(message),
+        BollardError::DockerResponseServerError {
+            status_code: 409,
+            message,
+        } => EngineError::Conflict(message),
+        BollardError::DockerResponseServerError {
+            status_code,
+            message,
+        } => EngineError::Other(format!("engine answered {status_code}: {message}")),
+        e @ (BollardError::RequestTimeoutError
+        | BollardError::IOError { .. }
+        | BollardError::HyperResponseError { .. }
+        | BollardError::HyperLegacyError { .. }
+        | BollardError::SocketNotFoundError(_)) => EngineError::Unreachable(e.to_string()),
+        e => EngineError::Other(e.to_string()),
+    }
+}
+
+/// Docker filter map from `key=value` label pairs.
+fn label_filters(filter: &[(String, String)]) -> HashMap<String, Vec<String>> {
+    let mut filters = HashMap::new();
+    if !filter.is_empty() {
+        filters.insert(
+            "label".to_string(),
+            filter.iter().map(|(k, v)| format!("{k}={v}")).collect(),
+        );
+    }
+    filters
+}
+
+/// Health from the `Status` text of a list entry ("Up 3 seconds (healthy)"), the only place the
+/// list endpoint of API 1.41 carries it.
+fn health_from_status(status: &str) -> Option<Health> {
+    // "(unhealthy)" contains "healthy)", so test it first.
+    if status.contains("(unhealthy)") {
+        Some(Health::Unhealthy)
+    } else if status.contains("(healthy)") {
+        Some(Health::Healthy)
+    } else if status.contains("(health: starting)") {
+        Some(Health::Starting)
+    } else {
+        None
+    }
+}
+
+/// Parses a Docker timestamp; Docker's "never" is the zero time `0001-01-01T00:00:00Z`.
+fn parse_time(s: Option<&str>) -> Option<DateTime<Utc>> {
+    let t = DateTime::parse_from_rfc3339(s?).ok()?.with_timezone(&Utc);
+    (t.timestamp() > 0).then_some(t)
+}
+
+fn observed_from_summary(c: ContainerSummary) -> Observed {
+    let name = c
+        .names
+        .as_ref()
+        .and_then(|n| n.first())
+        .map(|n| n.trim_start_matches('/').to_string())
+        .unwrap_or_default();
+    let mut ports: Vec<String> = c
+        .ports
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|p| {
+            let public = p.public_port?;
+            let ip = p.ip.unwrap_or_else(|| "0.0.0.0".to_string());
+            let proto = p.typ.map(|t| t.to_string()).unwrap_or_else(|| "tcp".into());
+            Some(format!("{ip}:{public}->{}/{proto}", p.private_port))
+        })
+        .collect();
+    ports.sort();
+    ports.dedup();
+    Observed {
+        id: c.id.unwrap_or_default(),
+        name,
+        labels: c.labels.unwrap_or_default().into_iter().collect(),
+        state: ContainerState::parse(c.state.as_ref().map(|s| s.as_ref()).unwrap_or("")),
+        health: c.status.as_deref().and_then(health_from_status),
+        created: c
+            .created
+            .and_then(|s| DateTime::from_timestamp(s, 0))
+            .unwrap_or_default(),
+        started_at: None,
+        ports,
+        exit_code: None,
+    }
+}
+
+/// `127.0.0.1:32768->8080/tcp` strings from an inspect port map.
+fn ports_from_map(map: Option<&PortMap>) -> Vec<String> {
+    let mut ports: Vec<String> = map
+        .into_iter()
+        .flatten()
+        .flat_map(|(inner, bindings)| {
+            bindings.iter().flatten().filter_map(move |b| {
+                let port = b.host_port.as_deref().filter(|p| !p.is_empty())?;
+                let ip = b
+                    .host_ip
+                    .as_deref()
+                    .filter(|i| !i.is_empty())
+                    .unwrap_or("0.0.0.0");
+                Some(format!("{ip}:{port}->{inner}"))
+            })
+        })
+        .collect();
+    ports.sort();
+    ports.dedup();
+    ports
+}
+
+fn observed_from_inspect(c: ContainerInspectResponse) -> Observed {
+    let state = c.state.unwrap_or_default();
+    let status = state.status.map(|s| s.to_string()).unwrap_or_default();
+    let health = state
+        .health
+        .and_then(|h| h.status)
+        .and_then(|s| match s.as_ref() {
+            "starting" => Some(Health::Starting),
+            "healthy" => Some(Health::Healthy),
+            "unhealthy" => Some(Health::Unhealthy),
+            _ => None,
+        });
+    let container_state = ContainerState::parse(&status);
+    Observed {
+        id: c.id.unwrap_or_default(),
+        name: c
+            .name
+            .unwrap_or_default()
+            .trim_start_matches('/')
+            .to_string(),
+        labels: c
+            .config
+            .and_then(|cfg| cfg.labels)
+            .unwrap_or_default()
+            .into_iter()
+            .collect(),
+        state: container_state,
+        health,
+        created: parse_time(c.created.as_deref()).unwrap_or_default(),
+        started_at: parse_time(state.started_at.as_deref()),
+        ports: ports_from_map(c.network_settings.and_then(|n| n.ports).as_ref()),
+        // Docker reports 0 for a container that never exited; only an exited one has a real code.
+        exit_code: if container_state.is_failed() {
+            state.exit_code
+        } else {
+            None
+        },
+    }
+}
+
+/// Event kind from a Docker action (`die`, `health_status: healthy`, ...).
+fn event_kind(action: &str) -> EventKind {
+    match action {
+        "create" => EventKind::Create,
+        "start" => EventKind::Start,
+        "die" => EventKind::Die,
+        "kill" => EventKind::Kill,
+        "oom" => EventKind::Oom,
+        "stop" => EventKind::Stop,
+        "destroy" => EventKind::Destroy,
+        a => match a.strip_prefix("health_status:").map(str::trim) {
+            Some("healthy") => EventKind::Health(Health::Healthy),
+            Some("unhealthy") => EventKind::Health(Health::Unhealthy),
+            Some("starting") => EventKind::Health(Health::Starting),
+            _ => EventKind::Other,
+        },
+    }
+}
+
+fn event_from_message(m: EventMessage) -> EngineEvent {
+    let actor = m.actor.unwrap_or_default();
+    let attributes = actor.attributes.unwrap_or_default();
+    let exit_code = attributes.get("exitCode").and_then(|c| c.parse().ok());
+    let labels: BTreeMap<String, String> = attributes
+        .into_iter()
+        .filter(|(k, _)| k.contains('.') || !NON_LABEL_ATTRIBUTES.contains(&k.as_str()))
+        .collect();
+    let time = m
+        .time_nano
+        .map(DateTime::from_timestamp_nanos)
+        .or_else(|| m.time.and_then(|s| DateTime::from_timestamp(s, 0)))
+        .unwrap_or_else(Utc::now);
+    EngineEvent {
+        kind: event_kind(m.action.as_deref().unwrap_or("")),
+        id: actor.id.unwrap_or_default(),
+        labels,
+        exit_code,
+        time,
+    }
+}
+
+/// The create request for a spec: port bindings default to 127.0.0.1 and an ephemeral host port,
+/// so nothing is exposed beyond the machine by accident.
+fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
+    let mut bindings: PortMap = HashMap::new();
+    for p in &spec.ports {
+        let proto = p.protocol.as_deref().unwrap_or("tcp");
+        let key = format!("{}/{proto}", p.container_port);
+        bindings
+            .entry(key)
+            .or_insert_with(|| Some(Vec::new()))
+            .get_or_insert_with(Vec::new)
+            .push(PortBinding {
+                host_ip: Some(p.host_ip.clone().unwrap_or_else(|| "127.0.0.1".into())),
+                host_port: Some(p.host_port.map(|h| h.to_string()).unwrap_or_default()),
+            });
+    }
+    let mut exposed: Vec<String> = bindings.keys().cloned().collect();
+    exposed.sort();
+    let host_config = HostConfig {
+        nano_cpus: spec.nano_cpus,
+        memory: spec.memory_bytes,
+        port_bindings: (!bindings.is_empty()).then_some(bindings),
+        network_mode: spec.network.clone(),
+        ..Default::default()
+    };
+    ContainerCreateBody {
+        image: Some(spec.image.clone()),
+        cmd: spec.command.clone(),
+        entrypoint: spec.entrypoint.clone(),
+        env: (!spec.env.is_empty())
+            .then(|| spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
+        labels: Some(spec.labels.clone().into_iter().collect()),
+        hostname: spec.hostname.clone(),
+        domainname: spec.domainname.clone(),
+        exposed_ports: (!exposed.is_empty()).then_some(exposed),
+        stop_timeout: spec.stop_timeout,
+        host_config: Some(host_config),
+        ..Default::default()
+    }
+}
+
+/// Whole seconds for Docker's stop timeout, rounding a sub-second grace up so it is not zero.
+fn grace_secs(grace: Duration) -> i32 {
+    let secs = grace.as_secs() + u64::from(grace.subsec_nanos() > 0);
+    i32::try_from(secs).unwrap_or(i32::MAX)
+}
+
+#[async_trait]
+impl Engine for DockerEngine {
+    async fn ping(&self) -> Result<()> {
+        self.docker
+            .ping()
+            .await
+            .map(|_| ())
+            .map_err(|e| with_host(classify(e), &self.host))
+    }
+
+    async fn list(&self, filter: &[(String, String)]) -> Result<Vec<Observed>> {
+        let options = ListContainersOptionsBuilder::default()
+            .all(true)
+            .filters(&label_filters(filter))
+            .build();
+        let list = self
+            .docker
+            .list_containers(Some(options))
+            .await
+            .map_err(|e| with_host(classify(e), &self.host))?;
+        Ok(list.into_iter().map(observed_from_summary).collect())
+    }
+
+    async fn inspect(&self, id: &str) -> Result<Observed> {
+        let c = self
+            .docker
+            .inspect_container(id, None)
+            .await
+            .map_err(|e| with_host(classify(e), &self.host))?;
+        Ok(observed_from_inspect(c))
+    }
+
+    async fn create_and_start(&self, spec: &ContainerSpec) -> Result<Observed> {
+        let options = (!spec.name.is_empty()).then(|| {
+            CreateContainerOptionsBuilder::default()
+                .name(&spec.name)
+                .build()
+        });
+        let created = self
+            .docker
+            .create_container(options, create_body(spec))
+            .await
+            .map_err(|e| with_host(classify(e), &self.host))?;
+        if let Err(e) = self.docker.start_container(&created.id, None).await {
+            // A container that never ran is debris: remove it so the next attempt starts clean
+            // (and the name is free again). Its own failure is secondary to the start error.
+            let force = RemoveContainerOptionsBuilder::default().force(true).build();
+            if let Err(rm) = self.docker.remove_container(&created.id, Some(force)).await {
+                tracing::warn!(id = %created.id, error = %rm, "could not remove a container that failed to start");
+            }
+            return Err(with_host(classify(e), &self.host));
+        }
+        if !spec.ports.is_empty() {
+            // Ephemeral host ports are only known after start; one inspect is worth it then.
+            return self.inspect(&created.id).await;
+        }
+        // The hot path (self-heal): no second round trip, we know what we just created.
+        let now = Utc::now();
+        Ok(Observed {
+            id: created.id,
+            name: spec.name.clone(),
+            labels: spec.labels.clone(),
+            state: ContainerState::Running,
+            health: None,
+            created: now,
+            started_at: Some(now),
+            ports: Vec::new(),
+            exit_code: None,
+        })
+    }
+
+    async fn remove(&self, id: &str, grace: Duration) -> Result<()> {
+        let ok_if_gone = |e: BollardError| match classify(e) {
+            EngineError::NotFound(_) => Ok(()),
+            // Someone else (another pass, a human) is already removing it: same outcome.
+            EngineError::Conflict(m) if m.contains("already in progress") => Ok(()),
+            e => Err(with_host(e, &self.host)),
+        };
+        if !grace.is_zero() {
+            let t = grace_secs(grace);
+            // The stop call answers only after the grace, so it needs a longer timeout.
+            let docker = self
+                .docker
+                .clone()
+                .with_timeout(Duration::from_secs(REQUEST_TIMEOUT_SECS) + grace);
+            let options = StopContainerOptionsBuilder::default().t(t).build();
+            if let Err(e) = docker.stop_container(id, Some(options)).await {
+                match e {
+                    // 304: already stopped; fine, remove below.
+                    BollardError::DockerResponseServerError {
+                        status_code: 304, ..
+                    } => {}
+                    e => ok_if_gone(e)?,
+                }
+            }
+        }
+        let options = RemoveContainerOptionsBuilder::default()
+            .force(true)
+            .v(true)
+            .build();
+        match self.docker.remove_container(id, Some(options)).await {
+            Ok(()) => Ok(()),
+            Err(e) => ok_if_gone(e),
+        }
+    }
+
+    async fn events(
+        &self,
+        filter: &[(String, String)],
+    ) -> Result<BoxStream<'static, Result<EngineEvent>>> {
+        let mut filters = label_filters(filter);
+        filters.insert("type".to_string(), vec!["container".to_string()]);
+        // bollard sends the request only when the stream is first polled, which may be well after
+        // this call returns. `since` = now makes the subscription start here anyway: the engine
+        // replays from its event buffer whatever happened in between, so nothing done after
+        // `events()` returns is missed.
+        let now = Utc::now();
+        let since = format!("{}.{:09}", now.timestamp(), now.timestamp_subsec_nanos());
+        let options = EventsOptionsBuilder::default()
+            .since(&since)
+            .filters(&filters)
+            .build();
+        let host = self.host.clone();
+        let mut stream = self
+            .docker
+            .events(Some(options))
+            .map(move |item| {
+                item.map(event_from_message)
+                    .map_err(|e| with_host(classify(e), &host))
+            })
+            .boxed();
+        // A short first poll surfaces a refused connection here rather than on the first read;
+        // Docker answers the headers at once and then stays silent until something happens.
+        match tokio::time::timeout(Duration::from_millis(100), stream.next()).await {
+            Ok(Some(Err(e))) => Err(e),
+            Ok(Some(Ok(ev))) => Ok(futures::stream::once(async { Ok(ev) })
+                .chain(stream)
+                .boxed()),
+            Ok(None) => Err(EngineError::Unreachable(format!(
+                "{}: event stream closed at once",
+                self.host
+            ))),
+            Err(_still_waiting) => Ok(stream),
+        }
+    }
+
+    async fn logs_tail(&self, id: &str, lines: usize) -> Result<String> {
+        let options = LogsOptionsBuilder::default()
+            .stdout(true)
+            .stderr(true)
+            .tail(&lines.to_string())
+            .build();
+        let mut stream = self.docker.logs(id, Some(options));
+        let mut out = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| with_host(classify(e), &self.host))?;
+            out.extend_from_slice(&chunk.into_bytes());
+        }
+        Ok(String::from_utf8_lossy(&out).into_owned())
+    }
+
+    async fn stats(&self, id: &str) -> Result<StatsSample> {
+        let options = StatsOptionsBuilder::default()
+            .stream(false)
+            .one_shot(true)
+            .build();
+        let mut stream = self.docker.stats(id, Some(options));
+        let s = match stream.next().await {
+            Some(s) => s.map_err(|e| with_host(classify(e), &self.host))?,
+            None => {
+                return Err(EngineError::Other(format!(
+                    "{}: no stats sample for {id}",
+                    self.host
+                )))
+            }
+        };
+        let cpu = s.cpu_stats.unwrap_or_default();
+        let mem = s.memory_stats.unwrap_or_default();
+        let usage = mem.usage.unwrap_or(0);
+        // What `docker stats` shows: page cache is reclaimable, so it does not count as used.
+        // cgroup v1 names it total_inactive_file, v2 inactive_file; older engines only cache.
+        let cache = mem
+            .stats
+            .as_ref()
+            .and_then(|st| {
+                st.get("total_inactive_file")
+                    .or_else(|| st.get("inactive_file"))
+                    .or_else(|| st.get("cache"))
+                    .copied()
+            })
+            .unwrap_or(0);
+        Ok(StatsSample {
+            cpu_total_ns: cpu.cpu_usage.and_then(|u| u.total_usage).unwrap_or(0),
+            system_cpu_ns: cpu.system_cpu_usage.unwrap_or(0),
+            online_cpus: cpu.online_cpus.unwrap_or(0),
+            memory_used_bytes: usage.saturating_sub(cache),
+            memory_limit_bytes: mem.limit.unwrap_or(0),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::PortSpec;
+
+    #[test]
+    fn unhealthy_is_not_mistaken_for_healthy() {
+        assert_eq!(
+            health_from_status("Up 2 minutes (unhealthy)"),
+            Some(Health::Unhealthy)
+        );
+        assert_eq!(
+            health_from_status("Up 2 minutes (healthy)"),
+            Some(Health::Healthy)
+        );
+        assert_eq!(
+            health_from_status("Up 1 second (health: starting)"),
+            Some(Health::Starting)
+        );
+        assert_eq!(health_from_status("Up 2 minutes"), None);
+    }
+
+    #[test]
+    fn status_codes_are_classified_once() {
+        let err = |status_code| BollardError::DockerResponseServerError {
+            status_code,
+            message: "No such image: foo:latest".into(),
+        };
+        assert!(
+            matches!(classify(err(404)), EngineError::NotFound(m) if m == "No such image: foo:latest")
+        );
+        assert!(matches!(classify(err(409)), EngineError::Conflict(_)));
+        assert!(matches!(classify(err(500)), EngineError::Other(m) if m.contains("500")));
+        assert!(matches!(
+            classify(BollardError::RequestTimeoutError),
+            EngineError::Unreachable(_)
+        ));
+        assert!(matches!(
+            classify(BollardError::SocketNotFoundError("/nope".into())),
+            EngineError::Unreachable(_)
+        ));
+    }
+
+    #[test]
+    fn health_actions_become_health_events() {
+        assert_eq!(
+            event_kind("health_status: unhealthy"),
+            EventKind::Health(Health::Unhealthy)
+        );
+        assert_eq!(event_kind("die"), EventKind::Die);
+        assert_eq!(event_kind("exec_start: sh"), EventKind::Other);
+    }
+
+    #[test]
+    fn event_labels_drop_dockers_own_attributes() {
+        let mut attributes = HashMap::new();
+        attributes.insert("name".to_string(), "web-1".to_string());
+        attributes.insert("image".to_string(), "busybox".to_string());
+        attributes.insert("exitCode".to_string(), "137".to_string());
+        attributes.insert("io.microscaler.group".to_string(), "web".to_string());
+        attributes.insert("team".to_string(), "ops".to_string());
+        let m = EventMessage {
+            action: Some("die".into()),
+            actor: Some(bollard::models::EventActor {
+                id: Some("abc".into()),
+                attributes: Some(attributes),
+            }),
+            time_nano: Some(1_700_000_000_123_456_789),
+            ..Default::default()
+        };
+        let ev = event_from_message(m);
+        assert_eq!(ev.kind, EventKind::Die);
+        assert_eq!(ev.exit_code, Some(137));
+        assert_eq!(
+            ev.labels.keys().collect::<Vec<_>>(),
+            vec!["io.microscaler.group", "team"]
+        );
+        assert_eq!(ev.time.timestamp_subsec_nanos(), 123_456_789);
+    }
+
+    #[test]
+    fn ports_bind_to_loopback_and_an_ephemeral_port_by_default() {
+        let spec = ContainerSpec {
+            image: "img".into(),
+            ports: vec![PortSpec {
+                container_port: 8080,
+                host_port: None,
+                host_ip: None,
+                protocol: None,
+            }],
+            ..Default::default()
+        };
+        let body = create_body(&spec);
+        let bindings = body.host_config.unwrap().port_bindings.unwrap();
+        let b = &bindings["8080/tcp"].as_ref().unwrap()[0];
+        assert_eq!(b.host_ip.as_deref(), Some("127.0.0.1"));
+        assert_eq!(b.host_port.as_deref(), Some(""));
+        assert_eq!(body.exposed_ports, Some(vec!["8080/tcp".to_string()]));
+    }
+
+    #[test]
+    fn sub_second_grace_rounds_up() {
+        assert_eq!(grace_secs(Duration::from_millis(200)), 1);
+        assert_eq!(grace_secs(Duration::from_secs(10)), 10);
+    }
+
+    #[test]
+    fn docker_zero_time_means_never() {
+        assert_eq!(parse_time(Some("0001-01-01T00:00:00Z")), None);
+        assert!(parse_time(Some("2024-05-01T10:00:00.123456789Z")).is_some());
+    }
+}
