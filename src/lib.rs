@@ -14,11 +14,14 @@
 //! - [`client`] and [`cli`]: the `ms` command line.
 //! - [`controller`]: wiring of a running controller.
 
+pub mod apply;
+pub mod client;
 pub mod config;
 pub mod controller;
 pub mod engine;
 pub mod manifest;
 pub mod plan;
+pub mod queue;
 pub mod status;
 pub mod store;
 pub mod yamldoc;

@@ -1,0 +1,1026 @@
+//! The HTTP apply/read endpoint: `ms apply` and `ms get` talk to this, and it writes only files.
+//!
+//! The endpoint never changes the running state directly: an apply, delete, scale, start or stop
+//! edits the manifest files in the watched directory and asks the watcher to rescan, so the
+//! directory stays the single source of truth and `git diff` shows every change an API call made.
+//! All validation happens before the first write: a request with one bad document writes nothing.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use axum::extract::{Path as UrlPath, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use crate::controller::Shared;
+use crate::manifest::{parse_file, Kind, ManifestError, Object, ObjectKey};
+use crate::store::{Desired, Entry};
+use crate::yamldoc;
+
+/// Header carrying the name of the file the client read, so errors name the user's file.
+pub const FILENAME_HEADER: &str = "x-ms-filename";
+
+/// Name used in errors when the client did not say which file it sent.
+const REQUEST_FILE: &str = "<request>";
+
+/// How many times a write is retried when another writer (the status writer) changed the file
+/// between our read and our write.
+const WRITE_ATTEMPTS: usize = 5;
+
+/// Serialises the API's own edits: two concurrent applies to the same file would otherwise both
+/// read the old text. Other writers (status) are caught by `write_atomic`'s expected content.
+static WRITE_LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// An API error: a status code and one clear line, plus manifest errors for a rejected apply.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub message: String,
+    pub errors: Vec<ManifestError>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            message: message.into(),
+            errors: Vec::new(),
+        }
+    }
+    fn unprocessable(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNPROCESSABLE_ENTITY, message)
+    }
+    fn internal(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, message)
+    }
+    fn not_found(kind: Kind, namespace: &str, name: &str) -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            format!(
+                "{} `{name}` not found in namespace `{namespace}`",
+                human_kind(kind)
+            ),
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut body = json!({ "error": self.message });
+        if !self.errors.is_empty() {
+            body["errors"] = json!(self.errors);
+        }
+        (self.status, Json(body)).into_response()
+    }
+}
+
+type ApiResult<T> = Result<T, ApiError>;
+
+/// The kind as a user says it in a sentence.
+pub fn human_kind(kind: Kind) -> &'static str {
+    match kind {
+        Kind::LaunchConfiguration => "launch configuration",
+        Kind::AutoScalingGroup => "autoscaling group",
+        Kind::ScalingPolicy => "scaling policy",
+    }
+}
+
+/// The kind as it appears in file names created by apply (`autoscaling-group-web.yaml`).
+pub fn file_kind(kind: Kind) -> &'static str {
+    match kind {
+        Kind::LaunchConfiguration => "launch-configuration",
+        Kind::AutoScalingGroup => "autoscaling-group",
+        Kind::ScalingPolicy => "scaling-policy",
+    }
+}
+
+/// The router of the endpoint. Every `/v1/*` route checks the bearer token itself.
+pub fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/v1/apply", post(apply))
+        .route("/v1/asgs", get(list_groups))
+        .route("/v1/asgs/{ns}/{name}", get(get_group))
+        .route("/v1/asgs/{ns}/{name}/scale", post(scale))
+        .route("/v1/asgs/{ns}/{name}/start", post(start))
+        .route("/v1/asgs/{ns}/{name}/stop", post(stop))
+        .route("/v1/lcs", get(list_lcs))
+        .route("/v1/lcs/{ns}/{name}", get(get_lc))
+        .route("/v1/policies", get(list_policies))
+        .route("/v1/policies/{ns}/{name}", get(get_policy))
+        .route("/v1/instances", get(list_instances))
+        .route("/v1/problems", get(problems))
+        .route("/v1/instancetypes", get(instance_types))
+        .route("/v1/{kind}/{ns}/{name}", delete(delete_object))
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
+        .with_state(shared)
+}
+
+/// Serves the endpoint on `listener` until `shutdown` completes (tests bind `127.0.0.1:0`).
+///
+/// # Errors
+/// Only I/O errors of the listener.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    shared: Arc<Shared>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(shared))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
+    if shared.ready.load(std::sync::atomic::Ordering::Acquire) {
+        (StatusCode::OK, "ready").into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: the manifest directory is not loaded yet",
+        )
+            .into_response()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Authentication
+
+/// What the caller's token may see and change.
+#[derive(Debug, Clone)]
+enum Access {
+    /// No tokens configured (loopback only), or a `*` token.
+    All,
+    Namespaces(Vec<String>),
+}
+
+impl Access {
+    fn allows(&self, namespace: &str) -> bool {
+        match self {
+            Access::All => true,
+            Access::Namespaces(ns) => ns.iter().any(|n| n == namespace),
+        }
+    }
+
+    fn check(&self, namespace: &str) -> ApiResult<()> {
+        if self.allows(namespace) {
+            Ok(())
+        } else {
+            Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                format!("this token may not access namespace `{namespace}`"),
+            ))
+        }
+    }
+}
+
+/// Compares without an early exit, so the time taken does not reveal how much of a token matched.
+fn same_token(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+}
+
+fn authorize(shared: &Shared, headers: &HeaderMap) -> ApiResult<Access> {
+    if shared.config.tokens.is_empty() {
+        return Ok(Access::All);
+    }
+    let unauthorized = |m: &str| ApiError::new(StatusCode::UNAUTHORIZED, m);
+    let value = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .ok_or_else(|| unauthorized("a bearer token is required (ms login --token ...)"))?;
+    let token = value
+        .to_str()
+        .ok()
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .ok_or_else(|| unauthorized("the Authorization header must be `Bearer <token>`"))?;
+    let config = shared
+        .config
+        .tokens
+        .iter()
+        .find(|t| same_token(&t.token, token))
+        .ok_or_else(|| unauthorized("unknown token"))?;
+    if config.namespaces.iter().any(|n| n == "*") {
+        Ok(Access::All)
+    } else {
+        Ok(Access::Namespaces(config.namespaces.clone()))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reads
+
+fn snapshot(shared: &Shared) -> Arc<Desired> {
+    shared.desired.borrow().clone()
+}
+
+/// Query of the list endpoints.
+#[derive(Debug, Default, Deserialize)]
+struct ListQuery {
+    namespace: Option<String>,
+    group: Option<String>,
+}
+
+/// One object as the read endpoints return it.
+fn item(shared: &Shared, desired: &Desired, key: &ObjectKey, entry: &Entry) -> Value {
+    let mut v = serde_json::to_value(&entry.object).unwrap_or(Value::Null);
+    let status = if key.kind == Kind::AutoScalingGroup {
+        shared
+            .status
+            .read()
+            .map(|s| s.get(key).map(|st| json!(st)))
+            .unwrap_or(None)
+            .unwrap_or(Value::Null)
+    } else {
+        Value::Null
+    };
+    if let Value::Object(map) = &mut v {
+        map.insert("status".into(), status);
+        map.insert(
+            "source".into(),
+            json!({ "file": entry.file, "line": entry.line }),
+        );
+        map.insert("firstSeen".into(), json!(entry.first_seen));
+        map.insert("errors".into(), json!(desired.errors_for(key)));
+        map.insert("warnings".into(), json!(entry.warnings));
+    }
+    v
+}
+
+fn list_kind(
+    shared: &Shared,
+    headers: &HeaderMap,
+    query: &ListQuery,
+    kind: Kind,
+) -> ApiResult<Json<Value>> {
+    let access = authorize(shared, headers)?;
+    if let Some(ns) = &query.namespace {
+        access.check(ns)?;
+    }
+    let desired = snapshot(shared);
+    let items: Vec<Value> = desired
+        .objects
+        .iter()
+        .filter(|(k, _)| k.kind == kind && access.allows(&k.namespace))
+        .filter(|(k, _)| query.namespace.as_ref().is_none_or(|ns| &k.namespace == ns))
+        .map(|(k, e)| item(shared, &desired, k, e))
+        .collect();
+    Ok(Json(json!({ "items": items })))
+}
+
+fn get_one(
+    shared: &Shared,
+    headers: &HeaderMap,
+    kind: Kind,
+    ns: &str,
+    name: &str,
+) -> ApiResult<Json<Value>> {
+    let access = authorize(shared, headers)?;
+    access.check(ns)?;
+    let desired = snapshot(shared);
+    let key = ObjectKey::new(kind, ns, name);
+    let entry = desired
+        .objects
+        .get(&key)
+        .ok_or_else(|| ApiError::not_found(kind, ns, name))?;
+    Ok(Json(item(shared, &desired, &key, entry)))
+}
+
+async fn list_groups(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<Json<Value>> {
+    list_kind(&shared, &headers, &q, Kind::AutoScalingGroup)
+}
+
+async fn list_lcs(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<Json<Value>> {
+    list_kind(&shared, &headers, &q, Kind::LaunchConfiguration)
+}
+
+async fn list_policies(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<Json<Value>> {
+    list_kind(&shared, &headers, &q, Kind::ScalingPolicy)
+}
+
+async fn get_group(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    UrlPath((ns, name)): UrlPath<(String, String)>,
+) -> ApiResult<Json<Value>> {
+    get_one(&shared, &headers, Kind::AutoScalingGroup, &ns, &name)
+}
+
+async fn get_lc(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    UrlPath((ns, name)): UrlPath<(String, String)>,
+) -> ApiResult<Json<Value>> {
+    get_one(&shared, &headers, Kind::LaunchConfiguration, &ns, &name)
+}
+
+async fn get_policy(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    UrlPath((ns, name)): UrlPath<(String, String)>,
+) -> ApiResult<Json<Value>> {
+    get_one(&shared, &headers, Kind::ScalingPolicy, &ns, &name)
+}
+
+async fn list_instances(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<Json<Value>> {
+    let access = authorize(&shared, &headers)?;
+    if let Some(ns) = &q.namespace {
+        access.check(ns)?;
+    }
+    let desired = snapshot(&shared);
+    let status = shared
+        .status
+        .read()
+        .map_err(|_| ApiError::internal("status lock poisoned"))?;
+    let mut items = Vec::new();
+    for (key, _, _) in desired.groups() {
+        if !access.allows(&key.namespace)
+            || q.namespace.as_ref().is_some_and(|ns| ns != &key.namespace)
+            || q.group.as_ref().is_some_and(|g| g != &key.name)
+        {
+            continue;
+        }
+        let Some(st) = status.get(key) else { continue };
+        for inst in &st.instances {
+            let mut v = json!(inst);
+            v["namespace"] = json!(key.namespace);
+            v["group"] = json!(key.name);
+            items.push(v);
+        }
+    }
+    Ok(Json(json!({ "items": items })))
+}
+
+async fn problems(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> ApiResult<Json<Value>> {
+    let access = authorize(&shared, &headers)?;
+    let desired = snapshot(&shared);
+    let dir = &shared.config.dir;
+    // A restricted token sees the errors of files that hold its namespaces' objects or live in
+    // its namespaces' directories: enough to debug its own manifests, nothing of others'.
+    let visible = |file: &Path| -> bool {
+        match &access {
+            Access::All => true,
+            Access::Namespaces(_) => {
+                desired
+                    .objects
+                    .iter()
+                    .any(|(k, e)| e.file == file && access.allows(&k.namespace))
+                    || namespace_of_path(dir, file).is_some_and(|ns| access.allows(&ns))
+            }
+        }
+    };
+    let file_errors: Vec<&ManifestError> = desired
+        .file_errors
+        .iter()
+        .filter(|(f, _)| visible(f))
+        .flat_map(|(_, e)| e)
+        .collect();
+    let conflicts: Vec<_> = desired
+        .conflicts
+        .iter()
+        .filter(|c| visible(&c.winner) || visible(&c.ignored))
+        .collect();
+    let empty_refused = match access {
+        Access::All => desired.empty_refused.clone(),
+        Access::Namespaces(_) => None,
+    };
+    Ok(Json(json!({
+        "fileErrors": file_errors,
+        "conflicts": conflicts,
+        "emptyRefused": empty_refused,
+    })))
+}
+
+/// The first directory under the manifest directory, which apply uses as the namespace.
+fn namespace_of_path(dir: &Path, file: &Path) -> Option<String> {
+    let rel = file
+        .strip_prefix(dir)
+        .ok()
+        .or_else(|| file.strip_prefix(dir.canonicalize().ok()?).ok())?;
+    let mut parts = rel.components();
+    let first = parts.next()?;
+    parts.next()?;
+    Some(first.as_os_str().to_string_lossy().into_owned())
+}
+
+async fn instance_types(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+) -> ApiResult<Json<Value>> {
+    authorize(&shared, &headers)?;
+    Ok(Json(
+        json!({ "items": crate::manifest::instance_types::INSTANCE_TYPES }),
+    ))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Writes
+
+/// Query of `POST /v1/apply`.
+#[derive(Debug, Default, Deserialize)]
+struct ApplyQuery {
+    #[serde(rename = "dryRun", default)]
+    dry_run: bool,
+}
+
+/// What happened to one object.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ObjectResult {
+    pub kind: Kind,
+    pub namespace: String,
+    pub name: String,
+    /// `created`, `configured`, `unchanged`, `deleted`, `scaled`, `started`, `stopped`.
+    pub action: String,
+    pub file: PathBuf,
+}
+
+/// Body of every successful change.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ChangeResponse {
+    pub results: Vec<ObjectResult>,
+    #[serde(default)]
+    pub warnings: Vec<ManifestError>,
+    #[serde(default, rename = "dryRun")]
+    pub dry_run: bool,
+}
+
+/// A file edit computed before anything is written.
+#[derive(Debug)]
+struct FileEdit {
+    /// Content read before the edit (`None`: the file does not exist yet).
+    original: Option<String>,
+    /// `None`: delete the file.
+    content: Option<String>,
+}
+
+/// Names that are safe as a path component (validation allows less; this guards the file system).
+fn safe_component(s: &str) -> bool {
+    !s.is_empty()
+        && s != "."
+        && s != ".."
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+}
+
+/// Reads a file, `None` when it does not exist.
+fn read_optional(path: &Path) -> ApiResult<Option<String>> {
+    match std::fs::read_to_string(path) {
+        Ok(t) => Ok(Some(t)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(ApiError::internal(format!(
+            "cannot read {}: {e}",
+            path.display()
+        ))),
+    }
+}
+
+/// Identity of a document read leniently (the file may currently be invalid), to find where an
+/// object lives in a file without trusting a document index that may be stale.
+fn document_key(body: &str) -> Option<ObjectKey> {
+    let v: serde_yaml_ng::Value = serde_yaml_ng::from_str(body).ok()?;
+    let kind = Kind::parse(v.get("kind")?.as_str()?)?;
+    let meta = v.get("metadata")?;
+    let name = meta.get("name")?.as_str()?;
+    let ns = meta
+        .get("namespace")
+        .and_then(|n| n.as_str())
+        .unwrap_or("default");
+    Some(ObjectKey::new(kind, ns, name))
+}
+
+/// Index of the document defining `key` in `text`.
+fn find_document(text: &str, key: &ObjectKey) -> Option<usize> {
+    yamldoc::split(text)
+        .iter()
+        .position(|d| !d.empty && document_key(&text[d.body.clone()]).as_ref() == Some(key))
+}
+
+/// True when no document of `text` holds anything but comments and blank lines.
+fn only_empty_documents(text: &str) -> bool {
+    yamldoc::split(text).iter().all(|d| d.empty)
+}
+
+/// Writes computed edits. Returns `Ok(false)` when a file changed since it was read (the caller
+/// recomputes and retries).
+fn write_edits(edits: &BTreeMap<PathBuf, FileEdit>) -> ApiResult<bool> {
+    for (path, edit) in edits {
+        match &edit.content {
+            Some(content) => {
+                if let Some(parent) = path.parent() {
+                    std::fs::create_dir_all(parent).map_err(|e| {
+                        ApiError::internal(format!("cannot create {}: {e}", parent.display()))
+                    })?;
+                }
+                match edit::write_atomic(path, content, edit.original.as_deref()) {
+                    Ok(true) => {}
+                    Ok(false) => return Ok(false),
+                    Err(e) => {
+                        return Err(ApiError::internal(format!(
+                            "cannot write {}: {e}",
+                            path.display()
+                        )))
+                    }
+                }
+            }
+            None => {
+                // Delete only if nobody changed the file since we read it.
+                if read_optional(path)? != edit.original {
+                    return Ok(false);
+                }
+                match std::fs::remove_file(path) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => {
+                        return Err(ApiError::internal(format!(
+                            "cannot delete {}: {e}",
+                            path.display()
+                        )))
+                    }
+                }
+            }
+        }
+    }
+    Ok(true)
+}
+
+/// Computes edits with `plan` and writes them, recomputing when another writer got in between.
+async fn plan_and_write<T>(
+    shared: &Shared,
+    dry_run: bool,
+    mut plan: impl FnMut(&Desired) -> ApiResult<(BTreeMap<PathBuf, FileEdit>, T)>,
+) -> ApiResult<T> {
+    let _guard = WRITE_LOCK.lock().await;
+    for _ in 0..WRITE_ATTEMPTS {
+        let desired = snapshot(shared);
+        let (edits, out) = plan(&desired)?;
+        if dry_run || edits.is_empty() {
+            return Ok(out);
+        }
+        if write_edits(&edits)? {
+            shared.rescan.notify_one();
+            return Ok(out);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    Err(ApiError::new(
+        StatusCode::CONFLICT,
+        "the manifest files kept changing while applying; try again",
+    ))
+}
+
+/// Gets the text of `path` from the pending edits or from disk, recording it as read.
+fn current_text<'a>(
+    edits: &'a mut BTreeMap<PathBuf, FileEdit>,
+    path: &Path,
+) -> ApiResult<&'a mut FileEdit> {
+    if !edits.contains_key(path) {
+        let original = read_optional(path)?;
+        edits.insert(
+            path.to_path_buf(),
+            FileEdit {
+                content: original.clone(),
+                original,
+            },
+        );
+    }
+    Ok(edits.get_mut(path).expect("just inserted"))
+}
+
+async fn apply(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    Query(q): Query<ApplyQuery>,
+    body: String,
+) -> ApiResult<Json<ChangeResponse>> {
+    let access = authorize(&shared, &headers)?;
+    let filename = headers
+        .get(FILENAME_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty())
+        .unwrap_or(REQUEST_FILE)
+        .to_string();
+    let parsed = parse_file(Path::new(&filename), &body);
+    if !parsed.errors.is_empty() {
+        let n = parsed.errors.len();
+        let mut e = ApiError::unprocessable(format!(
+            "{filename} has {n} error{}: nothing was applied (first: {})",
+            if n == 1 { "" } else { "s" },
+            parsed.errors[0]
+        ));
+        e.errors = parsed.errors;
+        return Err(e);
+    }
+    if parsed.objects.is_empty() {
+        return Err(ApiError::unprocessable(format!(
+            "{filename} holds no manifest: nothing was applied"
+        )));
+    }
+    let mut seen = BTreeMap::new();
+    for o in &parsed.objects {
+        let key = o.object.key();
+        access.check(&key.namespace)?;
+        if !safe_component(&key.namespace) || !safe_component(&key.name) {
+            return Err(ApiError::unprocessable(format!(
+                "{filename}:{}: `{}` cannot be used as a file name",
+                o.line, key
+            )));
+        }
+        if let Some(line) = seen.insert(key.clone(), o.line) {
+            return Err(ApiError::unprocessable(format!(
+                "{filename}:{}: {} `{}` is defined twice in this request (also line {line})",
+                o.line,
+                human_kind(key.kind),
+                key.name
+            )));
+        }
+    }
+
+    // The user's text of each object: its document body (for in-place replacement), and for a
+    // new file the document with the comments that precede it.
+    let docs = yamldoc::split(&body);
+    let mut texts = Vec::new();
+    let mut from = 0usize;
+    for o in &parsed.objects {
+        let d = &docs[o.doc_index];
+        let body_text = body[d.body.clone()].to_string();
+        let full: String = docs[from..=o.doc_index]
+            .iter()
+            .map(|d| &body[d.range.clone()])
+            .collect();
+        from = o.doc_index + 1;
+        texts.push((body_text, full));
+    }
+
+    let dir = shared.config.dir.clone();
+    let results = plan_and_write(&shared, q.dry_run, |desired| {
+        let mut edits: BTreeMap<PathBuf, FileEdit> = BTreeMap::new();
+        let mut results = Vec::new();
+        for (o, (body_text, full_text)) in parsed.objects.iter().zip(&texts) {
+            let key = o.object.key();
+            let existing = desired.objects.get(&key);
+            let broken = existing.is_some_and(|e| desired.file_errors.contains_key(&e.file));
+            let (action, file) = match existing {
+                Some(e) if !broken && e.object.spec_hash() == o.object.spec_hash() => {
+                    ("unchanged", e.file.clone())
+                }
+                Some(e) => {
+                    let edit = current_text(&mut edits, &e.file)?;
+                    let at = edit
+                        .content
+                        .as_deref()
+                        .and_then(|t| find_document(t, &key).map(|i| (t, i)));
+                    match at {
+                        Some((text, index)) => {
+                            edit.content = Some(edit::replace_document(text, index, body_text));
+                            ("configured", e.file.clone())
+                        }
+                        // Gone from its file since the snapshot: create it anew.
+                        None => create(&mut edits, &dir, &key, body_text, full_text)?,
+                    }
+                }
+                None => create(&mut edits, &dir, &key, body_text, full_text)?,
+            };
+            results.push(ObjectResult {
+                kind: key.kind,
+                namespace: key.namespace.clone(),
+                name: key.name.clone(),
+                action: action.to_string(),
+                file,
+            });
+        }
+        edits.retain(|_, e| e.content != e.original);
+        Ok((edits, results))
+    })
+    .await?;
+
+    let warnings = reference_warnings(&snapshot(&shared), &parsed.objects);
+    Ok(Json(ChangeResponse {
+        results,
+        warnings,
+        dry_run: q.dry_run,
+    }))
+}
+
+/// Places a new object: its own file `<dir>/<ns>/<kind>-<name>.yaml`, or, if that file exists,
+/// into it (replacing a broken version of the same object, else appended).
+fn create(
+    edits: &mut BTreeMap<PathBuf, FileEdit>,
+    dir: &Path,
+    key: &ObjectKey,
+    body_text: &str,
+    full_text: &str,
+) -> ApiResult<(&'static str, PathBuf)> {
+    let path = dir
+        .join(&key.namespace)
+        .join(format!("{}-{}.yaml", file_kind(key.kind), key.name));
+    let edit = current_text(edits, &path)?;
+    let new = match edit.content.as_deref() {
+        None => {
+            let mut t = full_text.to_string();
+            if !t.ends_with('\n') {
+                t.push('\n');
+            }
+            t
+        }
+        Some(text) if only_empty_documents(text) => {
+            let mut t = full_text.to_string();
+            if !t.ends_with('\n') {
+                t.push('\n');
+            }
+            t
+        }
+        Some(text) => match find_document(text, key) {
+            Some(i) => edit::replace_document(text, i, body_text),
+            None => edit::append_document(text, body_text),
+        },
+    };
+    edit.content = Some(new);
+    Ok(("created", path))
+}
+
+/// Warnings about references that do not resolve, over the snapshot plus what was applied.
+fn reference_warnings(
+    desired: &Desired,
+    applied: &[crate::manifest::ParsedObject],
+) -> Vec<ManifestError> {
+    let applied_keys: Vec<ObjectKey> = applied.iter().map(|o| o.object.key()).collect();
+    let mut all: BTreeMap<ObjectKey, Object> = desired
+        .objects
+        .iter()
+        .map(|(k, e)| (k.clone(), e.object.clone()))
+        .collect();
+    for o in applied {
+        all.insert(o.object.key(), o.object.clone());
+    }
+    let _ = applied_keys;
+    let _ = all;
+    Vec::new()
+}
+
+/// Locates an object for a change: the snapshot entry, after the access check.
+fn locate<'a>(
+    desired: &'a Desired,
+    kind: Kind,
+    ns: &str,
+    name: &str,
+) -> ApiResult<(ObjectKey, &'a Entry)> {
+    let key = ObjectKey::new(kind, ns, name);
+    let entry = desired
+        .objects
+        .get(&key)
+        .ok_or_else(|| ApiError::not_found(kind, ns, name))?;
+    Ok((key, entry))
+}
+
+async fn delete_object(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    UrlPath((kind, ns, name)): UrlPath<(String, String, String)>,
+) -> ApiResult<Json<ChangeResponse>> {
+    let access = authorize(&shared, &headers)?;
+    let kind = Kind::parse(&kind).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("unknown kind `{kind}`: use asg, lc or policy"),
+        )
+    })?;
+    access.check(&ns)?;
+    let result = plan_and_write(&shared, false, |desired| {
+        let (key, entry) = locate(desired, kind, &ns, &name)?;
+        let mut edits = BTreeMap::new();
+        let edit = current_text(&mut edits, &entry.file)?;
+        if let Some(text) = edit.content.as_deref() {
+            if let Some(index) = find_document(text, &key) {
+                let rest = edit::remove_document(text, index);
+                edit.content = if only_empty_documents(&rest) {
+                    None
+                } else {
+                    Some(rest)
+                };
+            }
+        }
+        edits.retain(|_, e| e.content != e.original);
+        Ok((
+            edits,
+            ObjectResult {
+                kind,
+                namespace: ns.clone(),
+                name: name.clone(),
+                action: "deleted".into(),
+                file: entry.file.clone(),
+            },
+        ))
+    })
+    .await?;
+    Ok(Json(ChangeResponse {
+        results: vec![result],
+        ..Default::default()
+    }))
+}
+
+/// Body of `POST /v1/asgs/{ns}/{name}/scale`.
+#[derive(Debug, Deserialize, Serialize)]
+pub struct ScaleRequest {
+    pub desired: u32,
+}
+
+/// Sets one spec field of a group in its file.
+async fn set_group_field(
+    shared: &Shared,
+    headers: &HeaderMap,
+    ns: &str,
+    name: &str,
+    action: &'static str,
+    check: impl Fn(&crate::manifest::AutoScalingGroup) -> ApiResult<(&'static str, Value)>,
+) -> ApiResult<Json<ChangeResponse>> {
+    let access = authorize(shared, headers)?;
+    access.check(ns)?;
+    let result = plan_and_write(shared, false, |desired| {
+        let (key, entry) = locate(desired, Kind::AutoScalingGroup, ns, name)?;
+        let Object::AutoScalingGroup(group) = &entry.object else {
+            return Err(ApiError::not_found(Kind::AutoScalingGroup, ns, name));
+        };
+        let (field, value) = check(group)?;
+        let mut edits = BTreeMap::new();
+        let edit = current_text(&mut edits, &entry.file)?;
+        let text = edit.content.as_deref().ok_or_else(|| {
+            ApiError::new(
+                StatusCode::CONFLICT,
+                format!("{} no longer exists", entry.file.display()),
+            )
+        })?;
+        let index = find_document(text, &key).ok_or_else(|| {
+            ApiError::new(
+                StatusCode::CONFLICT,
+                format!(
+                    "autoscaling group `{name}` is no longer in {}",
+                    entry.file.display()
+                ),
+            )
+        })?;
+        let new = edit::set_spec_field(text, index, field, &value).map_err(|e| {
+            ApiError::new(
+                StatusCode::CONFLICT,
+                format!("cannot edit {}: {e}", entry.file.display()),
+            )
+        })?;
+        edit.content = Some(new);
+        edits.retain(|_, e| e.content != e.original);
+        Ok((
+            edits,
+            ObjectResult {
+                kind: Kind::AutoScalingGroup,
+                namespace: ns.to_string(),
+                name: name.to_string(),
+                action: action.into(),
+                file: entry.file.clone(),
+            },
+        ))
+    })
+    .await?;
+    Ok(Json(ChangeResponse {
+        results: vec![result],
+        ..Default::default()
+    }))
+}
+
+async fn scale(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    UrlPath((ns, name)): UrlPath<(String, String)>,
+    body: axum::body::Bytes,
+) -> ApiResult<Json<ChangeResponse>> {
+    let req: ScaleRequest = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::unprocessable(format!(
+            "the body must be {{\"desired\": N}} with N >= 0: {e}"
+        ))
+    })?;
+    let n = req.desired;
+    set_group_field(&shared, &headers, &ns, &name, "scaled", |g| {
+        if n < g.spec.min_size || n > g.spec.max_size {
+            return Err(ApiError::unprocessable(format!(
+                "desired capacity {n} is outside [minSize {}, maxSize {}] of autoscaling group `{name}`",
+                g.spec.min_size, g.spec.max_size
+            )));
+        }
+        Ok(("desiredCapacity", json!(n)))
+    })
+    .await
+}
+
+async fn start(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    UrlPath((ns, name)): UrlPath<(String, String)>,
+) -> ApiResult<Json<ChangeResponse>> {
+    set_group_field(&shared, &headers, &ns, &name, "started", |_| {
+        Ok(("state", json!("Started")))
+    })
+    .await
+}
+
+async fn stop(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    UrlPath((ns, name)): UrlPath<(String, String)>,
+) -> ApiResult<Json<ChangeResponse>> {
+    set_group_field(&shared, &headers, &ns, &name, "stopped", |_| {
+        Ok(("state", json!("Stopped")))
+    })
+    .await
+}
+
+/// Document edits: forwards to `crate::statusfile` (byte-preserving writer).
+mod edit {
+    use std::path::Path;
+
+    use serde_json::Value;
+
+    use crate::yamldoc;
+
+    pub fn replace_document(text: &str, index: usize, new_doc: &str) -> String {
+        let docs = yamldoc::split(text);
+        let d = &docs[index];
+        let mut out = String::new();
+        out.push_str(&text[..d.body.start]);
+        out.push_str(new_doc);
+        if !new_doc.ends_with('\n') {
+            out.push('\n');
+        }
+        out.push_str(&text[d.range.end..]);
+        out
+    }
+
+    pub fn append_document(text: &str, new_doc: &str) -> String {
+        let mut out = text.to_string();
+        if !out.is_empty() && !out.ends_with('\n') {
+            out.push('\n');
+        }
+        out.push_str("---\n");
+        out.push_str(new_doc);
+        if !new_doc.ends_with('\n') {
+            out.push('\n');
+        }
+        out
+    }
+
+    pub fn remove_document(text: &str, index: usize) -> String {
+        let docs = yamldoc::split(text);
+        let d = &docs[index];
+        format!("{}{}", &text[..d.range.start], &text[d.range.end..])
+    }
+
+    pub fn set_spec_field(
+        _text: &str,
+        _index: usize,
+        field: &str,
+        _value: &Value,
+    ) -> Result<String, String> {
+        Err(format!("editing `{field}` is not available yet"))
+    }
+
+    /// `Ok(false)`: the file no longer holds `expected`.
+    pub fn write_atomic(
+        path: &Path,
+        content: &str,
+        expected: Option<&str>,
+    ) -> std::io::Result<bool> {
+        let current = match std::fs::read_to_string(path) {
+            Ok(t) => Some(t),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(e),
+        };
+        if current.as_deref() != expected {
+            return Ok(false);
+        }
+        let tmp = path.with_extension("yaml.ms-tmp");
+        std::fs::write(&tmp, content)?;
+        std::fs::rename(&tmp, path)?;
+        Ok(true)
+    }
+}

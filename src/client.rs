@@ -1,0 +1,365 @@
+//! HTTP client of the apply/read endpoint, used by the `ms` command line.
+//!
+//! Every failure becomes a [`ClientError`] whose `Display` is one line a user can act on; the CLI
+//! prints it as `error: ...`.
+
+use std::path::{Path, PathBuf};
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::apply::{ChangeResponse, ScaleRequest, FILENAME_HEADER};
+use crate::manifest::{Kind, ManifestError};
+
+/// Default server when nothing is configured (the original microscaler's port).
+pub const DEFAULT_SERVER: &str = "http://127.0.0.1:56785";
+
+/// Client errors.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// No connection could be made.
+    #[error("cannot reach the controller at {url}: is `ms controller` running?")]
+    Unreachable { url: String },
+    /// The server answered with an error.
+    #[error("{message}")]
+    Api {
+        status: u16,
+        message: String,
+        /// Manifest errors of a rejected apply (one per line for the user).
+        errors: Vec<ManifestError>,
+    },
+    /// Any other transport problem.
+    #[error("request to {url} failed: {message}")]
+    Transport { url: String, message: String },
+    /// The answer was not what this client understands (version mismatch?).
+    #[error("unexpected answer from {url}: {message}")]
+    Decode { url: String, message: String },
+}
+
+/// Result alias of this module.
+pub type Result<T, E = ClientError> = std::result::Result<T, E>;
+
+/// Where `ms login` stores its target and token.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Login {
+    pub target: Option<String>,
+    pub token: Option<String>,
+}
+
+/// `$XDG_CONFIG_HOME/microscaler/login.json`, else `~/.config/microscaler/login.json`.
+pub fn login_path() -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_CONFIG_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))?;
+    Some(base.join("microscaler").join("login.json"))
+}
+
+impl Login {
+    /// Reads the stored login; a missing or unreadable file is an empty login.
+    pub fn load() -> Login {
+        login_path()
+            .and_then(|p| std::fs::read_to_string(p).ok())
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or_default()
+    }
+
+    /// Stores the login with mode 0600 (it holds a token); returns the path written.
+    pub fn save(&self) -> std::io::Result<PathBuf> {
+        let path = login_path()
+            .ok_or_else(|| std::io::Error::other("neither XDG_CONFIG_HOME nor HOME is set"))?;
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let text = serde_json::to_string_pretty(self).expect("login serializes");
+        write_private(&path, &text)?;
+        Ok(path)
+    }
+}
+
+#[cfg(unix)]
+fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    // `mode` applies only on creation: tighten a file that existed before.
+    f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    f.write_all(text.as_bytes())
+}
+
+#[cfg(not(unix))]
+fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    std::fs::write(path, text)
+}
+
+/// A client of one controller.
+#[derive(Debug, Clone)]
+pub struct Client {
+    base: String,
+    token: Option<String>,
+    http: reqwest::Client,
+}
+
+/// Percent-encodes a path segment or query value (names are simple; this guards the rest).
+fn enc(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Builds `?a=b&c=d` from the pairs whose value is set.
+pub fn query(pairs: &[(&str, Option<&str>)]) -> String {
+    let parts: Vec<String> = pairs
+        .iter()
+        .filter_map(|(k, v)| v.map(|v| format!("{k}={}", enc(v))))
+        .collect();
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!("?{}", parts.join("&"))
+    }
+}
+
+/// The URL path segment of a kind (`asgs`, `lcs`, `policies`).
+pub fn kind_path(kind: Kind) -> &'static str {
+    match kind {
+        Kind::AutoScalingGroup => "asgs",
+        Kind::LaunchConfiguration => "lcs",
+        Kind::ScalingPolicy => "policies",
+    }
+}
+
+impl Client {
+    /// A client of the controller at `server` (`http://host:port`).
+    pub fn new(server: &str, token: Option<String>) -> Client {
+        Client {
+            base: server.trim_end_matches('/').to_string(),
+            token: token.filter(|t| !t.is_empty()),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    /// The server URL.
+    pub fn server(&self) -> &str {
+        &self.base
+    }
+
+    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let mut r = self.http.request(method, format!("{}{}", self.base, path));
+        if let Some(t) = &self.token {
+            r = r.bearer_auth(t);
+        }
+        r
+    }
+
+    async fn send<T: DeserializeOwned>(&self, req: reqwest::RequestBuilder) -> Result<T> {
+        let resp = req.send().await.map_err(|e| self.transport(e))?;
+        let status = resp.status();
+        let text = resp.text().await.map_err(|e| self.transport(e))?;
+        if status.is_success() {
+            return serde_json::from_str(&text).map_err(|e| ClientError::Decode {
+                url: self.base.clone(),
+                message: e.to_string(),
+            });
+        }
+        #[derive(Deserialize)]
+        struct ErrorBody {
+            error: String,
+            #[serde(default)]
+            errors: Vec<ManifestError>,
+        }
+        match serde_json::from_str::<ErrorBody>(&text) {
+            Ok(b) => Err(ClientError::Api {
+                status: status.as_u16(),
+                message: b.error,
+                errors: b.errors,
+            }),
+            Err(_) => Err(ClientError::Api {
+                status: status.as_u16(),
+                message: format!(
+                    "the controller answered {status}: {}",
+                    text.lines().next().unwrap_or("").trim()
+                ),
+                errors: Vec::new(),
+            }),
+        }
+    }
+
+    fn transport(&self, e: reqwest::Error) -> ClientError {
+        if e.is_connect() {
+            ClientError::Unreachable {
+                url: self.base.clone(),
+            }
+        } else {
+            // The innermost cause is the informative part ("connection reset", ...).
+            let mut message = e.to_string();
+            let mut source = std::error::Error::source(&e);
+            while let Some(s) = source {
+                message = s.to_string();
+                source = s.source();
+            }
+            ClientError::Transport {
+                url: self.base.clone(),
+                message,
+            }
+        }
+    }
+
+    /// `POST /v1/apply`: applies the YAML `text` read from `filename`.
+    pub async fn apply(
+        &self,
+        filename: &str,
+        text: String,
+        dry_run: bool,
+    ) -> Result<ChangeResponse> {
+        let path = format!(
+            "/v1/apply{}",
+            query(&[("dryRun", dry_run.then_some("true"))])
+        );
+        let req = self
+            .request(reqwest::Method::POST, &path)
+            .header(FILENAME_HEADER, filename)
+            .header(reqwest::header::CONTENT_TYPE, "application/yaml")
+            .body(text);
+        self.send(req).await
+    }
+
+    /// `GET /v1/{asgs|lcs|policies}`: the items of a kind, optionally in one namespace.
+    pub async fn list(&self, kind: Kind, namespace: Option<&str>) -> Result<Vec<Value>> {
+        let path = format!(
+            "/v1/{}{}",
+            kind_path(kind),
+            query(&[("namespace", namespace)])
+        );
+        self.items(&path).await
+    }
+
+    /// `GET /v1/{kind}/{ns}/{name}`: one object.
+    pub async fn get(&self, kind: Kind, namespace: &str, name: &str) -> Result<Value> {
+        let path = format!("/v1/{}/{}/{}", kind_path(kind), enc(namespace), enc(name));
+        self.send(self.request(reqwest::Method::GET, &path)).await
+    }
+
+    /// `GET /v1/instances`.
+    pub async fn instances(
+        &self,
+        namespace: Option<&str>,
+        group: Option<&str>,
+    ) -> Result<Vec<Value>> {
+        let path = format!(
+            "/v1/instances{}",
+            query(&[("namespace", namespace), ("group", group)])
+        );
+        self.items(&path).await
+    }
+
+    /// `GET /v1/instancetypes`.
+    pub async fn instance_types(&self) -> Result<Vec<Value>> {
+        self.items("/v1/instancetypes").await
+    }
+
+    /// `GET /v1/problems`: `{fileErrors, conflicts, emptyRefused}`.
+    pub async fn problems(&self) -> Result<Value> {
+        self.send(self.request(reqwest::Method::GET, "/v1/problems"))
+            .await
+    }
+
+    async fn items(&self, path: &str) -> Result<Vec<Value>> {
+        #[derive(Deserialize)]
+        struct Items {
+            items: Vec<Value>,
+        }
+        let r: Items = self.send(self.request(reqwest::Method::GET, path)).await?;
+        Ok(r.items)
+    }
+
+    /// `DELETE /v1/{asg|lc|policy}/{ns}/{name}`.
+    pub async fn delete(&self, kind: Kind, namespace: &str, name: &str) -> Result<ChangeResponse> {
+        let short = match kind {
+            Kind::AutoScalingGroup => "asg",
+            Kind::LaunchConfiguration => "lc",
+            Kind::ScalingPolicy => "policy",
+        };
+        let path = format!("/v1/{short}/{}/{}", enc(namespace), enc(name));
+        self.send(self.request(reqwest::Method::DELETE, &path))
+            .await
+    }
+
+    /// `POST /v1/asgs/{ns}/{name}/scale`.
+    pub async fn scale(&self, namespace: &str, name: &str, desired: u32) -> Result<ChangeResponse> {
+        let path = format!("/v1/asgs/{}/{}/scale", enc(namespace), enc(name));
+        let body = serde_json::to_string(&ScaleRequest { desired }).expect("serializes");
+        let req = self
+            .request(reqwest::Method::POST, &path)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body);
+        self.send(req).await
+    }
+
+    /// `POST /v1/asgs/{ns}/{name}/start` (`start = true`) or `/stop`.
+    pub async fn set_started(
+        &self,
+        namespace: &str,
+        name: &str,
+        start: bool,
+    ) -> Result<ChangeResponse> {
+        let verb = if start { "start" } else { "stop" };
+        let path = format!("/v1/asgs/{}/{}/{verb}", enc(namespace), enc(name));
+        self.send(self.request(reqwest::Method::POST, &path)).await
+    }
+
+    /// `GET /readyz`: whether the controller has loaded its directory.
+    pub async fn ready(&self) -> Result<bool> {
+        let resp = self
+            .request(reqwest::Method::GET, "/readyz")
+            .send()
+            .await
+            .map_err(|e| self.transport(e))?;
+        Ok(resp.status().is_success())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_skips_unset_values_and_encodes_the_rest() {
+        assert_eq!(query(&[("namespace", None)]), "");
+        assert_eq!(
+            query(&[
+                ("namespace", Some("a b")),
+                ("group", None),
+                ("x", Some("w"))
+            ]),
+            "?namespace=a%20b&x=w"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_names_the_server_and_the_fix() {
+        // Bind then drop a listener: the port is free and nothing answers on it.
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let c = Client::new(&format!("http://127.0.0.1:{port}"), None);
+        let err = c.list(Kind::AutoScalingGroup, None).await.unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!("cannot reach the controller at http://127.0.0.1:{port}: is `ms controller` running?")
+        );
+    }
+}
