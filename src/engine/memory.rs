@@ -438,7 +438,7 @@ impl Engine for MemoryEngine {
             })
             .collect();
         // Docker lists newest first.
-        out.sort_by(|a, b| b.created.cmp(&a.created));
+        out.sort_by_key(|c| std::cmp::Reverse(c.created));
         Ok(out)
     }
 
@@ -562,19 +562,16 @@ impl Engine for MemoryEngine {
         let rx = self.lock().events.subscribe();
         let filter = filter.to_vec();
         let stream = futures::stream::unfold(rx, |mut rx| async move {
-            loop {
-                match rx.recv().await {
-                    Ok(ev) => return Some((Ok(ev), rx)),
-                    Err(broadcast::error::RecvError::Closed) => return None,
-                    Err(broadcast::error::RecvError::Lagged(n)) => {
-                        return Some((
-                            Err(EngineError::Other(format!(
-                                "event stream lagged, {n} events lost"
-                            ))),
-                            rx,
-                        ))
-                    }
-                }
+            match rx.recv().await {
+                Ok(ev) => Some((Ok(ev), rx)),
+                Err(broadcast::error::RecvError::Closed) => None,
+                // The consumer fell behind: say so, so it relists instead of trusting a gap.
+                Err(broadcast::error::RecvError::Lagged(n)) => Some((
+                    Err(EngineError::Other(format!(
+                        "event stream lagged, {n} events lost"
+                    ))),
+                    rx,
+                )),
             }
         })
         .filter(move |ev| {
