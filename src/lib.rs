@@ -20,6 +20,7 @@ pub mod config;
 pub mod controller;
 pub mod engine;
 pub mod manifest;
+pub mod observe;
 pub mod plan;
 pub mod queue;
 pub mod status;

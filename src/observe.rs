@@ -1,0 +1,468 @@
+//! What the controller sees on each zone's engine: a cache of our containers per zone, fed by one
+//! list per zone (at start, on resync, after a reconnect) and by the engine's event stream.
+//!
+//! One list per zone serves every group (the number of engine calls per resync grows with zones,
+//! not groups). Our own creations and removals are written into the cache at once and win over a
+//! list that started before them (expectations), so a lagging view never causes a double creation.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use futures::StreamExt;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::engine::{labels, ContainerState, Engine, EngineEvent, EventKind, Observed};
+use crate::manifest::{Kind, ObjectKey};
+use crate::queue::Queue;
+
+/// Connects to a zone's engine; called again after each failure.
+pub type Connector = Arc<
+    dyn Fn() -> Pin<Box<dyn Future<Output = crate::engine::Result<Arc<dyn Engine>>> + Send>>
+        + Send
+        + Sync,
+>;
+
+/// Reachability of a zone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reach {
+    /// Not tried yet: reconciles wait, because an empty view would look like "nothing runs".
+    Unknown,
+    Reachable,
+    /// With the last error.
+    Unreachable(String),
+}
+
+/// One availability zone: its engine and what we last saw on it.
+pub struct Zone {
+    pub name: String,
+    engine: RwLock<Option<Arc<dyn Engine>>>,
+    state: Mutex<ZoneState>,
+}
+
+#[derive(Default)]
+struct ZoneState {
+    reach: Option<Reach>,
+    containers: HashMap<String, Observed>,
+    /// When we (or an event) last changed an entry: a list that started earlier does not undo it.
+    touched: HashMap<String, Instant>,
+    /// Containers we are stopping/removing: hidden from planning, events about them ignored.
+    terminating: HashSet<String>,
+}
+
+/// The filter that selects every container this controller manages.
+pub fn managed_filter() -> Vec<(String, String)> {
+    vec![(labels::MANAGED_BY.to_string(), labels::MANAGER.to_string())]
+}
+
+/// The group a container belongs to, from its labels.
+pub fn group_key(labels_map: &BTreeMap<String, String>) -> Option<ObjectKey> {
+    if labels_map.get(labels::MANAGED_BY).map(String::as_str) != Some(labels::MANAGER) {
+        return None;
+    }
+    let ns = labels_map.get(labels::NAMESPACE)?;
+    let group = labels_map.get(labels::GROUP)?;
+    Some(ObjectKey::new(
+        Kind::AutoScalingGroup,
+        ns.clone(),
+        group.clone(),
+    ))
+}
+
+impl Zone {
+    pub fn new(name: impl Into<String>) -> Self {
+        Zone {
+            name: name.into(),
+            engine: RwLock::new(None),
+            state: Mutex::new(ZoneState::default()),
+        }
+    }
+
+    /// A zone whose engine is already connected (tests, the scale model).
+    pub fn with_engine(name: impl Into<String>, engine: Arc<dyn Engine>) -> Self {
+        let z = Zone::new(name);
+        *z.engine.write().expect("engine lock") = Some(engine);
+        z
+    }
+
+    pub fn engine(&self) -> Option<Arc<dyn Engine>> {
+        self.engine.read().expect("engine lock").clone()
+    }
+
+    pub fn reach(&self) -> Reach {
+        self.state
+            .lock()
+            .expect("zone lock")
+            .reach
+            .clone()
+            .unwrap_or(Reach::Unknown)
+    }
+
+    fn set_reach(&self, reach: Reach) -> bool {
+        let mut st = self.state.lock().expect("zone lock");
+        let changed = st.reach.as_ref() != Some(&reach);
+        st.reach = Some(reach);
+        changed
+    }
+
+    /// The containers of one group (terminating ones excluded).
+    pub fn instances_of(&self, key: &ObjectKey) -> Vec<Observed> {
+        let st = self.state.lock().expect("zone lock");
+        st.containers
+            .values()
+            .filter(|c| {
+                !st.terminating.contains(&c.id) && group_key(&c.labels).as_ref() == Some(key)
+            })
+            .cloned()
+            .collect()
+    }
+
+    /// Every group that has a container here.
+    pub fn group_keys(&self) -> BTreeSet<ObjectKey> {
+        let st = self.state.lock().expect("zone lock");
+        st.containers
+            .values()
+            .filter_map(|c| group_key(&c.labels))
+            .collect()
+    }
+
+    /// Number of containers in the cache.
+    pub fn len(&self) -> usize {
+        self.state.lock().expect("zone lock").containers.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Records a container we just created.
+    pub fn created(&self, c: Observed) {
+        let mut st = self.state.lock().expect("zone lock");
+        st.touched.insert(c.id.clone(), Instant::now());
+        st.containers.insert(c.id.clone(), c);
+    }
+
+    /// Hides a container we are about to remove.
+    pub fn terminating(&self, id: &str) {
+        let mut st = self.state.lock().expect("zone lock");
+        st.terminating.insert(id.to_string());
+        st.touched.insert(id.to_string(), Instant::now());
+    }
+
+    /// Records the end of a removal (`ok` false: it failed, the container shows again).
+    pub fn removed(&self, id: &str, ok: bool) {
+        let mut st = self.state.lock().expect("zone lock");
+        st.terminating.remove(id);
+        st.touched.insert(id.to_string(), Instant::now());
+        if ok {
+            st.containers.remove(id);
+        }
+    }
+
+    /// Replaces the cache with a list taken at `started`, keeping changes made since.
+    pub fn apply_list(&self, started: Instant, list: Vec<Observed>) {
+        let mut st = self.state.lock().expect("zone lock");
+        let mut fresh: HashMap<String, Observed> = HashMap::with_capacity(list.len());
+        for mut c in list {
+            if let Some(t) = st.touched.get(&c.id) {
+                if *t >= started {
+                    continue; // decided below from the cache
+                }
+            }
+            // A list carries no start time; keep the one we learned from events or inspect.
+            if let Some(old) = st.containers.get(&c.id) {
+                c.started_at = c.started_at.or(old.started_at);
+                c.exit_code = c.exit_code.or(old.exit_code);
+            }
+            fresh.insert(c.id.clone(), c);
+        }
+        for (id, t) in &st.touched {
+            if *t >= started {
+                if let Some(c) = st.containers.get(id) {
+                    fresh.insert(id.clone(), c.clone());
+                }
+            }
+        }
+        st.containers = fresh;
+        st.touched.retain(|_, t| *t >= started);
+        let ids: HashSet<&String> = st.containers.keys().collect();
+        let gone: Vec<String> = st
+            .terminating
+            .iter()
+            .filter(|id| !ids.contains(id))
+            .cloned()
+            .collect();
+        for id in gone {
+            st.terminating.remove(&id);
+        }
+    }
+
+    /// Applies one event; returns the group it concerns.
+    pub fn apply_event(&self, ev: &EngineEvent) -> Option<ObjectKey> {
+        let key = group_key(&ev.labels);
+        let mut st = self.state.lock().expect("zone lock");
+        if st.terminating.contains(&ev.id) && ev.kind != EventKind::Destroy {
+            return None;
+        }
+        st.touched.insert(ev.id.clone(), Instant::now());
+        match ev.kind {
+            EventKind::Destroy => {
+                st.terminating.remove(&ev.id);
+                st.containers.remove(&ev.id);
+            }
+            EventKind::Create
+            | EventKind::Start
+            | EventKind::Die
+            | EventKind::Oom
+            | EventKind::Health(_) => {
+                let entry = st
+                    .containers
+                    .entry(ev.id.clone())
+                    .or_insert_with(|| Observed {
+                        id: ev.id.clone(),
+                        name: ev
+                            .labels
+                            .get("name")
+                            .cloned()
+                            .unwrap_or_else(|| short_id(&ev.id).to_string()),
+                        labels: ev.labels.clone(),
+                        state: ContainerState::Created,
+                        health: None,
+                        created: ev.time,
+                        started_at: None,
+                        ports: Vec::new(),
+                        exit_code: None,
+                    });
+                match ev.kind {
+                    EventKind::Start => {
+                        entry.state = ContainerState::Running;
+                        entry.started_at = Some(ev.time);
+                        entry.exit_code = None;
+                    }
+                    EventKind::Die => {
+                        entry.state = ContainerState::Exited;
+                        entry.exit_code = ev.exit_code;
+                    }
+                    EventKind::Health(h) => entry.health = Some(h),
+                    _ => {}
+                }
+            }
+            EventKind::Kill | EventKind::Stop | EventKind::Other => {}
+        }
+        key
+    }
+}
+
+/// First 12 hex digits of a container ID, as `docker ps` shows it.
+pub fn short_id(id: &str) -> &str {
+    &id[..id.len().min(12)]
+}
+
+/// Runs one zone's observer until `shutdown`: connect, subscribe to events, list, then keep the
+/// cache current, relisting every `resync` and after any error (with backoff 200 ms → 5 s).
+///
+/// `on_change` is called with the group of every container that changed, and with `None` when
+/// the whole zone changed (first list, reachability change, resync): then every group is due.
+pub async fn observe(
+    zone: Arc<Zone>,
+    connect: Connector,
+    resync: Duration,
+    queue: Arc<Queue<ObjectKey>>,
+    all_groups: Arc<dyn Fn() -> Vec<ObjectKey> + Send + Sync>,
+    shutdown: CancellationToken,
+) {
+    let mut backoff = Duration::from_millis(200);
+    let enqueue_all = |zone: &Zone| {
+        for k in all_groups().into_iter().chain(zone.group_keys()) {
+            queue.now(k);
+        }
+    };
+    loop {
+        if shutdown.is_cancelled() {
+            return;
+        }
+        let result = observe_once(&zone, &connect, resync, &queue, &enqueue_all, &shutdown).await;
+        if shutdown.is_cancelled() {
+            return;
+        }
+        let reason = match result {
+            Ok(()) => "event stream ended".to_string(),
+            Err(e) => e.to_string(),
+        };
+        // Confirm with a ping before declaring the zone unreachable: a dropped event stream on a
+        // healthy engine only needs a resubscribe.
+        let alive = match zone.engine() {
+            Some(e) => tokio::time::timeout(Duration::from_secs(2), e.ping())
+                .await
+                .map(|r| r.is_ok())
+                .unwrap_or(false),
+            None => false,
+        };
+        if !alive {
+            if zone.set_reach(Reach::Unreachable(reason.clone())) {
+                warn!(zone = %zone.name, error = %reason, "zone unreachable; its capacity is made up in the others");
+                *zone.engine.write().expect("engine lock") = None;
+                enqueue_all(&zone);
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => {}
+                _ = shutdown.cancelled() => return,
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        } else {
+            debug!(zone = %zone.name, %reason, "resubscribing to events");
+            backoff = Duration::from_millis(200);
+        }
+    }
+}
+
+async fn observe_once(
+    zone: &Arc<Zone>,
+    connect: &Connector,
+    resync: Duration,
+    queue: &Arc<Queue<ObjectKey>>,
+    enqueue_all: &impl Fn(&Zone),
+    shutdown: &CancellationToken,
+) -> crate::engine::Result<()> {
+    let engine = match zone.engine() {
+        Some(e) => e,
+        None => {
+            let e = tokio::time::timeout(Duration::from_secs(5), connect())
+                .await
+                .map_err(|_| {
+                    crate::engine::EngineError::Unreachable("connect timed out".into())
+                })??;
+            *zone.engine.write().expect("engine lock") = Some(e.clone());
+            e
+        }
+    };
+    // Subscribe before listing so nothing that happens in between is missed.
+    let mut events = engine.events(&managed_filter()).await?;
+    let started = Instant::now();
+    let list = tokio::time::timeout(Duration::from_secs(10), engine.list(&managed_filter()))
+        .await
+        .map_err(|_| crate::engine::EngineError::Unreachable("list timed out".into()))??;
+    zone.apply_list(started, list);
+    if zone.set_reach(Reach::Reachable) {
+        info!(zone = %zone.name, containers = zone.len(), "zone reachable");
+    }
+    enqueue_all(zone);
+    let mut tick = tokio::time::interval_at(Instant::now() + resync, resync);
+    loop {
+        tokio::select! {
+            ev = events.next() => match ev {
+                Some(Ok(ev)) => {
+                    if let Some(k) = zone.apply_event(&ev) {
+                        queue.now(k);
+                    }
+                }
+                Some(Err(e)) => return Err(e),
+                None => return Ok(()),
+            },
+            _ = tick.tick() => {
+                let started = Instant::now();
+                let list = tokio::time::timeout(Duration::from_secs(10), engine.list(&managed_filter()))
+                    .await
+                    .map_err(|_| crate::engine::EngineError::Unreachable("list timed out".into()))??;
+                zone.apply_list(started, list);
+                enqueue_all(zone);
+            }
+            _ = shutdown.cancelled() => return Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::Utc;
+
+    fn obs(id: &str, group: &str, state: ContainerState) -> Observed {
+        let labels = BTreeMap::from([
+            (labels::MANAGED_BY.to_string(), labels::MANAGER.to_string()),
+            (labels::NAMESPACE.to_string(), "default".to_string()),
+            (labels::GROUP.to_string(), group.to_string()),
+        ]);
+        Observed {
+            id: id.into(),
+            name: id.into(),
+            labels,
+            state,
+            health: None,
+            created: Utc::now(),
+            started_at: None,
+            ports: vec![],
+            exit_code: None,
+        }
+    }
+
+    fn key(g: &str) -> ObjectKey {
+        ObjectKey::new(Kind::AutoScalingGroup, "default", g)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_list_started_before_our_creation_does_not_hide_it() {
+        let z = Zone::new("a");
+        let t0 = Instant::now();
+        tokio::time::advance(Duration::from_millis(5)).await;
+        z.created(obs("c1", "web", ContainerState::Running));
+        z.apply_list(t0, vec![]); // stale list: taken before c1 existed
+        assert_eq!(z.instances_of(&key("web")).len(), 1);
+        // A later list is authoritative.
+        tokio::time::advance(Duration::from_millis(5)).await;
+        z.apply_list(Instant::now(), vec![]);
+        assert!(z.instances_of(&key("web")).is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_die_event_during_a_list_is_not_undone_by_it() {
+        let z = Zone::new("a");
+        z.apply_list(
+            Instant::now(),
+            vec![obs("c1", "web", ContainerState::Running)],
+        );
+        let t0 = Instant::now();
+        tokio::time::advance(Duration::from_millis(1)).await;
+        let ev = EngineEvent {
+            kind: EventKind::Die,
+            id: "c1".into(),
+            labels: obs("c1", "web", ContainerState::Running).labels,
+            exit_code: Some(137),
+            time: Utc::now(),
+        };
+        assert_eq!(z.apply_event(&ev), Some(key("web")));
+        z.apply_list(t0, vec![obs("c1", "web", ContainerState::Running)]);
+        let i = z.instances_of(&key("web"));
+        assert_eq!(i[0].state, ContainerState::Exited);
+        assert_eq!(i[0].exit_code, Some(137));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn terminating_containers_are_hidden_until_removed() {
+        let z = Zone::new("a");
+        z.apply_list(
+            Instant::now(),
+            vec![obs("c1", "web", ContainerState::Running)],
+        );
+        z.terminating("c1");
+        assert!(z.instances_of(&key("web")).is_empty());
+        z.removed("c1", false);
+        assert_eq!(
+            z.instances_of(&key("web")).len(),
+            1,
+            "a failed removal shows the container again"
+        );
+    }
+
+    #[test]
+    fn containers_without_our_labels_belong_to_no_group() {
+        let mut c = obs("c1", "web", ContainerState::Running);
+        assert_eq!(group_key(&c.labels), Some(key("web")));
+        c.labels.remove(labels::MANAGED_BY);
+        assert_eq!(group_key(&c.labels), None);
+    }
+}
