@@ -6,8 +6,11 @@
 pub mod duration;
 pub mod instance_types;
 pub mod parse;
+pub mod schema;
 pub mod types;
+pub mod validate;
 
 pub use duration::DurationSpec;
 pub use parse::{parse_file, ManifestError, ParsedFile, ParsedObject};
 pub use types::*;
+pub use validate::{did_you_mean, missing_references, validate, Problem, Severity};

@@ -1,0 +1,666 @@
+//! Semantic validation of manifests: each problem names its field path, what is wrong and what would be right.
+//!
+//! Everything here is pure: [`validate`] looks at one object, [`missing_references`] at a whole
+//! set of objects. Turning a field path into a line and column is the parser's job.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+use super::instance_types;
+use super::types::{
+    AutoScalingGroupSpec, IntOrPercent, Kind, LaunchConfigurationSpec, Metadata, Object, ObjectKey,
+    ScalingPolicySpec,
+};
+
+/// The largest `maxSize` a group may ask for: a guard against typos such as `maxSize: 10000`.
+pub const MAX_GROUP_SIZE: u32 = 1000;
+
+/// Docker refuses memory limits below 6 MiB.
+pub const MIN_MEMORY_MIB: u64 = 6;
+
+/// Label prefix reserved for the controller's own container labels.
+pub const RESERVED_LABEL_PREFIX: &str = "io.microscaler.";
+
+/// How serious a [`Problem`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Severity {
+    /// The object is invalid; the file it is in contributes no objects.
+    Error,
+    /// The object is used, but probably not as the user meant (e.g. a clamped capacity).
+    Warning,
+}
+
+/// One semantic problem of one object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// Dotted field path, e.g. `spec.minSize` or `spec.ports[1].hostIp`.
+    pub field: String,
+    /// What is wrong and what would be right.
+    pub message: String,
+    pub severity: Severity,
+}
+
+/// Collects problems while walking an object.
+#[derive(Default)]
+struct Problems(Vec<Problem>);
+
+impl Problems {
+    fn error(&mut self, field: impl Into<String>, message: impl Into<String>) {
+        self.push(field.into(), message.into(), Severity::Error);
+    }
+
+    fn warning(&mut self, field: impl Into<String>, message: impl Into<String>) {
+        self.push(field.into(), message.into(), Severity::Warning);
+    }
+
+    fn push(&mut self, field: String, message: String, severity: Severity) {
+        self.0.push(Problem {
+            field,
+            message,
+            severity,
+        });
+    }
+}
+
+/// Suggests the candidate closest to `word` (case-insensitive edit distance, a transposition
+/// counting as one edit), or `None` when nothing is close enough to be a plausible typo.
+pub fn did_you_mean<'a>(
+    word: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
+    let w: Vec<char> = word.to_lowercase().chars().collect();
+    // About one edit per three characters: `desiredCapasity` → `desiredCapacity`, but `foo`
+    // is not a typo of `env`.
+    let limit = w.len().div_ceil(3).max(1);
+    let mut best: Option<(usize, &'a str)> = None;
+    for candidate in candidates {
+        let c: Vec<char> = candidate.to_lowercase().chars().collect();
+        let mut d = edit_distance(&w, &c);
+        // A longer or shorter spelling of the same name (`web-lc` for `web`) is a plausible
+        // mix-up even when many characters differ.
+        let (short, long) = if w.len() <= c.len() {
+            (&w, &c)
+        } else {
+            (&c, &w)
+        };
+        if short.len() >= 3 && long.starts_with(short) {
+            d = d.min(limit);
+        }
+        if d <= limit && best.is_none_or(|(bd, _)| d < bd) {
+            best = Some((d, candidate));
+        }
+    }
+    best.map(|(_, c)| c)
+}
+
+/// Optimal string alignment distance (Levenshtein plus adjacent transpositions).
+fn edit_distance(a: &[char], b: &[char]) -> usize {
+    let mut prev2: Vec<usize> = vec![0; b.len() + 1];
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    let mut cur: Vec<usize> = vec![0; b.len() + 1];
+    for i in 1..=a.len() {
+        cur[0] = i;
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            cur[j] = (prev[j] + 1).min(cur[j - 1] + 1).min(prev[j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                cur[j] = cur[j].min(prev2[j - 2] + 1);
+            }
+        }
+        std::mem::swap(&mut prev2, &mut prev);
+        std::mem::swap(&mut prev, &mut cur);
+    }
+    prev[b.len()]
+}
+
+/// Formats ` (did you mean `x`?)`, or nothing.
+fn suggestion<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> String {
+    did_you_mean(word, candidates)
+        .map(|s| format!(" (did you mean `{s}`?)"))
+        .unwrap_or_default()
+}
+
+/// Checks one object on its own (references to other objects are [`missing_references`]'s job).
+pub fn validate(object: &Object) -> Vec<Problem> {
+    let mut p = Problems::default();
+    validate_metadata(object.metadata(), &mut p);
+    match object {
+        Object::LaunchConfiguration(m) => validate_launch_configuration(&m.spec, &mut p),
+        Object::AutoScalingGroup(m) => validate_group(&m.spec, &mut p),
+        Object::ScalingPolicy(m) => validate_policy(&m.spec, &mut p),
+    }
+    p.0
+}
+
+/// Why `s` is not a DNS label (lower-case letters, digits and `-`, 1-63 characters, starting
+/// and ending with a letter or digit), or `None` if it is one.
+fn dns_label_problem(s: &str) -> Option<String> {
+    const RULE: &str =
+        "use 1-63 lower-case letters, digits and `-`, starting and ending with a letter or digit";
+    if s.is_empty() {
+        return Some(format!("must not be empty: {RULE}"));
+    }
+    if s.len() > 63 {
+        return Some(format!("`{s}` is {} characters long: {RULE}", s.len()));
+    }
+    let valid_chars = s
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if valid_chars && !s.starts_with('-') && !s.ends_with('-') {
+        return None;
+    }
+    // Offer the nearest valid spelling: lower-case, other characters as `-`, no edge dashes.
+    let fixed: String = s
+        .chars()
+        .map(|c| {
+            let c = c.to_ascii_lowercase();
+            if c.is_ascii_lowercase() || c.is_ascii_digit() {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    let fixed = fixed.trim_matches('-');
+    let hint = if fixed.is_empty() || fixed.len() > 63 {
+        String::new()
+    } else {
+        format!(", e.g. `{fixed}`")
+    };
+    Some(format!("`{s}` is not valid: {RULE}{hint}"))
+}
+
+fn validate_metadata(m: &Metadata, p: &mut Problems) {
+    if let Some(why) = dns_label_problem(&m.name) {
+        p.error(
+            "metadata.name",
+            format!("name {why} (names become part of container names)"),
+        );
+    }
+    if let Some(why) = dns_label_problem(&m.namespace) {
+        p.error(
+            "metadata.namespace",
+            format!("namespace {why} (namespaces become part of container names)"),
+        );
+    }
+}
+
+fn validate_launch_configuration(s: &LaunchConfigurationSpec, p: &mut Problems) {
+    if s.image.trim().is_empty() {
+        p.error(
+            "spec.image",
+            "image must not be empty: give a Docker image name such as `microscaler/busybox:latest`",
+        );
+    }
+    if let Some(t) = &s.instance_type {
+        if instance_types::lookup(t).is_none() {
+            p.error(
+                "spec.instanceType",
+                format!(
+                    "unknown instance type `{t}`{}; `ms get instancetypes` lists the known ones",
+                    suggestion(t, instance_types::names())
+                ),
+            );
+        }
+    }
+    if let Some(r) = &s.resources {
+        if let Some(cpus) = r.cpus {
+            if !(cpus.is_finite() && cpus > 0.0) {
+                p.error(
+                    "spec.resources.cpus",
+                    format!("cpus must be greater than 0 (e.g. `0.5` or `2`), not {cpus}"),
+                );
+            }
+        }
+        if let Some(mem) = r.memory_mib {
+            if mem < MIN_MEMORY_MIB {
+                p.error(
+                    "spec.resources.memoryMib",
+                    format!(
+                        "memoryMib {mem} is below Docker's minimum of {MIN_MEMORY_MIB} MiB: use {MIN_MEMORY_MIB} or more"
+                    ),
+                );
+            }
+        }
+    }
+    for (i, port) in s.ports.iter().enumerate() {
+        let at = |f: &str| format!("spec.ports[{i}].{f}");
+        if port.container_port == 0 {
+            p.error(
+                at("containerPort"),
+                "containerPort 0 is not a port: use 1-65535",
+            );
+        }
+        if port.host_port == Some(0) {
+            p.error(
+                at("hostPort"),
+                "hostPort 0 is not a port: use 1-65535, or omit hostPort for a port chosen by Docker",
+            );
+        }
+        if let Some(ip) = &port.host_ip {
+            if ip.parse::<IpAddr>().is_err() {
+                p.error(
+                    at("hostIp"),
+                    format!("hostIp `{ip}` is not an IP address: use e.g. `127.0.0.1`, `0.0.0.0` or `::1`"),
+                );
+            }
+        }
+        if let Some(proto) = &port.protocol {
+            if proto != "tcp" && proto != "udp" {
+                p.error(
+                    at("protocol"),
+                    format!(
+                        "protocol `{proto}` is not supported{}: use `tcp` or `udp`",
+                        suggestion(proto, ["tcp", "udp"])
+                    ),
+                );
+            }
+        }
+    }
+    for key in s.env.keys() {
+        if key.is_empty() {
+            p.error(
+                format!("spec.env.{key}"),
+                "an environment variable needs a name: the key must not be empty",
+            );
+        } else if key.contains('=') {
+            let (name, value) = key.split_once('=').unwrap_or((key, ""));
+            p.error(
+                format!("spec.env.{key}"),
+                format!(
+                    "environment variable name `{key}` contains `=`: write `{name}: \"{value}\"` instead"
+                ),
+            );
+        }
+    }
+    for key in s.labels.keys() {
+        if key.starts_with(RESERVED_LABEL_PREFIX) {
+            p.error(
+                format!("spec.labels.{key}"),
+                format!(
+                    "label `{key}` uses the reserved prefix `{RESERVED_LABEL_PREFIX}` (the controller's own labels): choose another prefix, e.g. `example.com/`"
+                ),
+            );
+        }
+    }
+}
+
+/// Checks `maxSurge`/`maxUnavailable`; returns whether the value is zero.
+fn check_int_or_percent(field: &str, v: &IntOrPercent, p: &mut Problems) -> bool {
+    match v {
+        IntOrPercent::Int(n) => *n == 0,
+        IntOrPercent::Percent(s) => {
+            let number = s.strip_suffix('%').and_then(|n| {
+                if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) {
+                    n.parse::<u32>().ok()
+                } else {
+                    None
+                }
+            });
+            match number {
+                Some(n) if n <= 100 => n == 0,
+                _ => {
+                    p.error(
+                        field,
+                        format!(
+                            "`{s}` is neither a count nor a percentage: write a whole number (`1`) or a percentage from 0% to 100% (`\"25%\"`)"
+                        ),
+                    );
+                    false
+                }
+            }
+        }
+    }
+}
+
+fn validate_group(s: &AutoScalingGroupSpec, p: &mut Problems) {
+    if let Some(why) = dns_label_problem(&s.launch_configuration) {
+        p.error(
+            "spec.launchConfiguration",
+            format!("launchConfiguration {why} (it names a LaunchConfiguration)"),
+        );
+    }
+    if s.min_size > s.max_size {
+        p.error(
+            "spec.minSize",
+            format!(
+                "minSize {} > maxSize {}: minSize must be at most maxSize",
+                s.min_size, s.max_size
+            ),
+        );
+    }
+    if s.max_size > MAX_GROUP_SIZE {
+        p.error(
+            "spec.maxSize",
+            format!(
+                "maxSize {} is above the limit of {MAX_GROUP_SIZE}: use {MAX_GROUP_SIZE} or less",
+                s.max_size
+            ),
+        );
+    }
+    if let Some(d) = s.desired_capacity {
+        if s.min_size <= s.max_size {
+            if d < s.min_size {
+                p.warning(
+                    "spec.desiredCapacity",
+                    format!(
+                        "desiredCapacity {d} is below minSize {}: it is clamped to {}",
+                        s.min_size, s.min_size
+                    ),
+                );
+            } else if d > s.max_size {
+                p.warning(
+                    "spec.desiredCapacity",
+                    format!(
+                        "desiredCapacity {d} is above maxSize {}: it is clamped to {}",
+                        s.max_size, s.max_size
+                    ),
+                );
+            }
+        }
+    }
+    let mut seen = BTreeSet::new();
+    for (i, zone) in s.availability_zones.iter().enumerate() {
+        let field = format!("spec.availabilityZones[{i}]");
+        if zone.trim().is_empty() {
+            p.error(
+                field,
+                "a zone name must not be empty: use the name of a zone from the controller configuration",
+            );
+        } else if !seen.insert(zone.as_str()) {
+            p.error(
+                field,
+                format!("zone `{zone}` is listed twice: list each zone once"),
+            );
+        }
+    }
+    let surge_zero = s
+        .max_surge
+        .as_ref()
+        .map(|v| check_int_or_percent("spec.maxSurge", v, p));
+    let unavailable_zero = s
+        .max_unavailable
+        .as_ref()
+        .map(|v| check_int_or_percent("spec.maxUnavailable", v, p));
+    // maxSurge defaults to 25% (at least 1) and maxUnavailable to 0: only an explicit zero
+    // surge can stall a rollout.
+    if surge_zero == Some(true) && unavailable_zero.unwrap_or(true) {
+        p.error(
+            "spec.maxSurge",
+            "maxSurge and maxUnavailable are both 0, so a rollout could never replace an instance: set maxSurge (or maxUnavailable) to at least 1",
+        );
+    }
+}
+
+fn validate_policy(s: &ScalingPolicySpec, p: &mut Problems) {
+    if let Some(why) = dns_label_problem(&s.auto_scaling_group) {
+        p.error(
+            "spec.autoScalingGroup",
+            format!("autoScalingGroup {why} (it names an AutoScalingGroup)"),
+        );
+    }
+    for (field, v) in [
+        ("spec.lowerThreshold", s.lower_threshold),
+        ("spec.upperThreshold", s.upper_threshold),
+    ] {
+        if !(v.is_finite() && v >= 0.0) {
+            p.error(
+                field,
+                format!("{} must be a percentage of 0 or more, not {v}", &field[5..]),
+            );
+        }
+    }
+    if s.lower_threshold >= s.upper_threshold {
+        p.error(
+            "spec.lowerThreshold",
+            format!(
+                "lowerThreshold {} must be below upperThreshold {}, e.g. 30 and 80",
+                s.lower_threshold, s.upper_threshold
+            ),
+        );
+    }
+    for (field, v) in [
+        ("spec.scaleOutStep", s.scale_out_step),
+        ("spec.scaleInStep", s.scale_in_step),
+    ] {
+        if v < 1 {
+            p.error(
+                field,
+                format!(
+                    "{} must be at least 1 (the number of instances to add or remove)",
+                    &field[5..]
+                ),
+            );
+        }
+    }
+    for (field, d) in [
+        ("spec.samplingWindow", s.sampling_window),
+        ("spec.breachDuration", s.breach_duration),
+    ] {
+        if d.0.is_zero() {
+            p.error(
+                field,
+                format!(
+                    "{} must be longer than 0: write e.g. `60s` or `5m`",
+                    &field[5..]
+                ),
+            );
+        }
+    }
+}
+
+/// For each group whose launch configuration does not exist in its namespace, and each policy
+/// whose group does not exist, a message saying so (with a suggestion when a name is close).
+///
+/// Files arrive in any order, so a missing reference is a state to report, not a parse error.
+pub fn missing_references(objects: &BTreeMap<ObjectKey, Object>) -> BTreeMap<ObjectKey, String> {
+    let names_in = |kind: Kind, namespace: &str| -> Vec<&str> {
+        objects
+            .keys()
+            .filter(|k| k.kind == kind && k.namespace == namespace)
+            .map(|k| k.name.as_str())
+            .collect()
+    };
+    let mut out = BTreeMap::new();
+    for (key, object) in objects {
+        let (target_kind, target, what) = match object {
+            Object::AutoScalingGroup(m) => (
+                Kind::LaunchConfiguration,
+                &m.spec.launch_configuration,
+                "launch configuration",
+            ),
+            Object::ScalingPolicy(m) => (
+                Kind::AutoScalingGroup,
+                &m.spec.auto_scaling_group,
+                "autoscaling group",
+            ),
+            Object::LaunchConfiguration(_) => continue,
+        };
+        let target_key = ObjectKey::new(target_kind, key.namespace.clone(), target.clone());
+        if !objects.contains_key(&target_key) {
+            let hint = suggestion(target, names_in(target_kind, &key.namespace));
+            out.insert(
+                key.clone(),
+                format!(
+                    "{what} `{target}` does not exist (yet) in namespace `{}`{hint}",
+                    key.namespace
+                ),
+            );
+        }
+    }
+    out
+}
+
+impl LaunchConfigurationSpec {
+    /// CPU and memory (MiB) limits: the instance type's, each overridden by `resources` when given.
+    /// `None` means no limit.
+    pub fn limits(&self) -> (Option<f64>, Option<u64>) {
+        let base = self
+            .instance_type
+            .as_deref()
+            .and_then(instance_types::lookup);
+        let res = self.resources.as_ref();
+        let cpus = res.and_then(|r| r.cpus).or(base.map(|t| t.cpus));
+        let memory = res
+            .and_then(|r| r.memory_mib)
+            .or(base.map(|t| t.memory_mib));
+        (cpus, memory)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::types::{Manifest, Resources, API_VERSION};
+
+    fn meta(name: &str) -> Metadata {
+        Metadata {
+            name: name.into(),
+            namespace: "default".into(),
+            labels: BTreeMap::new(),
+        }
+    }
+
+    fn lc_spec() -> LaunchConfigurationSpec {
+        LaunchConfigurationSpec {
+            image: "microscaler/busybox:latest".into(),
+            instance_type: None,
+            resources: None,
+            command: None,
+            entrypoint: None,
+            env: BTreeMap::new(),
+            ports: vec![],
+            labels: BTreeMap::new(),
+            user_data: None,
+            network: None,
+            stop_grace_period: None,
+        }
+    }
+
+    fn lc(name: &str) -> Object {
+        Object::LaunchConfiguration(Manifest {
+            api_version: API_VERSION.into(),
+            kind: Kind::LaunchConfiguration,
+            metadata: meta(name),
+            spec: lc_spec(),
+            status: None,
+        })
+    }
+
+    fn group(name: &str, lc: &str) -> Object {
+        Object::AutoScalingGroup(Manifest {
+            api_version: API_VERSION.into(),
+            kind: Kind::AutoScalingGroup,
+            metadata: meta(name),
+            spec: AutoScalingGroupSpec {
+                launch_configuration: lc.into(),
+                min_size: 1,
+                max_size: 3,
+                desired_capacity: None,
+                availability_zones: vec![],
+                scale_out_cooldown: None,
+                scale_in_cooldown: None,
+                domain: None,
+                state: Default::default(),
+                max_surge: None,
+                max_unavailable: None,
+                health_check_grace_period: None,
+            },
+            status: None,
+        })
+    }
+
+    #[test]
+    fn did_you_mean_finds_close_names_case_insensitively() {
+        let fields = ["minSize", "maxSize", "desiredCapacity"];
+        assert_eq!(
+            did_you_mean("desiredCapasity", fields),
+            Some("desiredCapacity")
+        );
+        assert_eq!(
+            did_you_mean(
+                "AutoscalingGroup",
+                ["LaunchConfiguration", "AutoScalingGroup"]
+            ),
+            Some("AutoScalingGroup")
+        );
+        assert_eq!(did_you_mean("imgae", ["image", "env"]), Some("image"));
+        assert_eq!(did_you_mean("foo", ["env", "image"]), None);
+        assert_eq!(did_you_mean("x", Vec::<&str>::new()), None);
+    }
+
+    #[test]
+    fn names_must_be_dns_labels_with_a_suggested_fix() {
+        assert_eq!(dns_label_problem("web-1"), None);
+        let why = dns_label_problem("Web_1").unwrap();
+        assert!(why.contains("e.g. `web-1`"), "{why}");
+        assert!(dns_label_problem(&"a".repeat(64)).is_some());
+        assert!(dns_label_problem("-web").is_some());
+        assert!(dns_label_problem("").is_some());
+    }
+
+    #[test]
+    fn limits_take_the_instance_type_and_let_resources_override() {
+        let mut s = lc_spec();
+        assert_eq!(s.limits(), (None, None));
+        s.instance_type = Some("m1.large".into());
+        assert_eq!(s.limits(), (Some(2.0), Some(4096)));
+        s.resources = Some(Resources {
+            cpus: Some(0.5),
+            memory_mib: None,
+        });
+        assert_eq!(s.limits(), (Some(0.5), Some(4096)));
+        s.instance_type = None;
+        s.resources = Some(Resources {
+            cpus: None,
+            memory_mib: Some(64),
+        });
+        assert_eq!(s.limits(), (None, Some(64)));
+    }
+
+    #[test]
+    fn missing_references_name_the_namespace_and_suggest_a_close_name() {
+        let mut objects = BTreeMap::new();
+        for o in [lc("web"), group("web", "web-lc"), group("api", "web")] {
+            objects.insert(o.key(), o);
+        }
+        let missing = missing_references(&objects);
+        assert_eq!(missing.len(), 1, "{missing:?}");
+        assert_eq!(
+            missing[&ObjectKey::new(Kind::AutoScalingGroup, "default", "web")],
+            "launch configuration `web-lc` does not exist (yet) in namespace `default` (did you mean `web`?)"
+        );
+    }
+
+    #[test]
+    fn a_policy_without_its_group_is_reported() {
+        let mut objects = BTreeMap::new();
+        let policy = Object::ScalingPolicy(Manifest {
+            api_version: API_VERSION.into(),
+            kind: Kind::ScalingPolicy,
+            metadata: meta("cpu"),
+            spec: ScalingPolicySpec {
+                auto_scaling_group: "wbe".into(),
+                metric: crate::manifest::types::Metric::Cpu,
+                statistic: Default::default(),
+                sampling_window: crate::manifest::DurationSpec::from_secs(60),
+                breach_duration: crate::manifest::DurationSpec::from_secs(60),
+                scale_out_step: 1,
+                scale_in_step: 1,
+                upper_threshold: 80.0,
+                lower_threshold: 30.0,
+            },
+            status: None,
+        });
+        for o in [group("web", "web"), policy] {
+            objects.insert(o.key(), o);
+        }
+        let missing = missing_references(&objects);
+        // The group's own launch configuration is missing too.
+        assert_eq!(missing.len(), 2);
+        assert_eq!(
+            missing[&ObjectKey::new(Kind::ScalingPolicy, "default", "cpu")],
+            "autoscaling group `wbe` does not exist (yet) in namespace `default` (did you mean `web`?)"
+        );
+    }
+}
