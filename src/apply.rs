@@ -718,7 +718,7 @@ async fn apply(
     })
     .await?;
 
-    let warnings = reference_warnings(&snapshot(&shared), &parsed.objects);
+    let warnings = reference_warnings(&snapshot(&shared), &filename, &parsed.objects);
     Ok(Json(ChangeResponse {
         results,
         warnings,
@@ -763,12 +763,14 @@ fn create(
     Ok(("created", path))
 }
 
-/// Warnings about references that do not resolve, over the snapshot plus what was applied.
+/// Warnings about references of the applied objects that do not resolve, over the snapshot
+/// plus what was applied (a group applied before its launch configuration is fine, but worth
+/// saying).
 fn reference_warnings(
     desired: &Desired,
+    filename: &str,
     applied: &[crate::manifest::ParsedObject],
 ) -> Vec<ManifestError> {
-    let applied_keys: Vec<ObjectKey> = applied.iter().map(|o| o.object.key()).collect();
     let mut all: BTreeMap<ObjectKey, Object> = desired
         .objects
         .iter()
@@ -777,9 +779,26 @@ fn reference_warnings(
     for o in applied {
         all.insert(o.object.key(), o.object.clone());
     }
-    let _ = applied_keys;
-    let _ = all;
-    Vec::new()
+    let missing = crate::manifest::missing_references(&all);
+    applied
+        .iter()
+        .filter_map(|o| {
+            let message = missing.get(&o.object.key())?;
+            let field = match o.object.kind() {
+                Kind::AutoScalingGroup => "spec.launchConfiguration",
+                Kind::ScalingPolicy => "spec.autoScalingGroup",
+                Kind::LaunchConfiguration => "",
+            };
+            Some(ManifestError {
+                file: PathBuf::from(filename),
+                line: o.line,
+                column: 1,
+                field: field.to_string(),
+                message: message.clone(),
+            })
+        })
+        .chain(applied.iter().flat_map(|o| o.warnings.iter().cloned()))
+        .collect()
 }
 
 /// Locates an object for a change: the snapshot entry, after the access check.
@@ -955,72 +974,46 @@ async fn stop(
     .await
 }
 
-/// Document edits: forwards to `crate::statusfile` (byte-preserving writer).
+/// Document edits, through `crate::statusfile` (the byte-preserving writer the status uses).
 mod edit {
     use std::path::Path;
 
-    use serde_json::Value;
+    use crate::statusfile::{self, EditError, WriteOutcome};
 
-    use crate::yamldoc;
+    pub use statusfile::{append_document, remove_document, replace_document};
 
-    pub fn replace_document(text: &str, index: usize, new_doc: &str) -> String {
-        let docs = yamldoc::split(text);
-        let d = &docs[index];
-        let mut out = String::new();
-        out.push_str(&text[..d.body.start]);
-        out.push_str(new_doc);
-        if !new_doc.ends_with('\n') {
-            out.push('\n');
-        }
-        out.push_str(&text[d.range.end..]);
-        out
-    }
-
-    pub fn append_document(text: &str, new_doc: &str) -> String {
-        let mut out = text.to_string();
-        if !out.is_empty() && !out.ends_with('\n') {
-            out.push('\n');
-        }
-        out.push_str("---\n");
-        out.push_str(new_doc);
-        if !new_doc.ends_with('\n') {
-            out.push('\n');
-        }
-        out
-    }
-
-    pub fn remove_document(text: &str, index: usize) -> String {
-        let docs = yamldoc::split(text);
-        let d = &docs[index];
-        format!("{}{}", &text[..d.range.start], &text[d.range.end..])
-    }
-
+    /// Sets `spec.<field>` of document `index` to `value` (JSON, written as one line of YAML).
     pub fn set_spec_field(
-        _text: &str,
-        _index: usize,
+        text: &str,
+        index: usize,
         field: &str,
-        _value: &Value,
-    ) -> Result<String, String> {
-        Err(format!("editing `{field}` is not available yet"))
+        value: &serde_json::Value,
+    ) -> Result<String, EditError> {
+        // JSON scalars are valid YAML flow scalars; strings get quoted only when they need it.
+        let yaml = match value {
+            serde_json::Value::String(s)
+                if s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') =>
+            {
+                s.clone()
+            }
+            other => other.to_string(),
+        };
+        statusfile::set_spec_field(text, index, field, &yaml)
     }
 
-    /// `Ok(false)`: the file no longer holds `expected`.
+    /// Writes `content` if the file still holds `expected` (`None`: the file must not exist).
+    /// `Ok(false)`: someone else changed the file since it was read.
     pub fn write_atomic(
         path: &Path,
         content: &str,
         expected: Option<&str>,
-    ) -> std::io::Result<bool> {
-        let current = match std::fs::read_to_string(path) {
-            Ok(t) => Some(t),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-            Err(e) => return Err(e),
-        };
-        if current.as_deref() != expected {
+    ) -> Result<bool, EditError> {
+        if expected.is_none() && path.exists() {
             return Ok(false);
         }
-        let tmp = path.with_extension("yaml.ms-tmp");
-        std::fs::write(&tmp, content)?;
-        std::fs::rename(&tmp, path)?;
-        Ok(true)
+        match statusfile::write_atomic(path, content, expected)? {
+            WriteOutcome::Written | WriteOutcome::Unchanged => Ok(true),
+            WriteOutcome::UserEdited | WriteOutcome::Gone => Ok(false),
+        }
     }
 }

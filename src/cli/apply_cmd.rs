@@ -1,0 +1,145 @@
+//! `ms apply -f FILE|DIR|-`: sends each file as one request, so errors name the user's file.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+
+use super::{report, CmdResult, Failure};
+use crate::apply::ChangeResponse;
+use crate::client::Client;
+
+/// Arguments of `ms apply`.
+#[derive(Debug, Args)]
+pub(crate) struct ApplyArgs {
+    /// Manifest file, directory (every *.yaml and *.yml in it, sorted, not recursive) or `-`
+    /// for stdin. Repeatable.
+    #[arg(short = 'f', long = "filename", value_name = "FILE", required = true)]
+    files: Vec<String>,
+    /// Validate and show what would change, write nothing.
+    #[arg(long)]
+    dry_run: bool,
+}
+
+/// The files named by `-f`: a directory expands to its `*.yaml`/`*.yml` files, sorted.
+pub(crate) fn expand(spec: &str) -> Result<Vec<PathBuf>, Failure> {
+    if spec == "-" {
+        return Ok(vec![PathBuf::from("-")]);
+    }
+    let path = Path::new(spec);
+    let meta = std::fs::metadata(path)
+        .map_err(|e| Failure::Message(format!("cannot read {spec}: {e}")))?;
+    if !meta.is_dir() {
+        return Ok(vec![path.to_path_buf()]);
+    }
+    let mut files: Vec<PathBuf> = std::fs::read_dir(path)
+        .map_err(|e| Failure::Message(format!("cannot read {spec}: {e}")))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_file() && p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        return Err(Failure::Message(format!(
+            "{spec} holds no *.yaml or *.yml file"
+        )));
+    }
+    Ok(files)
+}
+
+/// Reads a file named by `-f` (`-` is stdin); returns the name to show in errors and the text.
+pub(crate) fn read(path: &Path) -> Result<(String, String), Failure> {
+    if path == Path::new("-") {
+        let mut text = String::new();
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .map_err(|e| Failure::Message(format!("cannot read stdin: {e}")))?;
+        return Ok(("<stdin>".into(), text));
+    }
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Failure::Message(format!("cannot read {}: {e}", path.display())))?;
+    Ok((path.display().to_string(), text))
+}
+
+/// Prints `autoscalinggroup/web created` lines and `Warning:` lines.
+pub(crate) fn print_changes(r: &ChangeResponse) {
+    let suffix = if r.dry_run { " (dry run)" } else { "" };
+    for o in &r.results {
+        println!(
+            "{}/{} {}{suffix}",
+            o.kind.as_str().to_ascii_lowercase(),
+            o.name,
+            o.action
+        );
+    }
+    for w in &r.warnings {
+        eprintln!("Warning: {w}");
+    }
+}
+
+pub(crate) async fn run(client: Client, args: ApplyArgs) -> CmdResult {
+    let mut files = Vec::new();
+    for spec in &args.files {
+        files.extend(expand(spec)?);
+    }
+    // Each file is its own request: a broken file is reported and the others still apply,
+    // as kubectl does; the exit status says something failed.
+    let mut failed = 0usize;
+    let mut last = None;
+    for file in &files {
+        let outcome = async {
+            let (name, text) = read(file)?;
+            let r = client.apply(&name, text, args.dry_run).await?;
+            print_changes(&r);
+            Ok::<(), Failure>(())
+        }
+        .await;
+        if let Err(f) = outcome {
+            failed += 1;
+            // Connection problems will not get better for the next file.
+            let stop = matches!(&f, Failure::Message(m) if m.starts_with("cannot reach"));
+            if files.len() > 1 && !stop {
+                report(&f);
+            } else {
+                last = Some(f);
+            }
+            if stop {
+                break;
+            }
+        }
+    }
+    match (failed, last) {
+        (_, Some(f)) => Err(f),
+        (0, None) => Ok(()),
+        (n, None) => Err(Failure::Message(format!(
+            "{n} of {} files could not be applied",
+            files.len()
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_directory_expands_to_its_yaml_files_sorted() {
+        let dir = tempfile::tempdir().unwrap();
+        for f in ["b.yaml", "a.yml", "notes.txt", "c.yaml"] {
+            std::fs::write(dir.path().join(f), "x: 1\n").unwrap();
+        }
+        let files = expand(dir.path().to_str().unwrap()).unwrap();
+        let names: Vec<_> = files
+            .iter()
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, ["a.yml", "b.yaml", "c.yaml"]);
+    }
+
+    #[test]
+    fn a_missing_file_is_one_clear_error() {
+        let Err(Failure::Message(m)) = expand("/nonexistent/web.yaml") else {
+            panic!("expected an error")
+        };
+        assert!(m.starts_with("cannot read /nonexistent/web.yaml"), "{m}");
+    }
+}

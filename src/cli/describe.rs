@@ -1,0 +1,338 @@
+//! `ms describe`: one object in kubectl-style sections (conditions, instances, activities, errors).
+
+use chrono::{DateTime, Utc};
+use clap::Args;
+use serde_json::Value;
+
+use super::table::{age_of, cell, Table};
+use super::{CmdResult, Failure, NamespaceArgs};
+use crate::client::Client;
+use crate::manifest::Kind;
+
+/// Arguments of `ms describe`.
+#[derive(Debug, Args)]
+pub(crate) struct DescribeArgs {
+    /// asg, lc or policy.
+    kind: String,
+    /// Name of the object.
+    name: String,
+    #[command(flatten)]
+    ns: NamespaceArgs,
+}
+
+pub(crate) async fn run(client: Client, args: DescribeArgs) -> CmdResult {
+    let kind = Kind::parse(&args.kind).ok_or_else(|| {
+        Failure::Message(format!(
+            "unknown kind `{}`: use asg, lc or policy",
+            args.kind
+        ))
+    })?;
+    let item = client.get(kind, &args.ns.namespace, &args.name).await?;
+    let now = Utc::now();
+    let text = match kind {
+        Kind::AutoScalingGroup => {
+            let lc_name = item["spec"]["launchConfiguration"].as_str().unwrap_or("");
+            // The launch configuration's image makes the group readable at a glance; a missing
+            // one is already reported among the warnings.
+            let lc = client
+                .get(Kind::LaunchConfiguration, &args.ns.namespace, lc_name)
+                .await
+                .ok();
+            describe_group(&item, lc.as_ref(), now)
+        }
+        _ => describe_other(&item, now),
+    };
+    print!("{text}");
+    Ok(())
+}
+
+/// `Label:` padded so that values line up.
+fn field(out: &mut String, label: &str, value: impl std::fmt::Display) {
+    out.push_str(&format!("{:<23}{value}\n", format!("{label}:")));
+}
+
+fn header(out: &mut String, item: &Value, now: DateTime<Utc>) {
+    field(out, "Name", cell(item["metadata"].get("name")));
+    field(
+        out,
+        "Namespace",
+        item["metadata"]["namespace"].as_str().unwrap_or("default"),
+    );
+    field(
+        out,
+        "Source",
+        format!(
+            "{}:{}",
+            cell(item["source"].get("file")),
+            cell(item["source"].get("line"))
+        ),
+    );
+    field(out, "Age", age_of(item.get("firstSeen"), now));
+}
+
+fn section(out: &mut String, title: &str, table: Option<Table>) {
+    out.push_str(title);
+    out.push_str(":\n");
+    match table {
+        Some(t) if !t.is_empty() => out.push_str(&t.render_indented("  ")),
+        _ => out.push_str("  <none>\n"),
+    }
+}
+
+fn problems(out: &mut String, item: &Value) {
+    let errors = item["errors"].as_array().cloned().unwrap_or_default();
+    out.push_str("Errors:\n");
+    if errors.is_empty() {
+        out.push_str("  <none>\n");
+    } else {
+        out.push_str("  The file does not load; the object runs its last valid version:\n");
+        for e in &errors {
+            out.push_str(&format!("  {}\n", error_line(e)));
+        }
+    }
+    let warnings = item["warnings"].as_array().cloned().unwrap_or_default();
+    out.push_str("Warnings:\n");
+    if warnings.is_empty() {
+        out.push_str("  <none>\n");
+    }
+    for w in &warnings {
+        out.push_str(&format!("  {}\n", error_line(w)));
+    }
+}
+
+fn error_line(e: &Value) -> String {
+    let field = e["field"].as_str().filter(|f| !f.is_empty());
+    format!(
+        "{}:{}:{}: {}{}",
+        cell(e.get("file")),
+        cell(e.get("line")),
+        cell(e.get("column")),
+        field.map(|f| format!("{f}: ")).unwrap_or_default(),
+        cell(e.get("message"))
+    )
+}
+
+fn describe_group(item: &Value, lc: Option<&Value>, now: DateTime<Utc>) -> String {
+    let spec = &item["spec"];
+    let status = &item["status"];
+    let mut out = String::new();
+    header(&mut out, item, now);
+    let lc_name = cell(spec.get("launchConfiguration"));
+    let lc_text = match lc {
+        Some(lc) => {
+            let mut s = format!("{lc_name} (image {}", cell(lc["spec"].get("image")));
+            if let Some(t) = lc["spec"]["instanceType"].as_str() {
+                s.push_str(&format!(", {t}"));
+            }
+            s.push(')');
+            s
+        }
+        None => format!("{lc_name} (not found)"),
+    };
+    field(&mut out, "Launch Configuration", lc_text);
+    field(
+        &mut out,
+        "State",
+        spec["state"].as_str().unwrap_or("Started"),
+    );
+    let zones = spec["availabilityZones"]
+        .as_array()
+        .filter(|z| !z.is_empty())
+        .map(|z| {
+            z.iter()
+                .map(|v| cell(Some(v)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
+        .unwrap_or_else(|| "<default zone>".into());
+    field(&mut out, "Zones", zones);
+    let desired = spec
+        .get("desiredCapacity")
+        .filter(|v| !v.is_null())
+        .or_else(|| spec.get("minSize"));
+    field(
+        &mut out,
+        "Min/Max/Desired",
+        format!(
+            "{} / {} / {}",
+            cell(spec.get("minSize")),
+            cell(spec.get("maxSize")),
+            cell(desired)
+        ),
+    );
+    field(
+        &mut out,
+        "Current/Ready/Updated",
+        if status.is_null() {
+            "- / - / - (not reconciled yet)".to_string()
+        } else {
+            format!(
+                "{} / {} / {}",
+                cell(status.get("current")),
+                cell(status.get("ready")),
+                cell(status.get("updated"))
+            )
+        },
+    );
+    let cooldown = |k: &str| {
+        spec.get(k)
+            .filter(|v| !v.is_null())
+            .map(|v| cell(Some(v)))
+            .unwrap_or_else(|| "300s".into())
+    };
+    field(
+        &mut out,
+        "Cooldowns",
+        format!(
+            "scale-out {}, scale-in {}",
+            cooldown("scaleOutCooldown"),
+            cooldown("scaleInCooldown")
+        ),
+    );
+    if let Some(z) = status["unreachableZones"]
+        .as_array()
+        .filter(|z| !z.is_empty())
+    {
+        field(
+            &mut out,
+            "Unreachable Zones",
+            z.iter()
+                .map(|v| cell(Some(v)))
+                .collect::<Vec<_>>()
+                .join(", "),
+        );
+    }
+
+    let conditions = status["conditions"].as_array().map(|cs| {
+        let mut t = Table::new(&["TYPE", "STATUS", "REASON", "MESSAGE"]);
+        for c in cs {
+            t.row(vec![
+                cell(c.get("type")),
+                cell(c.get("status")),
+                cell(c.get("reason")),
+                cell(c.get("message")),
+            ]);
+        }
+        t
+    });
+    section(&mut out, "Conditions", conditions);
+
+    let instances = status["instances"].as_array().map(|is| {
+        let mut t = Table::new(&[
+            "NAME",
+            "ZONE",
+            "STATE",
+            "CONTAINER",
+            "PORTS",
+            "AGE",
+            "UP-TO-DATE",
+        ]);
+        for i in is {
+            t.row(vec![
+                cell(i.get("name")),
+                cell(i.get("zone")),
+                cell(i.get("state")),
+                cell(i.get("containerId")),
+                cell(i.get("ports")),
+                match i.get("startedAt").filter(|v| !v.is_null()) {
+                    Some(v) => age_of(Some(v), now),
+                    None => "-".into(),
+                },
+                if i["upToDate"].as_bool() == Some(true) {
+                    "yes"
+                } else {
+                    "no"
+                }
+                .into(),
+            ]);
+        }
+        t
+    });
+    section(&mut out, "Instances", instances);
+
+    let activities = status["activities"].as_array().map(|a| {
+        let mut t = Table::new(&["TIME", "ACTION", "INSTANCE", "ZONE", "CAUSE"]);
+        for x in a {
+            t.row(vec![
+                cell(x.get("time")),
+                cell(x.get("action")),
+                cell(x.get("instance")),
+                cell(x.get("zone")),
+                cell(x.get("cause")),
+            ]);
+        }
+        t
+    });
+    section(&mut out, "Activities", activities);
+    problems(&mut out, item);
+    out
+}
+
+fn describe_other(item: &Value, now: DateTime<Utc>) -> String {
+    let mut out = String::new();
+    header(&mut out, item, now);
+    field(&mut out, "Kind", cell(item.get("kind")));
+    out.push_str("Spec:\n");
+    let spec = serde_yaml_ng::to_string(&item["spec"]).unwrap_or_default();
+    for line in spec.lines() {
+        out.push_str(&format!("  {line}\n"));
+    }
+    problems(&mut out, item);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_group_is_described_in_sections_with_its_errors() {
+        let item = json!({
+            "kind": "AutoScalingGroup",
+            "metadata": {"name": "web", "namespace": "shop"},
+            "spec": {"launchConfiguration": "web", "minSize": 1, "maxSize": 4, "desiredCapacity": 2},
+            "status": {"current": 2, "ready": 2, "updated": 1,
+                "conditions": [{"type": "Ready", "status": "True", "reason": "AllReady",
+                                "message": "2/2 ready", "lastTransitionTime": "2024-01-01T00:00:00Z"}],
+                "instances": [{"name": "web-abc", "containerId": "0123456789ab", "zone": "local",
+                               "state": "running", "startedAt": "2024-01-01T00:04:00Z",
+                               "ports": ["127.0.0.1:32768->80/tcp"], "upToDate": true}]},
+            "source": {"file": "/m/shop/web.yaml", "line": 4},
+            "firstSeen": "2024-01-01T00:00:00Z",
+            "errors": [{"file": "/m/shop/web.yaml", "line": 9, "column": 3,
+                        "field": "spec.maxSize", "message": "expected a number"}],
+            "warnings": []
+        });
+        let lc = json!({"spec": {"image": "nginx:1.25", "instanceType": "t1.micro"}});
+        let now = "2024-01-01T00:05:00Z".parse().unwrap();
+        let text = describe_group(&item, Some(&lc), now);
+        assert!(text.contains("Namespace:             shop\n"), "{text}");
+        assert!(
+            text.contains("Source:                /m/shop/web.yaml:4\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("Launch Configuration:  web (image nginx:1.25, t1.micro)\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("Min/Max/Desired:       1 / 4 / 2\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("Current/Ready/Updated: 2 / 2 / 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("  Ready   True     AllReady   2/2 ready\n"),
+            "{text}"
+        );
+        assert!(text.contains("  web-abc   local   running   0123456789ab   127.0.0.1:32768->80/tcp   60s   yes\n"), "{text}");
+        assert!(text.contains("Activities:\n  <none>\n"), "{text}");
+        assert!(
+            text.contains("  /m/shop/web.yaml:9:3: spec.maxSize: expected a number\n"),
+            "{text}"
+        );
+    }
+}

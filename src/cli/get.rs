@@ -1,0 +1,442 @@
+//! `ms get`: lists objects as aligned tables (the original's list-asgs columns), YAML or JSON.
+
+use std::collections::BTreeSet;
+
+use chrono::{DateTime, Utc};
+use clap::Args;
+use serde_json::{json, Value};
+
+use super::table::{age_of, cell, Table};
+use super::{CmdResult, Failure, Output};
+use crate::client::Client;
+use crate::manifest::instance_types;
+use crate::manifest::Kind;
+
+/// Arguments of `ms get`.
+#[derive(Debug, Args)]
+pub(crate) struct GetArgs {
+    /// asgs, lcs, policies, instances, instancetypes or problems (singular forms accepted).
+    resource: String,
+    /// Show only this object (for instances: this instance).
+    name: Option<String>,
+    /// Namespace.
+    #[arg(short = 'n', long, default_value = "default")]
+    namespace: String,
+    /// List across all namespaces (adds a NAMESPACE column).
+    #[arg(short = 'A', long, conflicts_with = "namespace")]
+    pub(crate) all_namespaces: bool,
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value_t = Output::Table)]
+    pub(crate) output: Output,
+}
+
+/// What `ms get` can list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Resource {
+    Object(Kind),
+    Instances,
+    InstanceTypes,
+    Problems,
+}
+
+fn resource(s: &str) -> Result<Resource, Failure> {
+    if let Some(kind) = Kind::parse(s) {
+        return Ok(Resource::Object(kind));
+    }
+    match s.to_ascii_lowercase().as_str() {
+        "instances" | "instance" | "inst" => Ok(Resource::Instances),
+        "instancetypes" | "instancetype" | "it" => Ok(Resource::InstanceTypes),
+        "problems" | "problem" => Ok(Resource::Problems),
+        _ => Err(Failure::Message(format!(
+            "unknown resource `{s}`: use asgs, lcs, policies, instances, instancetypes or problems"
+        ))),
+    }
+}
+
+pub(crate) async fn run(client: Client, args: GetArgs) -> CmdResult {
+    let res = resource(&args.resource)?;
+    let ns = (!args.all_namespaces).then_some(args.namespace.as_str());
+    let now = Utc::now();
+    let items: Vec<Value> = match res {
+        Resource::Object(kind) => match &args.name {
+            Some(name) => vec![client.get(kind, &args.namespace, name).await?],
+            None => client.list(kind, ns).await?,
+        },
+        Resource::Instances => {
+            let mut items = client.instances(ns, None).await?;
+            if let Some(name) = &args.name {
+                items.retain(|i| i["name"].as_str() == Some(name));
+                if items.is_empty() {
+                    return Err(Failure::Message(format!(
+                        "instance `{name}` not found in namespace `{}`",
+                        args.namespace
+                    )));
+                }
+            }
+            items
+        }
+        Resource::InstanceTypes => client.instance_types().await?,
+        Resource::Problems => {
+            let p = client.problems().await?;
+            if let Some(reason) = p["emptyRefused"].as_str() {
+                eprintln!("Warning: {reason}");
+            }
+            problem_items(&p)
+        }
+    };
+
+    match args.output {
+        Output::Json => {
+            let v = match (&args.name, res) {
+                (Some(_), Resource::Object(_)) => items.into_iter().next().unwrap_or(Value::Null),
+                _ => Value::Array(items),
+            };
+            println!("{}", serde_json::to_string_pretty(&v).expect("json prints"));
+        }
+        Output::Yaml => print!("{}", yaml(res, &items)),
+        Output::Table | Output::Wide => {
+            let wide = args.output == Output::Wide;
+            let table = match res {
+                Resource::Object(Kind::AutoScalingGroup) => groups(&items, wide, now),
+                Resource::Object(Kind::LaunchConfiguration) => lcs(&items, now),
+                Resource::Object(Kind::ScalingPolicy) => policies(&items),
+                Resource::Instances => instances(&items, wide, args.all_namespaces, now),
+                Resource::InstanceTypes => types(&items),
+                Resource::Problems => problems(&items),
+            };
+            let table = if args.all_namespaces && res != Resource::Instances {
+                with_namespace(table, &items)
+            } else {
+                table
+            };
+            if table.is_empty() {
+                match (res, ns) {
+                    (Resource::Problems, _) => eprintln!("No problems found."),
+                    (_, Some(ns)) if res != Resource::InstanceTypes => {
+                        eprintln!("No resources found in {ns} namespace.")
+                    }
+                    _ => eprintln!("No resources found."),
+                }
+            } else {
+                print!("{}", table.render());
+            }
+            if !matches!(res, Resource::InstanceTypes | Resource::Problems) {
+                warn_about_file_errors(&client).await;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Says that some manifests currently fail to load (their objects run their last valid version).
+async fn warn_about_file_errors(client: &Client) {
+    let Ok(p) = client.problems().await else {
+        return;
+    };
+    let errors = p["fileErrors"].as_array().cloned().unwrap_or_default();
+    let Some(first) = errors.first() else { return };
+    let files: BTreeSet<&str> = errors.iter().filter_map(|e| e["file"].as_str()).collect();
+    let n = files.len();
+    eprintln!(
+        "Warning: {n} manifest{} {} errors, the objects defined there run their last valid version (ms get problems): {}",
+        if n == 1 { "" } else { "s" },
+        if n == 1 { "has" } else { "have" },
+        error_line(first)
+    );
+}
+
+/// `file:line:col: field: message` of a manifest error in JSON.
+fn error_line(e: &Value) -> String {
+    let field = e["field"].as_str().filter(|f| !f.is_empty());
+    format!(
+        "{}:{}:{}: {}{}",
+        cell(e.get("file")),
+        cell(e.get("line")),
+        cell(e.get("column")),
+        field.map(|f| format!("{f}: ")).unwrap_or_default(),
+        cell(e.get("message"))
+    )
+}
+
+/// The rows of `ms get problems`: file errors, then conflicts.
+fn problem_items(p: &Value) -> Vec<Value> {
+    let mut items: Vec<Value> = p["fileErrors"].as_array().cloned().unwrap_or_default();
+    for c in p["conflicts"].as_array().into_iter().flatten() {
+        items.push(json!({
+            "file": c["ignored"],
+            "line": Value::Null,
+            "field": "",
+            "message": format!(
+                "{} is already defined in {}; this definition is ignored",
+                cell(c.get("key")),
+                cell(c.get("winner"))
+            ),
+        }));
+    }
+    items
+}
+
+/// `-o yaml`: manifests that `ms apply` accepts back, or plain lists for the other resources.
+fn yaml(res: Resource, items: &[Value]) -> String {
+    match res {
+        Resource::Object(_) => items
+            .iter()
+            .map(|i| {
+                let mut m = serde_json::Map::new();
+                for k in ["apiVersion", "kind", "metadata", "spec", "status"] {
+                    if let Some(v) = i.get(k).filter(|v| !v.is_null()) {
+                        m.insert(k.into(), v.clone());
+                    }
+                }
+                serde_yaml_ng::to_string(&m).expect("yaml prints")
+            })
+            .collect::<Vec<_>>()
+            .join("---\n"),
+        _ => serde_yaml_ng::to_string(items).expect("yaml prints"),
+    }
+}
+
+fn with_namespace(table: Table, items: &[Value]) -> Table {
+    // Rebuild with NAMESPACE first; rows are in the same order as items.
+    let text_rows = table.rows();
+    let mut out = Table::new(
+        &std::iter::once("NAMESPACE".to_string())
+            .chain(text_rows[0].iter().cloned())
+            .collect::<Vec<_>>(),
+    );
+    for (row, item) in text_rows[1..].iter().zip(items) {
+        let ns = item["metadata"]["namespace"]
+            .as_str()
+            .or_else(|| item["namespace"].as_str())
+            .unwrap_or("default");
+        out.row(
+            std::iter::once(ns.to_string())
+                .chain(row.iter().cloned())
+                .collect(),
+        );
+    }
+    out
+}
+
+fn name(i: &Value) -> String {
+    cell(i["metadata"].get("name"))
+}
+
+fn groups(items: &[Value], wide: bool, now: DateTime<Utc>) -> Table {
+    let mut h = vec![
+        "NAME", "STATE", "ZONES", "MIN", "MAX", "DESIRED", "CURRENT", "READY", "AGE",
+    ];
+    if wide {
+        h.extend(["LAUNCH-CONFIGURATION", "UP-TO-DATE"]);
+    }
+    let mut t = Table::new(&h);
+    for i in items {
+        let spec = &i["spec"];
+        let status = &i["status"];
+        let desired = spec
+            .get("desiredCapacity")
+            .filter(|v| !v.is_null())
+            .or_else(|| spec.get("minSize"));
+        let mut row = vec![
+            name(i),
+            spec["state"].as_str().unwrap_or("Started").to_string(),
+            cell(spec.get("availabilityZones")),
+            cell(spec.get("minSize")),
+            cell(spec.get("maxSize")),
+            cell(desired),
+            cell(status.get("current")),
+            cell(status.get("ready")),
+            age_of(i.get("firstSeen"), now),
+        ];
+        if wide {
+            row.push(cell(spec.get("launchConfiguration")));
+            row.push(cell(status.get("updated")));
+        }
+        t.row(row);
+    }
+    t
+}
+
+fn lcs(items: &[Value], now: DateTime<Utc>) -> Table {
+    let mut t = Table::new(&["NAME", "IMAGE", "INSTANCE-TYPE", "CPUS", "MEMORY", "AGE"]);
+    for i in items {
+        let spec = &i["spec"];
+        let it = spec["instanceType"]
+            .as_str()
+            .and_then(instance_types::lookup);
+        let cpus = spec["resources"]["cpus"]
+            .as_f64()
+            .or(it.map(|t| t.cpus))
+            .map(|c| c.to_string())
+            .unwrap_or_else(|| "-".into());
+        let memory = spec["resources"]["memoryMib"]
+            .as_u64()
+            .or(it.map(|t| t.memory_mib))
+            .map(|m| format!("{m}Mi"))
+            .unwrap_or_else(|| "-".into());
+        t.row(vec![
+            name(i),
+            cell(spec.get("image")),
+            cell(spec.get("instanceType")),
+            cpus,
+            memory,
+            age_of(i.get("firstSeen"), now),
+        ]);
+    }
+    t
+}
+
+fn policies(items: &[Value]) -> Table {
+    let mut t = Table::new(&["NAME", "GROUP", "METRIC", "UPPER", "LOWER", "OUT", "IN"]);
+    for i in items {
+        let s = &i["spec"];
+        t.row(vec![
+            name(i),
+            cell(s.get("autoScalingGroup")),
+            cell(s.get("metric")),
+            format!("{}%", cell(s.get("upperThreshold"))),
+            format!("{}%", cell(s.get("lowerThreshold"))),
+            format!("+{}", cell(s.get("scaleOutStep"))),
+            format!("-{}", cell(s.get("scaleInStep"))),
+        ]);
+    }
+    t
+}
+
+fn instances(items: &[Value], wide: bool, all: bool, now: DateTime<Utc>) -> Table {
+    let mut h = vec![];
+    if all {
+        h.push("NAMESPACE");
+    }
+    h.extend([
+        "NAME",
+        "GROUP",
+        "ZONE",
+        "STATE",
+        "CONTAINER",
+        "PORTS",
+        "AGE",
+    ]);
+    if wide {
+        h.push("UP-TO-DATE");
+        if !all {
+            h.push("NAMESPACE");
+        }
+    }
+    let mut t = Table::new(&h);
+    for i in items {
+        let mut row = vec![];
+        if all {
+            row.push(cell(i.get("namespace")));
+        }
+        row.extend([
+            cell(i.get("name")),
+            cell(i.get("group")),
+            cell(i.get("zone")),
+            cell(i.get("state")),
+            cell(i.get("containerId")),
+            cell(i.get("ports")),
+            match i.get("startedAt").filter(|v| !v.is_null()) {
+                Some(v) => age_of(Some(v), now),
+                None => "-".into(),
+            },
+        ]);
+        if wide {
+            row.push(
+                if i["upToDate"].as_bool() == Some(true) {
+                    "yes"
+                } else {
+                    "no"
+                }
+                .into(),
+            );
+            if !all {
+                row.push(cell(i.get("namespace")));
+            }
+        }
+        t.row(row);
+    }
+    t
+}
+
+fn types(items: &[Value]) -> Table {
+    let mut t = Table::new(&["NAME", "CPUS", "MEMORY(MiB)"]);
+    for i in items {
+        t.row(vec![
+            cell(i.get("name")),
+            cell(i.get("cpus")),
+            cell(i.get("memoryMib")),
+        ]);
+    }
+    t
+}
+
+fn problems(items: &[Value]) -> Table {
+    let mut t = Table::new(&["FILE", "LINE", "FIELD", "MESSAGE"]);
+    for i in items {
+        let field = i["field"].as_str().filter(|f| !f.is_empty()).unwrap_or("-");
+        t.row(vec![
+            cell(i.get("file")),
+            cell(i.get("line")),
+            field.to_string(),
+            cell(i.get("message")),
+        ]);
+    }
+    t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn group() -> Value {
+        json!({
+            "apiVersion": "microscaler.io/v1",
+            "kind": "AutoScalingGroup",
+            "metadata": {"name": "web"},
+            "spec": {"launchConfiguration": "web", "minSize": 1, "maxSize": 4, "state": "Started",
+                     "availabilityZones": ["a", "b"]},
+            "status": {"current": 2, "ready": 1, "updated": 2, "desiredCapacity": 1},
+            "firstSeen": "2024-01-01T00:00:00Z",
+            "source": {"file": "/m/web.yaml", "line": 1},
+            "errors": [], "warnings": []
+        })
+    }
+
+    #[test]
+    fn group_rows_follow_the_original_list_asgs_columns() {
+        let now = "2024-01-01T00:05:00Z".parse().unwrap();
+        let t = groups(&[group()], false, now).render();
+        assert_eq!(
+            t,
+            "NAME   STATE     ZONES   MIN   MAX   DESIRED   CURRENT   READY   AGE\n\
+             web    Started   a,b     1     4     1         2         1       5m\n"
+        );
+    }
+
+    #[test]
+    fn yaml_output_keeps_only_the_manifest_fields() {
+        let y = yaml(Resource::Object(Kind::AutoScalingGroup), &[group()]);
+        assert!(y.starts_with("apiVersion: microscaler.io/v1\n"), "{y}");
+        assert!(!y.contains("firstSeen") && !y.contains("source"), "{y}");
+    }
+
+    #[test]
+    fn all_namespaces_puts_the_namespace_first() {
+        let now = "2024-01-01T00:05:00Z".parse().unwrap();
+        let t = with_namespace(groups(&[group()], false, now), &[group()]).render();
+        assert!(t.starts_with("NAMESPACE   NAME"), "{t}");
+        assert!(
+            t.lines().nth(1).unwrap().starts_with("default     web"),
+            "{t}"
+        );
+    }
+
+    #[test]
+    fn unknown_resources_list_the_known_ones() {
+        let Err(Failure::Message(m)) = resource("pods") else {
+            panic!()
+        };
+        assert!(m.contains("asgs, lcs, policies"), "{m}");
+    }
+}

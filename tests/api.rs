@@ -1,0 +1,476 @@
+//! API tests: the real HTTP endpoint on 127.0.0.1:0 over a temporary manifest directory.
+//!
+//! The watcher is replaced by `Server::reload`, which parses the directory the way the watcher
+//! does and publishes the snapshot, so each test controls exactly what the endpoint sees.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use microscaler::client::{Client, ClientError};
+use microscaler::config::{Config, TokenConfig};
+use microscaler::controller::Shared;
+use microscaler::manifest::parse_file;
+use microscaler::store::{Desired, Entry};
+use serde_json::{json, Value};
+use tokio::sync::{oneshot, watch, Notify};
+
+const LC: &str = "\
+# the web tier's image
+apiVersion: microscaler.io/v1
+kind: LaunchConfiguration
+metadata:
+  name: web
+spec:
+  image: nginx:1.25   # pinned
+";
+
+const GROUP: &str = "\
+apiVersion: microscaler.io/v1
+kind: AutoScalingGroup
+metadata:
+  name: web
+spec:
+  launchConfiguration: web
+  minSize: 1
+  maxSize: 4
+";
+
+/// A running endpoint over a temporary directory.
+struct Server {
+    url: String,
+    dir: tempfile::TempDir,
+    tx: watch::Sender<Arc<Desired>>,
+    shared: Arc<Shared>,
+    http: reqwest::Client,
+    _stop: oneshot::Sender<()>,
+}
+
+impl Server {
+    async fn start(tokens: Vec<TokenConfig>) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config {
+            dir: dir.path().to_path_buf(),
+            tokens,
+            ..Config::default()
+        };
+        let (tx, rx) = watch::channel(Arc::new(Desired::default()));
+        let shared = Arc::new(Shared {
+            config,
+            desired: rx,
+            status: RwLock::new(BTreeMap::new()),
+            ready: AtomicBool::new(false),
+            rescan: Notify::new(),
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let (stop, stopped) = oneshot::channel::<()>();
+        tokio::spawn(microscaler::apply::serve(
+            listener,
+            shared.clone(),
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        Server {
+            url,
+            dir,
+            tx,
+            shared,
+            http: reqwest::Client::new(),
+            _stop: stop,
+        }
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    fn write(&self, rel: &str, text: &str) {
+        let p = self.path(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    }
+
+    fn read(&self, rel: &str) -> String {
+        std::fs::read_to_string(self.path(rel)).unwrap()
+    }
+
+    /// Parses every manifest under the directory and publishes the snapshot (the watcher's job).
+    fn reload(&self) {
+        let mut desired = Desired {
+            loaded: true,
+            ..Desired::default()
+        };
+        for file in yaml_files(self.dir.path()) {
+            let text = std::fs::read_to_string(&file).unwrap();
+            let parsed = parse_file(&file, &text);
+            if !parsed.errors.is_empty() {
+                desired.file_errors.insert(file.clone(), parsed.errors);
+                continue;
+            }
+            for o in parsed.objects {
+                desired.objects.insert(
+                    o.object.key(),
+                    Entry {
+                        generation: o.object.spec_hash(),
+                        object: o.object,
+                        file: file.clone(),
+                        doc_index: o.doc_index,
+                        line: o.line,
+                        first_seen: chrono::Utc::now(),
+                        warnings: o.warnings,
+                    },
+                );
+            }
+        }
+        self.tx.send_replace(Arc::new(desired));
+    }
+
+    async fn send(&self, req: reqwest::RequestBuilder) -> (u16, Value) {
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        (status, body)
+    }
+
+    async fn apply(&self, token: Option<&str>, filename: &str, body: &str) -> (u16, Value) {
+        let mut req = self
+            .http
+            .post(format!("{}/v1/apply", self.url))
+            .header("X-Ms-Filename", filename)
+            .body(body.to_string());
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        self.send(req).await
+    }
+
+    async fn get(&self, token: Option<&str>, path: &str) -> (u16, Value) {
+        let mut req = self.http.get(format!("{}{path}", self.url));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        self.send(req).await
+    }
+
+    async fn post_json(&self, path: &str, body: Value) -> (u16, Value) {
+        self.send(self.http.post(format!("{}{path}", self.url)).json(&body))
+            .await
+    }
+}
+
+fn yaml_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(yaml_files(&p));
+        } else if p.extension().is_some_and(|x| x == "yaml" || x == "yml") {
+            out.push(p);
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Every file under the directory with its content.
+fn tree(dir: &Path) -> BTreeMap<PathBuf, String> {
+    fn walk(dir: &Path, out: &mut BTreeMap<PathBuf, String>) {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                walk(&p, out);
+            } else {
+                out.insert(p.clone(), std::fs::read_to_string(&p).unwrap());
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(dir, &mut out);
+    out
+}
+
+fn token(t: &str, namespaces: &[&str]) -> TokenConfig {
+    TokenConfig {
+        token: t.into(),
+        namespaces: namespaces.iter().map(|s| s.to_string()).collect(),
+    }
+}
+
+#[tokio::test]
+async fn health_is_always_ok_and_readiness_waits_for_the_first_load() {
+    let s = Server::start(vec![]).await;
+    assert_eq!(s.get(None, "/healthz").await.0, 200);
+    assert_eq!(s.get(None, "/readyz").await.0, 503);
+    s.shared.ready.store(true, Ordering::Release);
+    assert_eq!(s.get(None, "/readyz").await.0, 200);
+}
+
+#[tokio::test]
+async fn applying_new_objects_creates_one_file_each_with_the_users_text() {
+    let s = Server::start(vec![]).await;
+    let body = format!("{LC}---\n# the group\n{GROUP}");
+    let (status, r) = s.apply(None, "web.yaml", &body).await;
+    assert_eq!(status, 200, "{r}");
+    let actions: Vec<(&str, &str)> = r["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| (x["kind"].as_str().unwrap(), x["action"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            ("LaunchConfiguration", "created"),
+            ("AutoScalingGroup", "created")
+        ]
+    );
+    assert_eq!(s.read("default/launch-configuration-web.yaml"), LC);
+    assert_eq!(
+        s.read("default/autoscaling-group-web.yaml"),
+        format!("---\n# the group\n{GROUP}")
+    );
+    // The watcher is told to reload at once.
+    tokio::time::timeout(Duration::from_secs(1), s.shared.rescan.notified())
+        .await
+        .expect("apply asks for a rescan");
+}
+
+#[tokio::test]
+async fn applying_a_changed_object_replaces_only_its_document_in_its_own_file() {
+    let s = Server::start(vec![]).await;
+    let head = format!("# shop: everything in one file\n{LC}");
+    let tail = "# end of the shop\n";
+    let group_doc = format!("{GROUP}status:\n  current: 1\n");
+    let original = format!("{head}---\n{group_doc}{tail}");
+    s.write("shop.yaml", &original);
+    s.reload();
+
+    let changed = GROUP.replace("maxSize: 4", "maxSize: 6");
+    let (status, r) = s.apply(None, "group.yaml", &changed).await;
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(r["results"][0]["action"], "configured");
+    assert!(r["results"][0]["file"]
+        .as_str()
+        .unwrap()
+        .ends_with("shop.yaml"));
+    let now = s.read("shop.yaml");
+    // Everything before the group's document is untouched, byte for byte.
+    assert!(now.starts_with(&format!("{head}---\n")), "{now}");
+    assert!(now.contains("  maxSize: 6\n"), "{now}");
+    assert!(!now.contains("maxSize: 4"), "{now}");
+    assert!(now.ends_with(tail), "{now}");
+    // No new file was created for it.
+    assert_eq!(tree(s.dir.path()).len(), 1);
+
+    // The same spec again changes nothing.
+    s.write("shop.yaml", &now);
+    s.reload();
+    let (status, r) = s.apply(None, "group.yaml", &changed).await;
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(r["results"][0]["action"], "unchanged");
+    assert_eq!(s.read("shop.yaml"), now);
+}
+
+#[tokio::test]
+async fn one_invalid_document_rejects_the_whole_request_and_writes_nothing() {
+    let s = Server::start(vec![]).await;
+    s.write("shop.yaml", &format!("{LC}---\n{GROUP}"));
+    s.reload();
+    let before = tree(s.dir.path());
+
+    let bad = GROUP
+        .replace("name: web", "name: api")
+        .replace("minSize: 1", "minSize: lots");
+    let changed = GROUP.replace("maxSize: 4", "maxSize: 6");
+    let body = format!("{changed}---\n{bad}");
+    let (status, r) = s.apply(None, "mine.yaml", &body).await;
+    assert_eq!(status, 422, "{r}");
+    let errors = r["errors"].as_array().expect("errors listed");
+    assert!(!errors.is_empty());
+    assert_eq!(errors[0]["file"], "mine.yaml", "{r}");
+    assert!(errors[0]["line"].as_u64().unwrap() > 9, "{r}");
+    assert!(r["error"].as_str().unwrap().contains("mine.yaml"), "{r}");
+    assert_eq!(tree(s.dir.path()), before);
+}
+
+#[tokio::test]
+async fn tokens_are_required_and_limited_to_their_namespaces() {
+    let s = Server::start(vec![token("shop-token", &["shop"]), token("root", &["*"])]).await;
+    s.write("default/web.yaml", &format!("{LC}---\n{GROUP}"));
+    s.write(
+        "shop/web.yaml",
+        &GROUP.replace("name: web\n", "name: web\n  namespace: shop\n"),
+    );
+    s.reload();
+
+    let (status, r) = s.get(None, "/v1/asgs").await;
+    assert_eq!(status, 401, "{r}");
+    assert_eq!(s.get(Some("guess"), "/v1/asgs").await.0, 401);
+
+    // A token sees only its namespaces.
+    let (status, r) = s.get(Some("shop-token"), "/v1/asgs").await;
+    assert_eq!(status, 200, "{r}");
+    let names: Vec<&str> = r["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["metadata"]["namespace"].as_str().unwrap_or("default"))
+        .collect();
+    assert_eq!(names, ["shop"]);
+    let (status, r) = s.get(Some("shop-token"), "/v1/asgs/default/web").await;
+    assert_eq!(status, 403, "{r}");
+    assert!(r["error"].as_str().unwrap().contains("`default`"), "{r}");
+
+    // ...and changes only its namespaces.
+    let before = tree(s.dir.path());
+    let (status, r) = s.apply(Some("shop-token"), "lc.yaml", LC).await;
+    assert_eq!(status, 403, "{r}");
+    assert!(r["error"].as_str().unwrap().contains("`default`"), "{r}");
+    assert_eq!(tree(s.dir.path()), before);
+    let shop_lc = LC.replace("name: web\n", "name: web\n  namespace: shop\n");
+    let (status, r) = s.apply(Some("shop-token"), "lc.yaml", &shop_lc).await;
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(r["results"][0]["action"], "created");
+    assert!(s.path("shop/launch-configuration-web.yaml").exists());
+
+    assert_eq!(
+        s.get(Some("root"), "/v1/asgs").await.1["items"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+}
+
+#[tokio::test]
+async fn scaling_outside_the_bounds_is_refused_and_inside_is_written_to_the_file() {
+    let s = Server::start(vec![]).await;
+    s.write("shop.yaml", &format!("{LC}---\n{GROUP}"));
+    s.reload();
+    let before = s.read("shop.yaml");
+
+    let (status, r) = s
+        .post_json("/v1/asgs/default/web/scale", json!({"desired": 9}))
+        .await;
+    assert_eq!(status, 422, "{r}");
+    assert!(r["error"].as_str().unwrap().contains("maxSize 4"), "{r}");
+    assert_eq!(s.read("shop.yaml"), before);
+
+    let (status, r) = s
+        .post_json("/v1/asgs/default/web/scale", json!({"desired": 3}))
+        .await;
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(r["results"][0]["action"], "scaled");
+    let now = s.read("shop.yaml");
+    assert!(now.contains("  desiredCapacity: 3\n"), "{now}");
+    assert!(now.starts_with(LC), "{now}");
+
+    let (status, r) = s
+        .post_json("/v1/asgs/default/nope/scale", json!({"desired": 1}))
+        .await;
+    assert_eq!(status, 404, "{r}");
+    assert_eq!(
+        r["error"],
+        "autoscaling group `nope` not found in namespace `default`"
+    );
+}
+
+#[tokio::test]
+async fn stopping_a_group_sets_its_state_in_the_file() {
+    let s = Server::start(vec![]).await;
+    s.write("shop.yaml", &format!("{LC}---\n{GROUP}"));
+    s.reload();
+    let (status, r) = s.post_json("/v1/asgs/default/web/stop", json!({})).await;
+    assert_eq!(status, 200, "{r}");
+    assert!(s.read("shop.yaml").contains("  state: Stopped\n"));
+}
+
+#[tokio::test]
+async fn deleting_removes_the_document_and_then_the_emptied_file() {
+    let s = Server::start(vec![]).await;
+    s.write("shop.yaml", &format!("{LC}---\n{GROUP}"));
+    s.reload();
+
+    let del = |path: &str| s.http.delete(format!("{}{path}", s.url));
+    let (status, r) = s.send(del("/v1/asg/default/web")).await;
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(r["results"][0]["action"], "deleted");
+    assert_eq!(s.read("shop.yaml"), LC);
+
+    s.reload();
+    let (status, r) = s.send(del("/v1/lc/default/web")).await;
+    assert_eq!(status, 200, "{r}");
+    assert!(!s.path("shop.yaml").exists());
+
+    s.reload();
+    let (status, r) = s.send(del("/v1/lc/default/web")).await;
+    assert_eq!(status, 404, "{r}");
+    assert_eq!(
+        r["error"],
+        "launch configuration `web` not found in namespace `default`"
+    );
+}
+
+#[tokio::test]
+async fn reads_carry_source_status_and_the_errors_of_the_objects_file() {
+    let s = Server::start(vec![]).await;
+    s.write("shop.yaml", &format!("{LC}---\n{GROUP}"));
+    s.reload();
+    // The file breaks: the group keeps running its last valid version, and says so.
+    let mut desired = (**s.shared.desired.borrow()).clone();
+    let broken = parse_file(&s.path("shop.yaml"), "kind: [");
+    desired
+        .file_errors
+        .insert(s.path("shop.yaml"), broken.errors.clone());
+    s.tx.send_replace(Arc::new(desired));
+
+    let (status, r) = s.get(None, "/v1/asgs/default/web").await;
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(r["spec"]["maxSize"], 4);
+    assert_eq!(r["source"]["line"], 10, "{r}");
+    assert!(r["status"].is_null());
+    assert_eq!(r["errors"].as_array().unwrap().len(), broken.errors.len());
+    let (_, p) = s.get(None, "/v1/problems").await;
+    assert!(!p["fileErrors"].as_array().unwrap().is_empty(), "{p}");
+    let (_, t) = s.get(None, "/v1/instancetypes").await;
+    assert_eq!(t["items"][0]["name"], "t1.micro");
+}
+
+#[tokio::test]
+async fn the_client_reports_manifest_errors_and_a_missing_reference_warning() {
+    let s = Server::start(vec![]).await;
+    let client = Client::new(&s.url, None);
+    let err = client
+        .apply(
+            "bad.yaml",
+            GROUP.replace("minSize: 1", "minSize: -1"),
+            false,
+        )
+        .await
+        .unwrap_err();
+    match err {
+        ClientError::Api { status, errors, .. } => {
+            assert_eq!(status, 422);
+            assert_eq!(errors[0].file, PathBuf::from("bad.yaml"));
+        }
+        other => panic!("unexpected {other}"),
+    }
+    // A group before its launch configuration is accepted, with a warning.
+    let r = client
+        .apply("g.yaml", GROUP.to_string(), false)
+        .await
+        .unwrap();
+    assert_eq!(r.results[0].action, "created");
+    assert_eq!(r.warnings.len(), 1, "{:?}", r.warnings);
+    assert_eq!(r.warnings[0].field, "spec.launchConfiguration");
+
+    // Dry run writes nothing.
+    let r = client.apply("lc.yaml", LC.to_string(), true).await.unwrap();
+    assert_eq!(r.results[0].action, "created");
+    assert!(!s.path("default/launch-configuration-web.yaml").exists());
+}
