@@ -156,8 +156,10 @@ mod tests {
 
     #[test]
     fn listening_beyond_loopback_without_tokens_is_refused() {
-        let mut c = Config::default();
-        c.listen = "0.0.0.0:56785".parse().unwrap();
+        let mut c = Config {
+            listen: "0.0.0.0:56785".parse().unwrap(),
+            ..Config::default()
+        };
         let err = c.validate().unwrap_err().to_string();
         assert!(err.contains("without tokens"), "{err}");
         c.tokens.push(TokenConfig {

@@ -1,17 +1,27 @@
 //! Wiring: the shared state the watcher, the reconciler and the apply endpoint all see.
 
-use std::collections::BTreeMap;
-use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, RwLock};
-
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
+use anyhow::Context;
 use tokio::sync::{watch, Notify};
+use tokio_util::sync::CancellationToken;
+use tracing::info;
 
 use crate::config::Config;
-use crate::manifest::ObjectKey;
+use crate::engine::docker::DockerEngine;
+use crate::engine::Engine;
+use crate::manifest::{Kind, ObjectKey};
+use crate::observe::{observe, Connector, Zone};
+use crate::queue::Queue;
+use crate::reconcile::Reconciler;
 use crate::status::GroupStatus;
+use crate::status_sync::StatusSync;
+use crate::statusfile::OwnWrites;
 use crate::store::Desired;
 
 /// State shared by every part of a running controller.
@@ -38,7 +48,189 @@ pub struct RunOptions {
 }
 
 /// Runs the controller until SIGINT/SIGTERM.
+///
+/// # Errors
+/// An invalid configuration, a listen address in use, or a directory that cannot be created.
 pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
-    let _ = opts;
-    anyhow::bail!("controller not wired yet")
+    let mut config = Config::load(opts.config.as_deref())?;
+    if let Some(d) = opts.dir {
+        config.dir = d;
+    }
+    if let Some(l) = opts.listen {
+        config.listen = l;
+    }
+    config.allow_empty |= opts.allow_empty;
+    config.validate()?;
+    std::fs::create_dir_all(&config.dir).with_context(|| {
+        format!(
+            "cannot create the manifest directory {}",
+            config.dir.display()
+        )
+    })?;
+    config.dir = std::fs::canonicalize(&config.dir)?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on {} (is another controller running?)",
+                config.listen
+            )
+        })?;
+    info!(dir = %config.dir.display(), listen = %listener.local_addr()?, zones = ?config.zone_names(), "controller starting");
+
+    let shutdown = CancellationToken::new();
+    let (tx, rx) = watch::channel(Arc::new(Desired::default()));
+    let shared = Arc::new(Shared {
+        config: config.clone(),
+        desired: rx,
+        status: RwLock::new(BTreeMap::new()),
+        ready: AtomicBool::new(false),
+        rescan: Notify::new(),
+    });
+    let own = Arc::new(OwnWrites::new());
+
+    // The directory watcher (the only writer of desired state).
+    let rescan = Arc::new(Notify::new());
+    {
+        let (shared, rescan) = (shared.clone(), rescan.clone());
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = shared.rescan.notified() => rescan.notify_one(),
+                    _ = stop.cancelled() => return,
+                }
+            }
+        });
+    }
+    // WIRE-WATCH: crate::watch::run(WatchOptions{..}, tx, own.clone(), rescan, shutdown.clone())
+    let _ = (&tx, &rescan);
+
+    // Zones and their observers.
+    let queue: Arc<Queue<ObjectKey>> = Arc::new(Queue::new());
+    let all_groups: Arc<dyn Fn() -> Vec<ObjectKey> + Send + Sync> = {
+        let shared = shared.clone();
+        Arc::new(move || {
+            shared
+                .desired
+                .borrow()
+                .groups()
+                .map(|(k, _, _)| k.clone())
+                .collect()
+        })
+    };
+    let mut zones = Vec::new();
+    for z in &config.zones {
+        let zone = Arc::new(Zone::new(z.name.clone()));
+        let host = z.docker_host.clone();
+        let connect: Connector = Arc::new(move || {
+            let host = host.clone();
+            Box::pin(async move {
+                let e = DockerEngine::connect(host.as_deref()).await?;
+                Ok(Arc::new(e) as Arc<dyn Engine>)
+            })
+        });
+        tokio::spawn(observe(
+            zone.clone(),
+            connect,
+            config.resync_period.0,
+            queue.clone(),
+            all_groups.clone(),
+            shutdown.clone(),
+        ));
+        zones.push(zone);
+    }
+
+    // Desired-state changes: readiness, and a reconcile of every group whose inputs changed.
+    tokio::spawn(enqueue_changes(
+        shared.clone(),
+        queue.clone(),
+        shutdown.clone(),
+    ));
+
+    let sync = StatusSync::new(shared.clone(), own, Duration::from_millis(200));
+    tokio::spawn(sync.clone().run(shutdown.clone()));
+    let reconciler = Reconciler::new(
+        shared.clone(),
+        zones,
+        queue,
+        sync.clone(),
+        config.concurrency,
+    );
+    tokio::spawn(reconciler.run(64, shutdown.clone()));
+
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        info!("shutting down; containers keep running and are adopted at the next start");
+        stop.cancel();
+    });
+    let stop = shutdown.clone();
+    crate::apply::serve(listener, shared, async move { stop.cancelled().await }).await?;
+    shutdown.cancel();
+    tokio::task::spawn_blocking(move || sync.flush()).await?;
+    Ok(())
+}
+
+/// Sets readiness after the first full load, and enqueues every group whose own spec, launch
+/// configuration or manifest errors changed (deleted groups too: their containers go).
+pub(crate) async fn enqueue_changes(
+    shared: Arc<Shared>,
+    queue: Arc<Queue<ObjectKey>>,
+    shutdown: CancellationToken,
+) {
+    let mut rx = shared.desired.clone();
+    let mut prev: HashMap<ObjectKey, String> = HashMap::new();
+    loop {
+        let snapshot = rx.borrow_and_update().clone();
+        if snapshot.loaded {
+            shared.ready.store(true, Ordering::SeqCst);
+        }
+        let mut now: HashMap<ObjectKey, String> = HashMap::new();
+        for (key, group, entry) in snapshot.groups() {
+            let lc_gen = snapshot
+                .objects
+                .get(&ObjectKey::new(
+                    Kind::LaunchConfiguration,
+                    key.namespace.clone(),
+                    group.spec.launch_configuration.clone(),
+                ))
+                .map(|e| e.generation.as_str())
+                .unwrap_or("-");
+            let errors = snapshot.errors_for(key).len();
+            now.insert(
+                key.clone(),
+                format!("{}/{lc_gen}/{errors}", entry.generation),
+            );
+        }
+        for (key, fp) in &now {
+            if prev.get(key) != Some(fp) {
+                queue.now(key.clone());
+            }
+        }
+        for key in prev.keys() {
+            if !now.contains_key(key) {
+                queue.now(key.clone());
+            }
+        }
+        prev = now;
+        tokio::select! {
+            r = rx.changed() => if r.is_err() { return },
+            _ = shutdown.cancelled() => return,
+        }
+    }
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("signal handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
 }

@@ -34,10 +34,10 @@ pub fn split(text: &str) -> Vec<DocSpan> {
     let mut start = 0usize; // start of the current document (its `---` line, if any)
     let mut body = 0usize; // start of its content
     let mut body_line = 1usize;
-    let mut line_no = 1usize;
     let mut pos = 0usize;
     let mut empty = true;
-    for line in text.split_inclusive('\n') {
+    for (line_idx, line) in text.split_inclusive('\n').enumerate() {
+        let line_no = line_idx + 1;
         let bare = line.trim_end_matches(['\n', '\r']);
         if is_marker(bare, "---") {
             if pos > 0 {
@@ -68,7 +68,6 @@ pub fn split(text: &str) -> Vec<DocSpan> {
             }
         }
         pos += line.len();
-        line_no += 1;
     }
     if pos > start || docs.is_empty() {
         docs.push(DocSpan {

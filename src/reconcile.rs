@@ -1,0 +1,944 @@
+//! The level-triggered reconciler: for one group key, re-read desired and observed state, plan,
+//! execute the plan against the engines, and publish status.
+//!
+//! `reconcile` never knows which trigger fired (a manifest change, a Docker event, a cooldown
+//! expiry, the periodic resync): it always starts from the current state, so it is idempotent.
+//! The queue guarantees one reconcile per key at a time; errors requeue that key with
+//! exponential backoff without slowing any other group.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use futures::stream::{FuturesUnordered, StreamExt};
+use rand::Rng;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::controller::Shared;
+use crate::engine::{labels, ContainerSpec, EngineError, Observed};
+use crate::manifest::{AutoScalingGroup, IntOrPercent, LaunchConfiguration, ObjectKey};
+use crate::observe::{short_id, Reach, Zone};
+use crate::plan::{self, CreateReason, Instance, Plan, RemoveReason, Target};
+use crate::queue::Queue;
+use crate::status::{self, Activity, Condition, GroupStatus, InstanceStatus, MAX_ACTIVITIES};
+use crate::status_sync::StatusSync;
+
+/// A container that exits by itself within this time of starting counts as a crash (backoff).
+const CRASH_WINDOW: Duration = Duration::from_secs(10);
+/// Backoff after failures doubles from this...
+const BACKOFF_BASE: Duration = Duration::from_secs(1);
+/// ...up to this.
+const BACKOFF_MAX: Duration = Duration::from_secs(60);
+/// Failures older than this no longer count towards the backoff.
+const FAILURE_MEMORY: Duration = Duration::from_secs(60);
+
+/// What the reconciler remembers about a group between passes (nothing here is needed for
+/// correctness after a restart: it only shapes backoff and status).
+#[derive(Debug, Default)]
+struct GroupMemory {
+    /// Consecutive failures (launch errors, crashes) for the backoff.
+    failures: u32,
+    last_failure: Option<Instant>,
+    /// No creation before this (exponential backoff after failures).
+    hold_until: Option<Instant>,
+    /// The last failure, for the Degraded condition: (reason, message).
+    degraded: Option<(String, String)>,
+    activities: VecDeque<Activity>,
+    last_scale_out: Option<DateTime<Utc>>,
+    last_scale_in: Option<DateTime<Utc>>,
+    /// Desired capacity of the previous pass (to tell a scale-out from a replacement).
+    last_desired: Option<u32>,
+    conditions: Vec<Condition>,
+    seeded: bool,
+}
+
+impl GroupMemory {
+    fn record(&mut self, action: &str, instance: &str, zone: &str, cause: &str) {
+        self.activities.push_front(Activity {
+            time: Utc::now(),
+            action: action.to_string(),
+            instance: instance.to_string(),
+            zone: zone.to_string(),
+            cause: cause.to_string(),
+        });
+        self.activities.truncate(MAX_ACTIVITIES);
+    }
+
+    fn fail(&mut self, reason: &str, message: String) {
+        let now = Instant::now();
+        if self.last_failure.is_some_and(|t| now - t > FAILURE_MEMORY) {
+            self.failures = 0;
+        }
+        self.failures += 1;
+        self.last_failure = Some(now);
+        let delay = BACKOFF_BASE
+            .saturating_mul(1 << (self.failures - 1).min(16))
+            .min(BACKOFF_MAX);
+        self.hold_until = Some(now + delay);
+        self.degraded = Some((reason.to_string(), message));
+    }
+
+    /// Seeds activities and times from the status already in the file (survives restarts).
+    fn seed(&mut self, previous: Option<&serde_json::Value>) {
+        if self.seeded {
+            return;
+        }
+        self.seeded = true;
+        let Some(prev) =
+            previous.and_then(|v| serde_json::from_value::<GroupStatus>(v.clone()).ok())
+        else {
+            return;
+        };
+        self.activities = prev.activities.into_iter().collect();
+        self.last_scale_out = prev.last_scale_out;
+        self.last_scale_in = prev.last_scale_in;
+        self.conditions = prev.conditions;
+        self.last_desired = Some(prev.desired_capacity);
+    }
+}
+
+/// The reconciler of every group.
+pub struct Reconciler {
+    shared: Arc<Shared>,
+    zones: Vec<Arc<Zone>>,
+    queue: Arc<Queue<ObjectKey>>,
+    sync: Arc<StatusSync>,
+    memory: Mutex<HashMap<ObjectKey, GroupMemory>>,
+    /// Creations in flight per group at most (the slow-start window grows up to this).
+    concurrency: usize,
+}
+
+/// What a group resolves to for one pass.
+struct Resolved {
+    target: Target,
+    lc: Option<LaunchConfiguration>,
+    group: Option<AutoScalingGroup>,
+    /// Problems to show in conditions: (reason, message).
+    problems: Vec<(String, String)>,
+    waiting_for: Option<String>,
+}
+
+impl Reconciler {
+    pub fn new(
+        shared: Arc<Shared>,
+        zones: Vec<Arc<Zone>>,
+        queue: Arc<Queue<ObjectKey>>,
+        sync: Arc<StatusSync>,
+        concurrency: usize,
+    ) -> Arc<Self> {
+        Arc::new(Reconciler {
+            shared,
+            zones,
+            queue,
+            sync,
+            memory: Mutex::new(HashMap::new()),
+            concurrency: concurrency.max(1),
+        })
+    }
+
+    /// Pops keys from the queue and reconciles them, up to `workers` groups at once.
+    pub async fn run(self: Arc<Self>, workers: usize, shutdown: CancellationToken) {
+        let limit = Arc::new(tokio::sync::Semaphore::new(workers.max(1)));
+        loop {
+            let permit = tokio::select! {
+                p = limit.clone().acquire_owned() => p.expect("semaphore open"),
+                _ = shutdown.cancelled() => return,
+            };
+            let key = tokio::select! {
+                k = self.queue.next() => k,
+                _ = shutdown.cancelled() => return,
+            };
+            let this = self.clone();
+            tokio::spawn(async move {
+                let requeue = this.reconcile(&key).await;
+                this.queue.done(&key, requeue);
+                drop(permit);
+            });
+        }
+    }
+
+    /// One pass for one group. Returns when to run again (None: wait for a change or the resync).
+    pub async fn reconcile(&self, key: &ObjectKey) -> Option<Instant> {
+        let desired = self.shared.desired.borrow().clone();
+        // Never act on a partial view: an empty store or an unlisted zone looks like "nothing".
+        if !desired.loaded || self.zones.iter().any(|z| z.reach() == Reach::Unknown) {
+            return Some(Instant::now() + Duration::from_millis(100));
+        }
+        let resolved = self.resolve(key, &desired);
+        let entry = desired.objects.get(key);
+
+        // Observed state of reachable zones; unreachable ones are unknown.
+        let mut reachable = BTreeSet::new();
+        let mut unreachable = Vec::new();
+        let mut observed: Vec<(String, Observed)> = Vec::new();
+        for z in &self.zones {
+            match z.reach() {
+                Reach::Reachable => {
+                    reachable.insert(z.name.clone());
+                    observed.extend(z.instances_of(key).into_iter().map(|o| (z.name.clone(), o)));
+                }
+                Reach::Unreachable(e) => unreachable.push((z.name.clone(), e)),
+                Reach::Unknown => {}
+            }
+        }
+        let instances: Vec<Instance> = observed.iter().map(|(z, o)| to_instance(z, o)).collect();
+
+        let held = {
+            let mut mem_guard = self.memory.lock().expect("memory lock");
+            let mem = mem_guard.entry(key.clone()).or_default();
+            mem.seed(entry.and_then(|e| match &e.object {
+                crate::manifest::Object::AutoScalingGroup(g) => g.status.as_ref(),
+                _ => None,
+            }));
+            let now = Instant::now();
+            if mem.last_failure.is_some_and(|t| now - t > FAILURE_MEMORY) {
+                mem.failures = 0;
+                mem.degraded = None;
+            }
+            mem.hold_until.filter(|t| *t > now)
+        };
+
+        let mut plan = if resolved.waiting_for.is_some() {
+            // Without a launch configuration nothing can be launched; touch nothing else either.
+            Plan::default()
+        } else {
+            plan::plan(&resolved.target, &instances, &reachable, &BTreeMap::new())
+        };
+        let wanted_creations = plan.create.len();
+        if held.is_some() {
+            plan.create.clear();
+        }
+
+        let acted = !plan.is_empty();
+        self.execute(key, &resolved, &plan, &instances, &observed)
+            .await;
+
+        // Status from what we see now (our own actions are already in the caches).
+        let mut reachable_now = BTreeSet::new();
+        let mut after: Vec<(String, Observed)> = Vec::new();
+        for z in &self.zones {
+            if z.reach() == Reach::Reachable {
+                reachable_now.insert(z.name.clone());
+                after.extend(z.instances_of(key).into_iter().map(|o| (z.name.clone(), o)));
+            }
+        }
+        if resolved.group.is_none() {
+            self.sync.forget(key);
+            self.memory.lock().expect("memory lock").remove(key);
+            return if after.is_empty() {
+                None
+            } else {
+                Some(Instant::now() + Duration::from_millis(500))
+            };
+        }
+        let after_instances: Vec<Instance> = after.iter().map(|(z, o)| to_instance(z, o)).collect();
+        let remaining = if resolved.waiting_for.is_some() {
+            Plan::default()
+        } else {
+            plan::plan(
+                &resolved.target,
+                &after_instances,
+                &reachable_now,
+                &BTreeMap::new(),
+            )
+        };
+        let status = self.build_status(
+            key,
+            &resolved,
+            &after,
+            &after_instances,
+            &unreachable,
+            &remaining,
+            held,
+            &desired,
+        );
+        self.sync.publish(key, status);
+
+        let hold = self
+            .memory
+            .lock()
+            .expect("memory lock")
+            .get(key)
+            .and_then(|m| m.hold_until)
+            .filter(|t| *t > Instant::now());
+        match (acted, remaining.is_empty(), hold) {
+            (_, false, Some(t)) if wanted_creations > 0 || !remaining.create.is_empty() => Some(t),
+            (true, _, _) => Some(Instant::now() + Duration::from_millis(20)),
+            // Waiting for readiness (rollout) or for removals in the background.
+            (false, false, _) => Some(Instant::now() + Duration::from_secs(1)),
+            (false, true, _) => None,
+        }
+    }
+
+    fn resolve(&self, key: &ObjectKey, desired: &crate::store::Desired) -> Resolved {
+        let all_zones: Vec<String> = self.zones.iter().map(|z| z.name.clone()).collect();
+        let Some(group) = desired.group(key) else {
+            // Deleted group: everything labelled with it goes.
+            return Resolved {
+                target: Target {
+                    desired: 0,
+                    max_size: 0,
+                    zones: all_zones,
+                    spec_hash: String::new(),
+                    max_surge: 1,
+                    max_unavailable: 0,
+                },
+                lc: None,
+                group: None,
+                problems: vec![],
+                waiting_for: None,
+            };
+        };
+        let spec = &group.spec;
+        let mut problems = Vec::new();
+        let zones: Vec<String> = if spec.availability_zones.is_empty() {
+            all_zones.iter().take(1).cloned().collect()
+        } else {
+            let mut zs = Vec::new();
+            for z in &spec.availability_zones {
+                if all_zones.contains(z) {
+                    zs.push(z.clone());
+                } else {
+                    let hint =
+                        crate::manifest::did_you_mean(z, all_zones.iter().map(String::as_str))
+                            .map(|s| format!(" (did you mean `{s}`?)"))
+                            .unwrap_or_default();
+                    problems.push((
+                        "UnknownZone".to_string(),
+                        format!("zone `{z}` is not in the controller configuration{hint}; configured zones: {}", all_zones.join(", ")),
+                    ));
+                }
+            }
+            zs
+        };
+        let lc = desired
+            .launch_configuration(&key.namespace, &spec.launch_configuration)
+            .cloned();
+        let waiting_for = lc.is_none().then(|| {
+            let names: Vec<&str> = desired
+                .launch_configurations()
+                .filter(|(k, _, _)| k.namespace == key.namespace)
+                .map(|(k, _, _)| k.name.as_str())
+                .collect();
+            let hint =
+                crate::manifest::did_you_mean(&spec.launch_configuration, names.iter().copied())
+                    .map(|s| format!(" (did you mean `{s}`?)"))
+                    .unwrap_or_default();
+            format!(
+                "waiting for launch configuration `{}` in namespace `{}`{hint}",
+                spec.launch_configuration, key.namespace
+            )
+        });
+        let desired_count = match spec.state {
+            crate::manifest::GroupState::Stopped => 0,
+            crate::manifest::GroupState::Started => spec
+                .desired_capacity
+                .unwrap_or(spec.min_size)
+                .clamp(spec.min_size, spec.max_size.max(spec.min_size)),
+        };
+        let spec_hash = lc
+            .as_ref()
+            .map(|l| container_hash(l, group))
+            .unwrap_or_default();
+        let max_surge = resolve_count(spec.max_surge.as_ref(), desired_count, 25, true);
+        let max_unavailable = resolve_count(spec.max_unavailable.as_ref(), desired_count, 0, false);
+        let max_surge = if max_surge == 0 && max_unavailable == 0 {
+            1
+        } else {
+            max_surge
+        };
+        Resolved {
+            target: Target {
+                desired: desired_count,
+                max_size: spec.max_size,
+                zones,
+                spec_hash,
+                max_surge,
+                max_unavailable,
+            },
+            lc,
+            group: Some(group.clone()),
+            problems,
+            waiting_for,
+        }
+    }
+
+    async fn execute(
+        &self,
+        key: &ObjectKey,
+        resolved: &Resolved,
+        plan: &Plan,
+        before: &[Instance],
+        observed: &[(String, Observed)],
+    ) {
+        let zone_of = |name: &str| self.zones.iter().find(|z| z.name == name).cloned();
+        let desired = resolved.target.desired;
+        let (last_desired, group_stopped) = {
+            let mem = self.memory.lock().expect("memory lock");
+            let last = mem.get(key).and_then(|m| m.last_desired);
+            (
+                last,
+                resolved
+                    .group
+                    .as_ref()
+                    .is_some_and(|g| g.spec.state == crate::manifest::GroupState::Stopped),
+            )
+        };
+
+        // Failed instances: find out why (crash or killed) before they are removed.
+        let mut crash: Option<String> = None;
+        for r in plan
+            .remove
+            .iter()
+            .filter(|r| r.reason == RemoveReason::Failed)
+        {
+            let Some(o) = observed.iter().find(|(_, o)| o.id == r.id).map(|(_, o)| o) else {
+                continue;
+            };
+            let code = o.exit_code;
+            let ran_for = o
+                .started_at
+                .map(|s| Utc::now() - s)
+                .and_then(|d| d.to_std().ok());
+            let killed = matches!(code, Some(137) | Some(143));
+            if crash.is_none() && !killed && ran_for.is_none_or(|d| d < CRASH_WINDOW) {
+                let logs = match zone_of(&r.zone).and_then(|z| z.engine()) {
+                    Some(e) => e.logs_tail(&r.id, 5).await.unwrap_or_default(),
+                    None => String::new(),
+                };
+                let logs = logs.trim();
+                crash = Some(format!(
+                    "instance {} exited with code {} {}after start{}",
+                    r.name,
+                    code.map(|c| c.to_string()).unwrap_or_else(|| "?".into()),
+                    ran_for
+                        .map(|d| format!("{:.1}s ", d.as_secs_f64()))
+                        .unwrap_or_default(),
+                    if logs.is_empty() {
+                        String::new()
+                    } else {
+                        format!("; last log lines: {}", logs.replace('\n', " | "))
+                    }
+                ));
+            }
+        }
+
+        // Removals run in the background: a stop may wait for the grace period, and that must
+        // not hold up the rest of this group's convergence (or a rollout's next batch).
+        let grace = resolved
+            .lc
+            .as_ref()
+            .and_then(|l| l.spec.stop_grace_period)
+            .map(|d| d.0)
+            .unwrap_or(Duration::from_secs(10));
+        {
+            let mut mem_guard = self.memory.lock().expect("memory lock");
+            let mem = mem_guard.entry(key.clone()).or_default();
+            if let Some(msg) = &crash {
+                mem.fail("CrashLoop", msg.clone());
+            }
+            for r in &plan.remove {
+                let cause = match r.reason {
+                    RemoveReason::Failed => {
+                        let o = before.iter().find(|i| i.id == r.id);
+                        match o.and_then(|i| i.exit_code) {
+                            Some(c) => format!("instance exited with code {c}; it is replaced"),
+                            None => "instance failed; it is replaced".to_string(),
+                        }
+                    }
+                    RemoveReason::ScaleIn if resolved.group.is_none() => {
+                        "group deleted".to_string()
+                    }
+                    RemoveReason::ScaleIn if group_stopped => "group stopped".to_string(),
+                    RemoveReason::ScaleIn => match last_desired {
+                        Some(l) if l > desired => {
+                            format!("desired capacity lowered from {l} to {desired}")
+                        }
+                        _ => format!(
+                            "more instances than desired ({desired}): zone with most, oldest first"
+                        ),
+                    },
+                    RemoveReason::Rollout => {
+                        if !resolved.target.zones.contains(&r.zone) {
+                            format!("zone {} is no longer in the group", r.zone)
+                        } else if before
+                            .iter()
+                            .any(|i| i.id == r.id && i.spec_hash.is_empty())
+                        {
+                            "container started outside microscaler".to_string()
+                        } else {
+                            "rolling update: replaced by an instance of the new launch configuration".to_string()
+                        }
+                    }
+                    RemoveReason::Rebalance => "rebalancing zones".to_string(),
+                };
+                mem.record("Terminate", &r.name, &r.zone, &cause);
+                if r.reason == RemoveReason::ScaleIn && resolved.group.is_some() {
+                    mem.last_scale_in = Some(Utc::now());
+                }
+            }
+        }
+        for r in &plan.remove {
+            let Some(zone) = zone_of(&r.zone) else {
+                continue;
+            };
+            let Some(engine) = zone.engine() else {
+                continue;
+            };
+            zone.terminating(&r.id);
+            let g = if r.reason == RemoveReason::Failed {
+                Duration::ZERO
+            } else {
+                grace
+            };
+            let (id, queue, k) = (r.id.clone(), self.queue.clone(), key.clone());
+            tokio::spawn(async move {
+                let res = engine.remove(&id, g).await;
+                if let Err(e) = &res {
+                    warn!(container = short_id(&id), error = %e, "removal failed; will retry");
+                }
+                zone.removed(&id, res.is_ok());
+                queue.now(k);
+            });
+        }
+
+        if plan.create.is_empty() {
+            self.note_desired(key, desired);
+            return;
+        }
+        let (Some(lc), Some(group)) = (&resolved.lc, &resolved.group) else {
+            return;
+        };
+
+        // Slow start: one creation first, then the window grows by one per success (doubling
+        // per round trip) up to `concurrency`; the first failure stops further launches, so a
+        // broken image costs one failed create per backoff period, not a hundred.
+        let mut todo: VecDeque<&plan::Create> = plan.create.iter().collect();
+        let mut inflight = FuturesUnordered::new();
+        let mut window = 1usize;
+        let mut failure: Option<(String, String)> = None;
+        let mut launched: Vec<(String, String, CreateReason)> = Vec::new();
+        loop {
+            while failure.is_none() && inflight.len() < window.min(self.concurrency) {
+                let Some(c) = todo.pop_front() else { break };
+                let Some(zone) = zone_of(&c.zone) else {
+                    continue;
+                };
+                let Some(engine) = zone.engine() else {
+                    continue;
+                };
+                let spec = container_spec(key, lc, group, &zone.name, &resolved.target.spec_hash);
+                let reason = c.reason.clone();
+                inflight.push(async move {
+                    let r = engine.create_and_start(&spec).await;
+                    (zone, spec, reason, r)
+                });
+            }
+            let Some((zone, spec, reason, result)) = inflight.next().await else {
+                break;
+            };
+            match result {
+                Ok(o) => {
+                    window += 1;
+                    launched.push((o.name.clone(), zone.name.clone(), reason));
+                    zone.created(o);
+                }
+                Err(e) => {
+                    let why = match &e {
+                        EngineError::NotFound(m) => format!(
+                            "cannot launch in zone {}: {m} (image `{}`; microscaler never pulls: load or build the image on that engine)",
+                            zone.name, spec.image
+                        ),
+                        other => format!("cannot launch in zone {}: {other}", zone.name),
+                    };
+                    warn!(group = %key, error = %why, "launch failed");
+                    if failure.is_none() {
+                        failure = Some(("LaunchFailed".to_string(), why));
+                    }
+                }
+            }
+        }
+
+        let mut mem_guard = self.memory.lock().expect("memory lock");
+        let mem = mem_guard.entry(key.clone()).or_default();
+        let replaced: Vec<&str> = plan
+            .remove
+            .iter()
+            .filter(|r| r.reason == RemoveReason::Failed)
+            .map(|r| r.name.as_str())
+            .collect();
+        for (name, zone, reason) in &launched {
+            let cause = match reason {
+                CreateReason::ScaleOut => match mem.last_desired {
+                    Some(l) if l < desired => {
+                        format!("desired capacity raised from {l} to {desired}")
+                    }
+                    None => format!("group started with desired capacity {desired}"),
+                    _ => format!("fewer instances than desired ({desired})"),
+                },
+                CreateReason::Replace if !replaced.is_empty() => {
+                    format!("replacing failed instance {}", replaced.join(", "))
+                }
+                CreateReason::Replace => "replacing a failed instance".to_string(),
+                CreateReason::Rollout => format!(
+                    "rolling update to launch configuration {} ({})",
+                    lc.metadata.name, resolved.target.spec_hash
+                ),
+                CreateReason::Rebalance => {
+                    "rebalancing zones: launching into the zone with fewest".to_string()
+                }
+            };
+            mem.record("Launch", name, zone, &cause);
+            if *reason == CreateReason::ScaleOut {
+                mem.last_scale_out = Some(Utc::now());
+            }
+        }
+        if !launched.is_empty() {
+            info!(group = %key, launched = launched.len(), "launched instances");
+        }
+        if let Some((reason, msg)) = failure {
+            if mem.degraded.as_ref().map(|(_, m)| m) != Some(&msg) {
+                mem.record("LaunchFailed", "-", "-", &msg);
+            }
+            mem.fail(&reason, msg);
+        }
+        mem.last_desired = Some(desired);
+    }
+
+    fn note_desired(&self, key: &ObjectKey, desired: u32) {
+        let mut mem = self.memory.lock().expect("memory lock");
+        mem.entry(key.clone()).or_default().last_desired = Some(desired);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn build_status(
+        &self,
+        key: &ObjectKey,
+        resolved: &Resolved,
+        observed: &[(String, Observed)],
+        instances: &[Instance],
+        unreachable: &[(String, String)],
+        remaining: &Plan,
+        held: Option<Instant>,
+        desired: &crate::store::Desired,
+    ) -> GroupStatus {
+        let target = &resolved.target;
+        let counts = plan::counts(target, instances);
+        let mut mem_guard = self.memory.lock().expect("memory lock");
+        let mem = mem_guard.entry(key.clone()).or_default();
+
+        let mut list: Vec<InstanceStatus> = observed
+            .iter()
+            .map(|(zone, o)| InstanceStatus {
+                name: o.name.clone(),
+                container_id: short_id(&o.id).to_string(),
+                zone: zone.clone(),
+                state: o.state.as_str().to_string(),
+                started_at: o.started_at,
+                ports: o.ports.clone(),
+                up_to_date: o.labels.get(labels::SPEC_HASH) == Some(&target.spec_hash)
+                    && target.zones.contains(zone),
+            })
+            .collect();
+        list.sort_by(|a, b| a.zone.cmp(&b.zone).then(a.name.cmp(&b.name)));
+
+        let ready = counts.ready >= target.desired
+            && counts.updated >= target.desired
+            && counts.current == target.desired;
+        let mut conds: Vec<(&str, bool, String, String)> = Vec::new();
+        if let Some(w) = &resolved.waiting_for {
+            conds.push((
+                status::READY,
+                false,
+                "WaitingForLaunchConfiguration".into(),
+                w.clone(),
+            ));
+        } else if ready {
+            conds.push((
+                status::READY,
+                true,
+                "AllInstancesReady".into(),
+                format!("{} of {} instances ready", counts.ready, target.desired),
+            ));
+        } else {
+            conds.push((
+                status::READY,
+                false,
+                "NotAllInstancesReady".into(),
+                format!("{} of {} instances ready", counts.ready, target.desired),
+            ));
+        }
+        let progressing = if resolved.waiting_for.is_some() {
+            None
+        } else if remaining
+            .create
+            .iter()
+            .any(|c| c.reason == CreateReason::Rollout)
+            || remaining
+                .remove
+                .iter()
+                .any(|r| r.reason == RemoveReason::Rollout)
+            || counts.updated < counts.current
+        {
+            Some((
+                "RollingUpdate",
+                format!(
+                    "rolling update: {} of {} instances updated",
+                    counts.updated, target.desired
+                ),
+            ))
+        } else if counts.current < target.desired {
+            Some((
+                "ScalingOut",
+                format!("{} of {} instances running", counts.current, target.desired),
+            ))
+        } else if counts.current > target.desired {
+            Some((
+                "ScalingIn",
+                format!("{} instances, {} desired", counts.current, target.desired),
+            ))
+        } else if !remaining.is_empty() {
+            Some(("Rebalancing", "moving instances between zones".to_string()))
+        } else if counts.ready < counts.current {
+            Some((
+                "WaitingForReadiness",
+                format!("{} of {} instances ready", counts.ready, counts.current),
+            ))
+        } else {
+            None
+        };
+        match progressing {
+            Some((reason, msg)) => conds.push((status::PROGRESSING, true, reason.into(), msg)),
+            None => conds.push((
+                status::PROGRESSING,
+                false,
+                "Converged".into(),
+                "the group matches its spec".into(),
+            )),
+        }
+        let mut degraded: Vec<(String, String)> = resolved.problems.clone();
+        for (z, e) in unreachable {
+            if target.zones.contains(z) {
+                degraded.push((
+                    "ZoneUnreachable".into(),
+                    format!(
+                        "zone {z} is unreachable ({e}); its capacity is made up in the other zones"
+                    ),
+                ));
+            }
+        }
+        if let Some((r, m)) = &mem.degraded {
+            let mut m = m.clone();
+            if let Some(t) = held {
+                let secs = t
+                    .saturating_duration_since(Instant::now())
+                    .as_secs_f64()
+                    .ceil();
+                m.push_str(&format!("; next launch attempt in {secs:.0}s"));
+            }
+            degraded.push((r.clone(), m));
+        }
+        if degraded.is_empty() {
+            conds.push((
+                status::DEGRADED,
+                false,
+                "AsExpected".into(),
+                "no failures".into(),
+            ));
+        } else {
+            let reason = degraded[0].0.clone();
+            let msg = degraded
+                .iter()
+                .map(|(_, m)| m.as_str())
+                .collect::<Vec<_>>()
+                .join("; ");
+            conds.push((status::DEGRADED, true, reason, msg));
+        }
+        let errors = desired.errors_for(key);
+        if errors.is_empty() {
+            conds.push((
+                status::INVALID,
+                false,
+                "Valid".into(),
+                "the manifest is valid".into(),
+            ));
+        } else {
+            conds.push((
+                status::INVALID,
+                true,
+                "ManifestError".into(),
+                format!(
+                    "the manifest has errors, the last valid version keeps running: {}",
+                    errors[0]
+                ),
+            ));
+        }
+        let now = Utc::now();
+        let conditions: Vec<Condition> = conds
+            .into_iter()
+            .map(|(t, s, reason, message)| {
+                let status_str = if s { "True" } else { "False" };
+                let since = mem
+                    .conditions
+                    .iter()
+                    .find(|c| c.type_ == t && c.status == status_str)
+                    .map(|c| c.last_transition_time)
+                    .unwrap_or(now);
+                Condition {
+                    type_: t.to_string(),
+                    status: status_str.to_string(),
+                    reason,
+                    message,
+                    last_transition_time: since,
+                }
+            })
+            .collect();
+        mem.conditions = conditions.clone();
+        if let Some((r, _)) = &mem.degraded {
+            debug!(group = %key, reason = %r, "degraded");
+        }
+
+        GroupStatus {
+            observed_generation: desired
+                .objects
+                .get(key)
+                .map(|e| e.generation.clone())
+                .unwrap_or_default(),
+            desired_capacity: target.desired,
+            current: counts.current,
+            ready: counts.ready,
+            updated: counts.updated,
+            instances: list,
+            conditions,
+            unreachable_zones: unreachable
+                .iter()
+                .filter(|(z, _)| target.zones.contains(z))
+                .map(|(z, _)| z.clone())
+                .collect(),
+            last_scale_out: mem.last_scale_out,
+            last_scale_in: mem.last_scale_in,
+            activities: mem.activities.iter().cloned().collect(),
+        }
+    }
+}
+
+fn to_instance(zone: &str, o: &Observed) -> Instance {
+    Instance {
+        id: o.id.clone(),
+        name: o.name.clone(),
+        zone: zone.to_string(),
+        state: o.state,
+        health: o.health,
+        created: o.created,
+        spec_hash: o.labels.get(labels::SPEC_HASH).cloned().unwrap_or_default(),
+        exit_code: o.exit_code,
+    }
+}
+
+/// Resolves `maxSurge`/`maxUnavailable` (count or percent of `desired`) to a count.
+fn resolve_count(
+    v: Option<&IntOrPercent>,
+    desired: u32,
+    default_percent: u32,
+    round_up: bool,
+) -> u32 {
+    let percent = match v {
+        Some(IntOrPercent::Int(n)) => return *n,
+        Some(IntOrPercent::Percent(p)) => p
+            .trim_end_matches('%')
+            .trim()
+            .parse::<u32>()
+            .unwrap_or(default_percent),
+        None => default_percent,
+    };
+    let scaled = desired as u64 * percent as u64;
+    let n = if round_up {
+        scaled.div_ceil(100)
+    } else {
+        scaled / 100
+    } as u32;
+    if round_up && v.is_none() {
+        n.max(1)
+    } else {
+        n
+    }
+}
+
+/// Hash of what a container runs: the launch configuration's spec and the group's domain.
+/// A change of either rolls out; sizes and zones do not.
+pub fn container_hash(lc: &LaunchConfiguration, group: &AutoScalingGroup) -> String {
+    let text = serde_json::to_string(&(&lc.spec, &group.spec.domain)).expect("serializable");
+    crate::manifest::short_hash(text.as_bytes())
+}
+
+/// The container for one instance of `group` in `zone`.
+pub fn container_spec(
+    key: &ObjectKey,
+    lc: &LaunchConfiguration,
+    group: &AutoScalingGroup,
+    zone: &str,
+    hash: &str,
+) -> ContainerSpec {
+    let suffix: String = {
+        let mut rng = rand::rng();
+        (0..5)
+            .map(|_| {
+                let n = rng.random_range(0..36u8);
+                (if n < 10 { b'0' + n } else { b'a' + n - 10 }) as char
+            })
+            .collect()
+    };
+    let base: String = key.name.chars().take(56).collect();
+    let hostname = format!("{base}-{suffix}");
+    let name = if key.namespace == "default" {
+        hostname.clone()
+    } else {
+        format!("{}-{hostname}", key.namespace)
+    };
+    let spec = &lc.spec;
+    let mut env: Vec<(String, String)> = spec
+        .env
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    if let Some(ud) = &spec.user_data {
+        env.push((
+            "USER_DATA".to_string(),
+            serde_json::to_string(ud).expect("json"),
+        ));
+    }
+    let mut all_labels = spec.labels.clone();
+    for (k, v) in [
+        (labels::MANAGED_BY, labels::MANAGER),
+        (labels::NAMESPACE, key.namespace.as_str()),
+        (labels::GROUP, key.name.as_str()),
+        (labels::LAUNCH_CONFIGURATION, lc.metadata.name.as_str()),
+        (labels::SPEC_HASH, hash),
+        (labels::ZONE, zone),
+    ] {
+        all_labels.insert(k.to_string(), v.to_string());
+    }
+    let (cpus, memory_mib) = spec.limits();
+    ContainerSpec {
+        name,
+        image: spec.image.clone(),
+        command: spec.command.clone(),
+        entrypoint: spec.entrypoint.clone(),
+        env,
+        labels: all_labels,
+        hostname: Some(hostname),
+        domainname: group.spec.domain.clone(),
+        nano_cpus: cpus.map(|c| (c * 1e9) as i64),
+        memory_bytes: memory_mib.map(|m| (m * 1024 * 1024) as i64),
+        ports: spec.ports.clone(),
+        network: spec.network.clone(),
+        stop_timeout: spec.stop_grace_period.map(|d| d.0.as_secs() as i64),
+    }
+}
+
+#[cfg(test)]
+#[path = "reconcile_tests.rs"]
+mod tests;

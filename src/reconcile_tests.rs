@@ -1,0 +1,479 @@
+//! Scenario tests of the reconciler against the in-memory engine, on paused time: the whole loop
+//! (observers, queue, reconcile, executor) runs; only the engine is fake.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use tokio::sync::{watch, Notify};
+use tokio_util::sync::CancellationToken;
+
+use super::*;
+use crate::config::Config;
+use crate::engine::memory::MemoryEngine;
+use crate::engine::{ContainerState, Engine, EngineError};
+use crate::manifest::Kind;
+use crate::observe::{observe, Connector};
+use crate::statusfile::OwnWrites;
+use crate::store::{Desired, Entry};
+
+struct Harness {
+    shared: Arc<Shared>,
+    tx: watch::Sender<Arc<Desired>>,
+    engines: Vec<MemoryEngine>,
+    shutdown: CancellationToken,
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+fn snapshot(yaml: &str) -> Desired {
+    let parsed = crate::manifest::parse_file(Path::new("test.yaml"), yaml);
+    assert!(parsed.errors.is_empty(), "{:?}", parsed.errors);
+    let mut d = Desired {
+        loaded: true,
+        ..Default::default()
+    };
+    for p in parsed.objects {
+        let key = p.object.key();
+        d.objects.insert(
+            key,
+            Entry {
+                generation: p.object.spec_hash(),
+                object: p.object,
+                file: "test.yaml".into(),
+                doc_index: p.doc_index,
+                line: p.line,
+                first_seen: Utc::now(),
+                warnings: vec![],
+            },
+        );
+    }
+    d
+}
+
+impl Harness {
+    async fn start(zone_names: &[&str], yaml: &str) -> Harness {
+        let engines: Vec<MemoryEngine> = zone_names
+            .iter()
+            .enumerate()
+            .map(|(i, _)| MemoryEngine::with_id_offset(i as u64 * 1_000_000))
+            .collect();
+        Self::start_with(zone_names, engines, yaml).await
+    }
+
+    async fn start_with(zone_names: &[&str], engines: Vec<MemoryEngine>, yaml: &str) -> Harness {
+        let (tx, rx) = watch::channel(Arc::new(snapshot(yaml)));
+        let mut config = Config::default();
+        config.zones = zone_names
+            .iter()
+            .map(|z| crate::config::ZoneConfig {
+                name: z.to_string(),
+                docker_host: None,
+            })
+            .collect();
+        let shared = Arc::new(Shared {
+            config,
+            desired: rx,
+            status: RwLock::new(BTreeMap::new()),
+            ready: AtomicBool::new(true),
+            rescan: Notify::new(),
+        });
+        let shutdown = CancellationToken::new();
+        let queue: Arc<Queue<ObjectKey>> = Arc::new(Queue::new());
+        let all: Arc<dyn Fn() -> Vec<ObjectKey> + Send + Sync> = {
+            let shared = shared.clone();
+            Arc::new(move || {
+                shared
+                    .desired
+                    .borrow()
+                    .groups()
+                    .map(|(k, _, _)| k.clone())
+                    .collect()
+            })
+        };
+        let mut zones = Vec::new();
+        for (name, engine) in zone_names.iter().zip(&engines) {
+            let zone = Arc::new(Zone::new(*name));
+            let e = engine.clone();
+            let connect: Connector = Arc::new(move || {
+                let e = e.clone();
+                Box::pin(async move { Ok(Arc::new(e) as Arc<dyn Engine>) })
+            });
+            tokio::spawn(observe(
+                zone.clone(),
+                connect,
+                Duration::from_secs(30),
+                queue.clone(),
+                all.clone(),
+                shutdown.clone(),
+            ));
+            zones.push(zone);
+        }
+        let sync = StatusSync::new(
+            shared.clone(),
+            Arc::new(OwnWrites::new()),
+            Duration::from_millis(100),
+        );
+        let rec = Reconciler::new(shared.clone(), zones, queue.clone(), sync, 8);
+        tokio::spawn(crate::controller::enqueue_changes(
+            shared.clone(),
+            queue.clone(),
+            shutdown.clone(),
+        ));
+        tokio::spawn(rec.run(8, shutdown.clone()));
+        Harness {
+            shared,
+            tx,
+            engines,
+            shutdown,
+        }
+    }
+
+    fn set(&self, yaml: &str) {
+        self.tx.send(Arc::new(snapshot(yaml))).unwrap();
+    }
+
+    fn running(&self, zone: usize) -> Vec<crate::engine::Observed> {
+        self.engines[zone]
+            .containers()
+            .into_iter()
+            .filter(|c| c.state == ContainerState::Running)
+            .collect()
+    }
+
+    fn total_running(&self) -> usize {
+        (0..self.engines.len()).map(|z| self.running(z).len()).sum()
+    }
+
+    fn status(&self, group: &str) -> Option<GroupStatus> {
+        self.shared
+            .status
+            .read()
+            .unwrap()
+            .get(&ObjectKey::new(Kind::AutoScalingGroup, "default", group))
+            .cloned()
+    }
+
+    /// Waits (on paused time) until `cond` holds, failing after `max` of virtual time.
+    async fn until(&self, what: &str, max: Duration, cond: impl Fn(&Harness) -> bool) {
+        let start = Instant::now();
+        while !cond(self) {
+            if Instant::now() - start > max {
+                panic!(
+                    "timed out waiting for {what}; status: {:#?}",
+                    self.status("web")
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+fn manifests(desired: u32, image: &str, zones: &str) -> String {
+    format!(
+        "apiVersion: microscaler.io/v1\nkind: LaunchConfiguration\nmetadata: {{name: web}}\nspec:\n  image: {image}\n  stopGracePeriod: 0s\n---\n\
+         apiVersion: microscaler.io/v1\nkind: AutoScalingGroup\nmetadata: {{name: web}}\nspec:\n  launchConfiguration: web\n  minSize: 0\n  maxSize: 10\n  desiredCapacity: {desired}\n  availabilityZones: [{zones}]\n"
+    )
+}
+
+const SECS: fn(u64) -> Duration = Duration::from_secs;
+
+#[tokio::test(start_paused = true)]
+async fn a_group_scales_out_to_its_desired_capacity() {
+    let h = Harness::start(&["a"], &manifests(3, "img", "a")).await;
+    h.until("3 running", SECS(5), |h| h.total_running() == 3)
+        .await;
+    h.until("status ready", SECS(5), |h| {
+        h.status("web").is_some_and(|s| s.ready == 3)
+    })
+    .await;
+    let s = h.status("web").unwrap();
+    assert_eq!(s.desired_capacity, 3);
+    assert_eq!(s.instances.len(), 3);
+    assert!(s.activities.iter().all(|a| a.action == "Launch"));
+    assert!(
+        s.activities[0].cause.contains("desired capacity 3"),
+        "{:?}",
+        s.activities[0]
+    );
+    assert!(s.last_scale_out.is_some());
+    // Each container carries the ownership labels.
+    let c = &h.running(0)[0];
+    for k in [
+        labels::MANAGED_BY,
+        labels::NAMESPACE,
+        labels::GROUP,
+        labels::LAUNCH_CONFIGURATION,
+        labels::SPEC_HASH,
+        labels::ZONE,
+    ] {
+        assert!(c.labels.contains_key(k), "missing label {k}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn killed_and_removed_instances_are_replaced() {
+    let h = Harness::start(&["a"], &manifests(2, "img", "a")).await;
+    h.until("2 running", SECS(5), |h| h.total_running() == 2)
+        .await;
+    let victim = h.running(0)[0].id.clone();
+    h.engines[0].kill(&victim).unwrap();
+    h.until("replacement", SECS(2), |h| {
+        h.total_running() == 2 && h.running(0).iter().all(|c| c.id != victim)
+    })
+    .await;
+    let other = h.running(0)[0].id.clone();
+    h.engines[0].remove_by_hand(&other).unwrap();
+    h.until("replacement after rm", SECS(2), |h| {
+        h.total_running() == 2 && h.running(0).iter().all(|c| c.id != other)
+    })
+    .await;
+    // The exited container is cleaned up too.
+    h.until("exited removed", SECS(2), |h| {
+        h.engines[0].containers().len() == 2
+    })
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_labelled_container_started_by_hand_is_removed() {
+    let h = Harness::start(&["a"], &manifests(1, "img", "a")).await;
+    h.until("1 running", SECS(5), |h| h.total_running() == 1)
+        .await;
+    let mine = h.running(0)[0].id.clone();
+    let foreign = h.engines[0].add_foreign(&[
+        (labels::MANAGED_BY, labels::MANAGER),
+        (labels::NAMESPACE, "default"),
+        (labels::GROUP, "web"),
+    ]);
+    h.until("foreign removed", SECS(5), |h| {
+        h.engines[0].containers().iter().all(|c| c.id != foreign)
+    })
+    .await;
+    assert_eq!(
+        h.running(0)
+            .iter()
+            .map(|c| c.id.clone())
+            .collect::<Vec<_>>(),
+        vec![mine],
+        "ours must stay"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn stopping_scaling_in_and_deleting_remove_containers() {
+    let h = Harness::start(&["a"], &manifests(3, "img", "a")).await;
+    h.until("3 running", SECS(5), |h| h.total_running() == 3)
+        .await;
+    h.set(&manifests(1, "img", "a"));
+    h.until("scaled in to 1", SECS(5), |h| {
+        h.engines[0].containers().len() == 1
+    })
+    .await;
+    let s = h.status("web").unwrap();
+    assert!(
+        s.activities
+            .iter()
+            .any(|a| a.action == "Terminate" && a.cause.contains("lowered from 3 to 1")),
+        "{:?}",
+        s.activities
+    );
+    h.set(
+        &manifests(1, "img", "a")
+            .replace("desiredCapacity: 1", "desiredCapacity: 1\n  state: Stopped"),
+    );
+    h.until("stopped", SECS(5), |h| h.engines[0].containers().is_empty())
+        .await;
+    h.set(&manifests(2, "img", "a"));
+    h.until("restarted", SECS(5), |h| h.total_running() == 2)
+        .await;
+    // Deleting the group (only the launch configuration remains) removes its containers.
+    h.set(manifests(2, "img", "a").split("---").next().unwrap());
+    h.until("deleted", SECS(5), |h| h.engines[0].containers().is_empty())
+        .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_missing_image_backs_off_and_reports_the_engine_error() {
+    let engine = MemoryEngine::new();
+    engine.missing_image("ghost:1");
+    let h = Harness::start_with(&["a"], vec![engine], &manifests(5, "ghost:1", "a")).await;
+    h.until("degraded", SECS(5), |h| {
+        h.status("web").is_some_and(|s| {
+            s.conditions
+                .iter()
+                .any(|c| c.type_ == "Degraded" && c.status == "True")
+        })
+    })
+    .await;
+    // 30 s of virtual time: with backoff 1, 2, 4, 8, 16 s that is at most ~6 attempts, never 5 per pass.
+    tokio::time::sleep(SECS(30)).await;
+    let creates = h.engines[0].calls().create;
+    assert!(
+        creates <= 7,
+        "{creates} create attempts in 30 s: no backoff"
+    );
+    let s = h.status("web").unwrap();
+    let d = s.conditions.iter().find(|c| c.type_ == "Degraded").unwrap();
+    assert_eq!(d.reason, "LaunchFailed");
+    assert!(d.message.contains("ghost:1"), "{}", d.message);
+    // Fixing the launch configuration recovers at once.
+    h.set(&manifests(5, "img", "a"));
+    h.until("5 running", SECS(70), |h| h.total_running() == 5)
+        .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_crashing_container_does_not_hot_loop() {
+    let engine = MemoryEngine::new();
+    engine.crash_on_start_with_log("crash:1", 3, "panic: config missing");
+    let h = Harness::start_with(&["a"], vec![engine], &manifests(1, "crash:1", "a")).await;
+    tokio::time::sleep(SECS(30)).await;
+    let creates = h.engines[0].calls().create;
+    assert!((2..=8).contains(&creates), "{creates} creations in 30 s");
+    let s = h.status("web").unwrap();
+    let d = s.conditions.iter().find(|c| c.type_ == "Degraded").unwrap();
+    assert_eq!(d.status, "True");
+    assert_eq!(d.reason, "CrashLoop");
+    assert!(
+        d.message.contains("code 3") && d.message.contains("panic: config missing"),
+        "{}",
+        d.message
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_new_launch_configuration_rolls_out_without_losing_capacity() {
+    let h = Harness::start(&["a"], &manifests(4, "img:1", "a")).await;
+    h.until("4 running", SECS(5), |h| h.total_running() == 4)
+        .await;
+    h.set(&manifests(4, "img:2", "a"));
+    let start = Instant::now();
+    let mut max_total = 0;
+    loop {
+        let running = h.running(0);
+        let total = h.engines[0].containers().len();
+        max_total = max_total.max(total);
+        assert!(
+            running.len() >= 4,
+            "capacity dropped to {} during the rollout",
+            running.len()
+        );
+        if running.len() == 4
+            && total == 4
+            && running
+                .iter()
+                .all(|c| h.engines[0].image_of(&c.id).as_deref() == Some("img:2"))
+        {
+            break;
+        }
+        assert!(Instant::now() - start < SECS(30), "rollout did not finish");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(max_total <= 5, "surge exceeded 1: {max_total}");
+    h.until("status updated", SECS(5), |h| {
+        h.status("web")
+            .is_some_and(|s| s.updated == 4 && s.current == 4)
+    })
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn zones_are_balanced_and_an_unreachable_zone_is_made_up_then_rebalanced() {
+    let h = Harness::start(&["a", "b"], &manifests(4, "img", "a, b")).await;
+    h.until("2+2", SECS(5), |h| {
+        h.running(0).len() == 2 && h.running(1).len() == 2
+    })
+    .await;
+    h.engines[1].set_unreachable(true);
+    h.until("capacity made up in a", SECS(20), |h| {
+        h.running(0).len() == 4
+    })
+    .await;
+    h.until("status reports b", SECS(5), |h| {
+        h.status("web")
+            .is_some_and(|s| s.unreachable_zones == vec!["b".to_string()])
+    })
+    .await;
+    h.engines[1].set_unreachable(false);
+    // b returns with its two old containers: scale in from a (the fullest), back to 2+2.
+    let start = Instant::now();
+    loop {
+        let total = h.total_running();
+        assert!(total <= 6, "more than before the return: {total}");
+        if h.running(0).len() == 2 && h.running(1).len() == 2 {
+            break;
+        }
+        assert!(
+            Instant::now() - start < SECS(30),
+            "not rebalanced: a={} b={}",
+            h.running(0).len(),
+            h.running(1).len()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_restarted_controller_adopts_existing_containers() {
+    let engine = MemoryEngine::new();
+    let first = Harness::start_with(&["a"], vec![engine.clone()], &manifests(3, "img", "a")).await;
+    first
+        .until("3 running", SECS(5), |h| h.total_running() == 3)
+        .await;
+    drop(first);
+    let before: Vec<String> = engine.containers().into_iter().map(|c| c.id).collect();
+    let creates = engine.calls().create;
+    let second = Harness::start_with(&["a"], vec![engine.clone()], &manifests(3, "img", "a")).await;
+    second
+        .until("status", SECS(5), |h| {
+            h.status("web").is_some_and(|s| s.ready == 3)
+        })
+        .await;
+    tokio::time::sleep(SECS(2)).await;
+    assert_eq!(engine.calls().create, creates, "adoption must not create");
+    let after: Vec<String> = engine.containers().into_iter().map(|c| c.id).collect();
+    assert_eq!(before, after);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_group_waits_for_its_launch_configuration() {
+    let yaml =
+        manifests(2, "img", "a").replace("launchConfiguration: web", "launchConfiguration: webb");
+    let h = Harness::start(&["a"], &yaml).await;
+    h.until("status", SECS(5), |h| h.status("web").is_some())
+        .await;
+    let s = h.status("web").unwrap();
+    let ready = s.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
+    assert_eq!(ready.reason, "WaitingForLaunchConfiguration");
+    assert!(
+        ready.message.contains("`webb`") && ready.message.contains("did you mean `web`"),
+        "{}",
+        ready.message
+    );
+    assert_eq!(h.total_running(), 0);
+}
+
+#[test]
+fn surge_and_unavailable_resolve_from_counts_and_percentages() {
+    assert_eq!(resolve_count(None, 10, 25, true), 3);
+    assert_eq!(resolve_count(None, 1, 25, true), 1);
+    assert_eq!(
+        resolve_count(Some(&IntOrPercent::Percent("50%".into())), 5, 25, false),
+        2
+    );
+    assert_eq!(resolve_count(Some(&IntOrPercent::Int(2)), 5, 25, true), 2);
+    assert_eq!(resolve_count(None, 10, 0, false), 0);
+}
+
+#[test]
+fn engine_errors_name_the_image() {
+    let e = EngineError::NotFound("No such image: ghost:1".into());
+    assert!(e.to_string().contains("ghost:1"));
+}
