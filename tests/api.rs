@@ -432,7 +432,8 @@ async fn reads_carry_source_status_and_the_errors_of_the_objects_file() {
     let (status, r) = s.get(None, "/v1/asgs/default/web").await;
     assert_eq!(status, 200, "{r}");
     assert_eq!(r["spec"]["maxSize"], 4);
-    assert_eq!(r["source"]["line"], 10, "{r}");
+    // LC is 7 lines, then `---`: the group starts on line 9.
+    assert_eq!(r["source"]["line"], 9, "{r}");
     assert!(r["status"].is_null());
     assert_eq!(r["errors"].as_array().unwrap().len(), broken.errors.len());
     let (_, p) = s.get(None, "/v1/problems").await;

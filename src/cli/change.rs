@@ -81,11 +81,25 @@ pub(crate) async fn delete(client: Client, args: DeleteArgs) -> CmdResult {
         Kind::AutoScalingGroup => 1,
         Kind::LaunchConfiguration => 2,
     });
+    // Like kubectl: every object is attempted; the exit status says whether one failed.
+    let mut failed = 0usize;
+    let total = keys.len();
     for key in keys {
-        let r = client.delete(key.kind, &key.namespace, &key.name).await?;
-        print_changes(&r);
+        match client.delete(key.kind, &key.namespace, &key.name).await {
+            Ok(r) => print_changes(&r),
+            Err(e @ crate::client::ClientError::Unreachable { .. }) => return Err(e.into()),
+            Err(e) => {
+                failed += 1;
+                super::report(&e.into());
+            }
+        }
     }
-    Ok(())
+    match failed {
+        0 => Ok(()),
+        n => Err(Failure::Message(format!(
+            "{n} of {total} objects could not be deleted"
+        ))),
+    }
 }
 
 pub(crate) async fn scale(client: Client, args: ScaleArgs) -> CmdResult {

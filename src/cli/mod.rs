@@ -38,7 +38,14 @@ Output (stable; scripts should prefer `-o json`):
   ms apply/delete/scale/start/stop print `<kind>/<name> <action>` per object
   (`autoscalinggroup/web created`), warnings as `Warning: ...` on stderr.
 
-Exit status: 0 on success, 1 on any error (one `error: ...` line on stderr).";
+Exit status: 0 on success, 1 on any error (one `error: ...` line on stderr); manifest errors
+print one line each, `file:line:col: field: message`.
+
+HTTP API of the controller (JSON; `Authorization: Bearer <token>` when tokens are configured):
+  GET /healthz, GET /readyz, POST /v1/apply[?dryRun=true] (YAML body, header X-Ms-Filename),
+  GET /v1/{asgs|lcs|policies}[?namespace=NS], GET /v1/{asgs|lcs|policies}/NS/NAME,
+  GET /v1/instances[?namespace=NS&group=G], GET /v1/problems, GET /v1/instancetypes,
+  DELETE /v1/{asg|lc|policy}/NS/NAME, POST /v1/asgs/NS/NAME/{scale|start|stop}.";
 
 /// Autoscaling groups for Docker containers, declared in YAML manifests.
 #[derive(Debug, Parser)]

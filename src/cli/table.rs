@@ -102,6 +102,15 @@ pub fn cell(v: Option<&Value>) -> String {
             .map(|x| cell(Some(x)))
             .collect::<Vec<_>>()
             .join(","),
+        // `1.0` reads as a version number in a table: whole floats print as integers.
+        Some(Value::Number(n)) if n.is_f64() => {
+            let f = n.as_f64().unwrap_or_default();
+            if f.fract() == 0.0 && f.abs() < 1e15 {
+                format!("{}", f as i64)
+            } else {
+                f.to_string()
+            }
+        }
         Some(other) => other.to_string(),
     }
 }
@@ -140,5 +149,7 @@ mod tests {
         assert_eq!(cell(Some(&Value::Null)), "-");
         assert_eq!(cell(Some(&serde_json::json!(["a", "b"]))), "a,b");
         assert_eq!(cell(Some(&serde_json::json!(3))), "3");
+        assert_eq!(cell(Some(&serde_json::json!(2.0))), "2");
+        assert_eq!(cell(Some(&serde_json::json!(0.5))), "0.5");
     }
 }
