@@ -1,1 +1,6 @@
-fn main() {}
+//! End-to-end tests against real Docker engines (start them with `scripts/dockerd-up`).
+//!
+//! One test binary, one module per area; shared helpers live in `common`.
+
+mod common;
+mod engine_docker;
