@@ -596,6 +596,9 @@ fn expected_words(e: &str) -> String {
         "a boolean" => "`true` or `false`".into(),
         "a sequence" => "a list".into(),
         "any valid JSON value" => "a value".into(),
+        _ if e.starts_with("a duration: ") => {
+            format!("a duration ({})", &e["a duration: ".len()..])
+        }
         _ if e.starts_with("struct ") => "a map of fields".into(),
         _ if e.starts_with("a map") => "a map".into(),
         _ => e.into(),
@@ -1039,6 +1042,26 @@ spec:
                 ASG.replace("minSize: 1", "minSize: [1"),
                 8, 10, "",
                 "invalid YAML:",
+            ),
+            (
+                ASG.replace("spec:", "specs:"),
+                5, 1, "specs",
+                "unknown field `specs` (did you mean `spec`?)",
+            ),
+            (
+                ASG.replace("metadata:\n  name: web\n", ""),
+                1, 1, "metadata",
+                "missing required field `metadata` in the document",
+            ),
+            (
+                ASG.replace("kind: AutoScalingGroup\n", ""),
+                1, 1, "kind",
+                "missing `kind`: add one of `LaunchConfiguration`, `AutoScalingGroup`, `ScalingPolicy`",
+            ),
+            (
+                format!("{LC}  stopGracePeriod: {{seconds: 5}}\n"),
+                7, 3, "spec.stopGracePeriod",
+                "expected a duration (a number of seconds or a string such as `90s`, `5m`, `1h`) for spec.stopGracePeriod, found a map",
             ),
             (
                 "- just\n- a list\n".to_string(),
