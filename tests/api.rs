@@ -475,3 +475,111 @@ async fn the_client_reports_manifest_errors_and_a_missing_reference_warning() {
     assert_eq!(r.results[0].action, "created");
     assert!(!s.path("default/launch-configuration-web.yaml").exists());
 }
+
+/// Runs the `ms` binary against the test server; returns (exit code, stdout, stderr).
+async fn ms(s: &Server, args: &[&str]) -> (i32, String, String) {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_ms"));
+    cmd.arg("--server")
+        .arg(&s.url)
+        .args(args)
+        // No stored login may leak in from the machine running the tests.
+        .env("XDG_CONFIG_HOME", s.dir.path().join(".no-login"))
+        .env_remove("MS_TOKEN");
+    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_lists_describes_and_reports_errors_one_line_each() {
+    use microscaler::manifest::{Kind, ObjectKey};
+    use microscaler::status::{GroupStatus, InstanceStatus};
+
+    let s = Server::start(vec![]).await;
+    s.write("shop.yaml", &format!("{LC}---\n{GROUP}"));
+    s.reload();
+    s.shared.status.write().unwrap().insert(
+        ObjectKey::new(Kind::AutoScalingGroup, "default", "web"),
+        GroupStatus {
+            desired_capacity: 1,
+            current: 1,
+            ready: 1,
+            updated: 1,
+            instances: vec![InstanceStatus {
+                name: "web-x1".into(),
+                container_id: "0123456789ab".into(),
+                zone: "local".into(),
+                state: "running".into(),
+                started_at: None,
+                ports: vec![],
+                up_to_date: true,
+            }],
+            ..GroupStatus::default()
+        },
+    );
+
+    let (code, out, err) = ms(&s, &["get", "asgs"]).await;
+    assert_eq!(code, 0, "{err}");
+    let mut lines = out.lines();
+    assert_eq!(
+        lines.next().unwrap(),
+        "NAME   STATE     ZONES   MIN   MAX   DESIRED   CURRENT   READY   AGE"
+    );
+    assert!(
+        lines
+            .next()
+            .unwrap()
+            .starts_with("web    Started   -       1     4     1         1         1       "),
+        "{out}"
+    );
+
+    let (code, out, _) = ms(&s, &["get", "instances", "-A"]).await;
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("default     web-x1   web     local   running   0123456789ab"),
+        "{out}"
+    );
+
+    let (code, out, err) = ms(&s, &["describe", "asg", "web"]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("Launch Configuration:  web (image nginx:1.25)\n"),
+        "{out}"
+    );
+    assert!(out.contains("Current/Ready/Updated: 1 / 1 / 1\n"), "{out}");
+
+    let (code, _, err) = ms(&s, &["describe", "asg", "nope"]).await;
+    assert_eq!(code, 1);
+    assert_eq!(
+        err,
+        "error: autoscaling group `nope` not found in namespace `default`\n"
+    );
+
+    let bad = s.path("bad.yml");
+    std::fs::write(&bad, GROUP.replace("minSize: 1", "minSize: lots")).unwrap();
+    let (code, out, err) = ms(&s, &["apply", "-f", bad.to_str().unwrap()]).await;
+    assert_eq!(code, 1);
+    assert_eq!(out, "");
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 2, "{err}");
+    assert!(
+        lines[0].starts_with(&format!("{}:7:", bad.display())) && lines[0].contains("spec.minSize"),
+        "{err}"
+    );
+    assert_eq!(
+        lines[1],
+        format!("error: {}: 1 error, nothing was applied", bad.display())
+    );
+
+    let (code, out, err) = ms(&s, &["scale", "asg", "web", "--desired", "2"]).await;
+    assert_eq!(
+        (code, out.as_str()),
+        (0, "autoscalinggroup/web scaled\n"),
+        "{err}"
+    );
+}
