@@ -103,8 +103,13 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
             }
         });
     }
-    // WIRE-WATCH: crate::watch::run(WatchOptions{..}, tx, own.clone(), rescan, shutdown.clone())
-    let _ = (&tx, &rescan);
+    let opts = crate::watch::WatchOptions {
+        dir: config.dir.clone(),
+        debounce: config.debounce.0,
+        rescan_period: config.rescan_period.0,
+        allow_empty: config.allow_empty,
+    };
+    tokio::spawn(crate::watch::run(opts, tx, own.clone(), rescan, shutdown.clone()));
 
     // Zones and their observers.
     let queue: Arc<Queue<ObjectKey>> = Arc::new(Queue::new());
