@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use futures::stream::{FuturesUnordered, StreamExt};
 use rand::Rng;
 use tokio::time::Instant;
@@ -58,7 +58,7 @@ struct GroupMemory {
 impl GroupMemory {
     fn record(&mut self, action: &str, instance: &str, zone: &str, cause: &str) {
         self.activities.push_front(Activity {
-            time: Utc::now(),
+            time: now_secs(),
             action: action.to_string(),
             instance: instance.to_string(),
             zone: zone.to_string(),
@@ -477,7 +477,7 @@ impl Reconciler {
                 };
                 mem.record("Terminate", &r.name, &r.zone, &cause);
                 if r.reason == RemoveReason::ScaleIn && resolved.group.is_some() {
-                    mem.last_scale_in = Some(Utc::now());
+                    mem.last_scale_in = Some(now_secs());
                 }
             }
         }
@@ -593,7 +593,7 @@ impl Reconciler {
             };
             mem.record("Launch", name, zone, &cause);
             if *reason == CreateReason::ScaleOut {
-                mem.last_scale_out = Some(Utc::now());
+                mem.last_scale_out = Some(now_secs());
             }
         }
         if !launched.is_empty() {
@@ -637,7 +637,7 @@ impl Reconciler {
                 container_id: short_id(&o.id).to_string(),
                 zone: zone.clone(),
                 state: o.state.as_str().to_string(),
-                started_at: o.started_at,
+                started_at: o.started_at.map(|t| t.trunc_subsecs(0)),
                 ports: o.ports.clone(),
                 up_to_date: o.labels.get(labels::SPEC_HASH) == Some(&target.spec_hash)
                     && target.zones.contains(zone),
@@ -776,7 +776,7 @@ impl Reconciler {
                 ),
             ));
         }
-        let now = Utc::now();
+        let now = now_secs();
         let conditions: Vec<Condition> = conds
             .into_iter()
             .map(|(t, s, reason, message)| {
@@ -811,6 +811,7 @@ impl Reconciler {
             current: counts.current,
             ready: counts.ready,
             updated: counts.updated,
+            zones: target.zones.clone(),
             instances: list,
             conditions,
             unreachable_zones: unreachable
@@ -823,6 +824,11 @@ impl Reconciler {
             activities: mem.activities.iter().cloned().collect(),
         }
     }
+}
+
+/// Now, to the second: status times are for people and must not churn the files.
+fn now_secs() -> DateTime<Utc> {
+    Utc::now().trunc_subsecs(0)
 }
 
 fn to_instance(zone: &str, o: &Observed) -> Instance {

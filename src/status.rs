@@ -22,6 +22,9 @@ pub struct GroupStatus {
     /// Instances running the current launch configuration.
     #[serde(default)]
     pub updated: u32,
+    /// The zones the group runs in (its `availabilityZones`, or the default zone).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub zones: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub instances: Vec<InstanceStatus>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
