@@ -9,7 +9,7 @@ use std::net::IpAddr;
 use super::instance_types;
 use super::types::{
     AutoScalingGroupSpec, IntOrPercent, Kind, LaunchConfigurationSpec, Metadata, Object, ObjectKey,
-    ScalingPolicySpec,
+    PolicyType, ScalingPolicySpec,
 };
 
 /// The largest `maxSize` a group may ask for: a guard against typos such as `maxSize: 10000`.
@@ -399,54 +399,283 @@ fn validate_policy(s: &ScalingPolicySpec, p: &mut Problems) {
             format!("autoScalingGroup {why} (it names an AutoScalingGroup)"),
         );
     }
+    let kind = match s.policy_type {
+        PolicyType::Step => "a Step policy",
+        PolicyType::TargetTracking => "a TargetTracking policy",
+        PolicyType::Scheduled => "a Scheduled policy",
+    };
+    // Fields of another type are refused rather than ignored: a `targetValue` on a Step policy
+    // is almost certainly a forgotten `type: TargetTracking`.
+    let mut foreign = |field: &str, present: bool, belongs: &str| {
+        if present {
+            p.error(
+                format!("spec.{field}"),
+                format!("{field} belongs to {belongs} policies, not to {kind} (set `type:`, or remove {field})"),
+            );
+        }
+    };
+    let step = s.policy_type == PolicyType::Step;
+    let tt = s.policy_type == PolicyType::TargetTracking;
+    let sched = s.policy_type == PolicyType::Scheduled;
+    for (f, v) in [
+        ("upperThreshold", s.upper_threshold.is_some()),
+        ("lowerThreshold", s.lower_threshold.is_some()),
+        ("scaleOutStep", s.scale_out_step.is_some()),
+        ("scaleInStep", s.scale_in_step.is_some()),
+    ] {
+        foreign(f, v && !step, "Step");
+    }
+    for (f, v) in [
+        ("targetValue", s.target_value.is_some()),
+        ("tolerance", s.tolerance.is_some()),
+        ("scaleInStabilization", s.scale_in_stabilization.is_some()),
+        ("maxScaleOutStep", s.max_scale_out_step.is_some()),
+        ("maxScaleInStep", s.max_scale_in_step.is_some()),
+    ] {
+        foreign(f, v && !tt, "TargetTracking");
+    }
+    foreign("schedule", !s.schedule.is_empty() && !sched, "Scheduled");
+    foreign(
+        "metric",
+        s.metric.is_some() && sched,
+        "Step and TargetTracking",
+    );
+    foreign(
+        "pushedMetric",
+        s.pushed_metric.is_some() && sched,
+        "Step and TargetTracking",
+    );
+    if !sched {
+        match (&s.metric, &s.pushed_metric) {
+            (None, None) => p.error(
+                "spec.metric",
+                format!("{kind} needs `metric: CPU`, `metric: Memory` or `pushedMetric: NAME`"),
+            ),
+            (Some(_), Some(_)) => p.error(
+                "spec.pushedMetric",
+                "set either metric or pushedMetric, not both",
+            ),
+            (None, Some(name)) => {
+                if let Some(why) = metric_name_problem(name) {
+                    p.error("spec.pushedMetric", format!("pushedMetric {why}"));
+                }
+            }
+            _ => {}
+        }
+        for (field, d) in [
+            ("spec.samplingWindow", s.sampling_window),
+            ("spec.breachDuration", s.breach_duration),
+        ] {
+            if d.0.is_zero() {
+                p.error(
+                    field,
+                    format!(
+                        "{} must be longer than 0: write e.g. `60s` or `5m`",
+                        &field[5..]
+                    ),
+                );
+            }
+        }
+    }
+    if step {
+        validate_step(s, p);
+    }
+    if tt {
+        validate_target_tracking(s, p);
+    }
+    if sched {
+        validate_schedule(s, p);
+    }
+}
+
+/// A pushed metric name: what `POST /v1/metrics/NS/GROUP` accepts.
+pub fn metric_name_problem(name: &str) -> Option<String> {
+    if name.is_empty() || name.len() > 63 {
+        return Some("must be 1 to 63 characters long".to_string());
+    }
+    if !name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+    {
+        return Some(format!(
+            "`{name}` may contain only letters, digits, `_`, `-` and `.`"
+        ));
+    }
+    None
+}
+
+fn validate_step(s: &ScalingPolicySpec, p: &mut Problems) {
     for (field, v) in [
         ("spec.lowerThreshold", s.lower_threshold),
         ("spec.upperThreshold", s.upper_threshold),
     ] {
-        if !(v.is_finite() && v >= 0.0) {
-            p.error(
+        match v {
+            None => p.error(
+                field,
+                format!(
+                    "a Step policy needs {}, e.g. 80 (upper) and 30 (lower)",
+                    &field[5..]
+                ),
+            ),
+            Some(v) if !(v.is_finite() && v >= 0.0) => p.error(
                 field,
                 format!("{} must be a percentage of 0 or more, not {v}", &field[5..]),
-            );
+            ),
+            _ => {}
         }
     }
-    if s.lower_threshold >= s.upper_threshold {
-        p.error(
-            "spec.lowerThreshold",
-            format!(
-                "lowerThreshold {} must be below upperThreshold {}, e.g. 30 and 80",
-                s.lower_threshold, s.upper_threshold
-            ),
-        );
+    if let (Some(lower), Some(upper)) = (s.lower_threshold, s.upper_threshold) {
+        if lower >= upper {
+            p.error(
+                "spec.lowerThreshold",
+                format!(
+                    "lowerThreshold {lower} must be below upperThreshold {upper}, e.g. 30 and 80"
+                ),
+            );
+        }
     }
     for (field, v) in [
         ("spec.scaleOutStep", s.scale_out_step),
         ("spec.scaleInStep", s.scale_in_step),
     ] {
-        if v < 1 {
-            p.error(
+        match v {
+            None => p.error(
+                field,
+                format!(
+                    "a Step policy needs {} (instances to add or remove), e.g. 1",
+                    &field[5..]
+                ),
+            ),
+            Some(v) if v < 1 => p.error(
                 field,
                 format!(
                     "{} must be at least 1 (the number of instances to add or remove)",
                     &field[5..]
                 ),
+            ),
+            _ => {}
+        }
+    }
+}
+
+fn validate_target_tracking(s: &ScalingPolicySpec, p: &mut Problems) {
+    match s.target_value {
+        None => p.error(
+            "spec.targetValue",
+            "a TargetTracking policy needs targetValue, e.g. 50 (percent CPU)",
+        ),
+        Some(v) if !(v.is_finite() && v > 0.0) => p.error(
+            "spec.targetValue",
+            format!("targetValue must be above 0, not {v}"),
+        ),
+        Some(v) if v > 100.0 && s.metric.is_some() => p.error(
+            "spec.targetValue",
+            format!("targetValue {v} is above 100: CPU and Memory are percentages of the limit"),
+        ),
+        _ => {}
+    }
+    if let Some(t) = s.tolerance {
+        if !(t.is_finite() && (0.0..100.0).contains(&t)) {
+            p.error(
+                "spec.tolerance",
+                format!("tolerance is a percentage of the target from 0 to below 100, not {t}"),
             );
         }
     }
-    for (field, d) in [
-        ("spec.samplingWindow", s.sampling_window),
-        ("spec.breachDuration", s.breach_duration),
+    for (field, v) in [
+        ("spec.maxScaleOutStep", s.max_scale_out_step),
+        ("spec.maxScaleInStep", s.max_scale_in_step),
     ] {
-        if d.0.is_zero() {
+        if v == Some(0) {
             p.error(
                 field,
-                format!(
-                    "{} must be longer than 0: write e.g. `60s` or `5m`",
-                    &field[5..]
-                ),
+                format!("{} must be at least 1 (omit it for no limit)", &field[5..]),
             );
         }
     }
+}
+
+fn validate_schedule(s: &ScalingPolicySpec, p: &mut Problems) {
+    if s.schedule.is_empty() {
+        p.error(
+            "spec.schedule",
+            "a Scheduled policy needs at least one action, e.g. `- {cron: \"0 8 * * MON-FRI\", desiredCapacity: 4}`",
+        );
+    }
+    for (i, a) in s.schedule.iter().enumerate() {
+        let at = |f: &str| format!("spec.schedule[{i}].{f}");
+        if let Err(e) = parse_cron(&a.cron) {
+            p.error(at("cron"), e);
+        }
+        if let Some(tz) = &a.time_zone {
+            if let Err(e) = parse_time_zone(tz) {
+                p.error(at("timeZone"), e);
+            }
+        }
+        if a.min_size.is_none() && a.max_size.is_none() && a.desired_capacity.is_none() {
+            p.error(
+                at("cron"),
+                "the action changes nothing: set minSize, maxSize or desiredCapacity",
+            );
+        }
+        if let (Some(min), Some(max)) = (a.min_size, a.max_size) {
+            if min > max {
+                p.error(
+                    at("minSize"),
+                    format!("minSize {min} is above maxSize {max}"),
+                );
+            }
+        }
+        if let Some(max) = a.max_size {
+            if max > MAX_GROUP_SIZE {
+                p.error(
+                    at("maxSize"),
+                    format!("maxSize {max} is above the limit of {MAX_GROUP_SIZE}"),
+                );
+            }
+        }
+        if let (Some(start), Some(end)) = (a.start_time, a.end_time) {
+            if start >= end {
+                p.error(
+                    at("endTime"),
+                    format!("endTime {end} must be after startTime {start}"),
+                );
+            }
+        }
+    }
+}
+
+/// Parses a standard 5-field cron expression (POSIX day-of-week: 0 and 7 are Sunday).
+///
+/// # Errors
+/// A sentence saying what is wrong, for validation messages.
+pub fn parse_cron(expr: &str) -> Result<croner::Cron, String> {
+    let fields = expr.split_whitespace().count();
+    if fields != 5 {
+        return Err(format!(
+            "cron `{expr}` has {fields} fields; write 5: minute hour day-of-month month day-of-week, e.g. `0 8 * * MON-FRI`"
+        ));
+    }
+    croner::parser::CronParser::builder()
+        .seconds(croner::parser::Seconds::Disallowed)
+        .build()
+        .parse(expr)
+        .map_err(|e| format!("invalid cron `{expr}`: {e}"))
+}
+
+/// Parses an IANA time zone name such as `Europe/Berlin`.
+///
+/// # Errors
+/// A sentence with the closest known name.
+pub fn parse_time_zone(name: &str) -> Result<chrono_tz::Tz, String> {
+    name.parse::<chrono_tz::Tz>().map_err(|_| {
+        let hint = did_you_mean(name, chrono_tz::TZ_VARIANTS.iter().map(|t| t.name()))
+            .map(|s| format!(" (did you mean `{s}`?)"))
+            .unwrap_or_default();
+        format!(
+            "unknown time zone `{name}`{hint}: use an IANA name such as `Europe/Berlin` or `UTC`"
+        )
+    })
 }
 
 /// For each group whose launch configuration does not exist in its namespace, and each policy
@@ -641,14 +870,10 @@ mod tests {
             metadata: meta("cpu"),
             spec: ScalingPolicySpec {
                 auto_scaling_group: "wbe".into(),
-                metric: crate::manifest::types::Metric::Cpu,
-                statistic: Default::default(),
-                sampling_window: crate::manifest::DurationSpec::from_secs(60),
-                breach_duration: crate::manifest::DurationSpec::from_secs(60),
-                scale_out_step: 1,
-                scale_in_step: 1,
-                upper_threshold: 80.0,
-                lower_threshold: 30.0,
+                ..serde_yaml_ng::from_str(
+                    "{autoScalingGroup: x, metric: CPU, upperThreshold: 80, lowerThreshold: 30, scaleOutStep: 1, scaleInStep: 1}",
+                )
+                .unwrap()
             },
             status: None,
         });
