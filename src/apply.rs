@@ -856,9 +856,30 @@ async fn delete_object(
         ))
     })
     .await?;
+    // The watcher refuses a reload that removes every group at once (an emptied directory is
+    // more often an accident than an intent): say so, or the user wonders why it keeps running.
+    let mut warnings = Vec::new();
+    let desired = snapshot(&shared);
+    let only_group = kind == Kind::AutoScalingGroup
+        && desired
+            .groups()
+            .all(|(k, _, _)| k.namespace == ns && k.name == name);
+    if only_group && !shared.config.allow_empty {
+        warnings.push(ManifestError {
+            file: result.file.clone(),
+            line: 0,
+            column: 0,
+            field: String::new(),
+            message: format!(
+                "`{name}` was the last autoscaling group: the controller keeps running it until \
+                 another manifest appears or it is restarted with --allow-empty"
+            ),
+        });
+    }
     Ok(Json(ChangeResponse {
         results: vec![result],
-        ..Default::default()
+        warnings,
+        dry_run: false,
     }))
 }
 

@@ -401,6 +401,14 @@ async fn deleting_removes_the_document_and_then_the_emptied_file() {
     assert_eq!(status, 200, "{r}");
     assert_eq!(r["results"][0]["action"], "deleted");
     assert_eq!(s.read("shop.yaml"), LC);
+    // The watcher refuses to drop the last group at once: the answer says so.
+    assert!(
+        r["warnings"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("--allow-empty"),
+        "{r}"
+    );
 
     s.reload();
     let (status, r) = s.send(del("/v1/lc/default/web")).await;

@@ -72,7 +72,12 @@ pub(crate) fn print_changes(r: &ChangeResponse) {
         );
     }
     for w in &r.warnings {
-        eprintln!("Warning: {w}");
+        // Line 0: a warning about the request as a whole, not about a place in a file.
+        if w.line == 0 {
+            eprintln!("Warning: {}", w.message);
+        } else {
+            eprintln!("Warning: {w}");
+        }
     }
 }
 
