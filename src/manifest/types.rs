@@ -317,29 +317,117 @@ pub enum Statistic {
     Average,
 }
 
-/// The original's step scaling policy (acted on by the autoscaler; parsed and shown now).
+/// Which rule a `ScalingPolicy` follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+pub enum PolicyType {
+    /// The original's policy: add or remove a fixed step after a threshold breach.
+    #[default]
+    Step,
+    /// Keep a metric near `targetValue`, sizing the group in proportion.
+    TargetTracking,
+    /// Set sizes at times given by cron expressions.
+    Scheduled,
+}
+
+fn is_step(t: &PolicyType) -> bool {
+    *t == PolicyType::Step
+}
+
+fn default_sampling_window() -> DurationSpec {
+    DurationSpec::from_secs(60)
+}
+
+fn default_breach_duration() -> DurationSpec {
+    DurationSpec::from_secs(60)
+}
+
+/// One scheduled action of a `Scheduled` policy: at each time matched by `cron` (in `timeZone`),
+/// set the group's size bounds and/or its capacity.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ScheduledAction {
+    /// Standard 5-field cron expression (minute hour day-of-month month day-of-week), e.g.
+    /// `0 8 * * MON-FRI`.
+    pub cron: String,
+    /// IANA time zone the cron expression is read in, e.g. `Europe/Berlin`. Default `UTC`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_zone: Option<String>,
+    /// New lower bound, in force until the next action of this policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_size: Option<u32>,
+    /// New upper bound, in force until the next action of this policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_size: Option<u32>,
+    /// Capacity set when the action fires (policies may change it afterwards).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub desired_capacity: Option<u32>,
+    /// The action fires only at or after this time (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_time: Option<chrono::DateTime<chrono::Utc>>,
+    /// The action fires only before this time (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_time: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// A scaling policy attached to a group: `Step` (the original's, the default), `TargetTracking`
+/// or `Scheduled`. Fields that belong to one type only are optional and checked per type.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ScalingPolicySpec {
     /// Name of the `AutoScalingGroup` (same namespace).
     pub auto_scaling_group: String,
-    /// `CPU` or `Memory` (percent of the limit).
-    pub metric: Metric,
+    /// `Step` (default), `TargetTracking` or `Scheduled`.
+    #[serde(rename = "type", default, skip_serializing_if = "is_step")]
+    pub policy_type: PolicyType,
+    /// `CPU` or `Memory` (percent of the instance's limit). Step and TargetTracking: this or
+    /// `pushedMetric`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metric: Option<Metric>,
+    /// Name of a metric pushed to the controller (`ms push-metric`), instead of `metric`. Its
+    /// value is the group's total; thresholds and targets are per instance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pushed_metric: Option<String>,
     /// `Average`.
     #[serde(default)]
     pub statistic: Statistic,
-    /// Window over which samples are averaged.
+    /// Window over which samples are averaged. Default 60s.
+    #[serde(default = "default_sampling_window")]
     pub sampling_window: DurationSpec,
-    /// How long the threshold must be breached before acting.
+    /// Step: how long the threshold must be breached before acting. Default 60s.
+    #[serde(default = "default_breach_duration")]
     pub breach_duration: DurationSpec,
-    /// Instances added on a breach of the upper threshold.
-    pub scale_out_step: u32,
-    /// Instances removed on a breach of the lower threshold.
-    pub scale_in_step: u32,
-    /// Percent above which to scale out.
-    pub upper_threshold: f64,
-    /// Percent below which to scale in.
-    pub lower_threshold: f64,
+    /// Step: instances added on a breach of the upper threshold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale_out_step: Option<u32>,
+    /// Step: instances removed on a breach of the lower threshold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale_in_step: Option<u32>,
+    /// Step: value (percent for CPU/Memory) above which to scale out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upper_threshold: Option<f64>,
+    /// Step: value (percent for CPU/Memory) below which to scale in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lower_threshold: Option<f64>,
+    /// TargetTracking: the value to keep the metric near (percent for CPU/Memory; per instance
+    /// for a pushed metric).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_value: Option<f64>,
+    /// TargetTracking: relative band around the target within which nothing changes, in
+    /// percent. Default 10.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tolerance: Option<f64>,
+    /// TargetTracking: scale in only to the highest recommendation of this window. Default 5m.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale_in_stabilization: Option<DurationSpec>,
+    /// TargetTracking: at most this many instances added per evaluation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_scale_out_step: Option<u32>,
+    /// TargetTracking: at most this many instances removed per evaluation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_scale_in_step: Option<u32>,
+    /// Scheduled: the actions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub schedule: Vec<ScheduledAction>,
 }
 
 /// Accepts `80` as well as `{containerPort: 80, ...}`.
