@@ -15,6 +15,7 @@
 //! - [`controller`]: wiring of a running controller.
 
 pub mod apply;
+pub mod autoscale;
 pub mod cli;
 pub mod client;
 pub mod config;
