@@ -366,7 +366,7 @@ fn chrono_dur(d: Duration) -> chrono::Duration {
 
 fn human_duration(d: Duration) -> String {
     let s = d.as_secs();
-    if s >= 60 && s % 60 == 0 {
+    if s >= 60 && s.is_multiple_of(60) {
         format!("{}m", s / 60)
     } else {
         format!("{s}s")
