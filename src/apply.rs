@@ -137,6 +137,30 @@ pub async fn serve(
         .await
 }
 
+/// Like [`serve`], with `extra` routes merged in (the autoscaler's pushed-metrics endpoint).
+///
+/// # Errors
+/// Only I/O errors of the listener.
+pub async fn serve_with(
+    listener: tokio::net::TcpListener,
+    shared: Arc<Shared>,
+    extra: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(shared).merge(extra))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// Checks the request's bearer token for `namespace`, as every `/v1/*` route does (for routes
+/// defined in other modules).
+///
+/// # Errors
+/// 401 without a known token, 403 when the token may not access `namespace`.
+pub fn check_access(shared: &Shared, headers: &HeaderMap, namespace: &str) -> ApiResult<()> {
+    authorize(shared, headers)?.check(namespace)
+}
+
 async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
     if shared.ready.load(std::sync::atomic::Ordering::Acquire) {
         (StatusCode::OK, "ready").into_response()

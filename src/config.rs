@@ -66,9 +66,22 @@ pub struct Config {
     /// Allow a pass that deletes every group at once (directory emptied).
     #[serde(default)]
     pub allow_empty: bool,
+    /// Name of this controller. Containers carry it in `io.microscaler.controller`, so several
+    /// controllers can share a Docker engine without touching each other's containers.
+    #[serde(default = "default_controller_name")]
+    pub controller_name: String,
     /// Creations/removals in flight per group at most.
     #[serde(default = "default_concurrency")]
     pub concurrency: usize,
+    /// How often CPU/memory of every managed container is sampled and policies are evaluated.
+    #[serde(default = "default_metrics_period")]
+    pub metrics_period: DurationSpec,
+    /// Pushed metric values older than this are missing (never zero).
+    #[serde(default = "default_pushed_max_age")]
+    pub pushed_metric_max_age: DurationSpec,
+    /// Container stats requests in flight per zone at most.
+    #[serde(default = "default_metrics_concurrency")]
+    pub metrics_concurrency: usize,
 }
 
 fn default_dir() -> PathBuf {
@@ -92,8 +105,20 @@ fn default_rescan() -> DurationSpec {
 fn default_debounce() -> DurationSpec {
     DurationSpec(Duration::from_millis(50))
 }
+fn default_controller_name() -> String {
+    crate::engine::labels::DEFAULT_CONTROLLER.to_string()
+}
 fn default_concurrency() -> usize {
     16
+}
+fn default_metrics_period() -> DurationSpec {
+    DurationSpec::from_secs(10)
+}
+fn default_pushed_max_age() -> DurationSpec {
+    DurationSpec::from_secs(120)
+}
+fn default_metrics_concurrency() -> usize {
+    8
 }
 
 impl Default for Config {

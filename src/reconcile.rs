@@ -109,6 +109,8 @@ pub struct Reconciler {
     memory: Mutex<HashMap<ObjectKey, GroupMemory>>,
     /// Creations in flight per group at most (the slow-start window grows up to this).
     concurrency: usize,
+    /// The effective capacity of groups with scaling policies (set once, by the controller).
+    autoscaler: std::sync::OnceLock<Arc<crate::autoscale::Autoscaler>>,
 }
 
 /// What a group resolves to for one pass.
@@ -136,7 +138,13 @@ impl Reconciler {
             sync,
             memory: Mutex::new(HashMap::new()),
             concurrency: concurrency.max(1),
+            autoscaler: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Lets the autoscaler decide the capacity of groups with scaling policies.
+    pub fn set_autoscaler(&self, autoscaler: Arc<crate::autoscale::Autoscaler>) {
+        let _ = self.autoscaler.set(autoscaler);
     }
 
     /// Pops keys from the queue and reconciles them, up to `workers` groups at once.
@@ -332,12 +340,17 @@ impl Reconciler {
                 spec.launch_configuration, key.namespace
             )
         });
+        // The autoscaler's effective capacity (a policy's decision, or the spec's).
+        let effective = self.autoscaler.get().map(|a| a.effective(key, group));
         let desired_count = match spec.state {
             crate::manifest::GroupState::Stopped => 0,
-            crate::manifest::GroupState::Started => spec
-                .desired_capacity
-                .unwrap_or(spec.min_size)
-                .clamp(spec.min_size, spec.max_size.max(spec.min_size)),
+            crate::manifest::GroupState::Started => match &effective {
+                Some(e) => e.desired,
+                None => spec
+                    .desired_capacity
+                    .unwrap_or(spec.min_size)
+                    .clamp(spec.min_size, spec.max_size.max(spec.min_size)),
+            },
         };
         let spec_hash = lc
             .as_ref()
@@ -353,7 +366,7 @@ impl Reconciler {
         Resolved {
             target: Target {
                 desired: desired_count,
-                max_size: spec.max_size,
+                max_size: effective.as_ref().map_or(spec.max_size, |e| e.max_size),
                 zones,
                 spec_hash,
                 max_surge,
@@ -801,7 +814,7 @@ impl Reconciler {
             debug!(group = %key, reason = %r, "degraded");
         }
 
-        GroupStatus {
+        let mut status = GroupStatus {
             observed_generation: desired
                 .objects
                 .get(key)
@@ -822,7 +835,13 @@ impl Reconciler {
             last_scale_out: mem.last_scale_out,
             last_scale_in: mem.last_scale_in,
             activities: mem.activities.iter().cloned().collect(),
+            ..GroupStatus::default()
+        };
+        drop(mem_guard);
+        if let Some(a) = self.autoscaler.get() {
+            a.fill_status(key, &mut status);
         }
+        status
     }
 }
 

@@ -39,6 +39,35 @@ pub struct GroupStatus {
     /// The most recent scaling activities, newest first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub activities: Vec<Activity>,
+    /// Who set the current capacity: `user`, `policy/NAME`, `schedule/NAME`, `pushed/NAME`.
+    /// Only for groups with scaling policies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub desired_capacity_set_by: Option<String>,
+    /// The latest policy evaluation whose outcome differed from the one before (kept while the
+    /// outcome stays the same, so the file does not change on every evaluation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_decision: Option<crate::autoscale::policy::Decision>,
+    /// Current averages of the group's metrics (whole percent). Only for groups with policies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<GroupMetrics>,
+}
+
+/// A group's current metric averages, rounded so the status changes only on real changes.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GroupMetrics {
+    /// Average CPU, whole percent of each instance's CPU allotment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_percent: Option<u32>,
+    /// Average memory used, whole percent of each instance's limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_percent: Option<u32>,
+    /// Instances measured (running, past their warm-up).
+    #[serde(default)]
+    pub instances: u32,
+    /// Latest fresh value of each pushed metric.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub pushed: std::collections::BTreeMap<String, f64>,
 }
 
 /// One container of a group.

@@ -5,5 +5,344 @@
 //! - [`pushed`]: values pushed to the controller for a group (`POST /v1/metrics/NS/GROUP`).
 //! - [`policy`]: the pure decision code (step, target tracking, scheduled, guards).
 //! - [`simulate`]: replays a CSV trace through [`policy`] (`ms simulate`).
+//!
+//! # Who owns the capacity
+//! The controller never rewrites the user's spec. The [`Autoscaler`] keeps, per group, the
+//! capacity its policies last decided; the reconciler asks it for the *effective* capacity
+//! ([`Autoscaler::effective`]). When the user changes `spec.desiredCapacity` (an edit, `git
+//! checkout`, `ms scale`), the user's value takes over until a policy next acts.
 
+pub mod metrics;
 pub mod policy;
+pub mod pushed;
+pub mod simulate;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info};
+
+use crate::controller::Shared;
+use crate::manifest::{AutoScalingGroup, Kind, Object, ObjectKey, ScalingPolicySpec};
+use crate::observe::Zone;
+use crate::queue::Queue;
+use crate::status::{GroupMetrics, GroupStatus};
+use crate::store::Desired;
+
+use metrics::{Collector, GroupInfo, InstanceMetrics};
+use policy::{Decision, GroupInput, GroupState, History, SetBy};
+
+/// Default warm-up of new instances (the group's `healthCheckGracePeriod` overrides it).
+pub const DEFAULT_WARM_UP: Duration = Duration::from_secs(60);
+
+/// Settings of the autoscaler (from the controller configuration).
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Sampling and evaluation period.
+    pub period: Duration,
+    /// Pushed values older than this are missing.
+    pub pushed_max_age: Duration,
+    /// Stats calls in flight per zone.
+    pub concurrency: usize,
+}
+
+impl Settings {
+    pub fn from_config(c: &crate::config::Config) -> Settings {
+        Settings {
+            period: c.metrics_period.0.max(Duration::from_millis(100)),
+            pushed_max_age: c.pushed_metric_max_age.0,
+            concurrency: c.metrics_concurrency,
+        }
+    }
+}
+
+/// A capacity decided by a policy, and the user's value it took over from.
+#[derive(Debug, Clone, PartialEq)]
+struct Override {
+    capacity: u32,
+    set_by: SetBy,
+    /// `spec.desiredCapacity` when the policy acted: a different value means the user has
+    /// changed it since, and the user's value wins.
+    spec_desired: Option<u32>,
+}
+
+/// What the autoscaler keeps per group.
+#[derive(Debug, Default)]
+struct GroupAuto {
+    history: History,
+    state: GroupState,
+    over: Option<Override>,
+    /// Bounds in force after the last evaluation (a scheduled action may change them).
+    bounds: Option<(u32, u32)>,
+    last_decision: Option<Decision>,
+    seeded: bool,
+}
+
+/// The capacity a group should run, and its bounds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Effective {
+    pub desired: u32,
+    pub min_size: u32,
+    pub max_size: u32,
+    pub set_by: SetBy,
+}
+
+/// The policies attached to a group (sorted by name), from a snapshot.
+pub fn policies_of(desired: &Desired, key: &ObjectKey) -> Vec<(String, ScalingPolicySpec)> {
+    desired
+        .policies()
+        .filter(|(k, p, _)| k.namespace == key.namespace && p.spec.auto_scaling_group == key.name)
+        .map(|(k, p, _)| (k.name.clone(), p.spec.clone()))
+        .collect()
+}
+
+/// Collects metrics, evaluates policies and holds each group's effective capacity.
+pub struct Autoscaler {
+    shared: Arc<Shared>,
+    zones: Vec<Arc<Zone>>,
+    queue: Arc<Queue<ObjectKey>>,
+    settings: Settings,
+    groups: Mutex<HashMap<ObjectKey, GroupAuto>>,
+    collector: tokio::sync::Mutex<Collector>,
+    /// Latest per-container metrics (`ms top`), refreshed each period.
+    instances: RwLock<Vec<InstanceMetrics>>,
+}
+
+impl Autoscaler {
+    pub fn new(
+        shared: Arc<Shared>,
+        zones: Vec<Arc<Zone>>,
+        queue: Arc<Queue<ObjectKey>>,
+        settings: Settings,
+    ) -> Arc<Self> {
+        Arc::new(Autoscaler {
+            shared,
+            zones,
+            queue,
+            settings,
+            groups: Mutex::new(HashMap::new()),
+            collector: tokio::sync::Mutex::new(Collector::default()),
+            instances: RwLock::new(Vec::new()),
+        })
+    }
+
+    /// The capacity the reconciler should converge `group` to (before `state: Stopped`).
+    pub fn effective(&self, key: &ObjectKey, group: &AutoScalingGroup) -> Effective {
+        let spec = &group.spec;
+        let mut groups = self.groups.lock().expect("autoscale lock");
+        let g = groups.entry(key.clone()).or_default();
+        if !g.seeded {
+            g.seeded = true;
+            g.over = seed(group, &self.shared.desired.borrow(), key);
+        }
+        if g.over
+            .as_ref()
+            .is_some_and(|o| o.spec_desired != spec.desired_capacity)
+        {
+            debug!(group = %key, "spec.desiredCapacity changed: the user's value takes over");
+            g.over = None;
+        }
+        let (min, max) = g
+            .bounds
+            .unwrap_or((spec.min_size, spec.max_size.max(spec.min_size)));
+        let (desired, set_by) = match &g.over {
+            Some(o) => (o.capacity, o.set_by.clone()),
+            None => (spec.desired_capacity.unwrap_or(spec.min_size), SetBy::User),
+        };
+        Effective {
+            desired: desired.clamp(min, max),
+            min_size: min,
+            max_size: max,
+            set_by,
+        }
+    }
+
+    /// Adds the autoscaling fields to a group's status (nothing for groups without policies,
+    /// so their status stays as quiet as before).
+    pub fn fill_status(&self, key: &ObjectKey, status: &mut GroupStatus) {
+        let groups = self.groups.lock().expect("autoscale lock");
+        let Some(g) = groups.get(key) else { return };
+        if g.bounds.is_none() {
+            return;
+        }
+        status.desired_capacity_set_by = Some(
+            g.over
+                .as_ref()
+                .map(|o| o.set_by.to_string())
+                .unwrap_or_else(|| "user".into()),
+        );
+        status.last_decision = g.last_decision.clone();
+        let latest = g.history.latest();
+        let now = Utc::now();
+        let fresh = chrono::Duration::from_std(self.settings.pushed_max_age).unwrap_or_default();
+        status.metrics = Some(GroupMetrics {
+            cpu_percent: latest.and_then(|s| s.cpu).map(|v| v.round() as u32),
+            memory_percent: latest.and_then(|s| s.memory).map(|v| v.round() as u32),
+            instances: latest.map(|s| s.instances).unwrap_or(0),
+            pushed: g
+                .history
+                .latest_pushed()
+                .into_iter()
+                .filter(|(_, (t, _))| now - *t <= fresh)
+                .map(|(k, (_, v))| (k, v))
+                .collect(),
+        });
+    }
+
+    /// Records a pushed value for a group (validated by the caller).
+    pub fn push(&self, key: &ObjectKey, name: &str, value: f64, time: DateTime<Utc>) {
+        let mut groups = self.groups.lock().expect("autoscale lock");
+        groups
+            .entry(key.clone())
+            .or_default()
+            .history
+            .push(name, time, value);
+    }
+
+    /// Latest per-container metrics.
+    pub fn instances(&self) -> Vec<InstanceMetrics> {
+        self.instances.read().expect("instances lock").clone()
+    }
+
+    /// Samples and evaluates every period until `shutdown`.
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        let mut tick = tokio::time::interval(self.settings.period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = shutdown.cancelled() => return,
+            }
+            self.tick(Utc::now()).await;
+        }
+    }
+
+    /// One period: collect, then evaluate every group's policies at `now`.
+    pub async fn tick(&self, now: DateTime<Utc>) {
+        let desired = self.shared.desired.borrow().clone();
+        if !desired.loaded {
+            return;
+        }
+        let mut infos = BTreeMap::new();
+        for (key, group, _) in desired.groups() {
+            let lc = desired.launch_configuration(&key.namespace, &group.spec.launch_configuration);
+            let cpus = lc.and_then(|l| l.spec.limits().0);
+            let warm_up = group
+                .spec
+                .health_check_grace_period
+                .map(|d| d.0)
+                .unwrap_or(DEFAULT_WARM_UP);
+            infos.insert(key.clone(), GroupInfo { cpus, warm_up });
+        }
+        let samples = {
+            let mut c = self.collector.lock().await;
+            let s = c
+                .collect(&self.zones, &infos, self.settings.concurrency, now)
+                .await;
+            *self.instances.write().expect("instances lock") = c.instances();
+            s
+        };
+        let mut wake = Vec::new();
+        {
+            let mut groups = self.groups.lock().expect("autoscale lock");
+            groups.retain(|k, _| infos.contains_key(k));
+            for (key, sample) in samples {
+                groups.entry(key).or_default().history.record(sample);
+            }
+        }
+        for (key, group, _) in desired.groups() {
+            let policies = policies_of(&desired, key);
+            if self.evaluate(key, group, &policies, now) {
+                wake.push(key.clone());
+            }
+        }
+        for key in wake {
+            self.queue.now(key);
+        }
+    }
+
+    /// Evaluates one group; true when its capacity or bounds changed.
+    fn evaluate(
+        &self,
+        key: &ObjectKey,
+        group: &AutoScalingGroup,
+        policies: &[(String, ScalingPolicySpec)],
+        now: DateTime<Utc>,
+    ) -> bool {
+        let eff = self.effective(key, group);
+        let mut groups = self.groups.lock().expect("autoscale lock");
+        let g = groups.entry(key.clone()).or_default();
+        if policies.is_empty() {
+            // No policy (any more): the spec rules again.
+            let changed = g.over.is_some() || g.bounds.is_some();
+            g.over = None;
+            g.bounds = None;
+            g.last_decision = None;
+            g.state = GroupState::default();
+            return changed;
+        }
+        let spec = &group.spec;
+        let input = GroupInput {
+            capacity: eff.desired,
+            min_size: spec.min_size,
+            max_size: spec.max_size.max(spec.min_size),
+            scale_out_cooldown: spec
+                .scale_out_cooldown
+                .map(|d| d.0)
+                .unwrap_or(policy::DEFAULT_COOLDOWN),
+            scale_in_cooldown: spec
+                .scale_in_cooldown
+                .map(|d| d.0)
+                .unwrap_or(policy::DEFAULT_COOLDOWN),
+            max_pushed_age: self.settings.pushed_max_age,
+        };
+        let out = policy::evaluate(now, &input, policies, &g.history, &mut g.state);
+        let bounds = Some((out.min_size, out.max_size));
+        let mut changed = g.bounds != bounds;
+        g.bounds = bounds;
+        if out.decision.desired != eff.desired {
+            info!(group = %key, from = eff.desired, to = out.decision.desired, "{}", out.decision.message);
+            g.over = Some(Override {
+                capacity: out.decision.desired,
+                set_by: out.set_by.clone().unwrap_or(SetBy::User),
+                spec_desired: spec.desired_capacity,
+            });
+            changed = true;
+        }
+        if g.last_decision
+            .as_ref()
+            .is_none_or(|d| !d.same_outcome(&out.decision))
+        {
+            g.last_decision = Some(out.decision);
+            changed = true;
+        }
+        changed
+    }
+}
+
+/// After a restart: a capacity a policy had set survives when the spec has not changed since
+/// the status was written (same generation).
+fn seed(group: &AutoScalingGroup, desired: &Desired, key: &ObjectKey) -> Option<Override> {
+    let entry = desired.objects.get(key)?;
+    let status: GroupStatus = serde_json::from_value(group.status.clone()?).ok()?;
+    let set_by = SetBy::parse(status.desired_capacity_set_by.as_deref()?)?;
+    if set_by == SetBy::User || status.observed_generation != entry.generation {
+        return None;
+    }
+    Some(Override {
+        capacity: status.desired_capacity,
+        set_by,
+        spec_desired: group.spec.desired_capacity,
+    })
+}
+
+/// True when `key` names a group of the snapshot.
+pub fn group_exists(desired: &Desired, key: &ObjectKey) -> bool {
+    matches!(
+        desired.objects.get(key).map(|e| &e.object),
+        Some(Object::AutoScalingGroup(_))
+    ) && key.kind == Kind::AutoScalingGroup
+}

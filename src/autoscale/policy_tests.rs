@@ -79,6 +79,7 @@ fn once(
 }
 
 #[test]
+#[allow(clippy::type_complexity)]
 fn single_evaluations_follow_each_rule_and_name_the_guard() {
     // (what, policies, capacity, cpu, measured instances, desired, guard)
     let cases: Vec<(

@@ -1,0 +1,148 @@
+//! Pushed metrics and per-instance metrics over HTTP: `POST /v1/metrics/{ns}/{group}` records a
+//! named value for a group (same bearer tokens as the apply endpoint), `GET /v1/top` returns the
+//! latest CPU/memory of every instance.
+//!
+//! A pushed value carries the time it arrived; policies treat values older than the
+//! controller's `pushedMetricMaxAge` as missing, never as zero (see [`super::policy::History`]).
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use chrono::Utc;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use crate::apply::{check_access, ApiError};
+use crate::controller::Shared;
+use crate::manifest::{Kind, ObjectKey};
+
+use super::Autoscaler;
+
+/// Body of `POST /v1/metrics/{ns}/{group}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PushedValue {
+    /// Metric name, as a policy's `pushedMetric`.
+    pub name: String,
+    /// The group's current total (e.g. queue depth).
+    pub value: f64,
+}
+
+impl PushedValue {
+    /// Checks name and value.
+    ///
+    /// # Errors
+    /// One sentence for the caller.
+    pub fn validate(&self) -> Result<(), String> {
+        if let Some(why) = crate::manifest::validate::metric_name_problem(&self.name) {
+            return Err(format!("metric name {why}"));
+        }
+        if !self.value.is_finite() {
+            return Err(format!("value must be a finite number, not {}", self.value));
+        }
+        Ok(())
+    }
+}
+
+#[derive(Clone)]
+struct Ctx {
+    shared: Arc<Shared>,
+    autoscaler: Arc<Autoscaler>,
+}
+
+/// The routes of this module, to merge into the API router.
+pub fn routes(shared: Arc<Shared>, autoscaler: Arc<Autoscaler>) -> Router {
+    Router::new()
+        .route("/v1/metrics/{ns}/{group}", post(push))
+        .route("/v1/top", get(top))
+        .with_state(Ctx { shared, autoscaler })
+}
+
+async fn push(
+    State(ctx): State<Ctx>,
+    headers: HeaderMap,
+    Path((ns, group)): Path<(String, String)>,
+    body: Json<Value>,
+) -> Result<Json<Value>, ApiError> {
+    check_access(&ctx.shared, &headers, &ns)?;
+    let bad = |m: String| ApiError {
+        status: StatusCode::UNPROCESSABLE_ENTITY,
+        message: m,
+        errors: vec![],
+    };
+    let v: PushedValue = serde_json::from_value(body.0).map_err(|e| {
+        bad(format!(
+            "the body must be {{\"name\": \"...\", \"value\": 12.5}}: {e}"
+        ))
+    })?;
+    v.validate().map_err(bad)?;
+    let key = ObjectKey::new(Kind::AutoScalingGroup, ns.clone(), group.clone());
+    if !super::group_exists(&ctx.shared.desired.borrow(), &key) {
+        return Err(ApiError {
+            status: StatusCode::NOT_FOUND,
+            message: format!("autoscaling group `{group}` not found in namespace `{ns}`"),
+            errors: vec![],
+        });
+    }
+    ctx.autoscaler.push(&key, &v.name, v.value, Utc::now());
+    Ok(Json(
+        json!({ "group": group, "namespace": ns, "name": v.name, "value": v.value }),
+    ))
+}
+
+/// Query of `GET /v1/top`.
+#[derive(Debug, Default, Deserialize)]
+struct TopQuery {
+    namespace: Option<String>,
+    group: Option<String>,
+}
+
+async fn top(
+    State(ctx): State<Ctx>,
+    headers: HeaderMap,
+    Query(q): Query<TopQuery>,
+) -> Result<Json<Value>, ApiError> {
+    if let Some(ns) = &q.namespace {
+        check_access(&ctx.shared, &headers, ns)?;
+    }
+    let mut items: Vec<_> = ctx
+        .autoscaler
+        .instances()
+        .into_iter()
+        .filter(|i| q.namespace.as_ref().is_none_or(|n| *n == i.namespace))
+        .filter(|i| q.group.as_ref().is_none_or(|g| *g == i.group))
+        .filter(|i| check_access(&ctx.shared, &headers, &i.namespace).is_ok())
+        .collect();
+    items.sort_by(|a, b| (&a.namespace, &a.group, &a.name).cmp(&(&b.namespace, &b.group, &b.name)));
+    Ok(Json(json!({ "items": items })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pushed_values_need_a_name_and_a_finite_value() {
+        let ok = PushedValue {
+            name: "queue_depth".into(),
+            value: 12.5,
+        };
+        assert!(ok.validate().is_ok());
+        let bad_name = PushedValue {
+            name: "queue depth".into(),
+            value: 1.0,
+        };
+        assert!(bad_name
+            .validate()
+            .unwrap_err()
+            .contains("may contain only"));
+        let bad_value = PushedValue {
+            name: "q".into(),
+            value: f64::NAN,
+        };
+        assert!(bad_value.validate().unwrap_err().contains("finite"));
+    }
+}
