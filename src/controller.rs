@@ -155,6 +155,14 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
 
     let sync = StatusSync::new(shared.clone(), own, Duration::from_millis(200));
     tokio::spawn(sync.clone().run(shutdown.clone()));
+    // The autoscaler: metrics, policies, the effective capacity of groups with policies.
+    let autoscaler = crate::autoscale::Autoscaler::new(
+        shared.clone(),
+        zones.clone(),
+        queue.clone(),
+        crate::autoscale::Settings::from_config(&config),
+    );
+    tokio::spawn(autoscaler.clone().run(shutdown.clone()));
     let reconciler = Reconciler::new(
         shared.clone(),
         zones,
@@ -162,6 +170,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         sync.clone(),
         config.concurrency,
     );
+    reconciler.set_autoscaler(autoscaler.clone());
     tokio::spawn(reconciler.run(64, shutdown.clone()));
 
     let stop = shutdown.clone();
@@ -171,7 +180,14 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         stop.cancel();
     });
     let stop = shutdown.clone();
-    crate::apply::serve(listener, shared, async move { stop.cancelled().await }).await?;
+    let extra = crate::autoscale::pushed::routes(shared.clone(), autoscaler);
+    crate::apply::serve_with(
+        listener,
+        shared,
+        extra,
+        async move { stop.cancelled().await },
+    )
+    .await?;
     shutdown.cancel();
     tokio::task::spawn_blocking(move || sync.flush()).await?;
     Ok(())
