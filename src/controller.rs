@@ -109,7 +109,13 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         rescan_period: config.rescan_period.0,
         allow_empty: config.allow_empty,
     };
-    tokio::spawn(crate::watch::run(opts, tx, own.clone(), rescan, shutdown.clone()));
+    tokio::spawn(crate::watch::run(
+        opts,
+        tx,
+        own.clone(),
+        rescan,
+        shutdown.clone(),
+    ));
 
     // Zones and their observers.
     let queue: Arc<Queue<ObjectKey>> = Arc::new(Queue::new());
@@ -126,7 +132,10 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     };
     let mut zones = Vec::new();
     for z in &config.zones {
-        let zone = Arc::new(Zone::new(z.name.clone()));
+        let zone = Arc::new(Zone::for_controller(
+            z.name.clone(),
+            config.controller_name.clone(),
+        ));
         let host = z.docker_host.clone();
         let connect: Connector = Arc::new(move || {
             let host = host.clone();

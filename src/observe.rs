@@ -40,6 +40,8 @@ pub enum Reach {
 /// One availability zone: its engine and what we last saw on it.
 pub struct Zone {
     pub name: String,
+    /// Name of the controller owning the containers we look at (others' are ignored).
+    controller: String,
     engine: RwLock<Option<Arc<dyn Engine>>>,
     state: Mutex<ZoneState>,
 }
@@ -74,12 +76,27 @@ pub fn group_key(labels_map: &BTreeMap<String, String>) -> Option<ObjectKey> {
 }
 
 impl Zone {
+    /// A zone of the controller named `default`.
     pub fn new(name: impl Into<String>) -> Self {
+        Zone::for_controller(name, labels::DEFAULT_CONTROLLER)
+    }
+
+    /// A zone that sees only the containers of the controller named `controller`.
+    pub fn for_controller(name: impl Into<String>, controller: impl Into<String>) -> Self {
         Zone {
             name: name.into(),
+            controller: controller.into(),
             engine: RwLock::new(None),
             state: Mutex::new(ZoneState::default()),
         }
+    }
+
+    /// Whether a container belongs to this zone's controller.
+    fn owns(&self, l: &BTreeMap<String, String>) -> bool {
+        l.get(labels::CONTROLLER)
+            .map(String::as_str)
+            .unwrap_or(labels::DEFAULT_CONTROLLER)
+            == self.controller
     }
 
     /// A zone whose engine is already connected (tests, the scale model).
@@ -167,7 +184,7 @@ impl Zone {
     pub fn apply_list(&self, started: Instant, list: Vec<Observed>) {
         let mut st = self.state.lock().expect("zone lock");
         let mut fresh: HashMap<String, Observed> = HashMap::with_capacity(list.len());
-        for mut c in list {
+        for mut c in list.into_iter().filter(|c| self.owns(&c.labels)) {
             if let Some(t) = st.touched.get(&c.id) {
                 if *t >= started {
                     continue; // decided below from the cache
@@ -203,6 +220,9 @@ impl Zone {
 
     /// Applies one event; returns the group it concerns.
     pub fn apply_event(&self, ev: &EngineEvent) -> Option<ObjectKey> {
+        if !self.owns(&ev.labels) {
+            return None;
+        }
         let key = group_key(&ev.labels);
         let mut st = self.state.lock().expect("zone lock");
         if st.terminating.contains(&ev.id) && ev.kind != EventKind::Destroy {
@@ -225,9 +245,8 @@ impl Zone {
                     .or_insert_with(|| Observed {
                         id: ev.id.clone(),
                         name: ev
-                            .labels
-                            .get("name")
-                            .cloned()
+                            .name
+                            .clone()
                             .unwrap_or_else(|| short_id(&ev.id).to_string()),
                         labels: ev.labels.clone(),
                         state: ContainerState::Created,
@@ -430,6 +449,7 @@ mod tests {
         let ev = EngineEvent {
             kind: EventKind::Die,
             id: "c1".into(),
+            name: Some("c1".into()),
             labels: obs("c1", "web", ContainerState::Running).labels,
             exit_code: Some(137),
             time: Utc::now(),
@@ -456,6 +476,32 @@ mod tests {
             1,
             "a failed removal shows the container again"
         );
+    }
+
+    #[test]
+    fn a_zone_ignores_containers_of_other_controllers() {
+        let z = Zone::for_controller("a", "blue");
+        let mut theirs = obs("c1", "web", ContainerState::Running);
+        theirs
+            .labels
+            .insert(labels::CONTROLLER.into(), "green".into());
+        let mut ours = obs("c2", "web", ContainerState::Running);
+        ours.labels.insert(labels::CONTROLLER.into(), "blue".into());
+        let unlabelled = obs("c3", "web", ContainerState::Running);
+        z.apply_list(Instant::now(), vec![theirs.clone(), ours, unlabelled]);
+        let ids: Vec<String> = z
+            .instances_of(&key("web"))
+            .into_iter()
+            .map(|c| c.id)
+            .collect();
+        assert_eq!(ids, vec!["c2".to_string()]);
+        // Containers without the label belong to the controller named `default`.
+        let d = Zone::new("a");
+        d.apply_list(
+            Instant::now(),
+            vec![theirs, obs("c3", "web", ContainerState::Running)],
+        );
+        assert_eq!(d.instances_of(&key("web")).len(), 1);
     }
 
     #[test]

@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::controller::Shared;
-use crate::engine::{labels, ContainerSpec, EngineError, Observed};
+use crate::engine::{labels, ContainerSpec, ContainerState, EngineError, Observed};
 use crate::manifest::{AutoScalingGroup, IntOrPercent, LaunchConfiguration, ObjectKey};
 use crate::observe::{short_id, Reach, Zone};
 use crate::plan::{self, CreateReason, Instance, Plan, RemoveReason, Target};
@@ -272,8 +272,14 @@ impl Reconciler {
             .get(key)
             .and_then(|m| m.hold_until)
             .filter(|t| *t > Instant::now());
+        // A young `created` container is looked at again once it would count as stuck.
+        let stuck_check = after
+            .iter()
+            .any(|(_, o)| o.state == ContainerState::Created)
+            .then(|| Instant::now() + STUCK_CREATED);
         match (acted, remaining.is_empty(), hold) {
             (_, false, Some(t)) if wanted_creations > 0 || !remaining.create.is_empty() => Some(t),
+            (false, true, _) if stuck_check.is_some() => stuck_check,
             (true, _, _) => Some(Instant::now() + Duration::from_millis(20)),
             // Waiting for readiness (rollout) or for removals in the background.
             (false, false, _) => Some(Instant::now() + Duration::from_secs(1)),
@@ -417,7 +423,11 @@ impl Reconciler {
                 .map(|s| Utc::now() - s)
                 .and_then(|d| d.to_std().ok());
             let killed = matches!(code, Some(137) | Some(143));
-            if crash.is_none() && !killed && ran_for.is_none_or(|d| d < CRASH_WINDOW) {
+            if crash.is_none()
+                && code.is_some()
+                && !killed
+                && ran_for.is_none_or(|d| d < CRASH_WINDOW)
+            {
                 let logs = match zone_of(&r.zone).and_then(|z| z.engine()) {
                     Some(e) => e.logs_tail(&r.id, 5).await.unwrap_or_default(),
                     None => String::new(),
@@ -543,7 +553,14 @@ impl Reconciler {
                 let Some(engine) = zone.engine() else {
                     continue;
                 };
-                let spec = container_spec(key, lc, group, &zone.name, &resolved.target.spec_hash);
+                let spec = container_spec(
+                    key,
+                    lc,
+                    group,
+                    &zone.name,
+                    &resolved.target.spec_hash,
+                    &self.shared.config.controller_name,
+                );
                 let reason = c.reason.clone();
                 inflight.push(async move {
                     let r = engine.create_and_start(&spec).await;
@@ -850,12 +867,28 @@ fn now_secs() -> DateTime<Utc> {
     Utc::now().trunc_subsecs(0)
 }
 
+/// How long a container may stay `created` before it counts as failed.
+const STUCK_CREATED: Duration = Duration::from_secs(10);
+
+fn is_stuck(o: &Observed) -> bool {
+    (Utc::now() - o.created)
+        .to_std()
+        .is_ok_and(|age| age >= STUCK_CREATED)
+}
+
 fn to_instance(zone: &str, o: &Observed) -> Instance {
     Instance {
         id: o.id.clone(),
         name: o.name.clone(),
         zone: zone.to_string(),
-        state: o.state,
+        // A container still `created` long after its creation will never be started by anyone
+        // (a controller killed between create and start): it counts as failed and is replaced.
+        // A young one may be a `docker run` in progress, or an engine that is slow to start.
+        state: if o.state == ContainerState::Created && is_stuck(o) {
+            ContainerState::Dead
+        } else {
+            o.state
+        },
         health: o.health,
         created: o.created,
         spec_hash: o.labels.get(labels::SPEC_HASH).cloned().unwrap_or_default(),
@@ -906,6 +939,7 @@ pub fn container_spec(
     group: &AutoScalingGroup,
     zone: &str,
     hash: &str,
+    controller: &str,
 ) -> ContainerSpec {
     let suffix: String = {
         let mut rng = rand::rng();
@@ -943,6 +977,7 @@ pub fn container_spec(
         (labels::LAUNCH_CONFIGURATION, lc.metadata.name.as_str()),
         (labels::SPEC_HASH, hash),
         (labels::ZONE, zone),
+        (labels::CONTROLLER, controller),
     ] {
         all_labels.insert(k.to_string(), v.to_string());
     }

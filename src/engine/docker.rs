@@ -299,6 +299,7 @@ fn event_from_message(m: EventMessage) -> EngineEvent {
     let actor = m.actor.unwrap_or_default();
     let attributes = actor.attributes.unwrap_or_default();
     let exit_code = attributes.get("exitCode").and_then(|c| c.parse().ok());
+    let name = attributes.get("name").cloned();
     let labels: BTreeMap<String, String> = attributes
         .into_iter()
         .filter(|(k, _)| k.contains('.') || !NON_LABEL_ATTRIBUTES.contains(&k.as_str()))
@@ -311,6 +312,7 @@ fn event_from_message(m: EventMessage) -> EngineEvent {
     EngineEvent {
         kind: event_kind(m.action.as_deref().unwrap_or("")),
         id: actor.id.unwrap_or_default(),
+        name,
         labels,
         exit_code,
         time,

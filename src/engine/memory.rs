@@ -127,6 +127,7 @@ impl State {
         let _ = self.events.send(EngineEvent {
             kind,
             id: c.id.clone(),
+            name: Some(c.name.clone()),
             labels: c.labels.clone(),
             exit_code: if kind == EventKind::Die {
                 c.exit_code

@@ -26,6 +26,11 @@ pub mod labels {
     pub const LAUNCH_CONFIGURATION: &str = "io.microscaler.launch-configuration";
     pub const SPEC_HASH: &str = "io.microscaler.spec-hash";
     pub const ZONE: &str = "io.microscaler.zone";
+    /// Which controller owns the container (several controllers may share an engine).
+    /// Absent means the controller named `default`.
+    pub const CONTROLLER: &str = "io.microscaler.controller";
+    /// Controller name assumed for containers without a `CONTROLLER` label.
+    pub const DEFAULT_CONTROLLER: &str = "default";
 }
 
 /// Everything needed to create one container.
@@ -140,6 +145,8 @@ pub enum EventKind {
 pub struct EngineEvent {
     pub kind: EventKind,
     pub id: String,
+    /// The container's name, when the engine says it.
+    pub name: Option<String>,
     /// The container's labels (Docker puts them into the event's attributes).
     pub labels: BTreeMap<String, String>,
     pub exit_code: Option<i64>,

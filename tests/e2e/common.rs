@@ -385,6 +385,9 @@ impl ControllerOptions {
 /// Killed on drop; its log is printed when the test is failing.
 pub struct Controller {
     child: Option<Child>,
+    /// Its `controllerName` (unique per test controller, so parallel tests sharing an engine
+    /// never touch each other's containers).
+    pub name: String,
     pub port: u16,
     /// The watched manifest directory.
     pub dir: PathBuf,
@@ -413,7 +416,12 @@ impl Controller {
         std::fs::create_dir_all(&dir).expect("manifest dir");
         let config_path = tmp.path().join("config.yaml");
         let log_path = tmp.path().join("controller.log");
-        let mut config = String::from("zones:\n");
+        let name = format!(
+            "e2e-{}-{}",
+            std::process::id(),
+            NS_COUNTER.fetch_add(1, Ordering::Relaxed)
+        );
+        let mut config = format!("controllerName: {name}\nzones:\n");
         for (name, host) in &opts.zones {
             config.push_str(&format!("  - name: {name}\n    dockerHost: \"{host}\"\n"));
         }
@@ -422,6 +430,7 @@ impl Controller {
         let port = free_port();
         let mut c = Controller {
             child: None,
+            name,
             port,
             dir,
             config_path,
@@ -597,4 +606,50 @@ pub fn assert_success(out: &Output) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Stops zone b's dockerd (SIGTERM, as an operator or a crash would) and waits until it is gone.
+pub fn stop_engine_b() {
+    let pidfile = "/run/microscaler-zone-b.pid";
+    let pid = std::fs::read_to_string(pidfile).unwrap_or_else(|e| {
+        panic!("cannot read {pidfile} (was zone b started by scripts/dockerd-up?): {e}")
+    });
+    let pid = pid.trim().to_string();
+    let alive = |pid: &str| {
+        Command::new("kill")
+            .args(["-0", pid])
+            .stderr(Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
+    };
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill runs")
+        .success());
+    assert!(
+        wait_until(Duration::from_secs(40), || !alive(&pid)),
+        "zone b's dockerd {pid} did not stop"
+    );
+}
+
+/// Starts zone b's dockerd again with `scripts/dockerd-up` (recorded in `MS_ENGINES_DIR`, so
+/// the run that started the engines also stops this one).
+pub fn start_engine_b() {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/dockerd-up");
+    let mut cmd = Command::new(script);
+    if let Some(dir) = non_empty_env("MS_ENGINES_DIR") {
+        cmd.arg(dir);
+    }
+    let out = cmd.output().expect("run scripts/dockerd-up");
+    assert!(
+        out.status.success(),
+        "scripts/dockerd-up failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        engine_answers(&docker_host_b()),
+        "zone b does not answer after dockerd-up"
+    );
 }

@@ -4,3 +4,4 @@
 
 mod common;
 mod engine_docker;
+mod reconcile;
