@@ -265,6 +265,30 @@ impl Client {
         self.items(&path).await
     }
 
+    /// `POST /v1/metrics/{ns}/{group}`: records a pushed metric value for a group.
+    pub async fn push_metric(
+        &self,
+        namespace: &str,
+        group: &str,
+        name: &str,
+        value: f64,
+    ) -> Result<Value> {
+        let path = format!("/v1/metrics/{}/{}", enc(namespace), enc(group));
+        let req = self
+            .request(reqwest::Method::POST, &path)
+            .json(&serde_json::json!({ "name": name, "value": value }));
+        self.send(req).await
+    }
+
+    /// `GET /v1/top`: the latest CPU/memory of every instance.
+    pub async fn top(&self, namespace: Option<&str>, group: Option<&str>) -> Result<Vec<Value>> {
+        let path = format!(
+            "/v1/top{}",
+            query(&[("namespace", namespace), ("group", group)])
+        );
+        self.items(&path).await
+    }
+
     /// `GET /v1/instancetypes`.
     pub async fn instance_types(&self) -> Result<Vec<Value>> {
         self.items("/v1/instancetypes").await

@@ -23,10 +23,12 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info};
+use tracing::info;
 
 use crate::controller::Shared;
-use crate::manifest::{AutoScalingGroup, Kind, Object, ObjectKey, ScalingPolicySpec};
+use crate::manifest::{
+    AutoScalingGroup, AutoScalingGroupSpec, Kind, Object, ObjectKey, ScalingPolicySpec,
+};
 use crate::observe::Zone;
 use crate::queue::Queue;
 use crate::status::{GroupMetrics, GroupStatus};
@@ -69,14 +71,90 @@ struct Override {
     spec_desired: Option<u32>,
 }
 
+/// Who owns a group's capacity: the user's spec, or the policy that acted last.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CapacityOwner {
+    over: Option<Override>,
+    /// Bounds in force after the last evaluation (a scheduled action may change them); `None`
+    /// for groups without policies.
+    bounds: Option<(u32, u32)>,
+}
+
+impl CapacityOwner {
+    /// The spec owns the capacity.
+    pub fn from_spec(_spec: &AutoScalingGroupSpec) -> CapacityOwner {
+        CapacityOwner::default()
+    }
+
+    /// The capacity in force. A changed `spec.desiredCapacity` takes over from a policy.
+    pub fn effective(&mut self, spec: &AutoScalingGroupSpec) -> Effective {
+        if self
+            .over
+            .as_ref()
+            .is_some_and(|o| o.spec_desired != spec.desired_capacity)
+        {
+            self.over = None;
+        }
+        let (min, max) = self
+            .bounds
+            .unwrap_or((spec.min_size, spec.max_size.max(spec.min_size)));
+        let (desired, set_by) = match &self.over {
+            Some(o) => (o.capacity, o.set_by.clone()),
+            None => (spec.desired_capacity.unwrap_or(spec.min_size), SetBy::User),
+        };
+        Effective {
+            desired: desired.clamp(min, max),
+            min_size: min,
+            max_size: max,
+            set_by,
+        }
+    }
+}
+
+/// One evaluation of a group's policies at `now`: the code path shared by the live autoscaler
+/// and the simulator. Updates `owner` when a policy sets the capacity or bounds change.
+pub fn evaluate_group(
+    owner: &mut CapacityOwner,
+    spec: &AutoScalingGroupSpec,
+    policies: &[(String, ScalingPolicySpec)],
+    history: &History,
+    state: &mut GroupState,
+    now: DateTime<Utc>,
+    max_pushed_age: Duration,
+) -> Decision {
+    let eff = owner.effective(spec);
+    let input = GroupInput {
+        capacity: eff.desired,
+        min_size: spec.min_size,
+        max_size: spec.max_size.max(spec.min_size),
+        scale_out_cooldown: spec
+            .scale_out_cooldown
+            .map(|d| d.0)
+            .unwrap_or(policy::DEFAULT_COOLDOWN),
+        scale_in_cooldown: spec
+            .scale_in_cooldown
+            .map(|d| d.0)
+            .unwrap_or(policy::DEFAULT_COOLDOWN),
+        max_pushed_age,
+    };
+    let out = policy::evaluate(now, &input, policies, history, state);
+    owner.bounds = Some((out.min_size, out.max_size));
+    if out.decision.desired != eff.desired {
+        owner.over = Some(Override {
+            capacity: out.decision.desired,
+            set_by: out.set_by.clone().unwrap_or(SetBy::User),
+            spec_desired: spec.desired_capacity,
+        });
+    }
+    out.decision
+}
+
 /// What the autoscaler keeps per group.
 #[derive(Debug, Default)]
 struct GroupAuto {
     history: History,
     state: GroupState,
-    over: Option<Override>,
-    /// Bounds in force after the last evaluation (a scheduled action may change them).
-    bounds: Option<(u32, u32)>,
+    owner: CapacityOwner,
     last_decision: Option<Decision>,
     seeded: bool,
 }
@@ -131,33 +209,13 @@ impl Autoscaler {
 
     /// The capacity the reconciler should converge `group` to (before `state: Stopped`).
     pub fn effective(&self, key: &ObjectKey, group: &AutoScalingGroup) -> Effective {
-        let spec = &group.spec;
         let mut groups = self.groups.lock().expect("autoscale lock");
         let g = groups.entry(key.clone()).or_default();
         if !g.seeded {
             g.seeded = true;
-            g.over = seed(group, &self.shared.desired.borrow(), key);
+            g.owner.over = seed(group, &self.shared.desired.borrow(), key);
         }
-        if g.over
-            .as_ref()
-            .is_some_and(|o| o.spec_desired != spec.desired_capacity)
-        {
-            debug!(group = %key, "spec.desiredCapacity changed: the user's value takes over");
-            g.over = None;
-        }
-        let (min, max) = g
-            .bounds
-            .unwrap_or((spec.min_size, spec.max_size.max(spec.min_size)));
-        let (desired, set_by) = match &g.over {
-            Some(o) => (o.capacity, o.set_by.clone()),
-            None => (spec.desired_capacity.unwrap_or(spec.min_size), SetBy::User),
-        };
-        Effective {
-            desired: desired.clamp(min, max),
-            min_size: min,
-            max_size: max,
-            set_by,
-        }
+        g.owner.effective(&group.spec)
     }
 
     /// Adds the autoscaling fields to a group's status (nothing for groups without policies,
@@ -165,11 +223,12 @@ impl Autoscaler {
     pub fn fill_status(&self, key: &ObjectKey, status: &mut GroupStatus) {
         let groups = self.groups.lock().expect("autoscale lock");
         let Some(g) = groups.get(key) else { return };
-        if g.bounds.is_none() {
+        if g.owner.bounds.is_none() {
             return;
         }
         status.desired_capacity_set_by = Some(
-            g.over
+            g.owner
+                .over
                 .as_ref()
                 .map(|o| o.set_by.to_string())
                 .unwrap_or_else(|| "user".into()),
@@ -245,7 +304,6 @@ impl Autoscaler {
             *self.instances.write().expect("instances lock") = c.instances();
             s
         };
-        let mut wake = Vec::new();
         {
             let mut groups = self.groups.lock().expect("autoscale lock");
             groups.retain(|k, _| infos.contains_key(k));
@@ -253,18 +311,10 @@ impl Autoscaler {
                 groups.entry(key).or_default().history.record(sample);
             }
         }
-        for (key, group, _) in desired.groups() {
-            let policies = policies_of(&desired, key);
-            if self.evaluate(key, group, &policies, now) {
-                wake.push(key.clone());
-            }
-        }
-        for key in wake {
-            self.queue.now(key);
-        }
+        self.evaluate_all(now);
     }
 
-    /// Evaluates one group; true when its capacity or bounds changed.
+    /// Evaluates one group; true when its capacity, bounds or decision changed.
     fn evaluate(
         &self,
         key: &ObjectKey,
@@ -272,54 +322,72 @@ impl Autoscaler {
         policies: &[(String, ScalingPolicySpec)],
         now: DateTime<Utc>,
     ) -> bool {
-        let eff = self.effective(key, group);
+        self.effective(key, group); // seeds after a restart
         let mut groups = self.groups.lock().expect("autoscale lock");
         let g = groups.entry(key.clone()).or_default();
         if policies.is_empty() {
             // No policy (any more): the spec rules again.
-            let changed = g.over.is_some() || g.bounds.is_some();
-            g.over = None;
-            g.bounds = None;
+            let changed = g.owner != CapacityOwner::default();
+            g.owner = CapacityOwner::default();
             g.last_decision = None;
             g.state = GroupState::default();
             return changed;
         }
-        let spec = &group.spec;
-        let input = GroupInput {
-            capacity: eff.desired,
-            min_size: spec.min_size,
-            max_size: spec.max_size.max(spec.min_size),
-            scale_out_cooldown: spec
-                .scale_out_cooldown
-                .map(|d| d.0)
-                .unwrap_or(policy::DEFAULT_COOLDOWN),
-            scale_in_cooldown: spec
-                .scale_in_cooldown
-                .map(|d| d.0)
-                .unwrap_or(policy::DEFAULT_COOLDOWN),
-            max_pushed_age: self.settings.pushed_max_age,
-        };
-        let out = policy::evaluate(now, &input, policies, &g.history, &mut g.state);
-        let bounds = Some((out.min_size, out.max_size));
-        let mut changed = g.bounds != bounds;
-        g.bounds = bounds;
-        if out.decision.desired != eff.desired {
-            info!(group = %key, from = eff.desired, to = out.decision.desired, "{}", out.decision.message);
-            g.over = Some(Override {
-                capacity: out.decision.desired,
-                set_by: out.set_by.clone().unwrap_or(SetBy::User),
-                spec_desired: spec.desired_capacity,
-            });
-            changed = true;
+        let before = g.owner.clone();
+        let decision = evaluate_group(
+            &mut g.owner,
+            &group.spec,
+            policies,
+            &g.history,
+            &mut g.state,
+            now,
+            self.settings.pushed_max_age,
+        );
+        if decision.desired != decision.capacity {
+            info!(group = %key, from = decision.capacity, to = decision.desired, "{}", decision.message);
         }
+        let mut changed = g.owner != before;
         if g.last_decision
             .as_ref()
-            .is_none_or(|d| !d.same_outcome(&out.decision))
+            .is_none_or(|d| !d.same_outcome(&decision))
         {
-            g.last_decision = Some(out.decision);
+            g.last_decision = Some(decision);
             changed = true;
         }
         changed
+    }
+
+    /// Records a collected sample for a group (what [`Autoscaler::tick`] does after sampling).
+    pub fn record(&self, key: &ObjectKey, sample: policy::GroupSample) {
+        let mut groups = self.groups.lock().expect("autoscale lock");
+        groups
+            .entry(key.clone())
+            .or_default()
+            .history
+            .record(sample);
+    }
+
+    /// Evaluates every group of the current snapshot at `now` (no sampling); enqueues the
+    /// groups whose capacity changed. Returns each group's latest decision.
+    pub fn evaluate_all(&self, now: DateTime<Utc>) -> BTreeMap<ObjectKey, Decision> {
+        let desired = self.shared.desired.borrow().clone();
+        let mut out = BTreeMap::new();
+        for (key, group, _) in desired.groups() {
+            let policies = policies_of(&desired, key);
+            if self.evaluate(key, group, &policies, now) {
+                self.queue.now(key.clone());
+            }
+            if let Some(d) = self
+                .groups
+                .lock()
+                .expect("autoscale lock")
+                .get(key)
+                .and_then(|g| g.last_decision.clone())
+            {
+                out.insert(key.clone(), d);
+            }
+        }
+        out
     }
 }
 

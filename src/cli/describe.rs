@@ -38,7 +38,16 @@ pub(crate) async fn run(client: Client, args: DescribeArgs) -> CmdResult {
                 .get(Kind::LaunchConfiguration, &args.ns.namespace, lc_name)
                 .await
                 .ok();
-            describe_group(&item, lc.as_ref(), now)
+            let mut text = describe_group(&item, lc.as_ref(), now);
+            // Policies, who set the capacity and the last decision in words.
+            let policies = client
+                .list(Kind::ScalingPolicy, Some(&args.ns.namespace))
+                .await
+                .unwrap_or_default();
+            text.push_str(&super::autoscale_cmd::describe_autoscaling(
+                &item, &policies,
+            ));
+            text
         }
         _ => describe_other(&item, now),
     };

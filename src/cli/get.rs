@@ -64,6 +64,15 @@ pub(crate) async fn run(client: Client, args: GetArgs) -> CmdResult {
         },
         Resource::Instances => {
             let mut items = client.instances(ns, None).await?;
+            if args.output == Output::Wide {
+                // CPU/MEM columns from the controller's latest samples (`ms top`).
+                let m = super::autoscale_cmd::metrics_by_name(&client, ns).await;
+                for i in items.iter_mut() {
+                    if let Some((cpu, mem)) = i["name"].as_str().and_then(|n| m.get(n)) {
+                        i["metrics"] = serde_json::json!([cpu, mem]);
+                    }
+                }
+            }
             if let Some(name) = &args.name {
                 items.retain(|i| i["name"].as_str() == Some(name));
                 if items.is_empty() {
@@ -269,7 +278,7 @@ fn lcs(items: &[Value], now: DateTime<Utc>) -> Table {
             .or(it.map(|t| t.cpus))
             .map(|c| c.to_string())
             .unwrap_or_else(|| "-".into());
-        let memory = spec["resources"]["memoryMib"]
+        let memory = spec["resources"]["memoryMiB"]
             .as_u64()
             .or(it.map(|t| t.memory_mib))
             .map(|m| format!("{m}Mi"))
@@ -322,6 +331,7 @@ fn instances(items: &[Value], wide: bool, all: bool, now: DateTime<Utc>) -> Tabl
         if !all {
             h.push("NAMESPACE");
         }
+        h.extend(["CPU", "MEM"]);
     }
     let mut t = Table::new(&h);
     for i in items {
@@ -353,6 +363,11 @@ fn instances(items: &[Value], wide: bool, all: bool, now: DateTime<Utc>) -> Tabl
             if !all {
                 row.push(cell(i.get("namespace")));
             }
+            let (cpu, mem) = i
+                .get("metrics")
+                .and_then(|m| Some((m.get(0)?.as_str()?, m.get(1)?.as_str()?)))
+                .unwrap_or(("-", "-"));
+            row.extend([cpu.to_string(), mem.to_string()]);
         }
         t.row(row);
     }
@@ -365,7 +380,7 @@ fn types(items: &[Value]) -> Table {
         t.row(vec![
             cell(i.get("name")),
             cell(i.get("cpus")),
-            cell(i.get("memoryMib")),
+            cell(i.get("memoryMiB")),
         ]);
     }
     t

@@ -5,6 +5,7 @@
 //! exit code 1; manifest errors print one line each, `file:line:col: field: message`.
 
 mod apply_cmd;
+mod autoscale_cmd;
 mod change;
 mod describe;
 mod get;
@@ -30,7 +31,8 @@ Output (stable; scripts should prefer `-o json`):
   ms get lcs             NAME IMAGE INSTANCE-TYPE CPUS MEMORY AGE
   ms get policies        NAME GROUP METRIC UPPER LOWER OUT IN
   ms get instances       NAME GROUP ZONE STATE CONTAINER PORTS AGE
-                         (wide adds UP-TO-DATE NAMESPACE)
+                         (wide adds UP-TO-DATE NAMESPACE CPU MEM)
+  ms top instances       NAME GROUP ZONE CPU% MEMORY MEM%
   ms get instancetypes   NAME CPUS MEMORY(MiB)
   ms get problems        FILE LINE FIELD MESSAGE
   With -A a NAMESPACE column comes first. `-o yaml` prints manifests (apiVersion, kind,
@@ -45,7 +47,8 @@ HTTP API of the controller (JSON; `Authorization: Bearer <token>` when tokens ar
   GET /healthz, GET /readyz, POST /v1/apply[?dryRun=true] (YAML body, header X-Ms-Filename),
   GET /v1/{asgs|lcs|policies}[?namespace=NS], GET /v1/{asgs|lcs|policies}/NS/NAME,
   GET /v1/instances[?namespace=NS&group=G], GET /v1/problems, GET /v1/instancetypes,
-  DELETE /v1/{asg|lc|policy}/NS/NAME, POST /v1/asgs/NS/NAME/{scale|start|stop}.";
+  DELETE /v1/{asg|lc|policy}/NS/NAME, POST /v1/asgs/NS/NAME/{scale|start|stop},
+  POST /v1/metrics/NS/GROUP (JSON {name, value}), GET /v1/top[?namespace=NS&group=G].";
 
 /// Autoscaling groups for Docker containers, declared in YAML manifests.
 #[derive(Debug, Parser)]
@@ -81,6 +84,12 @@ enum Command {
     Start(change::GroupArgs),
     /// Stop an autoscaling group: it keeps its definition and runs no instance (state: Stopped).
     Stop(change::GroupArgs),
+    /// Push a metric value for a group (for policies with `pushedMetric`).
+    PushMetric(autoscale_cmd::PushMetricArgs),
+    /// Show CPU and memory of instances: `ms top instances [GROUP]`.
+    Top(autoscale_cmd::TopArgs),
+    /// Replay a CSV metric trace through policies and print the capacity timeline (local).
+    Simulate(autoscale_cmd::SimulateArgs),
 }
 
 /// Arguments of `ms controller`.
@@ -202,6 +211,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Controller(args) => run_controller(args),
+        Command::Simulate(args) => autoscale_cmd::simulate(args),
         command => {
             let runtime = match tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -217,7 +227,9 @@ pub fn main() -> ExitCode {
             let token = cli.token.as_deref();
             runtime.block_on(async move {
                 match command {
-                    Command::Controller(_) => unreachable!("handled above"),
+                    Command::Controller(_) | Command::Simulate(_) => {
+                        unreachable!("handled above")
+                    }
                     Command::Login(a) => login::run(a, token.map(str::to_string)).await,
                     Command::Apply(a) => apply_cmd::run(client(server, token), a).await,
                     Command::Get(a) => get::run(client(server, token), a).await,
@@ -226,6 +238,10 @@ pub fn main() -> ExitCode {
                     Command::Scale(a) => change::scale(client(server, token), a).await,
                     Command::Start(a) => change::start_stop(client(server, token), a, true).await,
                     Command::Stop(a) => change::start_stop(client(server, token), a, false).await,
+                    Command::PushMetric(a) => {
+                        autoscale_cmd::push_metric(client(server, token), a).await
+                    }
+                    Command::Top(a) => autoscale_cmd::top(client(server, token), a).await,
                 }
             })
         }
