@@ -58,6 +58,9 @@ pub struct DockerEngine {
     docker: Docker,
     /// The address we connected to, for messages.
     host: String,
+    /// CPUs of the engine's host: an instance type asking for more (m1.xlarge's 4 on a 2-core
+    /// machine) is capped to it, since Docker refuses a `NanoCpus` above the host's CPUs.
+    host_cpus: Option<i64>,
 }
 
 impl DockerEngine {
@@ -94,7 +97,17 @@ impl DockerEngine {
             .negotiate_version()
             .await
             .map_err(|e| with_host(classify(e), &host))?;
-        Ok(DockerEngine { docker, host })
+        let host_cpus = docker
+            .info()
+            .await
+            .ok()
+            .and_then(|i| i.ncpu)
+            .filter(|n| *n > 0);
+        Ok(DockerEngine {
+            docker,
+            host,
+            host_cpus,
+        })
     }
 
     /// The address this engine was reached at.
@@ -321,7 +334,7 @@ fn event_from_message(m: EventMessage) -> EngineEvent {
 
 /// The create request for a spec: port bindings default to 127.0.0.1 and an ephemeral host port,
 /// so nothing is exposed beyond the machine by accident.
-fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
+fn create_body(spec: &ContainerSpec, host_cpus: Option<i64>) -> ContainerCreateBody {
     let mut bindings: PortMap = HashMap::new();
     for p in &spec.ports {
         let proto = p.protocol.as_deref().unwrap_or("tcp");
@@ -338,7 +351,10 @@ fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
     let mut exposed: Vec<String> = bindings.keys().cloned().collect();
     exposed.sort();
     let host_config = HostConfig {
-        nano_cpus: spec.nano_cpus,
+        nano_cpus: match (spec.nano_cpus, host_cpus) {
+            (Some(n), Some(cpus)) => Some(n.min(cpus * 1_000_000_000)),
+            (n, _) => n,
+        },
         memory: spec.memory_bytes,
         port_bindings: (!bindings.is_empty()).then_some(bindings),
         network_mode: spec.network.clone(),
@@ -406,7 +422,7 @@ impl Engine for DockerEngine {
         });
         let created = self
             .docker
-            .create_container(options, create_body(spec))
+            .create_container(options, create_body(spec, self.host_cpus))
             .await
             .map_err(|e| with_host(classify(e), &self.host))?;
         if let Err(e) = self.docker.start_container(&created.id, None).await {
@@ -659,7 +675,7 @@ mod tests {
             }],
             ..Default::default()
         };
-        let body = create_body(&spec);
+        let body = create_body(&spec, None);
         let bindings = body.host_config.unwrap().port_bindings.unwrap();
         let b = &bindings["8080/tcp"].as_ref().unwrap()[0];
         assert_eq!(b.host_ip.as_deref(), Some("127.0.0.1"));

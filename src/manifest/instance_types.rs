@@ -13,6 +13,7 @@ pub struct InstanceType {
     /// CPU limit (Docker's `--cpus`).
     pub cpus: f64,
     /// Memory limit in MiB (Docker's `--memory`).
+    #[serde(rename = "memoryMiB")]
     pub memory_mib: u64,
 }
 

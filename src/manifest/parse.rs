@@ -949,9 +949,9 @@ spec:
                 "cpus must be greater than 0",
             ),
             (
-                format!("{LC}  resources:\n    memoryMib: 4\n"),
-                8, 5, "spec.resources.memoryMib",
-                "memoryMib 4 is below Docker's minimum of 6 MiB",
+                format!("{LC}  resources:\n    memoryMiB: 4\n"),
+                8, 5, "spec.resources.memoryMiB",
+                "memoryMiB 4 is below Docker's minimum of 6 MiB",
             ),
             (
                 format!("{LC}  ports:\n  - 8080\n  - {{containerPort: 80, hostIp: localhost}}\n"),

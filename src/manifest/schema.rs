@@ -101,7 +101,7 @@ fn tighten(defs: &mut Map<String, Value>) {
     set(
         defs,
         "Resources",
-        "memoryMib",
+        "memoryMiB",
         "minimum",
         json!(MIN_MEMORY_MIB),
     );

@@ -215,9 +215,9 @@ fn validate_launch_configuration(s: &LaunchConfigurationSpec, p: &mut Problems) 
         if let Some(mem) = r.memory_mib {
             if mem < MIN_MEMORY_MIB {
                 p.error(
-                    "spec.resources.memoryMib",
+                    "spec.resources.memoryMiB",
                     format!(
-                        "memoryMib {mem} is below Docker's minimum of {MIN_MEMORY_MIB} MiB: use {MIN_MEMORY_MIB} or more"
+                        "memoryMiB {mem} is below Docker's minimum of {MIN_MEMORY_MIB} MiB: use {MIN_MEMORY_MIB} or more"
                     ),
                 );
             }
