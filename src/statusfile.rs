@@ -777,9 +777,10 @@ fn write_atomic_inner(
 /// Writes (or with `None` removes) the `status:` block of the object `identity` in document
 /// `doc_index` of `path`.
 ///
-/// Re-reads the file and checks that the document still is that object (else `UserEdited`:
-/// the watcher will reload and the next status goes to the right place), splices, and writes
-/// atomically only if the content changes, so git diffs stay quiet.
+/// Re-reads the file and checks that the document still is that object and that the file is
+/// valid (else `UserEdited`: the watcher will reload and the next status goes to the right place,
+/// or nowhere while the file has errors), splices, and writes atomically only if the content
+/// changes, so git diffs stay quiet.
 ///
 /// # Errors
 /// I/O failures and documents that cannot be spliced (see [`splice_status`]).
@@ -815,6 +816,13 @@ fn write_status_inner(
         return Ok(WriteOutcome::Gone);
     };
     if !identity_matches(&text, doc_index, identity) {
+        return Ok(WriteOutcome::UserEdited);
+    }
+    // A file that does not parse or validate is the user's work in progress and is never
+    // touched, even when the loaded snapshot still has its previous, valid version: the snapshot
+    // lags the disk (debounce), so a typo saved just before a status write would otherwise get a
+    // status block spliced into it.
+    if !crate::manifest::parse_file(path, &text).errors.is_empty() {
         return Ok(WriteOutcome::UserEdited);
     }
     let new = splice_status(&text, doc_index, block)?;
@@ -1170,15 +1178,17 @@ spec:\n  autoScalingGroup: web\n";
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("web.yaml");
-        fs::write(&path, FILE).unwrap();
+        let file = valid_file();
+        let file = file.as_str();
+        fs::write(&path, file).unwrap();
         fs::set_permissions(&path, fs::Permissions::from_mode(0o640)).unwrap();
         let own = OwnWrites::new();
         let out = write_status_recorded(&path, 1, &key(), Some(BLOCK), &own).unwrap();
         assert_eq!(out, WriteOutcome::Written);
         let written = fs::read_to_string(&path).unwrap();
-        assert_eq!(written, splice_status(FILE, 1, Some(BLOCK)).unwrap());
+        assert_eq!(written, splice_status(file, 1, Some(BLOCK)).unwrap());
         assert!(own.is_own(&path, &written));
-        assert!(!own.is_own(&path, FILE));
+        assert!(!own.is_own(&path, file));
         assert_eq!(mode(&path), 0o640);
         assert!(no_temp_files(dir.path()));
         assert_eq!(
@@ -1194,12 +1204,38 @@ spec:\n  autoScalingGroup: web\n";
             write_status(&path, 1, &key(), None).unwrap(),
             WriteOutcome::Written
         );
-        assert_eq!(fs::read_to_string(&path).unwrap(), FILE);
+        assert_eq!(fs::read_to_string(&path).unwrap(), file);
         fs::remove_file(&path).unwrap();
         assert_eq!(
             write_status(&path, 1, &key(), Some(BLOCK)).unwrap(),
             WriteOutcome::Gone
         );
+    }
+
+    /// The first two documents of [`FILE`]: a file that parses and validates.
+    fn valid_file() -> String {
+        let end = FILE.find("# the policy follows").unwrap();
+        let valid = FILE[..end].to_string();
+        let parsed = crate::manifest::parse_file(Path::new("web.yaml"), &valid);
+        assert!(parsed.errors.is_empty(), "{:?}", parsed.errors);
+        valid
+    }
+
+    #[test]
+    fn a_file_with_errors_never_gets_a_status_block() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("web.yaml");
+        // Saved by the user after the controller loaded the valid version, before the status
+        // write: the document is still the group, but the file no longer validates.
+        let typo = valid_file().replace("maxSize: 4", "maxSise: 4");
+        fs::write(&path, &typo).unwrap();
+        let own = OwnWrites::new();
+        assert_eq!(
+            write_status_recorded(&path, 1, &key(), Some(BLOCK), &own).unwrap(),
+            WriteOutcome::UserEdited
+        );
+        assert_eq!(fs::read_to_string(&path).unwrap(), typo);
+        assert!(no_temp_files(dir.path()));
     }
 
     #[test]

@@ -153,7 +153,18 @@ fn describe_group(item: &Value, lc: Option<&Value>, now: DateTime<Utc>) -> Strin
                 .collect::<Vec<_>>()
                 .join(", ")
         })
-        .unwrap_or_else(|| "<default zone>".into());
+        .unwrap_or_else(
+            || match status["zones"].as_array().filter(|z| !z.is_empty()) {
+                Some(z) => format!(
+                    "{} (the default zone)",
+                    z.iter()
+                        .map(|v| cell(Some(v)))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                None => "<default zone>".into(),
+            },
+        );
     field(&mut out, "Zones", zones);
     let desired = spec
         .get("desiredCapacity")

@@ -246,10 +246,15 @@ fn groups(items: &[Value], wide: bool, now: DateTime<Utc>) -> Table {
             .get("desiredCapacity")
             .filter(|v| !v.is_null())
             .or_else(|| spec.get("minSize"));
+        // Omitted zones mean the controller's default zone: show where the group really runs.
+        let zones = spec
+            .get("availabilityZones")
+            .filter(|z| z.as_array().is_some_and(|a| !a.is_empty()))
+            .or_else(|| status.get("zones"));
         let mut row = vec![
             name(i),
             spec["state"].as_str().unwrap_or("Started").to_string(),
-            cell(spec.get("availabilityZones")),
+            cell(zones),
             cell(spec.get("minSize")),
             cell(spec.get("maxSize")),
             cell(desired),
@@ -387,15 +392,23 @@ fn types(items: &[Value]) -> Table {
 }
 
 fn problems(items: &[Value]) -> Table {
-    let mut t = Table::new(&["FILE", "LINE", "FIELD", "MESSAGE"]);
+    let mut t = Table::new(&["LOCATION", "FIELD", "MESSAGE"]);
     for i in items {
         let field = i["field"].as_str().filter(|f| !f.is_empty()).unwrap_or("-");
-        t.row(vec![
-            cell(i.get("file")),
-            cell(i.get("line")),
-            field.to_string(),
-            cell(i.get("message")),
-        ]);
+        // `file:line:col`, as compilers print it, so editors and terminals can jump there.
+        let location = match (i.get("line").filter(|l| !l.is_null()), i.get("column")) {
+            (Some(line), Some(col)) if !col.is_null() => {
+                format!(
+                    "{}:{}:{}",
+                    cell(i.get("file")),
+                    cell(Some(line)),
+                    cell(Some(col))
+                )
+            }
+            (Some(line), _) => format!("{}:{}", cell(i.get("file")), cell(Some(line))),
+            (None, _) => cell(i.get("file")),
+        };
+        t.row(vec![location, field.to_string(), cell(i.get("message"))]);
     }
     t
 }
@@ -427,6 +440,37 @@ mod tests {
             "NAME   STATE     ZONES   MIN   MAX   DESIRED   CURRENT   READY   AGE\n\
              web    Started   a,b     1     4     1         2         1       5m\n"
         );
+    }
+
+    #[test]
+    fn a_group_without_zones_shows_the_zones_it_runs_in() {
+        let mut g = group();
+        g["spec"]["availabilityZones"] = json!([]);
+        g["status"]["zones"] = json!(["local"]);
+        let now = "2024-01-01T00:05:00Z".parse().unwrap();
+        let t = groups(&[g], false, now).render();
+        assert!(
+            t.lines()
+                .nth(1)
+                .unwrap()
+                .starts_with("web    Started   local   1 "),
+            "{t}"
+        );
+    }
+
+    #[test]
+    fn problems_are_located_as_file_line_column() {
+        let items = problem_items(&json!({
+            "fileErrors": [{"file": "/m/web.yaml", "line": 9, "column": 3,
+                            "field": "spec", "message": "unknown field `x`"}],
+            "conflicts": [{"key": "AutoScalingGroup/default/web", "winner": "/m/a.yaml",
+                           "ignored": "/m/b.yaml"}]
+        }));
+        let t = problems(&items).render();
+        let lines: Vec<&str> = t.lines().collect();
+        assert!(lines[0].starts_with("LOCATION "), "{t}");
+        assert!(lines[1].starts_with("/m/web.yaml:9:3   spec "), "{t}");
+        assert!(lines[2].starts_with("/m/b.yaml         -    "), "{t}");
     }
 
     #[test]

@@ -34,7 +34,7 @@ Output (stable; scripts should prefer `-o json`):
                          (wide adds UP-TO-DATE NAMESPACE CPU MEM)
   ms top instances       NAME GROUP ZONE CPU% MEMORY MEM%
   ms get instancetypes   NAME CPUS MEMORY(MiB)
-  ms get problems        FILE LINE FIELD MESSAGE
+  ms get problems        LOCATION (file:line:col) FIELD MESSAGE
   With -A a NAMESPACE column comes first. `-o yaml` prints manifests (apiVersion, kind,
   metadata, spec, status) that `ms apply` accepts back; `-o json` prints the API's items.
   ms apply/delete/scale/start/stop print `<kind>/<name> <action>` per object

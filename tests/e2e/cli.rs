@@ -299,6 +299,7 @@ fn a_newcomer_applies_a_group_and_sees_it_serve_http() {
             && rows.len() == 1
             && rows[0]["NAME"] == "web"
             && rows[0]["STATE"] == "Started"
+            && rows[0]["ZONES"] == "a"
             && ["DESIRED", "CURRENT", "READY"]
                 .iter()
                 .all(|c| rows[0][*c] == "2");
@@ -341,6 +342,7 @@ fn a_newcomer_applies_a_group_and_sees_it_serve_http() {
     let text = run.ok();
     for expected in [
         "Launch Configuration:  web (image microscaler/busybox:latest, t1.micro)\n",
+        "Zones:                 a (the default zone)\n",
         "Min/Max/Desired:       1 / 5 / 2\n",
         "Current/Ready/Updated: 2 / 2 / 2\n",
         "Conditions:\n",
@@ -564,7 +566,7 @@ fn a_typo_in_a_running_groups_manifest_is_reported_and_scales_nothing() {
     let line = line_of(&typo, "desiredCapasity");
     let location = format!("{}:{line}:3", web.display());
 
-    // `ms get problems` names the file, line and the fix.
+    // `ms get problems` names the file, line, column and the fix.
     let mut problems = None;
     let reported = wait_until(CONVERGE, || {
         let run = ms(&ctl, &["get", "problems"]);
@@ -577,8 +579,7 @@ fn a_typo_in_a_running_groups_manifest_is_reported_and_scales_nothing() {
     assert!(reported, "ms get problems: {problems:#?}");
     let rows = table(&problems.unwrap().stdout);
     assert_eq!(rows.len(), 1, "one problem expected: {rows:?}");
-    assert_eq!(rows[0]["FILE"], web.display().to_string());
-    assert_eq!(rows[0]["LINE"], line.to_string());
+    assert_eq!(rows[0]["LOCATION"], location);
     let json = ms(&ctl, &["get", "problems", "-o", "json"]);
     let items: Value = serde_json::from_str(json.ok()).expect("problems parse as JSON");
     assert_eq!(items[0]["column"], 3, "{items}");
@@ -834,7 +835,7 @@ fn the_same_group_in_two_files_is_a_conflict_and_the_first_path_wins() {
     let run = ms(&ctl, &["get", "problems"]);
     let rows = table(run.ok());
     assert_eq!(rows.len(), 1, "{run:#?}");
-    assert_eq!(rows[0]["FILE"], b.display().to_string(), "{run:#?}");
+    assert_eq!(rows[0]["LOCATION"], b.display().to_string(), "{run:#?}");
     let line = run.stdout.lines().nth(1).unwrap();
     assert!(
         line.contains(&format!("is already defined in {}", a.display()))
