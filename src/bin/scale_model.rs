@@ -71,6 +71,14 @@ struct Args {
     /// Full resyncs measured after convergence (the median is reported).
     #[arg(long, default_value_t = 3)]
     resyncs: usize,
+    /// Convergence from zero is measured up to this many groups (beyond it the run would take
+    /// hours while the per-group cost grows with the zone's container count).
+    #[arg(long, default_value_t = 1000)]
+    converge_max: usize,
+    /// Above 1,000 groups, a resync reconciles this evenly spaced sample of groups and scales
+    /// its time and CPU by groups / sample (the lists are always measured in full).
+    #[arg(long, default_value_t = 200)]
+    sample: usize,
     /// Write the results as JSON to this file too.
     #[arg(long)]
     json: Option<std::path::PathBuf>,
@@ -85,8 +93,11 @@ struct Figures {
     groups: usize,
     containers: usize,
     zones: usize,
-    converge_seconds: f64,
-    converge_cpu_seconds: f64,
+    /// None: not measured (above `--converge-max`); the containers were pre-created instead.
+    converge_seconds: Option<f64>,
+    converge_cpu_seconds: Option<f64>,
+    /// Groups reconciled in the measured resync (fewer than `groups`: extrapolated).
+    resync_sampled_groups: usize,
     resync_seconds: f64,
     resync_cpu_ms: f64,
     resync_engine_calls: u64,
@@ -136,17 +147,23 @@ fn main() -> anyhow::Result<()> {
 }
 
 fn print_table(all: &[Figures]) {
+    let opt = |x: Option<f64>| x.map_or("not measured".to_string(), |v| format!("{v:.2} s"));
     println!(
         "\n| groups | containers | converge from zero | its CPU | full resync, nothing to do | its CPU | engine calls per resync (lists) | RSS | peak RSS |"
     );
     println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for f in all {
+        let mark = if f.resync_sampled_groups < f.groups {
+            format!(" (extrapolated from {} groups)", f.resync_sampled_groups)
+        } else {
+            String::new()
+        };
         println!(
-            "| {} | {} | {:.2} s | {:.2} s | {:.1} ms | {:.1} ms | {} ({}) | {:.1} MiB | {:.1} MiB |",
+            "| {} | {} | {} | {} | {:.1} ms{mark} | {:.1} ms{mark} | {} ({}) | {:.1} MiB | {:.1} MiB |",
             f.groups,
             f.containers,
-            f.converge_seconds,
-            f.converge_cpu_seconds,
+            opt(f.converge_seconds),
+            opt(f.converge_cpu_seconds),
             f.resync_seconds * 1000.0,
             f.resync_cpu_ms,
             f.resync_engine_calls,
@@ -155,17 +172,21 @@ fn print_table(all: &[Figures]) {
             f.peak_rss_mib
         );
     }
+    let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
+        (Some(a), Some(b)) if a > 0.0 => format!("×{:.1}", b / a),
+        _ => "—".to_string(),
+    };
     if all.len() > 1 {
-        println!("\ngrowth between sizes (ratio of each figure; groups grow by the first column):");
+        println!("\ngrowth between sizes (groups grow ×10 per step unless stated):");
         for w in all.windows(2) {
             let (a, b) = (&w[0], &w[1]);
             println!(
-                "  {} → {} groups (×{:.0}): converge ×{:.1}, converge CPU ×{:.1}, resync ×{:.1}, resync CPU ×{:.1}, calls ×{:.1}, peak RSS ×{:.1}",
+                "  {} → {} groups (×{:.0}): converge {}, converge CPU {}, resync ×{:.1}, resync CPU ×{:.1}, engine calls ×{:.1}, peak RSS ×{:.1}",
                 a.groups,
                 b.groups,
                 b.groups as f64 / a.groups as f64,
-                b.converge_seconds / a.converge_seconds,
-                b.converge_cpu_seconds / a.converge_cpu_seconds.max(1e-9),
+                ratio(a.converge_seconds, b.converge_seconds),
+                ratio(a.converge_cpu_seconds, b.converge_cpu_seconds),
                 b.resync_seconds / a.resync_seconds.max(1e-9),
                 b.resync_cpu_ms / a.resync_cpu_ms.max(1e-9),
                 b.resync_engine_calls as f64 / a.resync_engine_calls.max(1) as f64,
@@ -258,6 +279,32 @@ fn desired(groups: usize, instances: usize, zones: &[String]) -> anyhow::Result<
     Ok(d)
 }
 
+/// Creates every group's containers directly in the engines, labelled as the reconciler would
+/// (same spec hash, zones round-robin), so the controller adopts them with nothing to do.
+fn precreate(d: &Desired, engines: &[MemoryEngine], zones: &[String], instances: usize) {
+    use microscaler::engine::labels;
+    for (key, group, _) in d.groups() {
+        let lc = d
+            .launch_configuration(&key.namespace, &group.spec.launch_configuration)
+            .expect("the model defines every launch configuration");
+        let hash = microscaler::reconcile::container_hash(lc, group);
+        for i in 0..instances {
+            let z = i % zones.len();
+            engines[z].add_foreign(&[
+                (labels::MANAGED_BY, labels::MANAGER),
+                (labels::NAMESPACE, &key.namespace),
+                (labels::GROUP, &key.name),
+                (
+                    labels::LAUNCH_CONFIGURATION,
+                    &group.spec.launch_configuration,
+                ),
+                (labels::SPEC_HASH, &hash),
+                (labels::ZONE, &zones[z]),
+            ]);
+        }
+    }
+}
+
 async fn model(args: &Args, groups: usize) -> anyhow::Result<Figures> {
     let ms = |x: f64| Duration::from_secs_f64(x / 1000.0);
     let zone_names: Vec<String> = (0..args.zones).map(|z| format!("z{z}")).collect();
@@ -276,6 +323,10 @@ async fn model(args: &Args, groups: usize) -> anyhow::Result<Figures> {
         .collect();
     let snapshot = desired(groups, args.instances, &zone_names)?;
     let keys: Vec<ObjectKey> = snapshot.groups().map(|(k, _, _)| k.clone()).collect();
+    let converge = groups <= args.converge_max;
+    if !converge {
+        precreate(&snapshot, &engines, &zone_names, args.instances);
+    }
 
     // The wiring of `controller::run`, minus the directory watcher and the HTTP endpoint.
     let (_tx, rx) = watch::channel(Arc::new(snapshot));
@@ -344,30 +395,51 @@ async fn model(args: &Args, groups: usize) -> anyhow::Result<Figures> {
         sync,
         args.concurrency,
     );
-    tokio::spawn(rec.clone().run(args.workers, shutdown.clone()));
-
-    // Converge from zero: every container started.
     let want = (groups * args.instances) as u64;
-    let deadline = Instant::now() + Duration::from_secs(1800);
-    loop {
-        let started: u64 = engines.iter().map(|e| e.calls().start).sum();
-        if started >= want {
-            break;
+    let (converge_seconds, converge_cpu_seconds) = if converge {
+        tokio::spawn(rec.clone().run(args.workers, shutdown.clone()));
+        // Converge from zero: every container started.
+        let deadline = Instant::now() + Duration::from_secs(3600);
+        loop {
+            let started: u64 = engines.iter().map(|e| e.calls().start).sum();
+            if started >= want {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("did not converge: {started} of {want} started");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        if Instant::now() > deadline {
-            bail!("did not converge: {started} of {want} started");
+        let figures = (t0.elapsed().as_secs_f64(), cpu_seconds() - cpu0);
+        // Let trailing requeues and status writes settle before measuring an idle resync.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        (Some(figures.0), Some(figures.1))
+    } else {
+        // Pre-created containers: wait for every zone's first list (adoption). The runner is
+        // not started: its first pass over every group is exactly what is measured below.
+        while zones
+            .iter()
+            .any(|z| z.reach() != microscaler::observe::Reach::Reachable)
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let converge_seconds = t0.elapsed().as_secs_f64();
-    let converge_cpu_seconds = cpu_seconds() - cpu0;
+        (None, None)
+    };
     let running: usize = engines.iter().map(|e| e.containers().len()).sum();
     if running as u64 != want {
-        bail!("converged to {running} containers, wanted {want}");
+        bail!("{running} containers, wanted {want}");
     }
-    // Let trailing requeues and status writes settle before measuring an idle resync.
-    tokio::time::sleep(Duration::from_secs(2)).await;
 
+    // The groups a resync reconciles: all, or an evenly spaced sample above 1,000 groups.
+    let sampled: Vec<ObjectKey> = if groups > 1000 && args.sample < groups {
+        let step = groups as f64 / args.sample as f64;
+        (0..args.sample)
+            .map(|i| keys[(i as f64 * step) as usize].clone())
+            .collect()
+    } else {
+        keys.clone()
+    };
+    let factor = groups as f64 / sampled.len() as f64;
     let mut samples: Vec<(f64, f64, u64, u64)> = Vec::new();
     for _ in 0..args.resyncs.max(1) {
         for e in &engines {
@@ -383,7 +455,9 @@ async fn model(args: &Args, groups: usize) -> anyhow::Result<Figures> {
             z.apply_list(started, list);
         }))
         .await;
-        futures::stream::iter(keys.iter())
+        let (list_secs, list_cpu) = (t0.elapsed().as_secs_f64(), cpu_seconds() - cpu0);
+        let (t1, cpu1) = (Instant::now(), cpu_seconds());
+        futures::stream::iter(sampled.iter())
             .for_each_concurrent(args.workers, |k| {
                 let rec = rec.clone();
                 async move {
@@ -391,8 +465,8 @@ async fn model(args: &Args, groups: usize) -> anyhow::Result<Figures> {
                 }
             })
             .await;
-        let secs = t0.elapsed().as_secs_f64();
-        let cpu = cpu_seconds() - cpu0;
+        let secs = list_secs + t1.elapsed().as_secs_f64() * factor;
+        let cpu = list_cpu + (cpu_seconds() - cpu1) * factor;
         let calls: Vec<CallCounts> = engines.iter().map(|e| e.calls()).collect();
         let total: u64 = calls.iter().map(total_calls).sum();
         let lists: u64 = calls.iter().map(|c| c.list).sum();
@@ -411,6 +485,7 @@ async fn model(args: &Args, groups: usize) -> anyhow::Result<Figures> {
         zones: args.zones,
         converge_seconds,
         converge_cpu_seconds,
+        resync_sampled_groups: sampled.len(),
         resync_seconds,
         resync_cpu_ms: resync_cpu * 1000.0,
         resync_engine_calls: calls,
