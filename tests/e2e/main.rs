@@ -2,6 +2,7 @@
 //!
 //! One test binary, one module per area; shared helpers live in `common`.
 
+mod autoscale;
 mod cli;
 mod common;
 mod engine_docker;
