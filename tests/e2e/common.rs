@@ -653,3 +653,11 @@ pub fn start_engine_b() {
         "zone b does not answer after dockerd-up"
     );
 }
+
+/// Serializes the tests that use zone b: some stop and restart its engine.
+static ZONE_B: Mutex<()> = Mutex::new(());
+
+/// Holds zone b for one test (a panicking holder does not poison it for the others).
+pub fn zone_b_lock() -> std::sync::MutexGuard<'static, ()> {
+    ZONE_B.lock().unwrap_or_else(|p| p.into_inner())
+}

@@ -369,8 +369,11 @@ async fn a_missing_socket_is_unreachable() {
     assert!(matches!(err, EngineError::Unreachable(_)), "{err:?}");
 }
 
+// Holding zone b's lock across awaits is the point: no other test may restart it meanwhile.
+#[allow(clippy::await_holding_lock)]
 #[tokio::test]
 async fn zone_b_is_a_separate_engine() {
+    let _b = crate::common::zone_b_lock();
     let ns = TestNs::new();
     let host_b = docker_host_b();
     require_engine(&host_b);

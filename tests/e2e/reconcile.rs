@@ -2,17 +2,9 @@
 //! controller and of dockerd, two zones, rolling updates and failure containment.
 
 use std::process::Command;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::common::*;
-
-/// Tests that stop or restart zone b's engine must not overlap with other users of zone b.
-static ZONE_B: Mutex<()> = Mutex::new(());
-
-fn zone_b_lock() -> std::sync::MutexGuard<'static, ()> {
-    ZONE_B.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 /// A launch configuration and a group in namespace `ns`. `lc_extra` and `group_extra` are
 /// lines added to each spec (2-space indented by the caller).
