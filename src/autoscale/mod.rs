@@ -414,3 +414,7 @@ pub fn group_exists(desired: &Desired, key: &ObjectKey) -> bool {
         Some(Object::AutoScalingGroup(_))
     ) && key.kind == Kind::AutoScalingGroup
 }
+
+#[cfg(test)]
+#[path = "live_tests.rs"]
+mod tests;
