@@ -56,7 +56,7 @@ def table(doc):
 
 def svg(doc):
     """One panel per scenario: a bar per contender (median) with a min-max whisker."""
-    width, label_w, bar_w, row_h, pad = 960, 250, 560, 22, 10
+    width, label_w, bar_w, row_h, pad = 1060, 250, 560, 22, 10
     y = 40
     parts = []
     title = f"microscaler benchmark {doc['run']} ({doc['date']}): {machine_line(doc)}"
