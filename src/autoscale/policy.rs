@@ -75,6 +75,9 @@ impl fmt::Display for MetricRef {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Reading {
     pub value: f64,
+    /// Average over the window of (instances x value) of each sample: the group's total use,
+    /// consistent while the number of measured instances changes (pushed: the value).
+    pub total: f64,
     /// Instances measured in the latest sample (CPU/Memory); 0 for pushed metrics.
     pub instances: u32,
 }
@@ -157,6 +160,7 @@ impl History {
                 };
                 Some(Reading {
                     value,
+                    total: value,
                     instances: 0,
                 })
             }
@@ -171,9 +175,14 @@ impl History {
                     .filter(|s| s.time > from && s.time <= now)
                     .collect();
                 let vals: Vec<f64> = in_window.iter().filter_map(|s| pick(s)).collect();
+                let totals: Vec<f64> = in_window
+                    .iter()
+                    .filter_map(|s| pick(s).map(|v| v * s.instances as f64))
+                    .collect();
                 let latest = in_window.iter().rev().find(|s| pick(s).is_some())?;
                 Some(Reading {
                     value: vals.iter().sum::<f64>() / vals.len() as f64,
+                    total: totals.iter().sum::<f64>() / totals.len() as f64,
                     instances: latest.instances,
                 })
             }
@@ -723,9 +732,11 @@ fn target_tracking(
                 format!("{metric} {v} for target {t} per instance"),
             )
         }
+        // The window's average total use over the target: a new instance does not multiply
+        // the load measured before it existed.
         _ => (
-            r.instances as f64 * r.value / target,
-            r.value / target,
+            r.total / target,
+            r.total / (r.instances.max(1) as f64 * target),
             format!("{metric} {v} vs target {t} on {} instances", r.instances),
         ),
     };

@@ -103,7 +103,7 @@ fn columns(i: &Value) -> (String, String, String) {
     let of_limit = i["cpuOfLimit"].as_f64();
     let mut cpu_cell = pct(cpu);
     if let (Some(c), Some(l)) = (cpu, of_limit) {
-        if (c - l).abs() >= 0.05 {
+        if (c - l).abs() >= 1.0 {
             cpu_cell = format!("{c:.1}% ({l:.0}% of limit)");
         }
     }

@@ -242,9 +242,11 @@ fn groups(items: &[Value], wide: bool, now: DateTime<Utc>) -> Table {
     for i in items {
         let spec = &i["spec"];
         let status = &i["status"];
-        let desired = spec
-            .get("desiredCapacity")
-            .filter(|v| !v.is_null())
+        // A policy's capacity (status) wins over the spec's, as it does in the controller.
+        let desired = status
+            .get("desiredCapacitySetBy")
+            .and_then(|_| status.get("desiredCapacity"))
+            .or_else(|| spec.get("desiredCapacity").filter(|v| !v.is_null()))
             .or_else(|| spec.get("minSize"));
         // Omitted zones mean the controller's default zone: show where the group really runs.
         let zones = spec
