@@ -709,8 +709,14 @@ fn target_tracking(
         );
         return vote;
     };
-    inputs.insert(metric.to_string(), (r.value * 10.0).round() / 10.0);
-    let v = fmt_value(r.value, metric.unit());
+    // For utilization metrics, the per-instance value the decision is based on: the window's
+    // average total over the instances measured now.
+    let shown = match metric {
+        MetricRef::Pushed(_) => r.value,
+        _ => r.total / r.instances.max(1) as f64,
+    };
+    inputs.insert(metric.to_string(), (shown * 10.0).round() / 10.0);
+    let v = fmt_value(shown, metric.unit());
     let t = fmt_value(target, metric.unit());
     // Utilization metrics average over the measured instances; a pushed value is the group's
     // total and the target is per instance.

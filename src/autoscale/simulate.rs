@@ -242,18 +242,23 @@ pub fn load(
         for o in parsed.objects {
             match o.object {
                 Object::ScalingPolicy(p) => policies.push((p.metadata.name, p.spec)),
-                Object::AutoScalingGroup(g) => group = Some(g.spec),
+                Object::AutoScalingGroup(g) => group = Some((g.metadata.name, g.spec)),
                 Object::LaunchConfiguration(_) => {}
             }
         }
     }
+    // With a group, only its own policies apply (a group file may carry policies of its own).
+    if let Some((name, _)) = &group {
+        policies.retain(|(_, p)| p.auto_scaling_group == *name);
+    }
     if policies.is_empty() {
-        return Err(SimulateError::Manifest(
-            "no ScalingPolicy in the given files".into(),
-        ));
+        return Err(SimulateError::Manifest(match &group {
+            Some((name, _)) => format!("no ScalingPolicy for group `{name}` in the given files"),
+            None => "no ScalingPolicy in the given files".into(),
+        }));
     }
     policies.sort_by(|a, b| a.0.cmp(&b.0));
-    Ok((policies, group))
+    Ok((policies, group.map(|(_, g)| g)))
 }
 
 /// A group for simulating `policies` when none is given: minSize 1, maxSize 10, capacity 1,
