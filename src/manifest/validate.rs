@@ -888,4 +888,100 @@ mod tests {
             "autoscaling group `wbe` does not exist (yet) in namespace `default` (did you mean `web`?)"
         );
     }
+
+    fn policy_problems(spec_yaml: &str) -> Vec<(String, String)> {
+        let spec: ScalingPolicySpec =
+            serde_yaml_ng::from_str(&format!("autoScalingGroup: web\n{spec_yaml}")).unwrap();
+        let o = Object::ScalingPolicy(Manifest {
+            api_version: API_VERSION.into(),
+            kind: Kind::ScalingPolicy,
+            metadata: meta("p"),
+            spec,
+            status: None,
+        });
+        validate(&o)
+            .into_iter()
+            .map(|p| (p.field, p.message))
+            .collect()
+    }
+
+    #[test]
+    fn each_policy_type_is_checked_with_field_paths() {
+        let cases = [
+            ("type: TargetTracking\nmetric: CPU\ntargetValue: 50", None),
+            ("type: TargetTracking\npushedMetric: queue_depth\ntargetValue: 5", None),
+            (
+                "type: Scheduled\nschedule: [{cron: \"0 8 * * MON-FRI\", timeZone: Europe/Berlin, minSize: 2}]",
+                None,
+            ),
+            (
+                "type: TargetTracking\nmetric: CPU",
+                Some(("spec.targetValue", "a TargetTracking policy needs targetValue")),
+            ),
+            (
+                "type: TargetTracking\nmetric: CPU\ntargetValue: 50\nupperThreshold: 80",
+                Some(("spec.upperThreshold", "upperThreshold belongs to Step policies, not to a TargetTracking policy")),
+            ),
+            (
+                "metric: CPU\nupperThreshold: 80\nlowerThreshold: 30\nscaleOutStep: 1\nscaleInStep: 1\ntargetValue: 50",
+                Some(("spec.targetValue", "targetValue belongs to TargetTracking policies")),
+            ),
+            (
+                "metric: CPU\nupperThreshold: 80\nlowerThreshold: 30\nscaleOutStep: 1",
+                Some(("spec.scaleInStep", "a Step policy needs scaleInStep")),
+            ),
+            (
+                "type: TargetTracking\ntargetValue: 50",
+                Some(("spec.metric", "needs `metric: CPU`, `metric: Memory` or `pushedMetric: NAME`")),
+            ),
+            (
+                "type: TargetTracking\nmetric: CPU\npushedMetric: q\ntargetValue: 50",
+                Some(("spec.pushedMetric", "either metric or pushedMetric")),
+            ),
+            (
+                "type: TargetTracking\nmetric: CPU\ntargetValue: 50\ntolerance: 150",
+                Some(("spec.tolerance", "tolerance is a percentage")),
+            ),
+            (
+                "type: Scheduled",
+                Some(("spec.schedule", "needs at least one action")),
+            ),
+            (
+                "type: Scheduled\nschedule: [{cron: \"0 8 * *\", desiredCapacity: 2}]",
+                Some(("spec.schedule[0].cron", "has 4 fields; write 5")),
+            ),
+            (
+                "type: Scheduled\nschedule: [{cron: \"0 8 * * FUNDAY\", desiredCapacity: 2}]",
+                Some(("spec.schedule[0].cron", "invalid cron")),
+            ),
+            (
+                "type: Scheduled\nschedule: [{cron: \"0 8 * * *\", timeZone: Europe/Berln, desiredCapacity: 2}]",
+                Some(("spec.schedule[0].timeZone", "unknown time zone `Europe/Berln` (did you mean `Europe/Berlin`?)")),
+            ),
+            (
+                "type: Scheduled\nschedule: [{cron: \"0 8 * * *\"}]",
+                Some(("spec.schedule[0].cron", "the action changes nothing")),
+            ),
+            (
+                "type: Scheduled\nschedule: [{cron: \"0 8 * * *\", minSize: 5, maxSize: 2}]",
+                Some(("spec.schedule[0].minSize", "minSize 5 is above maxSize 2")),
+            ),
+            (
+                "type: Scheduled\nmetric: CPU\nschedule: [{cron: \"0 8 * * *\", minSize: 1}]",
+                Some(("spec.metric", "metric belongs to Step and TargetTracking policies")),
+            ),
+        ];
+        for (yaml, want) in cases {
+            let problems = policy_problems(yaml);
+            match want {
+                None => assert!(problems.is_empty(), "{yaml}: {problems:?}"),
+                Some((field, message)) => assert!(
+                    problems
+                        .iter()
+                        .any(|(f, m)| f == field && m.contains(message)),
+                    "{yaml}: wanted {field}: {message}, got {problems:?}"
+                ),
+            }
+        }
+    }
 }
