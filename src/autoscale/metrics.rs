@@ -117,9 +117,10 @@ impl Collector {
                 let cpu_of_limit = cpu.map(|c| c / info.cpus.unwrap_or(1.0).max(0.001));
                 let memory_percent = (cur.memory_limit_bytes > 0)
                     .then(|| cur.memory_used_bytes as f64 / cur.memory_limit_bytes as f64 * 100.0);
-                let warming = o.started_at.is_none_or(|s| {
-                    now - s < chrono::Duration::from_std(info.warm_up).unwrap_or_default()
-                });
+                // Lists may not carry the start time: creation is a close, earlier bound.
+                let started = o.started_at.unwrap_or(o.created);
+                let warming =
+                    now - started < chrono::Duration::from_std(info.warm_up).unwrap_or_default();
                 let entry = per_group.entry(key.clone()).or_default();
                 if !warming {
                     if let Some(c) = cpu_of_limit {
@@ -180,6 +181,101 @@ impl Collector {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::memory::MemoryEngine;
+    use crate::engine::{labels, ContainerSpec, Engine};
+    use crate::manifest::Kind;
+    use crate::observe::{observe, Connector};
+    use crate::queue::Queue;
+    use tokio_util::sync::CancellationToken;
+
+    async fn zone_with(engine: &MemoryEngine, shutdown: &CancellationToken) -> Arc<Zone> {
+        let zone = Arc::new(Zone::new("a"));
+        let e = engine.clone();
+        let connect: Connector = Arc::new(move || {
+            let e = e.clone();
+            Box::pin(async move { Ok(Arc::new(e) as Arc<dyn Engine>) })
+        });
+        tokio::spawn(observe(
+            zone.clone(),
+            connect,
+            Duration::from_secs(60),
+            Arc::new(Queue::new()),
+            Arc::new(Vec::new),
+            shutdown.clone(),
+        ));
+        for _ in 0..200 {
+            if zone.reach() == Reach::Reachable {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        zone
+    }
+
+    fn spec(name: &str) -> ContainerSpec {
+        let mut l = BTreeMap::new();
+        l.insert(labels::MANAGED_BY.to_string(), labels::MANAGER.to_string());
+        l.insert(labels::NAMESPACE.to_string(), "default".to_string());
+        l.insert(labels::GROUP.to_string(), "web".to_string());
+        ContainerSpec {
+            name: name.into(),
+            image: "img".into(),
+            labels: l,
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn group_averages_use_the_cpu_limit_and_leave_warming_instances_out() {
+        let engine = MemoryEngine::new();
+        let shutdown = CancellationToken::new();
+        let a = engine.create_and_start(&spec("web-a")).await.unwrap();
+        let b = engine.create_and_start(&spec("web-b")).await.unwrap();
+        let zone = zone_with(&engine, &shutdown).await;
+        assert_eq!(zone.len(), 2);
+        engine.set_usage(&a.id, 0.5, 128 << 20).unwrap();
+        engine.set_usage(&b.id, 0.25, 64 << 20).unwrap();
+        let key = ObjectKey::new(Kind::AutoScalingGroup, "default", "web");
+        let mut groups = BTreeMap::new();
+        groups.insert(
+            key.clone(),
+            GroupInfo {
+                cpus: Some(0.5),
+                warm_up: Duration::ZERO,
+            },
+        );
+        let mut c = Collector::default();
+        let first = c.collect(&[zone.clone()], &groups, 4, Utc::now()).await;
+        assert_eq!(first[&key].cpu, None, "CPU needs two samples");
+        assert_eq!(first[&key].instances, 0);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let second = c.collect(&[zone.clone()], &groups, 4, Utc::now()).await;
+        let s = &second[&key];
+        // 0.5 and 0.25 of a CPU on a 0.5 CPU limit: 100% and 50%, average 75%.
+        let cpu = s.cpu.unwrap();
+        assert!((cpu - 75.0).abs() < 3.0, "{cpu}");
+        assert_eq!(s.instances, 2);
+        assert!((s.memory.unwrap() - 37.5).abs() < 0.1);
+        let top = c.instances();
+        assert_eq!(top.len(), 2);
+        let ta = top.iter().find(|i| i.name == "web-a").unwrap();
+        assert!((ta.cpu_percent.unwrap() - 50.0).abs() < 2.0, "{ta:?}");
+        assert_eq!(ta.group, "web");
+
+        // Instances in their warm-up are measured (ms top) but not averaged.
+        groups.get_mut(&key).unwrap().warm_up = Duration::from_secs(3600);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let third = c.collect(&[zone.clone()], &groups, 4, Utc::now()).await;
+        assert_eq!(third[&key].cpu, None);
+        assert!(c.instances().iter().all(|i| i.warming));
+
+        // An unreachable engine: no sample at all (missing), not zero.
+        engine.set_unreachable(true);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let fourth = c.collect(&[zone], &groups, 4, Utc::now()).await;
+        assert!(fourth.get(&key).is_none_or(|s| s.cpu.is_none()));
+        shutdown.cancel();
+    }
 
     #[test]
     fn cpu_percent_is_computed_as_docker_stats_does() {

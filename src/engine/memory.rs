@@ -64,6 +64,9 @@ struct Container {
     observed: Observed,
     image: String,
     logs: Vec<String>,
+    /// Simulated use set by [`MemoryEngine::set_usage`]: (CPU fraction, CPU ns used before
+    /// it was set, when it was set, memory bytes).
+    usage: Option<(f64, u64, DateTime<Utc>, u64)>,
 }
 
 /// What happens to containers of a given image.
@@ -113,6 +116,25 @@ fn unreachable() -> EngineError {
 
 fn no_such_container(id: &str) -> EngineError {
     EngineError::NotFound(format!("No such container: {id}"))
+}
+
+/// Nanoseconds since the container started.
+fn up_ns(c: &Container, now: DateTime<Utc>) -> u64 {
+    c.observed
+        .started_at
+        .map(|t| (now - t).num_nanoseconds().unwrap_or(0).max(0) as u64)
+        .unwrap_or(0)
+}
+
+/// CPU time used so far: 10% of a CPU, or the rate given to `set_usage` since it was set.
+fn cpu_used_ns(c: &Container, now: DateTime<Utc>) -> u64 {
+    match c.usage {
+        None => up_ns(c, now) / 10,
+        Some((fraction, before, since, _)) => {
+            let d = (now - since).num_nanoseconds().unwrap_or(0).max(0) as f64;
+            before + (d * fraction) as u64
+        }
+    }
 }
 
 async fn delay(d: Duration) {
@@ -349,6 +371,7 @@ impl MemoryEngine {
                 observed: observed.clone(),
                 image: "foreign".into(),
                 logs: Vec::new(),
+                usage: None,
             },
         );
         s.emit(EventKind::Create, &observed);
@@ -367,6 +390,21 @@ impl MemoryEngine {
         c.observed.health = Some(health);
         let observed = c.observed.clone();
         s.emit(EventKind::Health(health), &observed);
+        Ok(())
+    }
+
+    /// Sets a container's simulated CPU use (fraction of one CPU, e.g. `0.5`) and memory from
+    /// now on, for metrics tests.
+    ///
+    /// # Errors
+    /// `NotFound` for an unknown container.
+    pub fn set_usage(&self, id: &str, cpu_fraction: f64, memory_bytes: u64) -> Result<()> {
+        let mut s = self.lock();
+        let id = s.find(id).ok_or_else(|| no_such_container(id))?;
+        let c = s.containers.get_mut(&id).expect("found above");
+        let now = Utc::now();
+        let used = cpu_used_ns(c, now);
+        c.usage = Some((cpu_fraction, used, now, memory_bytes));
         Ok(())
     }
 
@@ -506,6 +544,7 @@ impl Engine for MemoryEngine {
                     observed,
                     image: spec.image.clone(),
                     logs: Vec::new(),
+                    usage: None,
                 },
             );
             s.calls.start += 1;
@@ -602,17 +641,14 @@ impl Engine for MemoryEngine {
         if c.observed.state != ContainerState::Running {
             return Ok(StatsSample::default());
         }
-        // A plausible, steady sample: some CPU used, 8 MiB of 256 MiB.
-        let up = c
-            .observed
-            .started_at
-            .map(|t| (Utc::now() - t).num_nanoseconds().unwrap_or(0).max(0) as u64)
-            .unwrap_or(0);
+        // A plausible, steady sample (10% of a CPU, 8 MiB of 256 MiB) unless set_usage said
+        // otherwise.
+        let now = Utc::now();
         Ok(StatsSample {
-            cpu_total_ns: up / 10,
-            system_cpu_ns: up,
+            cpu_total_ns: cpu_used_ns(c, now),
+            system_cpu_ns: up_ns(c, now),
             online_cpus: 1,
-            memory_used_bytes: 8 << 20,
+            memory_used_bytes: c.usage.map_or(8 << 20, |u| u.3),
             memory_limit_bytes: 256 << 20,
         })
     }
