@@ -184,7 +184,7 @@ fn a_scheduled_action_fires_and_the_user_takes_over_afterwards() {
 }
 
 #[test]
-fn a_pushed_metric_scales_a_group_and_a_stale_one_is_ignored() {
+fn a_pushed_metric_scales_a_group_and_an_unknown_group_is_refused() {
     let (ctl, ns) = start(
         "  type: TargetTracking\n  pushedMetric: queue_depth\n  targetValue: 5\n  samplingWindow: 1s\n  scaleInStabilization: 3s\n",
         1,
