@@ -395,6 +395,12 @@ impl Reconciler {
     ) {
         let zone_of = |name: &str| self.zones.iter().find(|z| z.name == name).cloned();
         let desired = resolved.target.desired;
+        // " by policy NAME" when a policy set the capacity (for the activity causes).
+        let by = self
+            .autoscaler
+            .get()
+            .map(|a| a.cause_suffix(key))
+            .unwrap_or_default();
         let (last_desired, group_stopped) = {
             let mem = self.memory.lock().expect("memory lock");
             let last = mem.get(key).and_then(|m| m.last_desired);
@@ -478,7 +484,7 @@ impl Reconciler {
                     RemoveReason::ScaleIn if group_stopped => "group stopped".to_string(),
                     RemoveReason::ScaleIn => match last_desired {
                         Some(l) if l > desired => {
-                            format!("desired capacity lowered from {l} to {desired}")
+                            format!("desired capacity lowered from {l} to {desired}{by}")
                         }
                         _ => format!(
                             "more instances than desired ({desired}): zone with most, oldest first"
@@ -604,7 +610,7 @@ impl Reconciler {
             let cause = match reason {
                 CreateReason::ScaleOut => match mem.last_desired {
                     Some(l) if l < desired => {
-                        format!("desired capacity raised from {l} to {desired}")
+                        format!("desired capacity raised from {l} to {desired}{by}")
                     }
                     None => format!("group started with desired capacity {desired}"),
                     _ => format!("fewer instances than desired ({desired})"),

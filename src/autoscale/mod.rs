@@ -251,6 +251,22 @@ impl Autoscaler {
         });
     }
 
+    /// `" by policy NAME"` (or schedule, pushed metric) when a policy set the group's current
+    /// capacity, for the causes of scaling activities; empty when the user did.
+    pub fn cause_suffix(&self, key: &ObjectKey) -> String {
+        let groups = self.groups.lock().expect("autoscale lock");
+        match groups
+            .get(key)
+            .and_then(|g| g.owner.over.as_ref())
+            .map(|o| &o.set_by)
+        {
+            Some(SetBy::Policy(n)) => format!(" by policy {n}"),
+            Some(SetBy::Pushed(n)) => format!(" by policy {n} (pushed metric)"),
+            Some(SetBy::Schedule(n)) => format!(" by a scheduled action of policy {n}"),
+            Some(SetBy::User) | None => String::new(),
+        }
+    }
+
     /// Records a pushed value for a group (validated by the caller).
     pub fn push(&self, key: &ObjectKey, name: &str, value: f64, time: DateTime<Utc>) {
         let mut groups = self.groups.lock().expect("autoscale lock");

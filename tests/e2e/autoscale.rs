@@ -114,6 +114,10 @@ fn target_tracking_on_cpu_scales_out_under_load_and_in_after_the_stabilization_w
     expect_running(&ctl, &ns, 2, "scale-out on CPU", Duration::from_secs(20));
     let text = describe(&ctl, &ns);
     assert!(text.contains("set by policy burn-policy"), "{text}");
+    assert!(
+        text.contains("desired capacity raised from 1 to 2 by policy burn-policy"),
+        "{text}"
+    );
     assert!(wait_until(Duration::from_secs(5), || status_file(&ctl)
         .contains("desiredCapacitySetBy: policy/burn-policy")));
     // The spec was not rewritten.
