@@ -245,11 +245,15 @@ mod tests {
             },
         );
         let mut c = Collector::default();
-        let first = c.collect(std::slice::from_ref(&zone), &groups, 4, Utc::now()).await;
+        let first = c
+            .collect(std::slice::from_ref(&zone), &groups, 4, Utc::now())
+            .await;
         assert_eq!(first[&key].cpu, None, "CPU needs two samples");
         assert_eq!(first[&key].instances, 0);
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let second = c.collect(std::slice::from_ref(&zone), &groups, 4, Utc::now()).await;
+        let second = c
+            .collect(std::slice::from_ref(&zone), &groups, 4, Utc::now())
+            .await;
         let s = &second[&key];
         // 0.5 and 0.25 of a CPU on a 0.5 CPU limit: 100% and 50%, average 75%.
         let cpu = s.cpu.unwrap();
@@ -265,7 +269,9 @@ mod tests {
         // Instances in their warm-up are measured (ms top) but not averaged.
         groups.get_mut(&key).unwrap().warm_up = Duration::from_secs(3600);
         tokio::time::sleep(Duration::from_millis(100)).await;
-        let third = c.collect(std::slice::from_ref(&zone), &groups, 4, Utc::now()).await;
+        let third = c
+            .collect(std::slice::from_ref(&zone), &groups, 4, Utc::now())
+            .await;
         assert_eq!(third[&key].cpu, None);
         assert!(c.instances().iter().all(|i| i.warming));
 
