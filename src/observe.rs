@@ -54,6 +54,40 @@ struct ZoneState {
     touched: HashMap<String, Instant>,
     /// Containers we are stopping/removing: hidden from planning, events about them ignored.
     terminating: HashSet<String>,
+    /// Container ids per group, so a reconcile costs its own group's size, not the zone's.
+    by_group: HashMap<ObjectKey, HashSet<String>>,
+}
+
+impl ZoneState {
+    fn insert(&mut self, c: Observed) {
+        if let Some(k) = group_key(&c.labels) {
+            self.by_group.entry(k).or_default().insert(c.id.clone());
+        }
+        self.containers.insert(c.id.clone(), c);
+    }
+
+    fn remove(&mut self, id: &str) {
+        let Some(c) = self.containers.remove(id) else {
+            return;
+        };
+        if let Some(k) = group_key(&c.labels) {
+            if let Some(ids) = self.by_group.get_mut(&k) {
+                ids.remove(id);
+                if ids.is_empty() {
+                    self.by_group.remove(&k);
+                }
+            }
+        }
+    }
+
+    fn reindex(&mut self) {
+        self.by_group.clear();
+        for c in self.containers.values() {
+            if let Some(k) = group_key(&c.labels) {
+                self.by_group.entry(k).or_default().insert(c.id.clone());
+            }
+        }
+    }
 }
 
 /// The filter that selects every container this controller manages.
@@ -129,11 +163,12 @@ impl Zone {
     /// The containers of one group (terminating ones excluded).
     pub fn instances_of(&self, key: &ObjectKey) -> Vec<Observed> {
         let st = self.state.lock().expect("zone lock");
-        st.containers
-            .values()
-            .filter(|c| {
-                !st.terminating.contains(&c.id) && group_key(&c.labels).as_ref() == Some(key)
-            })
+        let Some(ids) = st.by_group.get(key) else {
+            return Vec::new();
+        };
+        ids.iter()
+            .filter(|id| !st.terminating.contains(*id))
+            .filter_map(|id| st.containers.get(id))
             .cloned()
             .collect()
     }
@@ -141,10 +176,7 @@ impl Zone {
     /// Every group that has a container here.
     pub fn group_keys(&self) -> BTreeSet<ObjectKey> {
         let st = self.state.lock().expect("zone lock");
-        st.containers
-            .values()
-            .filter_map(|c| group_key(&c.labels))
-            .collect()
+        st.by_group.keys().cloned().collect()
     }
 
     /// Number of containers in the cache.
@@ -160,7 +192,7 @@ impl Zone {
     pub fn created(&self, c: Observed) {
         let mut st = self.state.lock().expect("zone lock");
         st.touched.insert(c.id.clone(), Instant::now());
-        st.containers.insert(c.id.clone(), c);
+        st.insert(c);
     }
 
     /// Hides a container we are about to remove.
@@ -176,7 +208,7 @@ impl Zone {
         st.terminating.remove(id);
         st.touched.insert(id.to_string(), Instant::now());
         if ok {
-            st.containers.remove(id);
+            st.remove(id);
         }
     }
 
@@ -205,6 +237,7 @@ impl Zone {
             }
         }
         st.containers = fresh;
+        st.reindex();
         st.touched.retain(|_, t| *t >= started);
         let ids: HashSet<&String> = st.containers.keys().collect();
         let gone: Vec<String> = st
@@ -232,17 +265,15 @@ impl Zone {
         match ev.kind {
             EventKind::Destroy => {
                 st.terminating.remove(&ev.id);
-                st.containers.remove(&ev.id);
+                st.remove(&ev.id);
             }
             EventKind::Create
             | EventKind::Start
             | EventKind::Die
             | EventKind::Oom
             | EventKind::Health(_) => {
-                let entry = st
-                    .containers
-                    .entry(ev.id.clone())
-                    .or_insert_with(|| Observed {
+                if !st.containers.contains_key(&ev.id) {
+                    st.insert(Observed {
                         id: ev.id.clone(),
                         name: ev
                             .name
@@ -256,6 +287,8 @@ impl Zone {
                         ports: Vec::new(),
                         exit_code: None,
                     });
+                }
+                let entry = st.containers.get_mut(&ev.id).expect("inserted above");
                 match ev.kind {
                     EventKind::Start => {
                         entry.state = ContainerState::Running;
