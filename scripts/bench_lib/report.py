@@ -57,11 +57,12 @@ def table(doc):
 def svg(doc):
     """One panel per scenario: a bar per contender (median) with a min-max whisker."""
     width, label_w, bar_w, row_h, pad = 1060, 250, 560, 22, 10
-    y = 40
+    y = 54
     parts = []
-    title = f"microscaler benchmark {doc['run']} ({doc['date']}): {machine_line(doc)}"
-    parts.append(f'<text x="{pad}" y="20" font-size="13" font-weight="bold">{escape(title[:150])}</text>')
-    parts.append(f'<text x="{pad}" y="34" font-size="11" fill="#555">median (bar) and min–max (whisker), '
+    title = f"microscaler benchmark {doc['run']} ({doc['date']}{', quick' if doc['quick'] else ''})"
+    parts.append(f'<text x="{pad}" y="20" font-size="13" font-weight="bold">{escape(title)}</text>')
+    parts.append(f'<text x="{pad}" y="34" font-size="11">{escape(machine_line(doc))}</text>')
+    parts.append(f'<text x="{pad}" y="48" font-size="11" fill="#555">median (bar) and min–max (whisker), '
                  f'seconds, from engine event timestamps; each panel has its own scale</text>')
     for sc, by in doc["scenarios"].items():
         y += 18
