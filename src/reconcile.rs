@@ -53,6 +53,9 @@ struct GroupMemory {
     last_desired: Option<u32>,
     conditions: Vec<Condition>,
     seeded: bool,
+    /// Stop grace of the group's launch configuration when last seen: a deleted group's
+    /// containers are stopped with it, not with Docker's default.
+    last_grace: Option<Duration>,
 }
 
 impl GroupMemory {
@@ -457,15 +460,20 @@ impl Reconciler {
 
         // Removals run in the background: a stop may wait for the grace period, and that must
         // not hold up the rest of this group's convergence (or a rollout's next batch).
-        let grace = resolved
-            .lc
-            .as_ref()
-            .and_then(|l| l.spec.stop_grace_period)
-            .map(|d| d.0)
-            .unwrap_or(Duration::from_secs(10));
+        let lc_grace = resolved.lc.as_ref().map(|l| {
+            l.spec
+                .stop_grace_period
+                .map(|d| d.0)
+                .unwrap_or(Duration::from_secs(10))
+        });
+        let grace;
         {
             let mut mem_guard = self.memory.lock().expect("memory lock");
             let mem = mem_guard.entry(key.clone()).or_default();
+            if lc_grace.is_some() {
+                mem.last_grace = lc_grace;
+            }
+            grace = mem.last_grace.unwrap_or(Duration::from_secs(10));
             if let Some(msg) = &crash {
                 mem.fail("CrashLoop", msg.clone());
             }
