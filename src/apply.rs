@@ -853,6 +853,7 @@ async fn delete_object(
         )
     })?;
     access.check(&ns)?;
+    confirm_if_last_group(&shared, kind, &ns, &name);
     let result = plan_and_write(&shared, false, |desired| {
         let (key, entry) = locate(desired, kind, &ns, &name)?;
         let mut edits = BTreeMap::new();
@@ -880,31 +881,27 @@ async fn delete_object(
         ))
     })
     .await?;
-    // The watcher refuses a reload that removes every group at once (an emptied directory is
-    // more often an accident than an intent): say so, or the user wonders why it keeps running.
-    let mut warnings = Vec::new();
-    let desired = snapshot(&shared);
+    Ok(Json(ChangeResponse {
+        results: vec![result],
+        warnings: Vec::new(),
+        dry_run: false,
+    }))
+}
+
+/// Before deleting the last group: the watcher refuses a reload that removes every group at once
+/// (an emptied directory is more often an accident than an intent), but an explicit delete is
+/// the intent, so it confirms it for the next reloads.
+fn confirm_if_last_group(shared: &Shared, kind: Kind, ns: &str, name: &str) {
+    let desired = snapshot(shared);
     let only_group = kind == Kind::AutoScalingGroup
         && desired
             .groups()
             .all(|(k, _, _)| k.namespace == ns && k.name == name);
-    if only_group && !shared.config.allow_empty {
-        warnings.push(ManifestError {
-            file: result.file.clone(),
-            line: 0,
-            column: 0,
-            field: String::new(),
-            message: format!(
-                "`{name}` was the last autoscaling group: the controller keeps running it until \
-                 another manifest appears or it is restarted with --allow-empty"
-            ),
-        });
+    if only_group {
+        shared
+            .confirm_empty
+            .confirm(std::time::Duration::from_secs(5));
     }
-    Ok(Json(ChangeResponse {
-        results: vec![result],
-        warnings,
-        dry_run: false,
-    }))
 }
 
 /// Body of `POST /v1/asgs/{ns}/{name}/scale`.

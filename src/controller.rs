@@ -36,6 +36,9 @@ pub struct Shared {
     /// Asks the watcher to rescan the directory now (after the apply endpoint wrote a file), so an
     /// `ms apply` does not wait for the debounce of file events.
     pub rescan: Notify,
+    /// An explicit delete (`ms delete`) of the last group confirms that emptying is intended:
+    /// the watcher lets every group go on reloads until this deadline.
+    pub confirm_empty: crate::watch::EmptyConfirmation,
 }
 
 /// Options of `ms controller` (flags override the configuration file).
@@ -86,6 +89,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         status: RwLock::new(BTreeMap::new()),
         ready: AtomicBool::new(false),
         rescan: Notify::new(),
+        confirm_empty: Default::default(),
     });
     let own = Arc::new(OwnWrites::new());
 
@@ -108,6 +112,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         debounce: config.debounce.0,
         rescan_period: config.rescan_period.0,
         allow_empty: config.allow_empty,
+        confirm_empty: shared.confirm_empty.clone(),
     };
     tokio::spawn(crate::watch::run(
         opts,

@@ -83,6 +83,7 @@ impl Harness {
             status: RwLock::new(BTreeMap::new()),
             ready: AtomicBool::new(true),
             rescan: Notify::new(),
+            confirm_empty: Default::default(),
         });
         let shutdown = CancellationToken::new();
         let queue: Arc<Queue<ObjectKey>> = Arc::new(Queue::new());

@@ -27,6 +27,25 @@ use crate::manifest::{self, Kind, ManifestError, Object, ObjectKey, ParsedFile};
 use crate::statusfile::OwnWrites;
 use crate::store::{Conflict, Desired, Entry};
 
+/// A deadline (milliseconds since the epoch) until which reloads may delete every group: set by
+/// an explicit `ms delete` of the last group, which confirms the intent an emptied directory
+/// does not show.
+#[derive(Debug, Clone, Default)]
+pub struct EmptyConfirmation(Arc<std::sync::atomic::AtomicI64>);
+
+impl EmptyConfirmation {
+    /// Confirms emptying for the next `window`.
+    pub fn confirm(&self, window: Duration) {
+        let until = Utc::now().timestamp_millis() + window.as_millis() as i64;
+        self.0.store(until, Ordering::SeqCst);
+    }
+
+    /// Whether emptying is confirmed now.
+    pub fn is_confirmed(&self) -> bool {
+        Utc::now().timestamp_millis() <= self.0.load(Ordering::SeqCst)
+    }
+}
+
 /// How the directory is watched.
 #[derive(Debug, Clone)]
 pub struct WatchOptions {
@@ -38,6 +57,8 @@ pub struct WatchOptions {
     pub rescan_period: Duration,
     /// Accept a reload that deletes every group at once (`--allow-empty`).
     pub allow_empty: bool,
+    /// Set by an explicit delete of the last group: accepts such a reload for a short while.
+    pub confirm_empty: EmptyConfirmation,
 }
 
 impl WatchOptions {
@@ -48,6 +69,7 @@ impl WatchOptions {
             debounce: Duration::from_millis(50),
             rescan_period: Duration::from_secs(30),
             allow_empty: false,
+            confirm_empty: EmptyConfirmation::default(),
         }
     }
 }
@@ -596,6 +618,7 @@ fn absolute_dir(dir: &Path) -> PathBuf {
 struct State {
     dir: PathBuf,
     allow_empty: bool,
+    confirm_empty: EmptyConfirmation,
     loader: Loader,
     /// The latest snapshot built: the `prev` of the next one.
     built: Desired,
@@ -624,7 +647,8 @@ impl State {
         }
         self.missing_logged = !exists;
 
-        let next = build_snapshot(&self.built, &files, self.allow_empty, Utc::now());
+        let allow_empty = self.allow_empty || self.confirm_empty.is_confirmed();
+        let next = build_snapshot(&self.built, &files, allow_empty, Utc::now());
         log_changes(&self.dir, &self.built, &next);
         self.built = next;
         if !same_meaning(&self.published, &self.built) {
@@ -657,6 +681,7 @@ pub(crate) async fn run_with(
     let mut state = State {
         dir: dir.clone(),
         allow_empty: opts.allow_empty,
+        confirm_empty: opts.confirm_empty.clone(),
         loader,
         built: Desired::default(),
         published: Desired::default(),
@@ -704,6 +729,17 @@ pub(crate) async fn run_with(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_empty_confirmation_holds_for_its_window_only() {
+        let c = EmptyConfirmation::default();
+        assert!(!c.is_confirmed());
+        c.confirm(Duration::from_secs(5));
+        assert!(c.is_confirmed());
+        c.confirm(Duration::ZERO);
+        std::thread::sleep(Duration::from_millis(5));
+        assert!(!c.is_confirmed());
+    }
     use crate::manifest::{
         AutoScalingGroupSpec, LaunchConfigurationSpec, Manifest, Metadata, ParsedObject,
         API_VERSION,
@@ -1115,6 +1151,7 @@ mod tests {
                 debounce: Duration::from_millis(50),
                 rescan_period: Duration::from_secs(3600),
                 allow_empty,
+                confirm_empty: EmptyConfirmation::default(),
             };
             let task = tokio::spawn(run_with(
                 opts,

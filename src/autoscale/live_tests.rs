@@ -101,6 +101,7 @@ fn autoscaler(yaml: &str) -> (Arc<Autoscaler>, watch::Sender<Arc<Desired>>) {
         status: RwLock::new(BTreeMap::new()),
         ready: AtomicBool::new(true),
         rescan: Notify::new(),
+        confirm_empty: Default::default(),
     });
     let a = Autoscaler::new(
         shared,

@@ -351,6 +351,7 @@ async fn model(args: &Args, groups: usize) -> anyhow::Result<Figures> {
         status: RwLock::new(BTreeMap::new()),
         ready: AtomicBool::new(true),
         rescan: Notify::new(),
+        confirm_empty: Default::default(),
     });
     let shutdown = CancellationToken::new();
     let queue: Arc<Queue<ObjectKey>> = Arc::new(Queue::new());

@@ -994,6 +994,18 @@ fn ms_delete_by_file_and_by_name_removes_groups_and_their_containers() {
             ns.name
         )
     );
+
+    // Deleting the last group explicitly is the confirmation an emptied directory lacks: it goes.
+    let run = ms(&ctl, &["delete", "asg", "keeper", "-n", &ns.name]);
+    assert_eq!(run.ok(), "autoscalinggroup/keeper deleted\n");
+    assert!(
+        wait_until(CONVERGE, || {
+            let run = ms(&ctl, &["get", "asgs", "-n", &ns.name]);
+            table(&run.stdout).is_empty()
+        }),
+        "the last group was not deleted: {:#?}",
+        ms(&ctl, &["get", "problems"])
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
