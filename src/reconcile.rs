@@ -219,6 +219,8 @@ impl Reconciler {
             plan::plan(&resolved.target, &instances, &reachable, &BTreeMap::new())
         };
         let wanted_creations = plan.create.len();
+        // What the group still needs, whatever the backoff holds back (status and requeue).
+        let planned = plan.clone();
         if held.is_some() {
             plan.create.clear();
         }
@@ -227,15 +229,33 @@ impl Reconciler {
         self.execute(key, &resolved, &plan, &instances, &observed)
             .await;
 
-        // Status from what we see now (our own actions are already in the caches).
-        let mut reachable_now = BTreeSet::new();
-        let mut after: Vec<(String, Observed)> = Vec::new();
-        for z in &self.zones {
-            if z.reach() == Reach::Reachable {
-                reachable_now.insert(z.name.clone());
-                after.extend(z.instances_of(key).into_iter().map(|o| (z.name.clone(), o)));
+        // Status from what we see now (our own actions are already in the caches). A pass that
+        // did nothing (every periodic resync of a converged group) reuses what it read.
+        let (after, after_instances, remaining) = if acted {
+            let mut reachable_now = BTreeSet::new();
+            let mut after: Vec<(String, Observed)> = Vec::new();
+            for z in &self.zones {
+                if z.reach() == Reach::Reachable {
+                    reachable_now.insert(z.name.clone());
+                    after.extend(z.instances_of(key).into_iter().map(|o| (z.name.clone(), o)));
+                }
             }
-        }
+            let after_instances: Vec<Instance> =
+                after.iter().map(|(z, o)| to_instance(z, o)).collect();
+            let remaining = if resolved.waiting_for.is_some() {
+                Plan::default()
+            } else {
+                plan::plan(
+                    &resolved.target,
+                    &after_instances,
+                    &reachable_now,
+                    &BTreeMap::new(),
+                )
+            };
+            (after, after_instances, remaining)
+        } else {
+            (observed, instances, planned)
+        };
         if resolved.group.is_none() {
             self.sync.forget(key);
             self.memory.lock().expect("memory lock").remove(key);
@@ -245,17 +265,6 @@ impl Reconciler {
                 Some(Instant::now() + Duration::from_millis(500))
             };
         }
-        let after_instances: Vec<Instance> = after.iter().map(|(z, o)| to_instance(z, o)).collect();
-        let remaining = if resolved.waiting_for.is_some() {
-            Plan::default()
-        } else {
-            plan::plan(
-                &resolved.target,
-                &after_instances,
-                &reachable_now,
-                &BTreeMap::new(),
-            )
-        };
         let status = self.build_status(
             key,
             &resolved,
