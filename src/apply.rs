@@ -593,6 +593,9 @@ fn write_edits(edits: &BTreeMap<PathBuf, FileEdit>) -> ApiResult<bool> {
 }
 
 /// Computes edits with `plan` and writes them, recomputing when another writer got in between.
+/// How long a change waits for the watcher to load it before answering anyway.
+const RELOAD_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 async fn plan_and_write<T>(
     shared: &Shared,
     dry_run: bool,
@@ -605,8 +608,15 @@ async fn plan_and_write<T>(
         if dry_run || edits.is_empty() {
             return Ok(out);
         }
+        // Answer once the watcher has loaded what we wrote, so an `ms get` right after an
+        // `ms apply` sees it (only in a running controller: `ready` means a watcher publishes).
+        let mut seen = shared.desired.clone();
+        seen.borrow_and_update();
         if write_edits(&edits)? {
             shared.rescan.notify_one();
+            if shared.ready.load(std::sync::atomic::Ordering::Acquire) {
+                let _ = tokio::time::timeout(RELOAD_WAIT, seen.changed()).await;
+            }
             return Ok(out);
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;

@@ -202,7 +202,7 @@ pub fn plan(
     // 2. Too many current instances: scale in from the zone with most, oldest first.
     let mut ready_scaled_in = 0u32;
     if cur > desired {
-        let mut pool: Vec<&Instance> = current.clone();
+        let mut pool: Vec<&Instance> = current.iter().copied().filter(|i| removable(i)).collect();
         let mut counts = per_zone.clone();
         for _ in 0..(cur - desired) {
             let Some(victim) = pick_scale_in(&mut pool, &mut counts, &zones) else {
@@ -243,7 +243,7 @@ pub fn plan(
                 .cmp(&b.is_ready())
                 .then(a.created.cmp(&b.created))
         });
-        for i in ordered {
+        for i in ordered.into_iter().filter(|i| removable(i)) {
             let ok = if !i.is_ready() {
                 true
             } else if available > min_available {
@@ -286,6 +286,12 @@ pub fn plan(
         }
     }
     out
+}
+
+/// A container still `created` is being started by someone (`docker run` in progress): it is
+/// left alone until it runs or counts as stuck (then it arrives here as failed).
+fn removable(i: &Instance) -> bool {
+    i.state != ContainerState::Created
 }
 
 /// Adds `n` creations, each into the zone with the fewest instances (ties: zone order).
@@ -494,6 +500,28 @@ mod tests {
         r.sort();
         assert_eq!(r, vec!["id1", "id2"]);
         assert!(p.create.is_empty());
+    }
+
+    #[test]
+    fn a_container_being_started_by_hand_is_left_alone_until_it_runs() {
+        let i = vec![
+            inst(1, "a", "new", Running, 0),
+            inst(2, "a", "", Created, 5),
+        ];
+        assert!(plan(&target(1, &["a"]), &i, &zones(&["a"]), &BTreeMap::new()).is_empty());
+        let i = vec![
+            inst(1, "a", "new", Running, 0),
+            inst(2, "a", "", Running, 5),
+        ];
+        assert_eq!(
+            removed(&plan(
+                &target(1, &["a"]),
+                &i,
+                &zones(&["a"]),
+                &BTreeMap::new()
+            )),
+            vec!["id2"]
+        );
     }
 
     #[test]
