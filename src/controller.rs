@@ -41,6 +41,61 @@ pub struct Shared {
     pub confirm_empty: crate::watch::EmptyConfirmation,
 }
 
+impl Shared {
+    /// Shared state over a desired-state channel: no status yet, not ready.
+    pub fn new(config: Config, desired: watch::Receiver<Arc<Desired>>) -> Shared {
+        Shared {
+            config,
+            desired,
+            status: RwLock::new(BTreeMap::new()),
+            ready: AtomicBool::new(false),
+            rescan: Notify::new(),
+            confirm_empty: Default::default(),
+        }
+    }
+}
+
+/// Starts one observer per zone (in order) for this controller, each connecting with its
+/// [`Connector`], and returns the zones for the reconciler. When a zone changes as a whole
+/// (first list, resync, reachability) every group of the desired state is enqueued.
+pub fn spawn_zones(
+    shared: &Arc<Shared>,
+    zones: Vec<(String, Connector)>,
+    resync: Duration,
+    queue: &Arc<Queue<ObjectKey>>,
+    shutdown: &CancellationToken,
+) -> Vec<Arc<Zone>> {
+    let all_groups: Arc<dyn Fn() -> Vec<ObjectKey> + Send + Sync> = {
+        let shared = shared.clone();
+        Arc::new(move || {
+            shared
+                .desired
+                .borrow()
+                .groups()
+                .map(|(k, _, _)| k.clone())
+                .collect()
+        })
+    };
+    zones
+        .into_iter()
+        .map(|(name, connect)| {
+            let zone = Arc::new(Zone::for_controller(
+                name,
+                shared.config.controller_name.clone(),
+            ));
+            tokio::spawn(observe(
+                zone.clone(),
+                connect,
+                resync,
+                queue.clone(),
+                all_groups.clone(),
+                shutdown.clone(),
+            ));
+            zone
+        })
+        .collect()
+}
+
 /// Options of `ms controller` (flags override the configuration file).
 #[derive(Debug, Clone, Default)]
 pub struct RunOptions {
@@ -83,14 +138,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
 
     let shutdown = CancellationToken::new();
     let (tx, rx) = watch::channel(Arc::new(Desired::default()));
-    let shared = Arc::new(Shared {
-        config: config.clone(),
-        desired: rx,
-        status: RwLock::new(BTreeMap::new()),
-        ready: AtomicBool::new(false),
-        rescan: Notify::new(),
-        confirm_empty: Default::default(),
-    });
+    let shared = Arc::new(Shared::new(config.clone(), rx));
     let own = Arc::new(OwnWrites::new());
 
     // The directory watcher (the only writer of desired state).
@@ -124,41 +172,28 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
 
     // Zones and their observers.
     let queue: Arc<Queue<ObjectKey>> = Arc::new(Queue::new());
-    let all_groups: Arc<dyn Fn() -> Vec<ObjectKey> + Send + Sync> = {
-        let shared = shared.clone();
-        Arc::new(move || {
-            shared
-                .desired
-                .borrow()
-                .groups()
-                .map(|(k, _, _)| k.clone())
-                .collect()
+    let connectors: Vec<(String, Connector)> = config
+        .zones
+        .iter()
+        .map(|z| {
+            let host = z.docker_host.clone();
+            let connect: Connector = Arc::new(move || {
+                let host = host.clone();
+                Box::pin(async move {
+                    let e = DockerEngine::connect(host.as_deref()).await?;
+                    Ok(Arc::new(e) as Arc<dyn Engine>)
+                })
+            });
+            (z.name.clone(), connect)
         })
-    };
-    let mut zones = Vec::new();
-    for z in &config.zones {
-        let zone = Arc::new(Zone::for_controller(
-            z.name.clone(),
-            config.controller_name.clone(),
-        ));
-        let host = z.docker_host.clone();
-        let connect: Connector = Arc::new(move || {
-            let host = host.clone();
-            Box::pin(async move {
-                let e = DockerEngine::connect(host.as_deref()).await?;
-                Ok(Arc::new(e) as Arc<dyn Engine>)
-            })
-        });
-        tokio::spawn(observe(
-            zone.clone(),
-            connect,
-            config.resync_period.0,
-            queue.clone(),
-            all_groups.clone(),
-            shutdown.clone(),
-        ));
-        zones.push(zone);
-    }
+        .collect();
+    let zones = spawn_zones(
+        &shared,
+        connectors,
+        config.resync_period.0,
+        &queue,
+        &shutdown,
+    );
 
     // Desired-state changes: readiness, and a reconcile of every group whose inputs changed.
     tokio::spawn(enqueue_changes(

@@ -27,6 +27,14 @@ pub type Connector = Arc<
         + Sync,
 >;
 
+/// A connector that always hands out the same engine (tests, the scale model).
+pub fn fixed_connector(engine: Arc<dyn Engine>) -> Connector {
+    Arc::new(move || {
+        let e = engine.clone();
+        Box::pin(async move { Ok(e) })
+    })
+}
+
 /// Reachability of a zone.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reach {

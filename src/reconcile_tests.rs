@@ -1,23 +1,20 @@
 //! Scenario tests of the reconciler against the in-memory engine, on paused time: the whole loop
 //! (observers, queue, reconcile, executor) runs; only the engine is fake.
 
-use std::collections::BTreeMap;
-use std::path::Path;
-use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{watch, Notify};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::*;
 use crate::config::Config;
 use crate::engine::memory::MemoryEngine;
-use crate::engine::{ContainerState, Engine, EngineError};
+use crate::engine::{ContainerState, EngineError};
 use crate::manifest::Kind;
-use crate::observe::{observe, Connector};
+use crate::observe::fixed_connector;
 use crate::statusfile::OwnWrites;
-use crate::store::{Desired, Entry};
+use crate::store::Desired;
 
 struct Harness {
     shared: Arc<Shared>,
@@ -33,28 +30,7 @@ impl Drop for Harness {
 }
 
 fn snapshot(yaml: &str) -> Desired {
-    let parsed = crate::manifest::parse_file(Path::new("test.yaml"), yaml);
-    assert!(parsed.errors.is_empty(), "{:?}", parsed.errors);
-    let mut d = Desired {
-        loaded: true,
-        ..Default::default()
-    };
-    for p in parsed.objects {
-        let key = p.object.key();
-        d.objects.insert(
-            key,
-            Entry {
-                generation: p.object.spec_hash(),
-                object: p.object,
-                file: "test.yaml".into(),
-                doc_index: p.doc_index,
-                line: p.line,
-                first_seen: Utc::now(),
-                warnings: vec![],
-            },
-        );
-    }
-    d
+    crate::store::test_snapshot(yaml)
 }
 
 impl Harness {
@@ -77,45 +53,21 @@ impl Harness {
                 docker_host: None,
             })
             .collect();
-        let shared = Arc::new(Shared {
-            config,
-            desired: rx,
-            status: RwLock::new(BTreeMap::new()),
-            ready: AtomicBool::new(true),
-            rescan: Notify::new(),
-            confirm_empty: Default::default(),
-        });
+        let shared = Arc::new(Shared::new(config, rx));
         let shutdown = CancellationToken::new();
         let queue: Arc<Queue<ObjectKey>> = Arc::new(Queue::new());
-        let all: Arc<dyn Fn() -> Vec<ObjectKey> + Send + Sync> = {
-            let shared = shared.clone();
-            Arc::new(move || {
-                shared
-                    .desired
-                    .borrow()
-                    .groups()
-                    .map(|(k, _, _)| k.clone())
-                    .collect()
-            })
-        };
-        let mut zones = Vec::new();
-        for (name, engine) in zone_names.iter().zip(&engines) {
-            let zone = Arc::new(Zone::new(*name));
-            let e = engine.clone();
-            let connect: Connector = Arc::new(move || {
-                let e = e.clone();
-                Box::pin(async move { Ok(Arc::new(e) as Arc<dyn Engine>) })
-            });
-            tokio::spawn(observe(
-                zone.clone(),
-                connect,
-                Duration::from_secs(30),
-                queue.clone(),
-                all.clone(),
-                shutdown.clone(),
-            ));
-            zones.push(zone);
-        }
+        let connectors = zone_names
+            .iter()
+            .zip(&engines)
+            .map(|(name, e)| (name.to_string(), fixed_connector(Arc::new(e.clone()))))
+            .collect();
+        let zones = crate::controller::spawn_zones(
+            &shared,
+            connectors,
+            Duration::from_secs(30),
+            &queue,
+            &shutdown,
+        );
         let sync = StatusSync::new(
             shared.clone(),
             Arc::new(OwnWrites::new()),

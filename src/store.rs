@@ -105,3 +105,29 @@ impl Desired {
             .unwrap_or(&[])
     }
 }
+
+/// A loaded snapshot of the objects in `yaml` (one file `test.yaml`), for tests.
+#[cfg(test)]
+pub(crate) fn test_snapshot(yaml: &str) -> Desired {
+    let parsed = crate::manifest::parse_file(std::path::Path::new("test.yaml"), yaml);
+    assert!(parsed.errors.is_empty(), "{:?}", parsed.errors);
+    let mut d = Desired {
+        loaded: true,
+        ..Default::default()
+    };
+    for p in parsed.objects {
+        d.objects.insert(
+            p.object.key(),
+            Entry {
+                generation: p.object.spec_hash(),
+                object: p.object,
+                file: "test.yaml".into(),
+                doc_index: p.doc_index,
+                line: p.line,
+                first_seen: chrono::Utc::now(),
+                warnings: vec![],
+            },
+        );
+    }
+    d
+}

@@ -5,8 +5,8 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
 use microscaler::client::{Client, ClientError};
@@ -15,7 +15,7 @@ use microscaler::controller::Shared;
 use microscaler::manifest::parse_file;
 use microscaler::store::{Desired, Entry};
 use serde_json::{json, Value};
-use tokio::sync::{oneshot, watch, Notify};
+use tokio::sync::{oneshot, watch};
 
 const LC: &str = "\
 # the web tier's image
@@ -57,14 +57,7 @@ impl Server {
             ..Config::default()
         };
         let (tx, rx) = watch::channel(Arc::new(Desired::default()));
-        let shared = Arc::new(Shared {
-            config,
-            desired: rx,
-            status: RwLock::new(BTreeMap::new()),
-            ready: AtomicBool::new(false),
-            rescan: Notify::new(),
-            confirm_empty: Default::default(),
-        });
+        let shared = Arc::new(Shared::new(config, rx));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let (stop, stopped) = oneshot::channel::<()>();

@@ -1,19 +1,15 @@
 //! The live autoscaler against the simulator, and capacity ownership, without an engine.
 
-use std::collections::BTreeMap;
-use std::path::Path;
-use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use tokio::sync::{watch, Notify};
+use tokio::sync::watch;
 
 use super::policy::{GroupSample, SetBy};
 use super::simulate;
 use super::*;
 use crate::config::Config;
-use crate::store::Entry;
 
 const GROUP: &str = "\
 apiVersion: microscaler.io/v1
@@ -70,39 +66,12 @@ spec:
 ";
 
 fn snapshot(yaml: &str) -> Desired {
-    let parsed = crate::manifest::parse_file(Path::new("test.yaml"), yaml);
-    assert!(parsed.errors.is_empty(), "{:?}", parsed.errors);
-    let mut d = Desired {
-        loaded: true,
-        ..Default::default()
-    };
-    for p in parsed.objects {
-        d.objects.insert(
-            p.object.key(),
-            Entry {
-                generation: p.object.spec_hash(),
-                object: p.object,
-                file: "test.yaml".into(),
-                doc_index: p.doc_index,
-                line: p.line,
-                first_seen: Utc::now(),
-                warnings: vec![],
-            },
-        );
-    }
-    d
+    crate::store::test_snapshot(yaml)
 }
 
 fn autoscaler(yaml: &str) -> (Arc<Autoscaler>, watch::Sender<Arc<Desired>>) {
     let (tx, rx) = watch::channel(Arc::new(snapshot(yaml)));
-    let shared = Arc::new(Shared {
-        config: Config::default(),
-        desired: rx,
-        status: RwLock::new(BTreeMap::new()),
-        ready: AtomicBool::new(true),
-        rescan: Notify::new(),
-        confirm_empty: Default::default(),
-    });
+    let shared = Arc::new(Shared::new(Config::default(), rx));
     let a = Autoscaler::new(
         shared,
         vec![],

@@ -184,17 +184,13 @@ mod tests {
     use crate::engine::memory::MemoryEngine;
     use crate::engine::{labels, ContainerSpec, Engine};
     use crate::manifest::Kind;
-    use crate::observe::{observe, Connector};
+    use crate::observe::{fixed_connector, observe};
     use crate::queue::Queue;
     use tokio_util::sync::CancellationToken;
 
     async fn zone_with(engine: &MemoryEngine, shutdown: &CancellationToken) -> Arc<Zone> {
         let zone = Arc::new(Zone::new("a"));
-        let e = engine.clone();
-        let connect: Connector = Arc::new(move || {
-            let e = e.clone();
-            Box::pin(async move { Ok(Arc::new(e) as Arc<dyn Engine>) })
-        });
+        let connect = fixed_connector(Arc::new(engine.clone()));
         tokio::spawn(observe(
             zone.clone(),
             connect,

@@ -7,28 +7,25 @@
 //! calls per resync, resident and peak memory. CPU time is the whole process's (the in-memory
 //! engines run inside it too, so it is an upper bound for the controller alone).
 
-use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::Parser;
 use futures::StreamExt;
 use microscaler::config::{Config, ZoneConfig};
-use microscaler::controller::Shared;
+use microscaler::controller::{spawn_zones, Shared};
 use microscaler::engine::memory::{CallCounts, Latencies, MemoryEngine};
-use microscaler::engine::Engine;
 use microscaler::manifest::ObjectKey;
-use microscaler::observe::{managed_filter, observe, Connector, Zone};
+use microscaler::observe::{fixed_connector, managed_filter};
 use microscaler::queue::Queue;
 use microscaler::reconcile::Reconciler;
 use microscaler::status_sync::StatusSync;
 use microscaler::statusfile::OwnWrites;
 use microscaler::store::{Desired, Entry};
 use serde::{Deserialize, Serialize};
-use tokio::sync::{watch, Notify};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 /// Command line of `scale-model`.
@@ -345,48 +342,24 @@ async fn model(args: &Args, groups: usize) -> anyhow::Result<Figures> {
         concurrency: args.concurrency,
         ..Config::default()
     };
-    let shared = Arc::new(Shared {
-        config,
-        desired: rx,
-        status: RwLock::new(BTreeMap::new()),
-        ready: AtomicBool::new(true),
-        rescan: Notify::new(),
-        confirm_empty: Default::default(),
-    });
+    let shared = Arc::new(Shared::new(config, rx));
     let shutdown = CancellationToken::new();
     let queue: Arc<Queue<ObjectKey>> = Arc::new(Queue::new());
-    let all: Arc<dyn Fn() -> Vec<ObjectKey> + Send + Sync> = {
-        let shared = shared.clone();
-        Arc::new(move || {
-            shared
-                .desired
-                .borrow()
-                .groups()
-                .map(|(k, _, _)| k.clone())
-                .collect()
-        })
-    };
     let cpu0 = cpu_seconds();
     let t0 = Instant::now();
-    let mut zones = Vec::new();
-    for (name, engine) in zone_names.iter().zip(&engines) {
-        let zone = Arc::new(Zone::new(name.clone()));
-        let e = engine.clone();
-        let connect: Connector = Arc::new(move || {
-            let e = e.clone();
-            Box::pin(async move { Ok(Arc::new(e) as Arc<dyn Engine>) })
-        });
-        // The periodic resync is driven by hand below, so the observers' own is out of the way.
-        tokio::spawn(observe(
-            zone.clone(),
-            connect,
-            Duration::from_secs(24 * 3600),
-            queue.clone(),
-            all.clone(),
-            shutdown.clone(),
-        ));
-        zones.push(zone);
-    }
+    let connectors = zone_names
+        .iter()
+        .zip(&engines)
+        .map(|(name, e)| (name.clone(), fixed_connector(Arc::new(e.clone()))))
+        .collect();
+    // The periodic resync is driven by hand below, so the observers' own is out of the way.
+    let zones = spawn_zones(
+        &shared,
+        connectors,
+        Duration::from_secs(24 * 3600),
+        &queue,
+        &shutdown,
+    );
     let sync = StatusSync::new(
         shared.clone(),
         Arc::new(OwnWrites::new()),
