@@ -4,6 +4,7 @@ use chrono::{DateTime, Utc};
 use clap::Args;
 use serde_json::Value;
 
+use super::get::error_line;
 use super::table::{age_of, cell, Table};
 use super::{CmdResult, Failure, NamespaceArgs};
 use crate::client::Client;
@@ -107,18 +108,6 @@ fn problems(out: &mut String, item: &Value) {
     for w in &warnings {
         out.push_str(&format!("  {}\n", error_line(w)));
     }
-}
-
-fn error_line(e: &Value) -> String {
-    let field = e["field"].as_str().filter(|f| !f.is_empty());
-    format!(
-        "{}:{}:{}: {}{}",
-        cell(e.get("file")),
-        cell(e.get("line")),
-        cell(e.get("column")),
-        field.map(|f| format!("{f}: ")).unwrap_or_default(),
-        cell(e.get("message"))
-    )
 }
 
 fn describe_group(item: &Value, lc: Option<&Value>, now: DateTime<Utc>) -> String {

@@ -155,7 +155,7 @@ async fn warn_about_file_errors(client: &Client) {
 }
 
 /// `file:line:col: field: message` of a manifest error in JSON.
-fn error_line(e: &Value) -> String {
+pub(super) fn error_line(e: &Value) -> String {
     let field = e["field"].as_str().filter(|f| !f.is_empty());
     format!(
         "{}:{}:{}: {}{}",
