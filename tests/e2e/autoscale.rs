@@ -81,7 +81,9 @@ fn expect_running(ctl: &Controller, ns: &TestNs, n: usize, what: &str, timeout: 
     }
 }
 
-fn start(policy: &str, min: u32, max: u32, desired: u32) -> (Controller, TestNs) {
+/// Returns the namespace first: locals drop in reverse order, so the controller is stopped
+/// before the namespace's containers are removed (else it would replace them and leak one).
+fn start(policy: &str, min: u32, max: u32, desired: u32) -> (TestNs, Controller) {
     let ns = TestNs::new();
     let mut ctl = Controller::start_with(ControllerOptions {
         extra_config: CONFIG.to_string(),
@@ -92,7 +94,7 @@ fn start(policy: &str, min: u32, max: u32, desired: u32) -> (Controller, TestNs)
         "burn.yaml",
         &group_yaml(&ns.name, min, max, desired, policy),
     );
-    (ctl, ns)
+    (ns, ctl)
 }
 
 fn status_file(ctl: &Controller) -> String {
@@ -101,7 +103,7 @@ fn status_file(ctl: &Controller) -> String {
 
 #[test]
 fn target_tracking_on_cpu_scales_out_under_load_and_in_after_the_stabilization_window() {
-    let (ctl, ns) = start(
+    let (ns, ctl) = start(
         "  type: TargetTracking\n  metric: CPU\n  targetValue: 20\n  samplingWindow: 2s\n  scaleInStabilization: 5s\n",
         1,
         2,
@@ -140,7 +142,7 @@ fn target_tracking_on_cpu_scales_out_under_load_and_in_after_the_stabilization_w
 
 #[test]
 fn step_policy_scales_out_after_the_breach_duration_and_back_in() {
-    let (ctl, ns) = start(
+    let (ns, ctl) = start(
         "  metric: CPU\n  samplingWindow: 2s\n  breachDuration: 2s\n  upperThreshold: 15\n  lowerThreshold: 5\n  scaleOutStep: 1\n  scaleInStep: 1\n",
         1,
         2,
@@ -164,7 +166,7 @@ fn a_scheduled_action_fires_and_the_user_takes_over_afterwards() {
         let next = t + chrono::Duration::seconds(60 - t.second() as i64);
         format!("{} {} * * *", next.minute(), next.hour())
     };
-    let (ctl, ns) = start(
+    let (ns, ctl) = start(
         &format!("  type: Scheduled\n  schedule:\n    - cron: \"{cron}\"\n      timeZone: UTC\n      desiredCapacity: 2\n"),
         1,
         3,
@@ -189,7 +191,7 @@ fn a_scheduled_action_fires_and_the_user_takes_over_afterwards() {
 
 #[test]
 fn a_pushed_metric_scales_a_group_and_an_unknown_group_is_refused() {
-    let (ctl, ns) = start(
+    let (ns, ctl) = start(
         "  type: TargetTracking\n  pushedMetric: queue_depth\n  targetValue: 5\n  samplingWindow: 1s\n  scaleInStabilization: 3s\n",
         1,
         3,
