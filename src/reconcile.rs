@@ -32,6 +32,8 @@ const CRASH_WINDOW: Duration = Duration::from_secs(10);
 const BACKOFF_BASE: Duration = Duration::from_secs(1);
 /// ...up to this.
 const BACKOFF_MAX: Duration = Duration::from_secs(60);
+/// How long a spec that started a container skips the slow start.
+const PROVEN_FOR: Duration = Duration::from_secs(600);
 /// Failures older than this no longer count towards the backoff.
 const FAILURE_MEMORY: Duration = Duration::from_secs(60);
 
@@ -110,6 +112,9 @@ pub struct Reconciler {
     queue: Arc<Queue<ObjectKey>>,
     sync: Arc<StatusSync>,
     memory: Mutex<HashMap<ObjectKey, GroupMemory>>,
+    /// Container specs (by hash) that recently started a container: slow start protects against
+    /// broken images and commands, which a recent success of the very same spec rules out.
+    proven: Mutex<HashMap<String, Instant>>,
     /// Creations in flight per group at most (the slow-start window grows up to this).
     concurrency: usize,
     /// The effective capacity of groups with scaling policies (set once, by the controller).
@@ -140,6 +145,7 @@ impl Reconciler {
             queue,
             sync,
             memory: Mutex::new(HashMap::new()),
+            proven: Mutex::new(HashMap::new()),
             concurrency: concurrency.max(1),
             autoscaler: std::sync::OnceLock::new(),
         })
@@ -485,6 +491,10 @@ impl Reconciler {
             grace = mem.last_grace.unwrap_or(Duration::from_secs(10));
             if let Some(msg) = &crash {
                 mem.fail("CrashLoop", msg.clone());
+                self.proven
+                    .lock()
+                    .expect("proven lock")
+                    .remove(&resolved.target.spec_hash);
             }
             for r in &plan.remove {
                 let cause = match r.reason {
@@ -561,10 +571,18 @@ impl Reconciler {
 
         // Slow start: one creation first, then the window grows by one per success (doubling
         // per round trip) up to `concurrency`; the first failure stops further launches, so a
-        // broken image costs one failed create per backoff period, not a hundred.
+        // broken image costs one failed create per backoff period, not a hundred. A spec that
+        // started a container within `PROVEN_FOR` starts at full speed.
+        let hash = &resolved.target.spec_hash;
+        let proven = self
+            .proven
+            .lock()
+            .expect("proven lock")
+            .get(hash)
+            .is_some_and(|t| t.elapsed() < PROVEN_FOR);
         let mut todo: VecDeque<&plan::Create> = plan.create.iter().collect();
         let mut inflight = FuturesUnordered::new();
-        let mut window = 1usize;
+        let mut window = if proven { self.concurrency } else { 1 };
         let mut failure: Option<(String, String)> = None;
         let mut launched: Vec<(String, String, CreateReason)> = Vec::new();
         loop {
@@ -596,10 +614,15 @@ impl Reconciler {
             match result {
                 Ok(o) => {
                     window += 1;
+                    self.proven
+                        .lock()
+                        .expect("proven lock")
+                        .insert(hash.clone(), Instant::now());
                     launched.push((o.name.clone(), zone.name.clone(), reason));
                     zone.created(o);
                 }
                 Err(e) => {
+                    self.proven.lock().expect("proven lock").remove(hash);
                     let why = match &e {
                         EngineError::NotFound(m) => format!(
                             "cannot launch in zone {}: {m} (image `{}`; microscaler never pulls: load or build the image on that engine)",

@@ -430,3 +430,36 @@ fn engine_errors_name_the_image() {
     let e = EngineError::NotFound("No such image: ghost:1".into());
     assert!(e.to_string().contains("ghost:1"));
 }
+
+async fn time_to_8(h: &Harness) -> Duration {
+    let t0 = Instant::now();
+    h.until("8 running", SECS(10), |h| h.total_running() >= 8)
+        .await;
+    Instant::now() - t0
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_spec_that_just_started_a_container_skips_the_slow_start() {
+    let engine = MemoryEngine::new();
+    engine.set_latencies(crate::engine::memory::Latencies {
+        create: Duration::from_millis(100),
+        ..Default::default()
+    });
+    // Launches of 8 at once take one round trip; slow start (1, 2, 4, 1) takes four.
+    let h = Harness::start_with(&["a"], vec![engine.clone()], &manifests(8, "img", "a")).await;
+    let cold = time_to_8(&h).await;
+    // Scale in to 0 and out again: the spec has proven itself, so all 8 go at once.
+    h.set(&manifests(0, "img", "a"));
+    h.until("0 running", SECS(10), |h| h.total_running() == 0)
+        .await;
+    h.set(&manifests(8, "img", "a"));
+    let warm = time_to_8(&h).await;
+    assert!(
+        cold >= Duration::from_millis(400),
+        "cold start took {cold:?}: no slow start?"
+    );
+    assert!(
+        warm <= Duration::from_millis(250),
+        "warm start took {warm:?}: slow start not skipped"
+    );
+}
