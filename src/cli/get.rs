@@ -303,20 +303,56 @@ fn lcs(items: &[Value], now: DateTime<Utc>) -> Table {
 }
 
 fn policies(items: &[Value]) -> Table {
-    let mut t = Table::new(&["NAME", "GROUP", "METRIC", "UPPER", "LOWER", "OUT", "IN"]);
+    let mut t = Table::new(&["NAME", "GROUP", "TYPE", "METRIC", "RULE"]);
     for i in items {
         let s = &i["spec"];
+        let kind = s["type"].as_str().unwrap_or("Step");
+        let metric = match (s.get("metric"), s["pushedMetric"].as_str()) {
+            (_, Some(p)) => format!("pushed:{p}"),
+            (Some(m), None) if !m.is_null() => cell(Some(m)),
+            _ => "-".to_string(),
+        };
         t.row(vec![
             name(i),
             cell(s.get("autoScalingGroup")),
-            cell(s.get("metric")),
-            format!("{}%", cell(s.get("upperThreshold"))),
-            format!("{}%", cell(s.get("lowerThreshold"))),
-            format!("+{}", cell(s.get("scaleOutStep"))),
-            format!("-{}", cell(s.get("scaleInStep"))),
+            kind.to_string(),
+            metric,
+            policy_rule(kind, s),
         ]);
     }
     t
+}
+
+/// One line saying what a policy does, per type.
+fn policy_rule(kind: &str, s: &Value) -> String {
+    match kind {
+        "TargetTracking" => format!(
+            "keep at {} (±{}%)",
+            cell(s.get("targetValue")),
+            s["tolerance"].as_f64().unwrap_or(10.0)
+        ),
+        "Scheduled" => {
+            let actions = s["schedule"].as_array().map(Vec::as_slice).unwrap_or(&[]);
+            let first = actions
+                .first()
+                .map(|a| {
+                    format!(
+                        ": {} {}",
+                        cell(a.get("cron")),
+                        a["timeZone"].as_str().unwrap_or("UTC")
+                    )
+                })
+                .unwrap_or_default();
+            format!("{} action(s){first}", actions.len())
+        }
+        _ => format!(
+            "+{} above {}%, -{} below {}%",
+            cell(s.get("scaleOutStep")),
+            cell(s.get("upperThreshold")),
+            cell(s.get("scaleInStep")),
+            cell(s.get("lowerThreshold"))
+        ),
+    }
 }
 
 fn instances(items: &[Value], wide: bool, all: bool, now: DateTime<Utc>) -> Table {
@@ -418,6 +454,19 @@ fn problems(items: &[Value]) -> Table {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_policy_rule_says_what_each_type_does() {
+        let step = json!({"upperThreshold": 80, "lowerThreshold": 30, "scaleOutStep": 2, "scaleInStep": 1});
+        assert_eq!(policy_rule("Step", &step), "+2 above 80%, -1 below 30%");
+        let target = json!({"targetValue": 50, "tolerance": 5.0});
+        assert_eq!(policy_rule("TargetTracking", &target), "keep at 50 (±5%)");
+        let sched = json!({"schedule": [{"cron": "0 8 * * MON-FRI", "timeZone": "Europe/Berlin"}, {"cron": "0 18 * * *"}]});
+        assert_eq!(
+            policy_rule("Scheduled", &sched),
+            "2 action(s): 0 8 * * MON-FRI Europe/Berlin"
+        );
+    }
 
     fn group() -> Value {
         json!({

@@ -29,7 +29,7 @@ Output (stable; scripts should prefer `-o json`):
   ms get asgs            NAME STATE ZONES MIN MAX DESIRED CURRENT READY AGE
                          (wide adds LAUNCH-CONFIGURATION UP-TO-DATE)
   ms get lcs             NAME IMAGE INSTANCE-TYPE CPUS MEMORY AGE
-  ms get policies        NAME GROUP METRIC UPPER LOWER OUT IN
+  ms get policies        NAME GROUP TYPE METRIC RULE
   ms get instances       NAME GROUP ZONE STATE CONTAINER PORTS AGE
                          (wide adds UP-TO-DATE NAMESPACE CPU MEM)
   ms top instances       NAME GROUP ZONE CPU% MEMORY MEM%
