@@ -9,7 +9,8 @@ use std::path::PathBuf;
 use serde::Serialize;
 
 use crate::manifest::{
-    AutoScalingGroup, LaunchConfiguration, ManifestError, Object, ObjectKey, ScalingPolicy,
+    AutoScalingGroup, LaunchConfiguration, ManifestError, Object, ObjectKey, ParsedObject,
+    ScalingPolicy,
 };
 
 /// One object and its source.
@@ -28,6 +29,25 @@ pub struct Entry {
     pub first_seen: chrono::DateTime<chrono::Utc>,
     /// Non-fatal problems (a reference to a launch configuration that does not exist yet, ...).
     pub warnings: Vec<ManifestError>,
+}
+
+impl Entry {
+    /// The entry of an object read from `file`, first seen at `first_seen`.
+    pub fn new(
+        parsed: ParsedObject,
+        file: PathBuf,
+        first_seen: chrono::DateTime<chrono::Utc>,
+    ) -> Entry {
+        Entry {
+            generation: parsed.object.spec_hash(),
+            object: parsed.object,
+            file,
+            doc_index: parsed.doc_index,
+            line: parsed.line,
+            first_seen,
+            warnings: parsed.warnings,
+        }
+    }
 }
 
 /// Two files define the same identity; the first by path wins.
@@ -118,15 +138,7 @@ pub(crate) fn test_snapshot(yaml: &str) -> Desired {
     for p in parsed.objects {
         d.objects.insert(
             p.object.key(),
-            Entry {
-                generation: p.object.spec_hash(),
-                object: p.object,
-                file: "test.yaml".into(),
-                doc_index: p.doc_index,
-                line: p.line,
-                first_seen: chrono::Utc::now(),
-                warnings: vec![],
-            },
+            Entry::new(p, "test.yaml".into(), chrono::Utc::now()),
         );
     }
     d

@@ -299,16 +299,7 @@ pub fn build_snapshot(
                 .map(|po| {
                     let key = po.object.key();
                     let first_seen = prev.objects.get(&key).map_or(now, |e| e.first_seen);
-                    let entry = Entry {
-                        object: po.object.clone(),
-                        file: path.clone(),
-                        doc_index: po.doc_index,
-                        line: po.line,
-                        generation: po.object.spec_hash(),
-                        first_seen,
-                        warnings: po.warnings.clone(),
-                    };
-                    (key, entry)
+                    (key, Entry::new(po.clone(), path.clone(), first_seen))
                 })
                 .collect()
         } else {

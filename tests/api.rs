@@ -108,15 +108,7 @@ impl Server {
             for o in parsed.objects {
                 desired.objects.insert(
                     o.object.key(),
-                    Entry {
-                        generation: o.object.spec_hash(),
-                        object: o.object,
-                        file: file.clone(),
-                        doc_index: o.doc_index,
-                        line: o.line,
-                        first_seen: chrono::Utc::now(),
-                        warnings: o.warnings,
-                    },
+                    Entry::new(o, file.clone(), chrono::Utc::now()),
                 );
             }
         }

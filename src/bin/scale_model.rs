@@ -262,19 +262,10 @@ fn desired(groups: usize, instances: usize, zones: &[String]) -> anyhow::Result<
             bail!("model manifest does not parse: {:?}", parsed.errors);
         }
         for p in parsed.objects {
-            d.objects.insert(
-                p.object.key(),
-                Entry {
-                    generation: p.object.spec_hash(),
-                    object: p.object,
-                    // Never written: the status sync finds no such file and skips it.
-                    file: "/nonexistent/scale-model.yaml".into(),
-                    doc_index: p.doc_index,
-                    line: p.line,
-                    first_seen: chrono::Utc::now(),
-                    warnings: vec![],
-                },
-            );
+            // Never written: the status sync finds no such file and skips it.
+            let file = "/nonexistent/scale-model.yaml".into();
+            d.objects
+                .insert(p.object.key(), Entry::new(p, file, chrono::Utc::now()));
         }
     }
     Ok(d)

@@ -5,7 +5,7 @@ use clap::Args;
 use serde_json::Value;
 
 use super::get::error_line;
-use super::table::{age_of, cell, Table};
+use super::table::{age_of, cell, started_age, Table};
 use super::{CmdResult, Failure, NamespaceArgs};
 use crate::client::Client;
 use crate::manifest::Kind;
@@ -243,10 +243,7 @@ fn describe_group(item: &Value, lc: Option<&Value>, now: DateTime<Utc>) -> Strin
                 cell(i.get("state")),
                 cell(i.get("containerId")),
                 cell(i.get("ports")),
-                match i.get("startedAt").filter(|v| !v.is_null()) {
-                    Some(v) => age_of(Some(v), now),
-                    None => "-".into(),
-                },
+                started_age(i, now),
                 if i["upToDate"].as_bool() == Some(true) {
                     "yes"
                 } else {

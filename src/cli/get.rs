@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use clap::Args;
 use serde_json::{json, Value};
 
-use super::table::{age_of, cell, Table};
+use super::table::{age_of, cell, started_age, Table};
 use super::{CmdResult, Failure, Output};
 use crate::client::Client;
 use crate::manifest::instance_types;
@@ -389,10 +389,7 @@ fn instances(items: &[Value], wide: bool, all: bool, now: DateTime<Utc>) -> Tabl
             cell(i.get("state")),
             cell(i.get("containerId")),
             cell(i.get("ports")),
-            match i.get("startedAt").filter(|v| !v.is_null()) {
-                Some(v) => age_of(Some(v), now),
-                None => "-".into(),
-            },
+            started_age(i, now),
         ]);
         if wide {
             row.push(

@@ -115,6 +115,14 @@ pub fn cell(v: Option<&Value>) -> String {
     }
 }
 
+/// Age since an instance's `startedAt`, `-` when it never started.
+pub fn started_age(instance: &Value, now: DateTime<Utc>) -> String {
+    match instance.get("startedAt").filter(|v| !v.is_null()) {
+        Some(v) => age_of(Some(v), now),
+        None => "-".into(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -15,8 +15,8 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::common::{
-    containers, free_port, http_get, wait_until, Controller, ControllerOptions, DockerContainer,
-    TestNs, TEST_IMAGE,
+    containers, free_port, http_get, output_with_stdin, wait_until, Controller, ControllerOptions,
+    DockerContainer, TestNs, TEST_IMAGE,
 };
 
 /// How long a group may take to converge before a test fails.
@@ -71,20 +71,10 @@ fn ms(ctl: &Controller, args: &[&str]) -> Run {
 
 /// [`ms`] with `input` on stdin.
 fn ms_stdin(ctl: &Controller, args: &[&str], input: &str) -> Run {
-    use std::io::Write;
-    let mut child = isolated(ctl, ctl.ms_command(args))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run ms");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(input.as_bytes())
-        .expect("write stdin");
-    Run::from(child.wait_with_output().expect("wait for ms"))
+    Run::from(output_with_stdin(
+        isolated(ctl, ctl.ms_command(args)),
+        input,
+    ))
 }
 
 fn isolated(ctl: &Controller, mut c: Command) -> Command {

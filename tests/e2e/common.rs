@@ -515,20 +515,7 @@ impl Controller {
 
     /// Runs `ms --server <url> args...` with `input` on stdin.
     pub fn ms_with_stdin(&self, args: &[&str], input: &str) -> Output {
-        let mut child = self
-            .ms_command(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("run ms");
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(input.as_bytes())
-            .expect("write ms stdin");
-        child.wait_with_output().expect("wait for ms")
+        output_with_stdin(self.ms_command(args), input)
     }
 
     /// The `ms` command aimed at this controller, for custom runs.
@@ -660,4 +647,21 @@ static ZONE_B: Mutex<()> = Mutex::new(());
 /// Holds zone b for one test (a panicking holder does not poison it for the others).
 pub fn zone_b_lock() -> std::sync::MutexGuard<'static, ()> {
     ZONE_B.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Runs `cmd` with `input` on its stdin and collects its output.
+pub fn output_with_stdin(mut cmd: Command, input: &str) -> Output {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run the command");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input.as_bytes())
+        .expect("write stdin");
+    child.wait_with_output().expect("wait for the command")
 }
