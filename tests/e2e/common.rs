@@ -644,9 +644,31 @@ pub fn start_engine_b() {
 /// Serializes the tests that use zone b: some stop and restart its engine.
 static ZONE_B: Mutex<()> = Mutex::new(());
 
+/// Zone b held by one test: the in-process mutex for this test binary, and an exclusive lock on
+/// a file shared by every test process on the machine (two checkouts running their suites at once
+/// must not restart zone b under each other's tests).
+pub struct ZoneBLock {
+    _file: std::fs::File,
+    _guard: std::sync::MutexGuard<'static, ()>,
+}
+
 /// Holds zone b for one test (a panicking holder does not poison it for the others).
-pub fn zone_b_lock() -> std::sync::MutexGuard<'static, ()> {
-    ZONE_B.lock().unwrap_or_else(|p| p.into_inner())
+pub fn zone_b_lock() -> ZoneBLock {
+    let guard = ZONE_B.lock().unwrap_or_else(|p| p.into_inner());
+    let path = std::env::temp_dir().join("microscaler-zone-b.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .unwrap_or_else(|e| panic!("cannot open {}: {e}", path.display()));
+    // Released when the file is closed, also when the test process dies.
+    file.lock()
+        .unwrap_or_else(|e| panic!("cannot lock {}: {e}", path.display()));
+    ZoneBLock {
+        _file: file,
+        _guard: guard,
+    }
 }
 
 /// Runs `cmd` with `input` on its stdin and collects its output.
