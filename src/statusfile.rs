@@ -15,10 +15,11 @@
 //! Blank lines that end a keep-chomped block scalar (`|+`) as the very last value of a document
 //! move below an inserted status block, which drops them from that scalar's value.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::hash::{Hash, Hasher};
 use std::io::{self, Write};
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -48,6 +49,10 @@ pub enum EditError {
     InvalidValue { field: String, reason: String },
     #[error("not a `status:` block: {0}")]
     InvalidBlock(String),
+    /// The file has no write permission bits: its owner made it read-only on purpose (`chmod
+    /// 444`), so neither status nor CLI edits go into it, even though a rename could.
+    #[error("{} is read-only; the controller does not write into read-only manifests (make it writable, or set `statusMode: sidecar`)", path.display())]
+    ReadOnly { path: PathBuf },
     #[error("failed to {action} {path}: {source}")]
     Io {
         action: &'static str,
@@ -281,21 +286,111 @@ pub fn splice_status(
     block: Option<&str>,
 ) -> Result<String, EditError> {
     let span = doc_span(text, doc_index)?;
+    let nl = newline_of(text);
     let lines = content_lines(text, &span);
     check_block_mapping(&lines, doc_index)?;
-    let nl = newline_of(text);
     let block = block.map(|b| status_block(b, nl)).transpose()?;
-    match (find_top_level_block(&lines, "status"), block) {
+    Ok(
+        match status_edit(text, &lines, doc_index, block.as_deref(), nl)? {
+            Some((range, with)) => format!("{}{with}{}", &text[..range.start], &text[range.end..]),
+            None => text.to_string(),
+        },
+    )
+}
+
+/// Sets (or with `None` removes) the `status:` block of several documents in one pass over
+/// `text`: the cost is one split of the file plus the edited documents, however many there are.
+///
+/// Returns the new text and the documents that could not be edited (see [`splice_status`] for
+/// why); those keep their bytes, the others are edited.
+pub fn splice_statuses(
+    text: &str,
+    blocks: &BTreeMap<usize, Option<String>>,
+) -> (String, Vec<(usize, EditError)>) {
+    let docs = split(text);
+    let nl = newline_of(text);
+    let mut out = String::with_capacity(text.len() + 1024);
+    let mut copied = 0usize;
+    let mut failed = Vec::new();
+    for (&index, block) in blocks {
+        let edit = docs
+            .get(index)
+            .ok_or(EditError::NoSuchDocument {
+                index,
+                count: docs.len(),
+            })
+            .and_then(|span| {
+                let lines = content_lines(text, span);
+                check_block_mapping(&lines, index)?;
+                let block = block.as_deref().map(|b| status_block(b, nl)).transpose()?;
+                status_edit(text, &lines, index, block.as_deref(), nl)
+            });
+        match edit {
+            Ok(Some((range, with))) => {
+                // Edits stay inside their own document, and documents come in order.
+                debug_assert!(range.start >= copied);
+                out.push_str(&text[copied..range.start]);
+                out.push_str(&with);
+                copied = range.end;
+            }
+            Ok(None) => {}
+            Err(e) => failed.push((index, e)),
+        }
+    }
+    out.push_str(&text[copied..]);
+    (out, failed)
+}
+
+/// `text` without the `status:` blocks of its microscaler `AutoScalingGroup` documents: what
+/// the git clean filter (`ms strip-status`) stores, so the status the controller writes into a
+/// checkout is invisible to git.
+///
+/// Only documents with `apiVersion: microscaler.io/...` and `kind: AutoScalingGroup` are
+/// touched (the only ones the controller writes status into); any other document, one that does
+/// not parse, or one the editor cannot handle (a flow mapping) keeps every byte. Removing a
+/// block the controller inserted gives back the original bytes exactly (see the module docs).
+pub fn strip_statuses(text: &str) -> String {
+    let blocks: BTreeMap<usize, Option<String>> = split(text)
+        .iter()
+        .enumerate()
+        .filter(|(_, span)| !span.empty && is_microscaler_group(&text[span.body.clone()]))
+        .map(|(i, _)| (i, None))
+        .collect();
+    if blocks.is_empty() {
+        return text.to_string();
+    }
+    splice_statuses(text, &blocks).0
+}
+
+fn is_microscaler_group(body: &str) -> bool {
+    let Ok(v) = serde_yaml_ng::from_str::<serde_yaml_ng::Value>(body) else {
+        return false;
+    };
+    let api = v.get("apiVersion").and_then(|a| a.as_str()).unwrap_or("");
+    api.starts_with("microscaler.io/")
+        && v.get("kind").and_then(|k| k.as_str()) == Some("AutoScalingGroup")
+}
+
+/// The edit of one document (its content `lines`) that puts `block` (already normalized, `None`
+/// removes) in place of its top-level `status:` block: the byte range of `text` to replace and
+/// what replaces it, or `None` when nothing changes.
+fn status_edit(
+    text: &str,
+    lines: &[Line<'_>],
+    doc_index: usize,
+    block: Option<&str>,
+    nl: &str,
+) -> Result<Option<(Range<usize>, String)>, EditError> {
+    match (find_top_level_block(lines, "status"), block) {
         (Some((first, end)), block) => {
             let last = &lines[end - 1];
             let mut start = lines[first].start;
-            let mut out = String::with_capacity(text.len());
+            let mut with = String::new();
             match block {
                 Some(b) => {
-                    out.push_str(&text[..start]);
-                    out.push_str(&b);
+                    with.push_str(b);
                     if last.has_terminator() {
-                        out.push_str(nl);
+                        with.push_str(nl);
                     }
                 }
                 None => {
@@ -309,11 +404,9 @@ pub fn splice_status(
                         }
                         .min(start);
                     }
-                    out.push_str(&text[..start]);
                 }
             }
-            out.push_str(&text[last.end..]);
-            Ok(out)
+            Ok(Some((start..last.end, with)))
         }
         (None, Some(b)) => {
             let last = lines
@@ -321,9 +414,15 @@ pub fn splice_status(
                 .rev()
                 .find(|l| l.is_content())
                 .ok_or(EditError::EmptyDocument { index: doc_index })?;
-            Ok(insert_after(text, last, &b, nl))
+            // As `insert_after`: a file without a final newline keeps having none.
+            let with = if last.has_terminator() {
+                format!("{b}{nl}")
+            } else {
+                format!("{nl}{b}")
+            };
+            Ok(Some((last.end..last.end, with)))
         }
-        (None, None) => Ok(text.to_string()),
+        (None, None) => Ok(None),
     }
 }
 
@@ -689,6 +788,10 @@ fn read_if_exists(path: &Path) -> Result<Option<String>, EditError> {
 /// `Unchanged` when the file already holds `content` (not even its mtime changes); `Gone` when the
 /// file vanished (with `expected_current` given). Readers never see a half-written file.
 ///
+/// # Errors
+/// [`EditError::ReadOnly`] when the existing file has no write permission bits (a rename would
+/// replace it anyway: the check is ours), and I/O failures.
+///
 /// # Caveats
 /// The re-read and the rename are two system calls: an edit landing between them (microseconds)
 /// is overwritten.
@@ -728,6 +831,9 @@ fn write_atomic_inner(
         ),
         None => None,
     };
+    if permissions.as_ref().is_some_and(|p| p.readonly()) {
+        return Err(EditError::ReadOnly { path: target });
+    }
     let dir = match target.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
@@ -1010,6 +1116,109 @@ spec:\n  autoScalingGroup: web\n";
         let back: crate::status::GroupStatus =
             serde_yaml_ng::from_value(v["status"].clone()).unwrap();
         assert_eq!(back, status);
+    }
+
+    #[test]
+    fn splice_statuses_edits_many_documents_in_one_pass_like_one_at_a_time() {
+        let three = format!("{FILE}---\nkind: AutoScalingGroup\nspec:\n  a: 1");
+        let blocks: BTreeMap<usize, Option<String>> = [
+            (0, Some(BLOCK.to_string())),
+            (1, Some(BLOCK2.to_string())),
+            (3, Some(BLOCK.to_string())),
+        ]
+        .into();
+        let (all, failed) = splice_statuses(&three, &blocks);
+        assert!(failed.is_empty(), "{failed:?}");
+        let mut one_by_one = three.clone();
+        for (i, b) in &blocks {
+            one_by_one = splice_status(&one_by_one, *i, b.as_deref()).unwrap();
+        }
+        assert_eq!(all, one_by_one);
+        // Replacing and removing in one pass gives back the original bytes.
+        let none: BTreeMap<usize, Option<String>> = blocks.keys().map(|i| (*i, None)).collect();
+        assert_eq!(splice_statuses(&all, &none).0, three);
+        // A document that cannot be edited is reported and left alone; the others are edited.
+        let flow = "a: 1\n--- {kind: X}\n---\nkind: Y\n";
+        let blocks: BTreeMap<usize, Option<String>> = [
+            (1, Some(BLOCK.to_string())),
+            (2, Some(BLOCK.to_string())),
+            (9, None),
+        ]
+        .into();
+        let (out, failed) = splice_statuses(flow, &blocks);
+        assert_eq!(out, format!("a: 1\n--- {{kind: X}}\n---\nkind: Y\n{BLOCK}"));
+        assert!(matches!(
+            failed[0],
+            (1, EditError::FlowMapping { index: 1 })
+        ));
+        assert!(matches!(failed[1], (9, EditError::NoSuchDocument { .. })));
+    }
+
+    #[test]
+    fn strip_statuses_removes_only_microscaler_group_status_blocks() {
+        let group = "apiVersion: microscaler.io/v1\nkind: AutoScalingGroup\nmetadata:\n  name: web\nspec:\n  minSize: 1\n";
+        let other = "apiVersion: v1\nkind: AutoScalingGroup\nstatus:\n  keep: me\n";
+        let ci = "jobs:\n  a: 1\nstatus:\n  keep: too\n";
+        let text = format!("# head\n{group}---\n{other}---\n{ci}");
+        let with = splice_status(&text, 0, Some(BLOCK)).unwrap();
+        assert_ne!(with, text);
+        assert_eq!(strip_statuses(&with), text);
+        assert_eq!(strip_statuses(&text), text);
+        // CRLF, no final newline, a byte order mark: the same bytes come back.
+        for variant in [
+            text.replace('\n', "\r\n"),
+            group.trim_end().to_string(),
+            format!("\u{feff}{group}"),
+        ] {
+            let with = splice_status(&variant, 0, Some(BLOCK2)).unwrap();
+            assert!(with.contains("observedGeneration: def"), "{with:?}");
+            assert_eq!(strip_statuses(&with), variant);
+        }
+        // Not YAML at all: untouched.
+        assert_eq!(strip_statuses("status: [\n"), "status: [\n");
+    }
+
+    #[test]
+    fn a_byte_order_mark_survives_every_edit() {
+        let text = format!("\u{feff}{}", valid_file());
+        let with = splice_status(&text, 1, Some(BLOCK)).unwrap();
+        assert!(with.starts_with('\u{feff}'));
+        let first = splice_status(&text, 0, Some(BLOCK)).unwrap();
+        assert!(
+            first.starts_with("\u{feff}# Launch configuration"),
+            "{first:?}"
+        );
+        assert_eq!(splice_status(&first, 0, None).unwrap(), text);
+        let scaled = set_spec_field(&text, 1, "maxSize", "8").unwrap();
+        assert!(scaled.starts_with('\u{feff}'));
+        assert_eq!(
+            doc_identity(&format!("\u{feff}{}", FILE.split("---").next().unwrap()), 0),
+            Some(("LaunchConfiguration".into(), "default".into(), "web".into()))
+        );
+        let parsed = crate::manifest::parse_file(Path::new("bom.yaml"), &with);
+        assert!(parsed.errors.is_empty(), "{:?}", parsed.errors);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_read_only_file_is_never_replaced() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("web.yaml");
+        let file = valid_file();
+        fs::write(&path, &file).unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o444)).unwrap();
+        let err = write_status(&path, 1, &key(), Some(BLOCK)).unwrap_err();
+        assert!(matches!(err, EditError::ReadOnly { .. }), "{err}");
+        assert!(err.to_string().contains("read-only"), "{err}");
+        assert_eq!(fs::read_to_string(&path).unwrap(), file);
+        assert_eq!(mode(&path), 0o444);
+        assert!(no_temp_files(dir.path()));
+        // Content that is already there is no write at all.
+        assert_eq!(
+            write_atomic(&path, &file, Some(&file)).unwrap(),
+            WriteOutcome::Unchanged
+        );
     }
 
     #[test]

@@ -3,6 +3,10 @@
 //! Document markers (`---`, `...`) are only recognised at column 0, where YAML itself requires
 //! them; so this split agrees with a real YAML parser, and lets the controller edit one document
 //! while every other byte of the file stays as written.
+//!
+//! A UTF-8 byte order mark at the start of the stream (valid YAML, and what some Windows editors
+//! write) belongs to no document body: it stays in the first document's `range`, so writers keep
+//! it, and out of its `body`, so parsers never see it as part of the first key.
 
 use std::ops::Range;
 
@@ -26,21 +30,34 @@ fn is_marker(line: &str, marker: &str) -> bool {
         .unwrap_or(false)
 }
 
+/// The UTF-8 byte order mark.
+pub const BOM: char = '\u{feff}';
+
+/// Length in bytes of the byte order mark `text` starts with (0 or 3).
+pub fn bom_len(text: &str) -> usize {
+    if text.starts_with(BOM) {
+        BOM.len_utf8()
+    } else {
+        0
+    }
+}
+
 /// Splits `text` into documents. A file with no markers is one document; empty documents
 /// (only comments or blank lines, e.g. before the first `---`) are kept but flagged `empty`,
 /// so indexes stay stable for the writer.
 pub fn split(text: &str) -> Vec<DocSpan> {
+    let bom = bom_len(text);
     let mut docs = Vec::new();
     let mut start = 0usize; // start of the current document (its `---` line, if any)
-    let mut body = 0usize; // start of its content
+    let mut body = bom; // start of its content
     let mut body_line = 1usize;
-    let mut pos = 0usize;
+    let mut pos = bom;
     let mut empty = true;
-    for (line_idx, line) in text.split_inclusive('\n').enumerate() {
+    for (line_idx, line) in text[bom..].split_inclusive('\n').enumerate() {
         let line_no = line_idx + 1;
         let bare = line.trim_end_matches(['\n', '\r']);
         if is_marker(bare, "---") {
-            if pos > 0 {
+            if pos > bom {
                 docs.push(DocSpan {
                     range: start..pos,
                     body: body..pos,
@@ -48,7 +65,8 @@ pub fn split(text: &str) -> Vec<DocSpan> {
                     empty,
                 });
             }
-            start = pos;
+            // The byte order mark stays with the first document's range.
+            start = if pos == bom { 0 } else { pos };
             body = pos + line.len();
             body_line = line_no + 1;
             empty = true;
@@ -113,6 +131,28 @@ mod tests {
     fn indented_dashes_are_not_markers() {
         let t = "a: |\n  ---\n  x\nb: ---\n";
         assert_eq!(split(t).len(), 1);
+    }
+
+    #[test]
+    fn a_byte_order_mark_stays_in_the_first_range_and_out_of_every_body() {
+        let t = "\u{feff}---\na: 1\n---\nb: 2\n";
+        let d = split(t);
+        assert_eq!(d.len(), 2);
+        assert_eq!(d[0].range.start, 0);
+        assert_eq!(&t[d[0].body.clone()], "a: 1\n");
+        assert_eq!(d[0].body_line, 2);
+        assert_eq!(&t[d[1].body.clone()], "b: 2\n");
+        let joined: String = d.iter().map(|s| &t[s.range.clone()]).collect();
+        assert_eq!(joined, t);
+        let t = "\u{feff}a: 1\n";
+        let d = split(t);
+        assert_eq!(d.len(), 1);
+        assert_eq!(d[0].range, 0..t.len());
+        assert_eq!(&t[d[0].body.clone()], "a: 1\n");
+        let d = split("\u{feff}");
+        assert_eq!(d.len(), 1);
+        assert!(d[0].empty);
+        assert_eq!(d[0].range, 0..3);
     }
 
     #[test]

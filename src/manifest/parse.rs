@@ -120,7 +120,11 @@ impl<'a> Doc<'a> {
             file,
             body: &text[span.body.clone()],
             line_offset: span.body_line - 1,
-            first_line_col_offset: text[line_start..span.body.start].chars().count(),
+            // A byte order mark takes no column: editors do not show it.
+            first_line_col_offset: text[line_start..span.body.start]
+                .trim_start_matches(yamldoc::BOM)
+                .chars()
+                .count(),
         }
     }
 
@@ -1229,6 +1233,31 @@ spec:
     fn a_status_block_is_accepted() {
         let parsed = parse(&format!("{ASG}status:\n  desired: 2\n"));
         assert!(parsed.errors.is_empty(), "{:#?}", parsed.errors);
+    }
+
+    #[test]
+    fn a_byte_order_mark_is_accepted_and_errors_keep_their_columns() {
+        let parsed = parse(&format!("\u{feff}{ASG}"));
+        assert!(parsed.errors.is_empty(), "{:#?}", parsed.errors);
+        assert_eq!(parsed.objects.len(), 1);
+        let parsed =
+            parse(&format!("\u{feff}---\n{ASG}---\n{ASG}").replacen("name: web", "name: two", 1));
+        assert!(parsed.errors.is_empty(), "{:#?}", parsed.errors);
+        assert_eq!(parsed.objects.len(), 2);
+        // Errors point where they point without the mark.
+        for broken in [
+            "apiVersion: nope/v9\nkind: AutoScalingGroup\n".to_string(),
+            "{apiVersion: 1, kind: [\n".to_string(),
+            ASG.replace("maxSize: 4", "maxSize: four"),
+        ] {
+            let plain = parse(&broken).errors;
+            assert!(!plain.is_empty());
+            assert_eq!(
+                parse(&format!("\u{feff}{broken}")).errors,
+                plain,
+                "{broken}"
+            );
+        }
     }
 
     #[test]
