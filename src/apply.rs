@@ -258,12 +258,26 @@ struct ListQuery {
 fn item(shared: &Shared, desired: &Desired, key: &ObjectKey, entry: &Entry) -> Value {
     let mut v = serde_json::to_value(&entry.object).unwrap_or(Value::Null);
     let status = if key.kind == Kind::AutoScalingGroup {
-        shared
+        let mut status = shared
             .status
             .read()
             .map(|s| s.get(key).map(|st| json!(st)))
             .unwrap_or(None)
-            .unwrap_or(Value::Null)
+            .unwrap_or(Value::Null);
+        // A file that cannot take its status shows as a condition of each group in it.
+        if let Some(problem) = shared.status_problems.get(&entry.file) {
+            if !status.is_object() {
+                status = json!({});
+            }
+            let conditions = &mut status["conditions"];
+            if !conditions.is_array() {
+                *conditions = json!([]);
+            }
+            if let Value::Array(list) = conditions {
+                list.push(json!(problem.condition()));
+            }
+        }
+        status
     } else {
         Value::Null
     };
@@ -433,10 +447,17 @@ async fn problems(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> ApiR
         Access::All => desired.empty_refused.clone(),
         Access::Namespaces(_) => None,
     };
+    let status_errors: Vec<_> = shared
+        .status_problems
+        .all()
+        .into_iter()
+        .filter(|p| visible(&p.file))
+        .collect();
     Ok(Json(json!({
         "fileErrors": file_errors,
         "conflicts": conflicts,
         "emptyRefused": empty_refused,
+        "statusErrors": status_errors,
     })))
 }
 
@@ -563,6 +584,9 @@ fn write_edits(edits: &BTreeMap<PathBuf, FileEdit>) -> ApiResult<bool> {
                 match edit::write_atomic(path, content, edit.original.as_deref()) {
                     Ok(true) => {}
                     Ok(false) => return Ok(false),
+                    Err(e @ crate::statusfile::EditError::ReadOnly { .. }) => {
+                        return Err(ApiError::new(StatusCode::CONFLICT, e.to_string()))
+                    }
                     Err(e) => {
                         return Err(ApiError::internal(format!(
                             "cannot write {}: {e}",

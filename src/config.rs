@@ -82,10 +82,46 @@ pub struct Config {
     /// Container stats requests in flight per zone at most.
     #[serde(default = "default_metrics_concurrency")]
     pub metrics_concurrency: usize,
+    /// Where group status is written besides the API: `inline` (a `status:` block in each
+    /// manifest, the default), `sidecar` (a parallel tree of `*.status.yaml` under `statusDir`,
+    /// for repositories that must never be written) or `off`.
+    #[serde(default)]
+    pub status_mode: StatusMode,
+    /// Root of the sidecar tree (`statusMode: sidecar`): the status of `<dir>/a/web.yaml` goes
+    /// to `<statusDir>/a/web.status.yaml`. Best outside the watched directory; inside it, the
+    /// watcher skips it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_dir: Option<PathBuf>,
 }
 
-fn default_dir() -> PathBuf {
-    PathBuf::from("manifests")
+/// Where the controller writes group status (the API serves it in every mode).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StatusMode {
+    /// A `status:` block in the group's own manifest document.
+    #[default]
+    Inline,
+    /// `*.status.yaml` files in a parallel tree under `statusDir`; manifests are never written.
+    Sidecar,
+    /// Nowhere but the API.
+    Off,
+}
+
+/// The directory a controller watches when neither `--dir` nor `dir:` names one: a directory of
+/// its own (`$XDG_DATA_HOME/microscaler/manifests`, else `~/.local/share/microscaler/manifests`,
+/// else `/var/lib/microscaler/manifests`), never the working directory, which in a checkout of
+/// this repository would be the examples' parent (and git-tracked files).
+pub fn default_dir() -> PathBuf {
+    let data = std::env::var_os("XDG_DATA_HOME")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .filter(|h| !h.is_empty())
+                .map(|h| PathBuf::from(h).join(".local/share"))
+        })
+        .unwrap_or_else(|| PathBuf::from("/var/lib"));
+    data.join("microscaler").join("manifests")
 }
 fn default_listen() -> SocketAddr {
     DEFAULT_LISTEN.parse().expect("valid default address")
@@ -151,6 +187,16 @@ impl Config {
         if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
             anyhow::bail!("zone `{}` is configured twice", w[0]);
         }
+        match (self.status_mode, &self.status_dir) {
+            (StatusMode::Sidecar, None) => anyhow::bail!(
+                "statusMode: sidecar needs statusDir: the directory for the `*.status.yaml` tree, \
+                 outside the watched directory (for example /var/lib/microscaler/status)"
+            ),
+            (StatusMode::Sidecar, Some(d)) if d.as_os_str().is_empty() => {
+                anyhow::bail!("statusDir is empty: name the directory for the status tree")
+            }
+            _ => {}
+        }
         if !self.listen.ip().is_loopback() && self.tokens.is_empty() {
             anyhow::bail!(
                 "refusing to listen on {} without tokens: anyone on the network could change your groups. \
@@ -177,6 +223,28 @@ mod tests {
         assert_eq!(c.zone_names(), vec!["local".to_string()]);
         assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
         c.validate().unwrap();
+    }
+
+    #[test]
+    fn status_mode_defaults_to_inline_and_sidecar_needs_a_directory() {
+        assert_eq!(Config::default().status_mode, StatusMode::Inline);
+        let c: Config = serde_yaml_ng::from_str("statusMode: sidecar\n").unwrap();
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("statusDir"), "{err}");
+        let c: Config =
+            serde_yaml_ng::from_str("statusMode: sidecar\nstatusDir: /var/lib/ms/status\n")
+                .unwrap();
+        c.validate().unwrap();
+        let c: Config = serde_yaml_ng::from_str("statusMode: off\n").unwrap();
+        assert_eq!(c.status_mode, StatusMode::Off);
+        assert!(serde_yaml_ng::from_str::<Config>("statusMode: files\n").is_err());
+    }
+
+    #[test]
+    fn the_default_directory_is_not_the_working_directory() {
+        let d = default_dir();
+        assert!(d.is_absolute(), "{}", d.display());
+        assert!(d.ends_with("microscaler/manifests"), "{}", d.display());
     }
 
     #[test]

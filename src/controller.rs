@@ -39,6 +39,8 @@ pub struct Shared {
     /// An explicit delete (`ms delete`) of the last group confirms that emptying is intended:
     /// the watcher lets every group go on reloads until this deadline.
     pub confirm_empty: crate::watch::EmptyConfirmation,
+    /// Manifests whose status cannot be written, and why (written by the status writer).
+    pub status_problems: crate::status_sync::WriteProblems,
 }
 
 impl Shared {
@@ -51,6 +53,7 @@ impl Shared {
             ready: AtomicBool::new(false),
             rescan: Notify::new(),
             confirm_empty: Default::default(),
+            status_problems: Default::default(),
         }
     }
 }
@@ -126,6 +129,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         )
     })?;
     config.dir = std::fs::canonicalize(&config.dir)?;
+    let ignore = prepare_status_dir(&mut config)?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| {
@@ -155,12 +159,15 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
             }
         });
     }
+    let (changed_tx, mut changed_rx) = tokio::sync::mpsc::unbounded_channel();
     let opts = crate::watch::WatchOptions {
         dir: config.dir.clone(),
         debounce: config.debounce.0,
         rescan_period: config.rescan_period.0,
         allow_empty: config.allow_empty,
         confirm_empty: shared.confirm_empty.clone(),
+        changed_files: Some(changed_tx),
+        ignore,
     };
     tokio::spawn(crate::watch::run(
         opts,
@@ -202,8 +209,17 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         shutdown.clone(),
     ));
 
-    let sync = StatusSync::new(shared.clone(), own, Duration::from_millis(200));
+    let sync = StatusSync::new(shared.clone(), own, STATUS_COALESCE);
     tokio::spawn(sync.clone().run(shutdown.clone()));
+    {
+        // Files the watcher saw change: their status blocks are compared with them again.
+        let sync = sync.clone();
+        tokio::spawn(async move {
+            while let Some(files) = changed_rx.recv().await {
+                sync.files_changed(files);
+            }
+        });
+    }
     // The autoscaler: metrics, policies, the effective capacity of groups with policies.
     let autoscaler = crate::autoscale::Autoscaler::new(
         shared.clone(),
@@ -238,8 +254,39 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     )
     .await?;
     shutdown.cancel();
-    tokio::task::spawn_blocking(move || sync.flush()).await?;
+    let deadline = std::time::Instant::now() + FINAL_FLUSH;
+    tokio::task::spawn_blocking(move || sync.flush(Some(deadline))).await?;
     Ok(())
+}
+
+/// Quiet time before status is written: a burst of reconciles becomes one write per file.
+const STATUS_COALESCE: Duration = Duration::from_millis(200);
+
+/// How long the last status write may take at shutdown (SIGTERM must not wait for thousands of
+/// files; what is left is written at the next start, level-triggered).
+pub const FINAL_FLUSH: Duration = Duration::from_millis(1000);
+
+/// Makes the sidecar status directory absolute and creates it; returns the directories the
+/// watcher must skip (the sidecar tree, when the user put it inside the watched directory).
+fn prepare_status_dir(config: &mut Config) -> anyhow::Result<Vec<PathBuf>> {
+    if config.status_mode != crate::config::StatusMode::Sidecar {
+        return Ok(Vec::new());
+    }
+    let Some(root) = config.status_dir.clone() else {
+        return Ok(Vec::new()); // refused by validation
+    };
+    std::fs::create_dir_all(&root)
+        .with_context(|| format!("cannot create the status directory {}", root.display()))?;
+    let root = std::fs::canonicalize(&root)?;
+    if root == config.dir {
+        anyhow::bail!(
+            "statusDir {} is the watched directory itself: choose a directory outside it",
+            root.display()
+        );
+    }
+    let inside = root.starts_with(&config.dir);
+    config.status_dir = Some(root.clone());
+    Ok(if inside { vec![root] } else { Vec::new() })
 }
 
 /// Sets readiness after the first full load, and enqueues every group whose own spec, launch

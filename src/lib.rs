@@ -6,6 +6,8 @@
 //! - [`store`]: the desired state, as immutable snapshots.
 //! - [`watch`]: loads and watches the manifest directory, publishes snapshots.
 //! - [`statusfile`]: writes `status:` blocks (and CLI edits) into manifest files, byte-preserving.
+//! - [`status_sync`]: hands status to the API and to the files (inline, sidecar tree, or off).
+//! - [`gitops`]: watched git checkouts: the status clean filter, index refresh, `ms gitops init`.
 //! - [`status`]: the status types.
 //! - [`engine`]: the narrow engine trait, its Docker (bollard) and in-memory implementations.
 //! - [`plan`]: the pure planning function (desired + observed → create/remove).
@@ -21,6 +23,7 @@ pub mod client;
 pub mod config;
 pub mod controller;
 pub mod engine;
+pub mod gitops;
 pub mod manifest;
 pub mod observe;
 pub mod plan;

@@ -86,7 +86,7 @@ impl GroupMemory {
         self.degraded = Some((reason.to_string(), message));
     }
 
-    /// Seeds activities and times from the status already in the file (survives restarts).
+    /// Seeds activities and times from the status written before (survives restarts).
     fn seed(&mut self, previous: Option<&serde_json::Value>) {
         if self.seeded {
             return;
@@ -206,10 +206,13 @@ impl Reconciler {
         let held = {
             let mut mem_guard = self.memory.lock().expect("memory lock");
             let mem = mem_guard.entry(key.clone()).or_default();
-            mem.seed(entry.and_then(|e| match &e.object {
-                crate::manifest::Object::AutoScalingGroup(g) => g.status.as_ref(),
-                _ => None,
-            }));
+            if !mem.seeded {
+                let in_file = entry.and_then(|e| match &e.object {
+                    crate::manifest::Object::AutoScalingGroup(g) => g.status.as_ref(),
+                    _ => None,
+                });
+                mem.seed(self.sync.previous(key, in_file).as_ref());
+            }
             let now = Instant::now();
             if mem.last_failure.is_some_and(|t| now - t > FAILURE_MEMORY) {
                 mem.failures = 0;

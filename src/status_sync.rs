@@ -1,130 +1,448 @@
-//! Publishes group status: into the shared state (API) at once, into the manifest files shortly
-//! after (coalesced), only when it changed, never into a file that currently fails to parse.
+//! Publishes group status: into the shared state (API) at once, and into files shortly after:
+//! coalesced, one write per file per flush, level-triggered against what the files hold now.
+//!
+//! # Where status goes (`statusMode`)
+//! - `inline` ([`inline`]): a `status:` block in each group's manifest document. In a git work
+//!   tree the writer waits while git works and keeps git's index clean ([`crate::gitops`]).
+//! - `sidecar` ([`sidecar`]): a parallel tree of `*.status.yaml`; manifests are never written.
+//! - `off`: nowhere but the API.
+//!
+//! # Rules
+//! - A file is looked at when a status of one of its groups changed, when it changed on disk
+//!   (the watcher says so: [`StatusSync::files_changed`]), or when an earlier attempt must be
+//!   retried. Looking at it means comparing the status wanted now with the file as it is now, so
+//!   a block removed by anyone (`git reset --hard`, an editor) comes back after the watcher's
+//!   debounce and one flush.
+//! - A flush costs one read, one parse and at most one atomic write per file it looks at,
+//!   whatever the number of groups in it.
+//! - A file that cannot take its status (read-only, a symlink out of the watched directory, a
+//!   full disk) is a [`WriteProblem`] (`ms get problems`, a `StatusWritten` condition in the
+//!   API) and is retried with backoff; a busy git is waited for.
+//! - The final flush at shutdown stops at its deadline between two files: every file is
+//!   either written whole or not at all.
 
-use std::collections::BTreeSet;
+mod git_index;
+pub mod inline;
+pub mod problems;
+pub mod sidecar;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::Notify;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
+pub use problems::{Reason, WriteProblem, WriteProblems, STATUS_WRITTEN};
+
+use crate::config::StatusMode;
 use crate::controller::Shared;
 use crate::manifest::ObjectKey;
 use crate::status::GroupStatus;
-use crate::statusfile::{self, OwnWrites, WriteOutcome};
+use crate::statusfile::{self, OwnWrites};
+use git_index::GitIndex;
+use inline::InlineWriter;
+use sidecar::Sidecar;
+
+/// What happened to one file in a flush.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FileOutcome {
+    /// Its status is on disk now.
+    Written,
+    /// Written, but some documents could not take their block.
+    WrittenWithProblem(Reason, String),
+    /// It already held what we want.
+    Unchanged,
+    /// Not ours to write now (a file with errors: the user is editing it).
+    Skipped,
+    /// The file no longer exists.
+    Gone,
+    /// It changed between our read and our write: the user's edit wins, the watcher reloads it.
+    UserEdited,
+    /// Git is working in the tree: look again shortly.
+    Busy,
+    /// It cannot take its status.
+    Problem(Reason, String),
+}
+
+/// How long a busy git is given before the next look.
+const BUSY_RETRY: Duration = Duration::from_millis(300);
+/// Backoff of files with a write problem: 1 s doubling up to 1 min.
+const PROBLEM_RETRY_BASE: Duration = Duration::from_secs(1);
+const PROBLEM_RETRY_MAX: Duration = Duration::from_secs(60);
+
+/// Where the status goes.
+enum Sink {
+    Inline {
+        writer: InlineWriter,
+        git: Mutex<GitIndex>,
+    },
+    Sidecar(Sidecar),
+    Off,
+}
+
+/// A file to look at again, and when.
+#[derive(Debug, Clone, Copy)]
+struct Retry {
+    at: Instant,
+    /// Consecutive problems (0 for a busy git).
+    attempts: u32,
+}
+
+/// What the next flush looks at.
+#[derive(Debug, Default)]
+struct Dirty {
+    /// Groups whose status changed.
+    keys: BTreeSet<ObjectKey>,
+    /// Files that changed on disk.
+    files: BTreeSet<PathBuf>,
+    /// Files to look at again later.
+    retry: BTreeMap<PathBuf, Retry>,
+    /// The git index to refresh again later (git was busy).
+    refresh_at: Option<Instant>,
+    /// Every file (sidecar mode: the first load, and periodically, since nobody watches the
+    /// sidecar tree for removals).
+    all: bool,
+}
+
+impl Dirty {
+    /// When the loop must wake up without being told.
+    fn next_due(&self) -> Option<Instant> {
+        self.retry
+            .values()
+            .map(|r| r.at)
+            .chain(self.refresh_at)
+            .min()
+    }
+}
 
 /// Hands status from the reconciler to the API and to the files.
 pub struct StatusSync {
     shared: Arc<Shared>,
-    own: Arc<OwnWrites>,
-    /// Groups whose file needs its status block rewritten.
-    dirty: Mutex<BTreeSet<ObjectKey>>,
+    sink: Sink,
+    problems: WriteProblems,
+    /// The rendered `status:` block of every group with a known status (rendered once per
+    /// change, not once per flush: a file of 2,000 groups is re-spliced, not re-rendered).
+    blocks: Mutex<HashMap<ObjectKey, Arc<str>>>,
+    dirty: Mutex<Dirty>,
     wake: Notify,
     /// Quiet time before writing, so a scale-out of 50 is a handful of writes, not 100.
     coalesce: Duration,
+    /// One flush at a time: the loop's, and the final one at shutdown.
+    flushing: Mutex<()>,
+    /// Sidecar mode: the status each group had in the tree at start-up (seeds activities).
+    previous: BTreeMap<ObjectKey, serde_json::Value>,
+    /// Sidecar mode: how often every sidecar is compared again.
+    sweep: Duration,
 }
 
 impl StatusSync {
+    /// A status sync writing as `shared.config` says (`statusMode`, `statusDir`, `dir`).
     pub fn new(shared: Arc<Shared>, own: Arc<OwnWrites>, coalesce: Duration) -> Arc<Self> {
+        let config = &shared.config;
+        let mut previous = BTreeMap::new();
+        let sink = match (config.status_mode, &config.status_dir) {
+            (StatusMode::Inline, _) => Sink::Inline {
+                writer: InlineWriter::new(config.dir.clone(), own),
+                git: Mutex::new(GitIndex::discover(&config.dir)),
+            },
+            (StatusMode::Sidecar, Some(root)) => {
+                let sc = Sidecar::new(config.dir.clone(), root.clone());
+                previous = sc.load();
+                info!(dir = %root.display(), "status goes to the sidecar tree; manifests are never written");
+                Sink::Sidecar(sc)
+            }
+            (StatusMode::Sidecar, None) | (StatusMode::Off, _) => {
+                info!("status is served by the API only; no file is written");
+                Sink::Off
+            }
+        };
+        let all = matches!(sink, Sink::Sidecar(_));
         Arc::new(StatusSync {
+            problems: shared.status_problems.clone(),
+            sweep: config.rescan_period.0.max(Duration::from_secs(1)),
             shared,
-            own,
-            dirty: Mutex::new(BTreeSet::new()),
+            sink,
+            blocks: Mutex::new(HashMap::new()),
+            dirty: Mutex::new(Dirty {
+                all,
+                ..Default::default()
+            }),
             wake: Notify::new(),
             coalesce,
+            flushing: Mutex::new(()),
+            previous,
         })
     }
 
-    /// Records the latest status of `key`; schedules a file write if it changed.
+    /// Records the latest status of `key`; schedules a look at its file if it changed.
     pub fn publish(&self, key: &ObjectKey, status: GroupStatus) {
         let mut map = self.shared.status.write().expect("status lock");
         if map.get(key) == Some(&status) {
             return;
         }
+        let block: Arc<str> = Arc::from(statusfile::render_status(&status));
         map.insert(key.clone(), status);
         drop(map);
-        self.dirty.lock().expect("dirty lock").insert(key.clone());
+        self.blocks
+            .lock()
+            .expect("blocks lock")
+            .insert(key.clone(), block);
+        self.dirty
+            .lock()
+            .expect("dirty lock")
+            .keys
+            .insert(key.clone());
         self.wake.notify_one();
     }
 
     /// Drops the status of a deleted group.
     pub fn forget(&self, key: &ObjectKey) {
         self.shared.status.write().expect("status lock").remove(key);
+        self.blocks.lock().expect("blocks lock").remove(key);
     }
 
-    /// Writes dirty statuses until `shutdown` (and once more at shutdown).
+    /// The watcher saw these files change (content, creation, removal): their status is compared
+    /// with what they hold now.
+    pub fn files_changed(&self, files: impl IntoIterator<Item = PathBuf>) {
+        self.dirty.lock().expect("dirty lock").files.extend(files);
+        self.wake.notify_one();
+    }
+
+    /// The status `key` had before this controller started: the file's own block (inline), the
+    /// sidecar's, or none (`off`).
+    pub fn previous(
+        &self,
+        key: &ObjectKey,
+        in_file: Option<&serde_json::Value>,
+    ) -> Option<serde_json::Value> {
+        match &self.sink {
+            Sink::Inline { .. } => in_file.cloned(),
+            Sink::Sidecar(_) => self.previous.get(key).cloned(),
+            Sink::Off => None,
+        }
+    }
+
+    /// Writes until `shutdown`; the caller makes the final, bounded flush ([`Self::flush`]).
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        let mut next_sweep = Instant::now() + self.sweep;
         loop {
-            let stop = tokio::select! {
-                _ = self.wake.notified() => false,
-                _ = shutdown.cancelled() => true,
+            let due = self.dirty.lock().expect("dirty lock").next_due();
+            let wake_at = match (&self.sink, due) {
+                (Sink::Sidecar(_), Some(d)) => d.min(next_sweep),
+                (Sink::Sidecar(_), None) => next_sweep,
+                (_, Some(d)) => d,
+                (_, None) => Instant::now() + Duration::from_secs(3600),
             };
-            if !stop {
-                tokio::select! {
-                    _ = tokio::time::sleep(self.coalesce) => {}
-                    _ = shutdown.cancelled() => {}
-                }
+            tokio::select! {
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep_until(wake_at) => {}
+                _ = shutdown.cancelled() => return,
+            }
+            if Instant::now() >= next_sweep {
+                next_sweep = Instant::now() + self.sweep;
+                self.dirty.lock().expect("dirty lock").all = true;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(self.coalesce) => {}
+                _ = shutdown.cancelled() => return,
             }
             let this = self.clone();
-            let _ = tokio::task::spawn_blocking(move || this.flush()).await;
-            if stop || shutdown.is_cancelled() {
-                return;
-            }
+            let _ = tokio::task::spawn_blocking(move || this.flush(None)).await;
         }
     }
 
-    /// Writes every dirty status now.
-    pub fn flush(&self) {
-        let keys: Vec<ObjectKey> = std::mem::take(&mut *self.dirty.lock().expect("dirty lock"))
-            .into_iter()
-            .collect();
-        if keys.is_empty() {
-            return;
-        }
+    /// Brings every file that needs it in line now; with a `deadline`, stops between two files
+    /// once it has passed (what is left waits for the next start) and retries everything
+    /// pending. Returns how many files were written.
+    pub fn flush(&self, deadline: Option<std::time::Instant>) -> usize {
+        let _one_at_a_time = self.flushing.lock().unwrap_or_else(|p| p.into_inner());
         let desired = self.shared.desired.borrow().clone();
-        let mut reload = false;
-        for key in keys {
-            let Some(entry) = desired.objects.get(&key) else {
-                continue;
-            };
-            // A file that fails to parse is never modified: the user is editing it.
-            if desired.file_errors.contains_key(&entry.file) {
+        if !desired.loaded {
+            return 0; // nothing is known yet; the first load reports every file
+        }
+        let now = Instant::now();
+        let (keys, disk, retries, all, refresh) = {
+            let mut d = self.dirty.lock().expect("dirty lock");
+            let due: Vec<PathBuf> = d
+                .retry
+                .iter()
+                .filter(|(_, r)| deadline.is_some() || r.at <= now)
+                .map(|(f, _)| f.clone())
+                .collect();
+            let refresh = d.refresh_at.is_some_and(|t| t <= now) || deadline.is_some();
+            if refresh {
+                d.refresh_at = None;
+            }
+            (
+                std::mem::take(&mut d.keys),
+                std::mem::take(&mut d.files),
+                due,
+                std::mem::take(&mut d.all),
+                refresh,
+            )
+        };
+
+        // Groups by the file that defines them now.
+        let mut by_file: BTreeMap<PathBuf, Vec<ObjectKey>> = BTreeMap::new();
+        for (key, _, entry) in desired.groups() {
+            by_file
+                .entry(entry.file.clone())
+                .or_default()
+                .push(key.clone());
+        }
+        let status_files: BTreeSet<PathBuf> = keys
+            .iter()
+            .filter_map(|k| desired.objects.get(k).map(|e| e.file.clone()))
+            .collect();
+        let mut files: BTreeSet<PathBuf> = status_files.iter().cloned().collect();
+        files.extend(disk.iter().cloned());
+        files.extend(retries.iter().cloned());
+        if all {
+            files.extend(by_file.keys().cloned());
+        }
+
+        let mut written = 0;
+        let mut left = Vec::new();
+        for file in &files {
+            if deadline.is_some_and(|d| std::time::Instant::now() >= d) {
+                left.push(file.clone());
                 continue;
             }
-            let Some(status) = self
-                .shared
-                .status
-                .read()
-                .expect("status lock")
-                .get(&key)
-                .cloned()
-            else {
-                continue;
+            let wanted: BTreeMap<ObjectKey, Arc<str>> = {
+                let blocks = self.blocks.lock().expect("blocks lock");
+                by_file
+                    .get(file)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|k| Some((k.clone(), blocks.get(k)?.clone())))
+                    .collect()
             };
-            let block = statusfile::render_status(&status);
-            match statusfile::write_status_recorded(
-                &entry.file,
-                entry.doc_index,
-                &key,
-                Some(&block),
-                &self.own,
+            let disk_only = !status_files.contains(file) && !retries.contains(file);
+            let outcome = self.sync_file(file, &wanted, disk_only);
+            if matches!(
+                outcome,
+                FileOutcome::Written | FileOutcome::WrittenWithProblem(..)
             ) {
-                Ok(WriteOutcome::Written) => {
-                    debug!(group = %key, file = %entry.file.display(), "status written")
-                }
-                Ok(WriteOutcome::Unchanged) | Ok(WriteOutcome::Gone) => {}
-                Ok(WriteOutcome::UserEdited) => {
-                    debug!(group = %key, "file changed under us; the user's edit wins and is reloaded");
-                    reload = true;
-                }
-                Err(e) => {
-                    warn!(group = %key, file = %entry.file.display(), error = %e, "cannot write status")
+                written += 1;
+            }
+            self.settle(file, outcome);
+        }
+        if !left.is_empty() {
+            warn!(
+                files = left.len(),
+                "shutting down before every status was written; they are written at the next start"
+            );
+        }
+        if all {
+            if let Sink::Sidecar(sc) = &self.sink {
+                let live: Vec<PathBuf> = by_file.keys().cloned().collect();
+                let removed = sc.remove_stale(&live);
+                if removed > 0 {
+                    info!(
+                        files = removed,
+                        "removed status files of manifests that are gone"
+                    );
                 }
             }
         }
-        if reload {
-            self.shared.rescan.notify_one();
+        if let Sink::Inline { git, .. } = &self.sink {
+            let mut git = git.lock().unwrap_or_else(|p| p.into_inner());
+            if (written > 0 || refresh || !files.is_empty()) && git.refresh().is_err() {
+                self.dirty.lock().expect("dirty lock").refresh_at = Some(now + BUSY_RETRY);
+            }
+        }
+        written
+    }
+
+    /// One file through the sink.
+    fn sync_file(
+        &self,
+        file: &std::path::Path,
+        wanted: &BTreeMap<ObjectKey, Arc<str>>,
+        disk_only: bool,
+    ) -> FileOutcome {
+        match &self.sink {
+            Sink::Inline { writer, git } => {
+                let mut git = git.lock().unwrap_or_else(|p| p.into_inner());
+                if git.busy() {
+                    return FileOutcome::Busy;
+                }
+                let outcome = writer.sync_file(file, wanted, disk_only);
+                if matches!(
+                    outcome,
+                    FileOutcome::Written
+                        | FileOutcome::WrittenWithProblem(..)
+                        | FileOutcome::Unchanged
+                ) {
+                    git.touched(file);
+                }
+                outcome
+            }
+            Sink::Sidecar(sc) => sc.sync_file(file, wanted),
+            Sink::Off => FileOutcome::Unchanged,
+        }
+    }
+
+    /// Records what a file's outcome means: problems, retries, reloads.
+    fn settle(&self, file: &std::path::Path, outcome: FileOutcome) {
+        let mut retry = None;
+        match outcome {
+            FileOutcome::Written | FileOutcome::Unchanged | FileOutcome::Gone => {
+                if self.problems.clear(file) {
+                    info!(file = %file.display(), "status is written again");
+                }
+                if outcome == FileOutcome::Written {
+                    debug!(file = %file.display(), "status written");
+                }
+            }
+            FileOutcome::Skipped => {}
+            FileOutcome::UserEdited => {
+                debug!(file = %file.display(), "file changed under us; the user's edit wins and is reloaded");
+                self.shared.rescan.notify_one();
+            }
+            FileOutcome::Busy => {
+                retry = Some(Retry {
+                    at: Instant::now() + BUSY_RETRY,
+                    attempts: 0,
+                })
+            }
+            FileOutcome::WrittenWithProblem(reason, message) => {
+                if self.problems.set(file, reason, message.clone()) {
+                    warn!("{message}");
+                }
+            }
+            FileOutcome::Problem(reason, message) => {
+                if self.problems.set(file, reason, message.clone()) {
+                    warn!("{message}");
+                }
+                let attempts = self
+                    .dirty
+                    .lock()
+                    .expect("dirty lock")
+                    .retry
+                    .get(file)
+                    .map_or(0, |r| r.attempts);
+                let delay = PROBLEM_RETRY_BASE
+                    .saturating_mul(1 << attempts.min(6))
+                    .min(PROBLEM_RETRY_MAX);
+                retry = Some(Retry {
+                    at: Instant::now() + delay,
+                    attempts: attempts + 1,
+                });
+            }
+        }
+        let mut d = self.dirty.lock().expect("dirty lock");
+        match retry {
+            Some(r) => {
+                d.retry.insert(file.to_path_buf(), r);
+            }
+            None => {
+                d.retry.remove(file);
+            }
         }
     }
 }

@@ -803,6 +803,20 @@ pub fn write_atomic(
     write_atomic_inner(path, content, expected_current, None, || {})
 }
 
+/// [`write_atomic`] that also records `content` in `own` (before the rename), so the watcher
+/// recognises the write as the controller's.
+///
+/// # Errors
+/// As [`write_atomic`].
+pub fn write_atomic_recorded(
+    path: &Path,
+    content: &str,
+    expected_current: Option<&str>,
+    own: &OwnWrites,
+) -> Result<WriteOutcome, EditError> {
+    write_atomic_inner(path, content, expected_current, Some(own), || {})
+}
+
 fn write_atomic_inner(
     path: &Path,
     content: &str,

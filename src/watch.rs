@@ -23,6 +23,8 @@ use tokio::time::{sleep, sleep_until, Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
+mod targets;
+
 use crate::manifest::{self, Kind, ManifestError, Object, ObjectKey, ParsedFile};
 use crate::statusfile::OwnWrites;
 use crate::store::{Conflict, Desired, Entry};
@@ -59,6 +61,12 @@ pub struct WatchOptions {
     pub allow_empty: bool,
     /// Set by an explicit delete of the last group: accepts such a reload for a short while.
     pub confirm_empty: EmptyConfirmation,
+    /// Told, after each load, which files changed (content, creation, removal), so the status
+    /// writer compares its blocks with them (level-triggered status).
+    pub changed_files: Option<mpsc::UnboundedSender<Vec<PathBuf>>>,
+    /// Directories below `dir` that hold no manifests (the sidecar status tree, when the user
+    /// put it there): never loaded.
+    pub ignore: Vec<PathBuf>,
 }
 
 impl WatchOptions {
@@ -70,6 +78,8 @@ impl WatchOptions {
             rescan_period: Duration::from_secs(30),
             allow_empty: false,
             confirm_empty: EmptyConfirmation::default(),
+            changed_files: None,
+            ignore: Vec::new(),
         }
     }
 }
@@ -95,6 +105,10 @@ pub struct Loader {
     own: Option<Arc<OwnWrites>>,
     /// False until the first load: the first load logs no "changed" lines.
     loaded_once: bool,
+    /// Files whose content changed (new, edited, removed) in the last load.
+    changed: Vec<PathBuf>,
+    /// Subtrees that are never loaded.
+    ignore: Vec<PathBuf>,
 }
 
 impl Default for Loader {
@@ -116,7 +130,20 @@ impl Loader {
             cache: HashMap::new(),
             own: None,
             loaded_once: false,
+            changed: Vec::new(),
+            ignore: Vec::new(),
         }
+    }
+
+    /// Never loads anything below these directories.
+    pub fn with_ignored(mut self, ignore: Vec<PathBuf>) -> Self {
+        self.ignore = ignore;
+        self
+    }
+
+    /// The files whose content changed in the last [`Loader::load`] (new, edited or removed).
+    pub fn take_changed(&mut self) -> Vec<PathBuf> {
+        std::mem::take(&mut self.changed)
     }
 
     /// Logs changes made by anyone but the controller itself at `info`, its own at `debug`.
@@ -134,6 +161,10 @@ impl Loader {
     pub fn load(&mut self, dir: &Path) -> BTreeMap<PathBuf, ParsedFile> {
         let mut paths = Vec::new();
         walk(dir, 0, &mut paths);
+        if !self.ignore.is_empty() {
+            paths.retain(|p| !self.ignore.iter().any(|i| p.starts_with(i)));
+        }
+        self.changed.clear();
         let mut out = BTreeMap::new();
         let mut seen = BTreeSet::new();
         for path in paths {
@@ -143,6 +174,8 @@ impl Loader {
             seen.insert(path.clone());
             out.insert(path, parsed);
         }
+        let removed = self.cache.keys().filter(|p| !seen.contains(*p)).cloned();
+        self.changed.extend(removed.collect::<Vec<_>>());
         self.cache.retain(|p, _| seen.contains(p));
         self.loaded_once = true;
         out
@@ -161,6 +194,7 @@ impl Loader {
                 return Some(parsed.clone());
             }
         }
+        self.changed.push(path.to_path_buf());
         let parsed = match String::from_utf8(bytes) {
             Ok(text) => {
                 if self.loaded_once {
@@ -587,7 +621,9 @@ pub async fn run(
     rescan: Arc<Notify>,
     shutdown: CancellationToken,
 ) {
-    let loader = Loader::new().with_own_writes(own);
+    let loader = Loader::new()
+        .with_own_writes(own)
+        .with_ignored(opts.ignore.clone());
     run_with(opts, tx, loader, rescan, shutdown, Arc::default()).await
 }
 
@@ -617,19 +653,28 @@ struct State {
     published: Desired,
     missing_logged: bool,
     stats: Arc<WatchStats>,
+    /// Told which files changed after each load.
+    changed_files: Option<mpsc::UnboundedSender<Vec<PathBuf>>>,
+    /// The real files behind symlinked manifests, watched too.
+    targets: targets::TargetWatch,
+    /// Where the OS watchers send their events.
+    events: EventTx,
 }
 
 impl State {
     async fn rescan(&mut self, tx: &watch::Sender<Arc<Desired>>) {
         let mut loader = std::mem::take(&mut self.loader);
         let dir = self.dir.clone();
-        let (loader, files) = tokio::task::spawn_blocking(move || {
+        let (mut loader, files, links) = tokio::task::spawn_blocking(move || {
             let files = loader.load(&dir);
-            (loader, files)
+            let links = targets::symlink_targets(files.keys());
+            (loader, files, links)
         })
         .await
         .expect("the loader catches parser panics");
+        let changed = loader.take_changed();
         self.loader = loader;
+        self.targets.update(links, &self.events);
         self.stats.rescans.fetch_add(1, Ordering::Relaxed);
 
         let exists = dir_identity(&self.dir).is_some();
@@ -651,6 +696,12 @@ impl State {
                 file_errors = self.published.file_errors.len(),
                 "published a new desired state"
             );
+        }
+        // After the snapshot: the status writer looks at these files with it.
+        if let Some(ch) = &self.changed_files {
+            if !changed.is_empty() {
+                let _ = ch.send(changed);
+            }
         }
     }
 }
@@ -678,6 +729,9 @@ pub(crate) async fn run_with(
         published: Desired::default(),
         missing_logged: false,
         stats,
+        changed_files: opts.changed_files.clone(),
+        targets: targets::TargetWatch::default(),
+        events: ev_tx.clone(),
     };
     info!(dir = %dir.display(), "watching the manifest directory");
     // Watch first, then load: a change made during the load is then seen as an event.
@@ -1138,11 +1192,9 @@ mod tests {
             let rescan = Arc::new(Notify::new());
             let shutdown = CancellationToken::new();
             let opts = WatchOptions {
-                dir: dir.path().to_path_buf(),
-                debounce: Duration::from_millis(50),
                 rescan_period: Duration::from_secs(3600),
                 allow_empty,
-                confirm_empty: EmptyConfirmation::default(),
+                ..WatchOptions::new(dir.path())
             };
             let task = tokio::spawn(run_with(
                 opts,
@@ -1373,5 +1425,83 @@ mod tests {
         let d = h.wait_for(|d| d.objects.is_empty()).await;
         assert!(d.empty_refused.is_none());
         h.stop().await;
+    }
+
+    // --- What the status writer and symlinks need --------------------------------------------
+
+    #[test]
+    fn the_loader_says_which_files_changed() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path();
+        fs::write(p.join("a.yaml"), manifest("a", 1)).unwrap();
+        fs::write(p.join("b.yaml"), manifest("b", 1)).unwrap();
+        fs::create_dir(p.join("status")).unwrap();
+        fs::write(p.join("status/a.status.yaml"), "x: 1\n").unwrap();
+        let mut loader = Loader::new().with_ignored(vec![p.join("status")]);
+        let loaded = loader.load(p);
+        assert_eq!(loaded.len(), 2, "the ignored tree is not loaded");
+        assert_eq!(
+            loader.take_changed(),
+            vec![p.join("a.yaml"), p.join("b.yaml")]
+        );
+        loader.load(p);
+        assert!(loader.take_changed().is_empty());
+        fs::write(p.join("a.yaml"), manifest("a", 2)).unwrap();
+        fs::remove_file(p.join("b.yaml")).unwrap();
+        loader.load(p);
+        let mut changed = loader.take_changed();
+        changed.sort();
+        assert_eq!(changed, vec![p.join("a.yaml"), p.join("b.yaml")]);
+    }
+
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn an_edit_of_a_symlink_target_outside_is_seen_at_once_and_reported_as_changed() {
+        let outside = tempfile::tempdir().unwrap();
+        let real = outside.path().join("real.yaml");
+        fs::write(&real, manifest("web", 1)).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(&real, dir.path().join("web.yaml")).unwrap();
+        let (tx, mut rx) = watch::channel(Arc::new(Desired::default()));
+        let (changed_tx, mut changed_rx) = mpsc::unbounded_channel();
+        let shutdown = CancellationToken::new();
+        let opts = WatchOptions {
+            // Only events can bring the change in time.
+            rescan_period: Duration::from_secs(3600),
+            changed_files: Some(changed_tx),
+            ..WatchOptions::new(dir.path())
+        };
+        let task = tokio::spawn(run_with(
+            opts,
+            tx,
+            Loader::new(),
+            Arc::new(Notify::new()),
+            shutdown.clone(),
+            Arc::default(),
+        ));
+        let link = dir.path().canonicalize().unwrap().join("web.yaml");
+        let first = tokio::time::timeout(Duration::from_secs(10), changed_rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(first, vec![link.clone()]);
+        // An editor saves the target by renaming a new file over it.
+        let tmp = outside.path().join(".real.yaml.swp");
+        fs::write(&tmp, manifest("web", 4)).unwrap();
+        fs::rename(&tmp, &real).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while desired_of(&rx.borrow_and_update(), "web") != Some(4) {
+            tokio::time::timeout_at(deadline, rx.changed())
+                .await
+                .expect("the target's edit is loaded without waiting for the rescan")
+                .unwrap();
+        }
+        let next = tokio::time::timeout(Duration::from_secs(10), changed_rx.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(next, vec![link]);
+        shutdown.cancel();
+        task.await.unwrap();
     }
 }

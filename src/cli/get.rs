@@ -121,6 +121,10 @@ pub(crate) async fn run(client: Client, args: GetArgs) -> CmdResult {
             if table.is_empty() {
                 match (res, ns) {
                     (Resource::Problems, _) => eprintln!("No problems found."),
+                    (Resource::Object(Kind::AutoScalingGroup), Some(ns)) => {
+                        eprintln!("No resources found in {ns} namespace.");
+                        eprintln!("{EMPTY_HINT}");
+                    }
                     (_, Some(ns)) if res != Resource::InstanceTypes => {
                         eprintln!("No resources found in {ns} namespace.")
                     }
@@ -136,6 +140,11 @@ pub(crate) async fn run(client: Client, args: GetArgs) -> CmdResult {
     }
     Ok(())
 }
+
+/// What a newcomer's first `ms get asgs` says next to an empty list.
+const EMPTY_HINT: &str = "Add a group: `ms apply -f FILE` with a launch configuration and an autoscaling group \
+(in a microscaler checkout: ms apply -f manifests/examples/launch-configuration.yaml -f manifests/examples/autoscaling-group.yaml), \
+or put manifests into the directory the controller watches (its log names it).";
 
 /// Says that some manifests currently fail to load (their objects run their last valid version).
 async fn warn_about_file_errors(client: &Client) {
@@ -167,9 +176,17 @@ pub(super) fn error_line(e: &Value) -> String {
     )
 }
 
-/// The rows of `ms get problems`: file errors, then conflicts.
+/// The rows of `ms get problems`: file errors, files whose status is not written, conflicts.
 fn problem_items(p: &Value) -> Vec<Value> {
     let mut items: Vec<Value> = p["fileErrors"].as_array().cloned().unwrap_or_default();
+    for s in p["statusErrors"].as_array().into_iter().flatten() {
+        items.push(json!({
+            "file": s["file"],
+            "line": Value::Null,
+            "field": "status",
+            "message": s["message"],
+        }));
+    }
     for c in p["conflicts"].as_array().into_iter().flatten() {
         items.push(json!({
             "file": c["ignored"],

@@ -9,6 +9,7 @@ mod autoscale_cmd;
 mod change;
 mod describe;
 mod get;
+mod gitops_cmd;
 mod login;
 pub mod table;
 
@@ -90,6 +91,10 @@ enum Command {
     Top(autoscale_cmd::TopArgs),
     /// Replay a CSV metric trace through policies and print the capacity timeline (local).
     Simulate(autoscale_cmd::SimulateArgs),
+    /// Git checkouts as the watched directory: `ms gitops init DIR` hides status blocks from git.
+    Gitops(gitops_cmd::GitopsArgs),
+    /// Copy stdin to stdout without the status blocks of groups (git's clean filter; local).
+    StripStatus,
 }
 
 /// Arguments of `ms controller`.
@@ -212,6 +217,8 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Controller(args) => run_controller(args),
         Command::Simulate(args) => autoscale_cmd::simulate(args),
+        Command::Gitops(args) => gitops_cmd::run(args),
+        Command::StripStatus => gitops_cmd::strip_status(),
         command => {
             let runtime = match tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -227,7 +234,10 @@ pub fn main() -> ExitCode {
             let token = cli.token.as_deref();
             runtime.block_on(async move {
                 match command {
-                    Command::Controller(_) | Command::Simulate(_) => {
+                    Command::Controller(_)
+                    | Command::Simulate(_)
+                    | Command::Gitops(_)
+                    | Command::StripStatus => {
                         unreachable!("handled above")
                     }
                     Command::Login(a) => login::run(a, token.map(str::to_string)).await,
@@ -266,12 +276,16 @@ fn run_controller(args: ControllerArgs) -> CmdResult {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(crate::controller::run(crate::controller::RunOptions {
+    let result = runtime.block_on(crate::controller::run(crate::controller::RunOptions {
         config: args.config,
         dir: args.dir,
         listen: args.listen,
         allow_empty: args.allow_empty,
-    }))?;
+    }));
+    // Whatever is still running (a directory load, a git command) is not waited for: the status
+    // is flushed, containers keep running, and SIGTERM must end the process promptly.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(500));
+    result?;
     Ok(())
 }
 
