@@ -446,3 +446,205 @@ impl StatusSync {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::manifest::Kind;
+    use crate::store::Desired;
+
+    const LC: &str = "apiVersion: microscaler.io/v1\nkind: LaunchConfiguration\nmetadata:\n  name: lc\nspec:\n  image: busybox\n";
+
+    fn group(name: &str) -> String {
+        format!(
+            "---\n# group {name}\napiVersion: microscaler.io/v1\nkind: AutoScalingGroup\nmetadata:\n  name: {name}\nspec:\n  launchConfiguration: lc\n  minSize: 0\n  maxSize: 3\n"
+        )
+    }
+
+    fn key(name: &str) -> ObjectKey {
+        ObjectKey::new(Kind::AutoScalingGroup, "default", name)
+    }
+
+    fn status(current: u32) -> GroupStatus {
+        GroupStatus {
+            observed_generation: "abc".into(),
+            current,
+            ..Default::default()
+        }
+    }
+
+    /// A sync over a real directory, its snapshot loaded as the watcher would.
+    struct Fixture {
+        dir: tempfile::TempDir,
+        sync: Arc<StatusSync>,
+        tx: tokio::sync::watch::Sender<Arc<Desired>>,
+    }
+
+    impl Fixture {
+        fn new(files: &[(&str, String)], extra: &str) -> Fixture {
+            let dir = tempfile::tempdir().unwrap();
+            for (name, text) in files {
+                std::fs::write(dir.path().join(name), text).unwrap();
+            }
+            let root = std::fs::canonicalize(dir.path()).unwrap();
+            let config: Config =
+                serde_yaml_ng::from_str(&format!("dir: {}\n{extra}", root.display())).unwrap();
+            let (tx, rx) = tokio::sync::watch::channel(Arc::new(Desired::default()));
+            let shared = Arc::new(Shared::new(config, rx));
+            let sync = StatusSync::new(shared, Arc::new(OwnWrites::new()), Duration::ZERO);
+            let f = Fixture { dir, sync, tx };
+            f.reload();
+            f
+        }
+
+        fn path(&self, name: &str) -> PathBuf {
+            std::fs::canonicalize(self.dir.path()).unwrap().join(name)
+        }
+
+        fn reload(&self) {
+            let root = std::fs::canonicalize(self.dir.path()).unwrap();
+            let files = crate::watch::load_dir(&root);
+            let prev = self.tx.borrow().clone();
+            let next = crate::watch::build_snapshot(&prev, &files, true, chrono::Utc::now());
+            self.tx.send_replace(Arc::new(next));
+        }
+
+        fn read(&self, name: &str) -> String {
+            std::fs::read_to_string(self.path(name)).unwrap()
+        }
+    }
+
+    #[test]
+    fn a_thousand_group_statuses_of_one_file_are_one_write() {
+        let mut text = LC.to_string();
+        for i in 0..1000 {
+            text.push_str(&group(&format!("g{i}")));
+        }
+        let f = Fixture::new(&[("all.yaml", text.clone())], "");
+        for i in 0..1000 {
+            f.sync.publish(&key(&format!("g{i}")), status(i));
+        }
+        assert_eq!(f.sync.flush(None), 1);
+        let written = f.read("all.yaml");
+        assert_eq!(written.matches("\nstatus:\n").count(), 1000);
+        assert_eq!(crate::statusfile::strip_statuses(&written), text);
+        // Nothing changed: nothing written.
+        f.sync.files_changed([f.path("all.yaml")]);
+        assert_eq!(f.sync.flush(None), 0);
+    }
+
+    #[test]
+    fn a_removed_status_block_comes_back_when_the_file_changes() {
+        let text = format!("{LC}{}", group("web"));
+        let f = Fixture::new(&[("web.yaml", text.clone())], "");
+        f.sync.publish(&key("web"), status(2));
+        assert_eq!(f.sync.flush(None), 1);
+        assert!(f.read("web.yaml").contains("current: 2"));
+        // `git reset --hard`: the committed text, no status. The status in memory did not change.
+        std::fs::write(f.path("web.yaml"), &text).unwrap();
+        f.sync.publish(&key("web"), status(2));
+        assert_eq!(f.sync.flush(None), 0, "memory alone says nothing changed");
+        f.reload();
+        f.sync.files_changed([f.path("web.yaml")]);
+        assert_eq!(f.sync.flush(None), 1);
+        assert!(f.read("web.yaml").contains("current: 2"));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_read_only_manifest_gets_no_status_and_a_problem_until_it_is_writable() {
+        use std::os::unix::fs::PermissionsExt;
+        let text = format!("{LC}{}", group("web"));
+        let f = Fixture::new(&[("web.yaml", text.clone())], "");
+        let path = f.path("web.yaml");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o444)).unwrap();
+        f.sync.publish(&key("web"), status(2));
+        assert_eq!(f.sync.flush(None), 0);
+        assert_eq!(f.read("web.yaml"), text);
+        let problem = f.sync.problems.get(&path).expect("a problem");
+        assert_eq!(problem.reason, Reason::ReadOnly);
+        assert!(problem.message.contains("read-only"), "{}", problem.message);
+        // Retried with backoff: made writable, the next due retry writes it.
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let due = f.sync.dirty.lock().unwrap().next_due().expect("a retry");
+        assert!(due > Instant::now());
+        // The final flush (with a deadline) retries everything pending.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        assert_eq!(f.sync.flush(Some(deadline)), 1);
+        assert!(f.read("web.yaml").contains("current: 2"));
+        assert!(f.sync.problems.get(&path).is_none());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_symlink_out_of_the_watched_directory_is_never_written_through() {
+        let outside = tempfile::tempdir().unwrap();
+        let real = outside.path().join("real.yaml");
+        let text = format!("{LC}{}", group("web"));
+        std::fs::write(&real, &text).unwrap();
+        let f = Fixture::new(&[], "");
+        std::os::unix::fs::symlink(&real, f.path("web.yaml")).unwrap();
+        f.reload();
+        f.sync.publish(&key("web"), status(1));
+        assert_eq!(f.sync.flush(None), 0);
+        assert_eq!(std::fs::read_to_string(&real).unwrap(), text);
+        let problem = f.sync.problems.get(&f.path("web.yaml")).expect("a problem");
+        assert_eq!(problem.reason, Reason::OutsideWatchedDirectory);
+    }
+
+    #[test]
+    fn sidecar_mode_never_writes_a_manifest_and_off_writes_nothing() {
+        let text = format!("{LC}{}", group("web"));
+        let side = tempfile::tempdir().unwrap();
+        let f = Fixture::new(
+            &[("web.yaml", text.clone())],
+            &format!(
+                "statusMode: sidecar\nstatusDir: {}\n",
+                side.path().display()
+            ),
+        );
+        f.sync.publish(&key("web"), status(3));
+        assert_eq!(f.sync.flush(None), 1);
+        assert_eq!(f.read("web.yaml"), text);
+        let sidecar = side.path().join("web.status.yaml");
+        let written = std::fs::read_to_string(&sidecar).unwrap();
+        assert!(
+            written.contains("name: web") && written.contains("current: 3"),
+            "{written}"
+        );
+        assert_eq!(
+            f.sync.previous(&key("web"), None),
+            None,
+            "previous is what was there at start-up"
+        );
+
+        let f = Fixture::new(&[("web.yaml", text.clone())], "statusMode: off\n");
+        f.sync.publish(&key("web"), status(3));
+        assert_eq!(f.sync.flush(None), 0);
+        assert_eq!(f.read("web.yaml"), text);
+        assert_eq!(f.sync.shared.status.read().unwrap()[&key("web")].current, 3);
+    }
+
+    #[test]
+    fn the_final_flush_stops_at_its_deadline_between_files() {
+        let files: Vec<(String, String)> = (0..5)
+            .map(|i| {
+                (
+                    format!("g{i}.yaml"),
+                    format!("{LC}{}", group(&format!("g{i}"))),
+                )
+            })
+            .collect();
+        let named: Vec<(&str, String)> =
+            files.iter().map(|(n, t)| (n.as_str(), t.clone())).collect();
+        let f = Fixture::new(&named, "");
+        for i in 0..5 {
+            f.sync.publish(&key(&format!("g{i}")), status(1));
+        }
+        assert_eq!(f.sync.flush(Some(std::time::Instant::now())), 0);
+        for (name, text) in &files {
+            assert_eq!(&f.read(name), text, "nothing half-written");
+        }
+    }
+}

@@ -20,7 +20,7 @@ use crate::common::{
 };
 
 /// How long a group may take to converge before a test fails.
-const CONVERGE: Duration = Duration::from_secs(30);
+pub(crate) const CONVERGE: Duration = Duration::from_secs(30);
 /// Container label holding the group name.
 const GROUP_LABEL: &str = "io.microscaler.group";
 
@@ -29,10 +29,10 @@ const GROUP_LABEL: &str = "io.microscaler.group";
 
 /// Exit code, stdout and stderr of one `ms` run.
 #[derive(Debug)]
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
+pub(crate) struct Run {
+    pub(crate) code: i32,
+    pub(crate) stdout: String,
+    pub(crate) stderr: String,
 }
 
 impl Run {
@@ -45,7 +45,7 @@ impl Run {
     }
 
     /// Panics with the whole run unless it exited 0; returns stdout.
-    fn ok(&self) -> &str {
+    pub(crate) fn ok(&self) -> &str {
         assert_eq!(self.code, 0, "ms failed: {self:#?}");
         &self.stdout
     }
@@ -61,7 +61,7 @@ impl Run {
 }
 
 /// `ms --server <controller> args...`, isolated from any login stored on this machine.
-fn ms(ctl: &Controller, args: &[&str]) -> Run {
+pub(crate) fn ms(ctl: &Controller, args: &[&str]) -> Run {
     Run::from(
         isolated(ctl, ctl.ms_command(args))
             .output()
@@ -96,12 +96,19 @@ fn lc_doc(ns: &TestNs, name: &str, command: &str) -> String {
 }
 
 /// A launch configuration whose containers just sleep.
-fn sleeper(ns: &TestNs, name: &str) -> String {
+pub(crate) fn sleeper(ns: &TestNs, name: &str) -> String {
     lc_doc(ns, name, r#"["sleep", "3600"]"#)
 }
 
 /// An autoscaling group document.
-fn group_doc(ns: &TestNs, name: &str, lc: &str, min: u32, max: u32, desired: u32) -> String {
+pub(crate) fn group_doc(
+    ns: &TestNs,
+    name: &str,
+    lc: &str,
+    min: u32,
+    max: u32,
+    desired: u32,
+) -> String {
     format!(
         "apiVersion: microscaler.io/v1\n\
          kind: AutoScalingGroup\n\
@@ -112,7 +119,7 @@ fn group_doc(ns: &TestNs, name: &str, lc: &str, min: u32, max: u32, desired: u32
 }
 
 /// Containers of `group` in the test namespace, in any state.
-fn group_containers(ns: &TestNs, group: &str) -> Vec<DockerContainer> {
+pub(crate) fn group_containers(ns: &TestNs, group: &str) -> Vec<DockerContainer> {
     containers(ns)
         .into_iter()
         .filter(|c| c.labels.get(GROUP_LABEL).map(String::as_str) == Some(group))
@@ -131,7 +138,7 @@ fn running_ids(ns: &TestNs, group: &str) -> Vec<String> {
 }
 
 /// Waits until `group` has exactly `n` containers and all of them run; returns their IDs.
-fn wait_running(ctl: &Controller, ns: &TestNs, group: &str, n: usize) -> Vec<String> {
+pub(crate) fn wait_running(ctl: &Controller, ns: &TestNs, group: &str, n: usize) -> Vec<String> {
     let ok = wait_until(CONVERGE, || {
         let all = group_containers(ns, group);
         all.len() == n && all.iter().all(|c| c.state == "running")
@@ -161,7 +168,7 @@ fn assert_unchanged_for(ns: &TestNs, group: &str, ids: &[String], window: Durati
 }
 
 /// Rows of an `ms get` table as header → cell maps (cells never contain spaces in our tests).
-fn table(text: &str) -> Vec<std::collections::BTreeMap<String, String>> {
+pub(crate) fn table(text: &str) -> Vec<std::collections::BTreeMap<String, String>> {
     let mut lines = text.lines();
     let Some(header) = lines.next() else {
         return Vec::new();
@@ -203,7 +210,7 @@ fn yaml_docs(text: &str) -> Vec<serde_yaml_ng::Value> {
 }
 
 /// The `status` of the group document named `name` in `text`.
-fn status_of(text: &str, name: &str) -> Option<serde_yaml_ng::Value> {
+pub(crate) fn status_of(text: &str, name: &str) -> Option<serde_yaml_ng::Value> {
     yaml_docs(text).into_iter().find_map(|d| {
         (d["kind"].as_str() == Some("AutoScalingGroup")
             && d["metadata"]["name"].as_str() == Some(name))
@@ -248,7 +255,7 @@ fn line_of(text: &str, needle: &str) -> usize {
 }
 
 /// Starts a controller and waits until it is ready.
-fn started(opts: ControllerOptions) -> Controller {
+pub(crate) fn started(opts: ControllerOptions) -> Controller {
     let mut ctl = Controller::start_with(opts);
     ctl.wait_ready();
     ctl

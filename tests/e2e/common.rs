@@ -405,6 +405,14 @@ impl Controller {
 
     /// Starts a controller with these options (checks the zones' engines first).
     pub fn start_with(opts: ControllerOptions) -> Controller {
+        let mut c = Controller::prepare_with(&opts);
+        c.spawn(&opts);
+        c
+    }
+
+    /// A controller's directory, configuration and port, not started yet (a test prepares the
+    /// manifest directory first, e.g. as a git clone, then calls [`Controller::spawn`]).
+    pub fn prepare_with(opts: &ControllerOptions) -> Controller {
         for (_, host) in &opts.zones {
             require_engine(host);
         }
@@ -428,7 +436,7 @@ impl Controller {
         config.push_str(&opts.extra_config);
         std::fs::write(&config_path, config).expect("write config");
         let port = free_port();
-        let mut c = Controller {
+        Controller {
             child: None,
             name,
             port,
@@ -436,12 +444,11 @@ impl Controller {
             config_path,
             log_path,
             tmp,
-        };
-        c.spawn(&opts);
-        c
+        }
     }
 
-    fn spawn(&mut self, opts: &ControllerOptions) {
+    /// Starts the `ms controller` process.
+    pub fn spawn(&mut self, opts: &ControllerOptions) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)

@@ -6,4 +6,5 @@ mod autoscale;
 mod cli;
 mod common;
 mod engine_docker;
+mod gitops;
 mod reconcile;
