@@ -322,7 +322,13 @@ impl StatusSync {
                     .collect()
             };
             let disk_only = !status_files.contains(file) && !retries.contains(file);
-            let outcome = self.sync_file(file, &wanted, disk_only);
+            // Groups whose status is not known yet (just loaded) leave their file alone; a file
+            // with no group at all is a sidecar to remove.
+            let outcome = if wanted.is_empty() && by_file.contains_key(file) {
+                FileOutcome::Unchanged
+            } else {
+                self.sync_file(file, &wanted, disk_only)
+            };
             if matches!(
                 outcome,
                 FileOutcome::Written | FileOutcome::WrittenWithProblem(..)
@@ -618,6 +624,16 @@ mod tests {
             None,
             "previous is what was there at start-up"
         );
+        // A restart: the sidecar seeds the group, and is not removed before its status is known.
+        let restarted = StatusSync::new(
+            f.sync.shared.clone(),
+            Arc::new(OwnWrites::new()),
+            Duration::ZERO,
+        );
+        assert_eq!(restarted.previous(&key("web"), None).unwrap()["current"], 3);
+        restarted.files_changed([f.path("web.yaml")]);
+        assert_eq!(restarted.flush(None), 0);
+        assert!(sidecar.exists());
 
         let f = Fixture::new(&[("web.yaml", text.clone())], "statusMode: off\n");
         f.sync.publish(&key("web"), status(3));

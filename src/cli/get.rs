@@ -121,8 +121,11 @@ pub(crate) async fn run(client: Client, args: GetArgs) -> CmdResult {
             if table.is_empty() {
                 match (res, ns) {
                     (Resource::Problems, _) => eprintln!("No problems found."),
-                    (Resource::Object(Kind::AutoScalingGroup), Some(ns)) => {
-                        eprintln!("No resources found in {ns} namespace.");
+                    (Resource::Object(Kind::AutoScalingGroup), ns) => {
+                        match ns {
+                            Some(ns) => eprintln!("No resources found in {ns} namespace."),
+                            None => eprintln!("No resources found."),
+                        }
                         eprintln!("{EMPTY_HINT}");
                     }
                     (_, Some(ns)) if res != Resource::InstanceTypes => {

@@ -694,3 +694,20 @@ pub fn output_with_stdin(mut cmd: Command, input: &str) -> Output {
         .expect("write stdin");
     child.wait_with_output().expect("wait for the command")
 }
+
+/// Every file below `dir` (recursively) and its bytes: to check that nothing was modified.
+pub fn snapshot_files(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    fn walk(dir: &Path, out: &mut BTreeMap<PathBuf, Vec<u8>>) {
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                walk(&p, out);
+            } else {
+                out.insert(p.clone(), std::fs::read(&p).unwrap_or_default());
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(dir, &mut out);
+    out
+}

@@ -8,3 +8,4 @@ mod common;
 mod engine_docker;
 mod gitops;
 mod reconcile;
+mod status_files;
