@@ -208,3 +208,17 @@ fn a_watched_checkout_is_switched_pulled_stashed_reset_and_rebased_while_the_con
     let committed = git(&ctl.dir, &["show", "HEAD:web.yaml"]);
     assert!(!committed.contains("status:"), "{committed}");
 }
+
+#[test]
+fn a_checkout_without_the_filter_is_named_at_start_up_with_the_command_that_fixes_it() {
+    let opts = ControllerOptions::default();
+    let mut ctl = Controller::prepare_with(&opts);
+    git(&ctl.dir, &["init", "-q"]);
+    ctl.spawn(&opts);
+    ctl.wait_ready();
+    let log = ctl.log();
+    assert!(
+        log.contains("without the status filter") && log.contains("ms gitops init"),
+        "{log}"
+    );
+}
