@@ -231,19 +231,10 @@ fn save_like_an_editor(path: &Path, text: &str) {
 
 /// Every file below `dir` and its text.
 fn tree(dir: &Path) -> std::collections::BTreeMap<PathBuf, String> {
-    fn walk(dir: &Path, out: &mut std::collections::BTreeMap<PathBuf, String>) {
-        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                walk(&p, out);
-            } else {
-                out.insert(p.clone(), std::fs::read_to_string(&p).unwrap_or_default());
-            }
-        }
-    }
-    let mut out = std::collections::BTreeMap::new();
-    walk(dir, &mut out);
-    out
+    crate::common::snapshot_files(dir)
+        .into_iter()
+        .map(|(p, bytes)| (p, String::from_utf8_lossy(&bytes).into_owned()))
+        .collect()
 }
 
 /// 1-based number of the line of `text` containing `needle`.
