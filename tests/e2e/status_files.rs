@@ -202,8 +202,23 @@ fn the_readmes_first_command_in_a_fresh_checkout_starts_nothing_and_writes_nothi
     let home = tempfile::tempdir().unwrap();
     let port = free_port();
     let log = checkout.path().join("../controller.log");
+    // The README's command as is, but for a controller name of its own: a controller named
+    // `default` on the shared engine would take other tests' unlabelled containers for its own.
+    // The configuration names no directory, so the default one is used.
+    let config = home.path().join("config.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "controllerName: e2e-readme-{}
+",
+            std::process::id()
+        ),
+    )
+    .unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_ms"))
         .args(["controller", "--listen", &format!("127.0.0.1:{port}")])
+        .arg("--config")
+        .arg(&config)
         .current_dir(checkout.path())
         .env("HOME", home.path())
         .env_remove("XDG_DATA_HOME")
