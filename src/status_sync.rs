@@ -242,7 +242,8 @@ impl StatusSync {
                 _ = tokio::time::sleep_until(wake_at) => {}
                 _ = shutdown.cancelled() => return,
             }
-            if Instant::now() >= next_sweep {
+            // Inline files need no sweep: the watcher reports every change to them.
+            if matches!(self.sink, Sink::Sidecar(_)) && Instant::now() >= next_sweep {
                 next_sweep = Instant::now() + self.sweep;
                 self.dirty.lock().expect("dirty lock").all = true;
             }
