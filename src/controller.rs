@@ -227,6 +227,10 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         queue.clone(),
         crate::autoscale::Settings::from_config(&config),
     );
+    {
+        let sync = sync.clone();
+        autoscaler.set_previous_status(Arc::new(move |key, in_file| sync.previous(key, in_file)));
+    }
     tokio::spawn(autoscaler.clone().run(shutdown.clone()));
     let reconciler = Reconciler::new(
         shared.clone(),

@@ -187,7 +187,15 @@ pub struct Autoscaler {
     collector: tokio::sync::Mutex<Collector>,
     /// Latest per-container metrics (`ms top`), refreshed each period.
     instances: RwLock<Vec<InstanceMetrics>>,
+    /// Where the status written before this start comes from (the sidecar tree with
+    /// `statusMode: sidecar`); unset, the manifest's own `status:` block.
+    previous: std::sync::OnceLock<PreviousStatus>,
 }
+
+/// The status a group had before this controller started, given the one in its manifest:
+/// [`crate::status_sync::StatusSync::previous`].
+pub type PreviousStatus =
+    Arc<dyn Fn(&ObjectKey, Option<&serde_json::Value>) -> Option<serde_json::Value> + Send + Sync>;
 
 impl Autoscaler {
     pub fn new(
@@ -204,7 +212,13 @@ impl Autoscaler {
             groups: Mutex::new(HashMap::new()),
             collector: tokio::sync::Mutex::new(Collector::default()),
             instances: RwLock::new(Vec::new()),
+            previous: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Seeds capacities set by policies before a restart from `previous` (set once).
+    pub fn set_previous_status(&self, previous: PreviousStatus) {
+        let _ = self.previous.set(previous);
     }
 
     /// The capacity the reconciler should converge `group` to (before `state: Stopped`).
@@ -213,7 +227,11 @@ impl Autoscaler {
         let g = groups.entry(key.clone()).or_default();
         if !g.seeded {
             g.seeded = true;
-            g.owner.over = seed(group, &self.shared.desired.borrow(), key);
+            let previous = match self.previous.get() {
+                Some(p) => p(key, group.status.as_ref()),
+                None => group.status.clone(),
+            };
+            g.owner.over = seed(group, previous, &self.shared.desired.borrow(), key);
         }
         g.owner.effective(&group.spec)
     }
@@ -409,9 +427,14 @@ impl Autoscaler {
 
 /// After a restart: a capacity a policy had set survives when the spec has not changed since
 /// the status was written (same generation).
-fn seed(group: &AutoScalingGroup, desired: &Desired, key: &ObjectKey) -> Option<Override> {
+fn seed(
+    group: &AutoScalingGroup,
+    previous: Option<serde_json::Value>,
+    desired: &Desired,
+    key: &ObjectKey,
+) -> Option<Override> {
     let entry = desired.objects.get(key)?;
-    let status: GroupStatus = serde_json::from_value(group.status.clone()?).ok()?;
+    let status: GroupStatus = serde_json::from_value(previous?).ok()?;
     let set_by = SetBy::parse(status.desired_capacity_set_by.as_deref()?)?;
     if set_by == SetBy::User || status.observed_generation != entry.generation {
         return None;

@@ -134,7 +134,12 @@ fn target_tracking_on_cpu_scales_out_under_load_and_in_after_the_stabilization_w
     );
     let text = describe(&ctl, &ns);
     assert!(text.contains("Last decision:"), "{text}");
-    assert!(text.contains("scaled in from 2 to 1"), "{text}");
+    // The activity, not the last decision: the next evaluation after the scale-in ("steady at
+    // 1") replaces that, and on a loaded machine it may come before the container is gone.
+    assert!(
+        text.contains("desired capacity lowered from 2 to 1 by policy burn-policy"),
+        "{text}"
+    );
     let top = ctl.ms(&["top", "instances", "burn", "-n", &ns.name]);
     let top = assert_success(&top);
     assert!(top.contains("CPU%") && top.contains("burn-"), "{top}");
