@@ -247,3 +247,27 @@ fn groups_without_policies_keep_a_quiet_status() {
     assert_eq!(status, GroupStatus::default());
     assert_eq!(a.effective(&key, &group_of(&a)).desired, 2);
 }
+
+#[test]
+fn a_policy_set_capacity_survives_a_restart_from_the_previous_status_source() {
+    let (a, _tx) = autoscaler(&format!("{GROUP}---\n{POLICIES}"));
+    let key = web();
+    let generation = a.shared.desired.borrow().objects[&key].generation.clone();
+    // As the sidecar tree would hold it (the manifest itself has no status block).
+    let previous = serde_json::json!({
+        "observedGeneration": generation,
+        "desiredCapacity": 4,
+        "current": 4,
+        "ready": 4,
+        "desiredCapacitySetBy": "policy/cpu-target",
+    });
+    a.set_previous_status(Arc::new(move |k, in_file| {
+        assert!(in_file.is_none());
+        (k == &web()).then(|| previous.clone())
+    }));
+    let e = a.effective(&key, &group_of(&a));
+    assert_eq!(
+        (e.desired, e.set_by),
+        (4, SetBy::Policy("cpu-target".into()))
+    );
+}
