@@ -21,6 +21,7 @@ use serde_json::{json, Value};
 use crate::controller::Shared;
 use crate::manifest::{parse_file, Kind, ManifestError, Object, ObjectKey};
 use crate::store::{Desired, Entry};
+use crate::unpoisoned::RwLockExt;
 use crate::yamldoc;
 
 /// Header carrying the name of the file the client read, so errors name the user's file.
@@ -260,9 +261,9 @@ fn item(shared: &Shared, desired: &Desired, key: &ObjectKey, entry: &Entry) -> V
     let status = if key.kind == Kind::AutoScalingGroup {
         shared
             .status
-            .read()
-            .map(|s| s.get(key).map(|st| json!(st)))
-            .unwrap_or(None)
+            .read_locked()
+            .get(key)
+            .map(|st| json!(st))
             .unwrap_or(Value::Null)
     } else {
         Value::Null
@@ -377,10 +378,7 @@ async fn list_instances(
         access.check(ns)?;
     }
     let desired = snapshot(&shared);
-    let status = shared
-        .status
-        .read()
-        .map_err(|_| ApiError::internal("status lock poisoned"))?;
+    let status = shared.status.read_locked();
     let mut items = Vec::new();
     for (key, _, _) in desired.groups() {
         if !access.allows(&key.namespace)

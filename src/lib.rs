@@ -30,5 +30,6 @@ pub mod status;
 pub mod status_sync;
 pub mod statusfile;
 pub mod store;
+pub mod unpoisoned;
 pub mod watch;
 pub mod yamldoc;

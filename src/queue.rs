@@ -6,6 +6,8 @@ use std::hash::Hash;
 use std::sync::Mutex;
 
 use tokio::sync::Notify;
+
+use crate::unpoisoned::LockExt;
 use tokio::time::Instant;
 
 /// A delay queue keyed by object, in the manner of kube-runtime's scheduler + runner.
@@ -62,7 +64,7 @@ impl<K: Clone + Eq + Hash + Ord> Queue<K> {
 
     /// Runs `key` at `at` at the latest (an earlier schedule wins).
     pub fn schedule(&self, key: K, at: Instant) {
-        let mut inner = self.inner.lock().expect("queue lock");
+        let mut inner = self.inner.locked();
         if inner.running.contains(&key) {
             let slot = inner.rerun.entry(key).or_insert(at);
             *slot = (*slot).min(at);
@@ -85,7 +87,7 @@ impl<K: Clone + Eq + Hash + Ord> Queue<K> {
             tokio::pin!(notified);
             notified.as_mut().enable();
             let wait_until = {
-                let mut inner = self.inner.lock().expect("queue lock");
+                let mut inner = self.inner.locked();
                 match inner.order.first().cloned() {
                     Some((at, seq, key)) if at <= Instant::now() => {
                         inner.order.remove(&(at, seq, key.clone()));
@@ -112,7 +114,7 @@ impl<K: Clone + Eq + Hash + Ord> Queue<K> {
     /// Marks `key` finished; `requeue` schedules its next run (merged with any schedule made
     /// while it ran: the earliest wins).
     pub fn done(&self, key: &K, requeue: Option<Instant>) {
-        let mut inner = self.inner.lock().expect("queue lock");
+        let mut inner = self.inner.locked();
         inner.running.remove(key);
         let rerun = inner.rerun.remove(key);
         let at = match (rerun, requeue) {
@@ -128,7 +130,7 @@ impl<K: Clone + Eq + Hash + Ord> Queue<K> {
 
     /// Number of keys waiting (not running).
     pub fn len(&self) -> usize {
-        self.inner.lock().expect("queue lock").due.len()
+        self.inner.locked().due.len()
     }
 
     pub fn is_empty(&self) -> bool {

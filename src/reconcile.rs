@@ -12,10 +12,11 @@ use std::time::Duration;
 
 use chrono::{DateTime, SubsecRound, Utc};
 use futures::stream::{FuturesUnordered, StreamExt};
+use futures::FutureExt;
 use rand::Rng;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::controller::Shared;
 use crate::engine::{labels, ContainerSpec, ContainerState, EngineError, Observed};
@@ -25,6 +26,7 @@ use crate::plan::{self, CreateReason, Instance, Plan, RemoveReason, Target};
 use crate::queue::Queue;
 use crate::status::{self, Activity, Condition, GroupStatus, InstanceStatus, MAX_ACTIVITIES};
 use crate::status_sync::StatusSync;
+use crate::unpoisoned::{panic_message, LockExt};
 
 /// A container that exits by itself within this time of starting counts as a crash (backoff).
 const CRASH_WINDOW: Duration = Duration::from_secs(10);
@@ -170,7 +172,14 @@ impl Reconciler {
             };
             let this = self.clone();
             tokio::spawn(async move {
-                let requeue = this.reconcile(&key).await;
+                // A panic in one group's pass must not leave its key marked running forever
+                // (never reconciled again) nor touch any other group: it becomes a failure of
+                // that group, with backoff, like a launch error.
+                let pass = std::panic::AssertUnwindSafe(this.reconcile(&key)).catch_unwind();
+                let requeue = match pass.await {
+                    Ok(requeue) => requeue,
+                    Err(panic) => this.failed_by_panic(&key, &panic_message(panic.as_ref())),
+                };
                 this.queue.done(&key, requeue);
                 drop(permit);
             });
@@ -204,7 +213,7 @@ impl Reconciler {
         let instances: Vec<Instance> = observed.iter().map(|(z, o)| to_instance(z, o)).collect();
 
         let held = {
-            let mut mem_guard = self.memory.lock().expect("memory lock");
+            let mut mem_guard = self.memory.locked();
             let mem = mem_guard.entry(key.clone()).or_default();
             mem.seed(entry.and_then(|e| match &e.object {
                 crate::manifest::Object::AutoScalingGroup(g) => g.status.as_ref(),
@@ -264,7 +273,7 @@ impl Reconciler {
         };
         if resolved.group.is_none() {
             self.sync.forget(key);
-            self.memory.lock().expect("memory lock").remove(key);
+            self.memory.locked().remove(key);
             return if after.is_empty() {
                 None
             } else {
@@ -285,8 +294,7 @@ impl Reconciler {
 
         let hold = self
             .memory
-            .lock()
-            .expect("memory lock")
+            .locked()
             .get(key)
             .and_then(|m| m.hold_until)
             .filter(|t| *t > Instant::now());
@@ -420,7 +428,7 @@ impl Reconciler {
             .map(|a| a.cause_suffix(key))
             .unwrap_or_default();
         let (last_desired, group_stopped) = {
-            let mem = self.memory.lock().expect("memory lock");
+            let mem = self.memory.locked();
             let last = mem.get(key).and_then(|m| m.last_desired);
             (
                 last,
@@ -483,7 +491,7 @@ impl Reconciler {
         });
         let grace;
         {
-            let mut mem_guard = self.memory.lock().expect("memory lock");
+            let mut mem_guard = self.memory.locked();
             let mem = mem_guard.entry(key.clone()).or_default();
             if lc_grace.is_some() {
                 mem.last_grace = lc_grace;
@@ -491,10 +499,7 @@ impl Reconciler {
             grace = mem.last_grace.unwrap_or(Duration::from_secs(10));
             if let Some(msg) = &crash {
                 mem.fail("CrashLoop", msg.clone());
-                self.proven
-                    .lock()
-                    .expect("proven lock")
-                    .remove(&resolved.target.spec_hash);
+                self.proven.locked().remove(&resolved.target.spec_hash);
             }
             for r in &plan.remove {
                 let cause = match r.reason {
@@ -576,8 +581,7 @@ impl Reconciler {
         let hash = &resolved.target.spec_hash;
         let proven = self
             .proven
-            .lock()
-            .expect("proven lock")
+            .locked()
             .get(hash)
             .is_some_and(|t| t.elapsed() < PROVEN_FOR);
         let mut todo: VecDeque<&plan::Create> = plan.create.iter().collect();
@@ -614,15 +618,12 @@ impl Reconciler {
             match result {
                 Ok(o) => {
                     window += 1;
-                    self.proven
-                        .lock()
-                        .expect("proven lock")
-                        .insert(hash.clone(), Instant::now());
+                    self.proven.locked().insert(hash.clone(), Instant::now());
                     launched.push((o.name.clone(), zone.name.clone(), reason));
                     zone.created(o);
                 }
                 Err(e) => {
-                    self.proven.lock().expect("proven lock").remove(hash);
+                    self.proven.locked().remove(hash);
                     let why = match &e {
                         EngineError::NotFound(m) => format!(
                             "cannot launch in zone {}: {m} (image `{}`; microscaler never pulls: load or build the image on that engine)",
@@ -638,7 +639,7 @@ impl Reconciler {
             }
         }
 
-        let mut mem_guard = self.memory.lock().expect("memory lock");
+        let mut mem_guard = self.memory.locked();
         let mem = mem_guard.entry(key.clone()).or_default();
         let replaced: Vec<&str> = plan
             .remove
@@ -684,8 +685,20 @@ impl Reconciler {
         mem.last_desired = Some(desired);
     }
 
+    /// Records a pass that panicked as a failure of its group; returns when to try again.
+    fn failed_by_panic(&self, key: &ObjectKey, message: &str) -> Option<Instant> {
+        error!(group = %key, "reconcile failed unexpectedly (please report it): {message}");
+        let mut mem_guard = self.memory.locked();
+        let mem = mem_guard.entry(key.clone()).or_default();
+        mem.fail(
+            "InternalError",
+            format!("reconcile failed unexpectedly (please report it): {message}"),
+        );
+        mem.hold_until
+    }
+
     fn note_desired(&self, key: &ObjectKey, desired: u32) {
-        let mut mem = self.memory.lock().expect("memory lock");
+        let mut mem = self.memory.locked();
         mem.entry(key.clone()).or_default().last_desired = Some(desired);
     }
 
@@ -703,7 +716,7 @@ impl Reconciler {
     ) -> GroupStatus {
         let target = &resolved.target;
         let counts = plan::counts(target, instances);
-        let mut mem_guard = self.memory.lock().expect("memory lock");
+        let mut mem_guard = self.memory.locked();
         let mem = mem_guard.entry(key.clone()).or_default();
 
         let mut list: Vec<InstanceStatus> = observed
@@ -1037,11 +1050,16 @@ pub fn container_spec(
         labels: all_labels,
         hostname: Some(hostname),
         domainname: group.spec.domain.clone(),
+        // Float-to-int casts saturate, and memory is bounded in validation; checked anyway, so
+        // no input can wrap into a tiny or negative limit.
         nano_cpus: cpus.map(|c| (c * 1e9) as i64),
-        memory_bytes: memory_mib.map(|m| (m * 1024 * 1024) as i64),
+        memory_bytes: memory_mib
+            .map(|m| i64::try_from(m.saturating_mul(1024 * 1024)).unwrap_or(i64::MAX)),
         ports: spec.ports.clone(),
         network: spec.network.clone(),
-        stop_timeout: spec.stop_grace_period.map(|d| d.0.as_secs() as i64),
+        stop_timeout: spec
+            .stop_grace_period
+            .map(|d| i64::try_from(d.0.as_secs()).unwrap_or(i64::MAX)),
     }
 }
 
