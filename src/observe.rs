@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::engine::{labels, ContainerState, Engine, EngineEvent, EventKind, Observed};
+use crate::liveness::Beat;
 use crate::manifest::{Kind, ObjectKey};
 use crate::queue::Queue;
 use crate::unpoisoned::{LockExt, RwLockExt};
@@ -53,6 +54,8 @@ pub struct Zone {
     controller: String,
     engine: RwLock<Option<Arc<dyn Engine>>>,
     state: Mutex<ZoneState>,
+    /// Touched by the observer loop every time round (`/healthz`).
+    beat: Mutex<Beat>,
 }
 
 #[derive(Default)]
@@ -131,7 +134,36 @@ impl Zone {
             controller: controller.into(),
             engine: RwLock::new(None),
             state: Mutex::new(ZoneState::default()),
+            beat: Mutex::new(Beat::detached()),
         }
+    }
+
+    /// The heartbeat the observer loop touches (registered with the controller's liveness).
+    pub fn set_beat(&self, beat: Beat) {
+        *self.beat.locked() = beat;
+    }
+
+    fn touch(&self) {
+        self.beat.locked().touch();
+    }
+
+    /// Containers of namespace `ns` that hold resources (neither failed nor being removed),
+    /// counted per group: what the namespace's quotas count.
+    pub fn namespace_usage(&self, ns: &str) -> BTreeMap<ObjectKey, u32> {
+        let st = self.state.locked();
+        let mut out = BTreeMap::new();
+        for (key, ids) in st.by_group.iter().filter(|(k, _)| k.namespace == ns) {
+            let n = ids
+                .iter()
+                .filter(|id| !st.terminating.contains(*id))
+                .filter_map(|id| st.containers.get(id))
+                .filter(|c| !c.state.is_failed())
+                .count();
+            if n > 0 {
+                out.insert(key.clone(), u32::try_from(n).unwrap_or(u32::MAX));
+            }
+        }
+        out
     }
 
     /// Whether a container belongs to this zone's controller.
@@ -341,6 +373,7 @@ pub async fn observe(
         if shutdown.is_cancelled() {
             return;
         }
+        zone.touch();
         let result = observe_once(&zone, &connect, resync, &queue, &enqueue_all, &shutdown).await;
         if shutdown.is_cancelled() {
             return;
@@ -403,6 +436,7 @@ async fn observe_once(
         .await
         .map_err(|_| crate::engine::EngineError::Unreachable("list timed out".into()))??;
     zone.apply_list(started, list);
+    zone.touch();
     if zone.set_reach(Reach::Reachable) {
         info!(zone = %zone.name, containers = zone.len(), "zone reachable");
     }
@@ -412,6 +446,7 @@ async fn observe_once(
         tokio::select! {
             ev = events.next() => match ev {
                 Some(Ok(ev)) => {
+                    zone.touch();
                     if let Some(k) = zone.apply_event(&ev) {
                         queue.now(k);
                     }
@@ -425,6 +460,7 @@ async fn observe_once(
                     .await
                     .map_err(|_| crate::engine::EngineError::Unreachable("list timed out".into()))??;
                 zone.apply_list(started, list);
+                zone.touch();
                 enqueue_all(zone);
             }
             _ = shutdown.cancelled() => return Ok(()),

@@ -24,8 +24,10 @@ use crate::manifest::{AutoScalingGroup, IntOrPercent, LaunchConfiguration, Objec
 use crate::observe::{short_id, Reach, Zone};
 use crate::plan::{self, CreateReason, Instance, Plan, RemoveReason, Target};
 use crate::queue::Queue;
+use crate::quota::QuotaLedger;
 use crate::status::{self, Activity, Condition, GroupStatus, InstanceStatus, MAX_ACTIVITIES};
 use crate::status_sync::StatusSync;
+use crate::tenancy::{ContainerLimits, Usage};
 use crate::unpoisoned::{panic_message, LockExt};
 
 /// A container that exits by itself within this time of starting counts as a crash (backoff).
@@ -60,6 +62,8 @@ struct GroupMemory {
     /// Stop grace of the group's launch configuration when last seen: a deleted group's
     /// containers are stopped with it, not with Docker's default.
     last_grace: Option<Duration>,
+    /// Why the last pass could not launch all it wanted: a namespace quota (Degraded).
+    quota: Option<String>,
 }
 
 impl GroupMemory {
@@ -121,6 +125,8 @@ pub struct Reconciler {
     concurrency: usize,
     /// The effective capacity of groups with scaling policies (set once, by the controller).
     autoscaler: std::sync::OnceLock<Arc<crate::autoscale::Autoscaler>>,
+    /// Creations in flight per namespace, for the namespace quotas.
+    quotas: QuotaLedger,
 }
 
 /// What a group resolves to for one pass.
@@ -131,6 +137,8 @@ struct Resolved {
     /// Problems to show in conditions: (reason, message).
     problems: Vec<(String, String)>,
     waiting_for: Option<String>,
+    /// CPU and memory limits of each container (the namespace's defaults filled in).
+    limits: ContainerLimits,
 }
 
 impl Reconciler {
@@ -150,6 +158,7 @@ impl Reconciler {
             proven: Mutex::new(HashMap::new()),
             concurrency: concurrency.max(1),
             autoscaler: std::sync::OnceLock::new(),
+            quotas: QuotaLedger::default(),
         })
     }
 
@@ -240,9 +249,30 @@ impl Reconciler {
             plan.create.clear();
         }
 
+        // Namespace quotas: launch only what fits; the rest waits, visibly (Degraded).
+        let reservation = (!plan.create.is_empty()).then(|| {
+            let running = self.namespace_usage(&key.namespace, &desired);
+            self.quotas.reserve(
+                &self.shared.tenancy,
+                &key.namespace,
+                running,
+                u32::try_from(plan.create.len()).unwrap_or(u32::MAX),
+                resolved.limits,
+            )
+        });
+        if let Some(r) = &reservation {
+            plan.create.truncate(r.granted as usize);
+        }
+        let refused = reservation.as_ref().and_then(|r| r.refused.clone());
+        if let Some(why) = &refused {
+            debug!(group = %key, "quota: {why}");
+        }
+        self.memory.locked().entry(key.clone()).or_default().quota = refused;
+
         let acted = !plan.is_empty();
         self.execute(key, &resolved, &plan, &instances, &observed)
             .await;
+        drop(reservation);
 
         // Status from what we see now (our own actions are already in the caches). A pass that
         // did nothing (every periodic resync of a converged group) reuses what it read.
@@ -330,6 +360,7 @@ impl Reconciler {
                 group: None,
                 problems: vec![],
                 waiting_for: None,
+                limits: (None, None),
             };
         };
         let spec = &group.spec;
@@ -384,9 +415,17 @@ impl Reconciler {
                     .clamp(spec.min_size, spec.max_size.max(spec.min_size)),
             },
         };
+        let limits = lc
+            .as_ref()
+            .map(|l| {
+                self.shared
+                    .tenancy
+                    .container_limits(&key.namespace, &l.spec)
+            })
+            .unwrap_or((None, None));
         let spec_hash = lc
             .as_ref()
-            .map(|l| container_hash(l, group))
+            .map(|l| container_hash_with_limits(l, group, limits))
             .unwrap_or_default();
         let max_surge = resolve_count(spec.max_surge.as_ref(), desired_count, 25, true);
         let max_unavailable = resolve_count(spec.max_unavailable.as_ref(), desired_count, 0, false);
@@ -408,7 +447,31 @@ impl Reconciler {
             group: Some(group.clone()),
             problems,
             waiting_for,
+            limits,
         }
+    }
+
+    /// What the containers of namespace `ns` use now, in the reachable zones: each group's
+    /// running containers times its containers' limits (the namespace's defaults for a group
+    /// no longer defined).
+    fn namespace_usage(&self, ns: &str, desired: &crate::store::Desired) -> Usage {
+        let tenancy = &self.shared.tenancy;
+        let defaults = {
+            let (c, m) = tenancy.default_resources(ns);
+            (Some(c), Some(m))
+        };
+        let mut usage = Usage::default();
+        for z in self.zones.iter().filter(|z| z.reach() == Reach::Reachable) {
+            for (key, n) in z.namespace_usage(ns) {
+                let limits = desired
+                    .group(&key)
+                    .and_then(|g| desired.launch_configuration(ns, &g.spec.launch_configuration))
+                    .map(|l| tenancy.container_limits(ns, &l.spec))
+                    .unwrap_or(defaults);
+                usage.add(Usage::of(n, limits));
+            }
+        }
+        usage
     }
 
     async fn execute(
@@ -605,6 +668,7 @@ impl Reconciler {
                     &zone.name,
                     &resolved.target.spec_hash,
                     &self.shared.config.controller_name,
+                    resolved.limits,
                 );
                 let reason = c.reason.clone();
                 inflight.push(async move {
@@ -809,6 +873,9 @@ impl Reconciler {
             )),
         }
         let mut degraded: Vec<(String, String)> = resolved.problems.clone();
+        if let Some(q) = &mem.quota {
+            degraded.push(("QuotaExceeded".into(), q.clone()));
+        }
         for (z, e) in unreachable {
             if target.zones.contains(z) {
                 degraded.push((
@@ -991,6 +1058,22 @@ pub fn container_hash(lc: &LaunchConfiguration, group: &AutoScalingGroup) -> Str
     crate::manifest::short_hash(text.as_bytes())
 }
 
+/// [`container_hash`] when the containers run with `limits`: limits the namespace's defaults
+/// filled in count too (new defaults roll out), while a launch configuration that sets its own
+/// hashes as before.
+pub fn container_hash_with_limits(
+    lc: &LaunchConfiguration,
+    group: &AutoScalingGroup,
+    limits: ContainerLimits,
+) -> String {
+    if limits == lc.spec.limits() {
+        return container_hash(lc, group);
+    }
+    let text = serde_json::to_string(&(&lc.spec, &group.spec.domain, limits.0, limits.1))
+        .expect("serializable");
+    crate::manifest::short_hash(text.as_bytes())
+}
+
 /// The container for one instance of `group` in `zone`.
 pub fn container_spec(
     key: &ObjectKey,
@@ -999,6 +1082,7 @@ pub fn container_spec(
     zone: &str,
     hash: &str,
     controller: &str,
+    limits: ContainerLimits,
 ) -> ContainerSpec {
     let suffix: String = {
         let mut rng = rand::rng();
@@ -1040,7 +1124,7 @@ pub fn container_spec(
     ] {
         all_labels.insert(k.to_string(), v.to_string());
     }
-    let (cpus, memory_mib) = spec.limits();
+    let (cpus, memory_mib) = limits;
     ContainerSpec {
         name,
         image: spec.image.clone(),

@@ -269,13 +269,38 @@ impl Autoscaler {
     }
 
     /// Records a pushed value for a group (validated by the caller).
-    pub fn push(&self, key: &ObjectKey, name: &str, value: f64, time: DateTime<Utc>) {
+    ///
+    /// # Errors
+    /// When `name` is new for the group and the namespace already holds `max_series` pushed
+    /// metrics (each group's counted apart): the number it holds.
+    pub fn push(
+        &self,
+        key: &ObjectKey,
+        name: &str,
+        value: f64,
+        time: DateTime<Utc>,
+        max_series: u32,
+    ) -> Result<(), usize> {
         let mut groups = self.groups.locked();
+        let known = groups
+            .get(key)
+            .is_some_and(|g| g.history.pushed_names().any(|n| n == name));
+        if !known {
+            let held: usize = groups
+                .iter()
+                .filter(|(k, _)| k.namespace == key.namespace)
+                .map(|(_, g)| g.history.pushed_names().count())
+                .sum();
+            if held >= max_series as usize {
+                return Err(held);
+            }
+        }
         groups
             .entry(key.clone())
             .or_default()
             .history
             .push(name, time, value);
+        Ok(())
     }
 
     /// Latest per-container metrics.
@@ -287,12 +312,17 @@ impl Autoscaler {
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
         let mut tick = tokio::time::interval(self.settings.period);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let beat = self.shared.liveness.beat(
+            "autoscaler",
+            crate::controller::silence_bound(self.settings.period),
+        );
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
                 _ = shutdown.cancelled() => return,
             }
             self.tick(Utc::now()).await;
+            beat.touch();
         }
     }
 
@@ -305,7 +335,13 @@ impl Autoscaler {
         let mut infos = BTreeMap::new();
         for (key, group, _) in desired.groups() {
             let lc = desired.launch_configuration(&key.namespace, &group.spec.launch_configuration);
-            let cpus = lc.and_then(|l| l.spec.limits().0);
+            // The limit containers really run with (the namespace's default when unset).
+            let cpus = lc.and_then(|l| {
+                self.shared
+                    .tenancy
+                    .container_limits(&key.namespace, &l.spec)
+                    .0
+            });
             let warm_up = group
                 .spec
                 .health_check_grace_period
@@ -324,6 +360,16 @@ impl Autoscaler {
         {
             let mut groups = self.groups.locked();
             groups.retain(|k, _| infos.contains_key(k));
+            // Pushed names nobody pushes any more go (a minute after they turned stale).
+            let cutoff = policy::minus(
+                now,
+                self.settings
+                    .pushed_max_age
+                    .saturating_add(Duration::from_secs(60)),
+            );
+            for g in groups.values_mut() {
+                g.history.forget_pushed_before(cutoff);
+            }
             for (key, sample) in samples {
                 groups.entry(key).or_default().history.record(sample);
             }

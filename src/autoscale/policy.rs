@@ -116,6 +116,18 @@ impl History {
         }
     }
 
+    /// Names of the pushed metrics held.
+    pub fn pushed_names(&self) -> impl Iterator<Item = &str> {
+        self.pushed.keys().map(String::as_str)
+    }
+
+    /// Forgets pushed metrics whose newest value is older than `cutoff`: a stale value reads as
+    /// missing anyway, and a name nobody pushes any more must not hold memory for ever.
+    pub fn forget_pushed_before(&mut self, cutoff: DateTime<Utc>) {
+        self.pushed
+            .retain(|_, q| q.back().is_some_and(|(t, _)| *t >= cutoff));
+    }
+
     /// The latest collected sample.
     pub fn latest(&self) -> Option<&GroupSample> {
         self.samples.back()
