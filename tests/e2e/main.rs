@@ -7,3 +7,4 @@ mod cli;
 mod common;
 mod engine_docker;
 mod reconcile;
+mod tenants;
