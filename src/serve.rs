@@ -146,7 +146,8 @@ pub fn raise_fd_limit() -> Option<u64> {
                 }
             }
         }
-        Some(lim.rlim_cur as u64)
+        #[allow(clippy::useless_conversion)] // rlim_t is u64 on Linux, not everywhere
+        Some(u64::from(lim.rlim_cur))
     }
     #[cfg(not(unix))]
     None
@@ -164,7 +165,8 @@ pub fn fd_limit() -> Option<u64> {
         if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
             return None;
         }
-        Some(lim.rlim_cur as u64)
+        #[allow(clippy::useless_conversion)] // rlim_t is u64 on Linux, not everywhere
+        Some(u64::from(lim.rlim_cur))
     }
     #[cfg(not(unix))]
     None

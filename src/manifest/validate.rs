@@ -84,7 +84,7 @@ impl Problems {
         if let Some(d) = d {
             if d.0 > max {
                 let name = field.rsplit('.').next().unwrap_or(field);
-                let limit = if max.as_secs() >= 86_400 && max.as_secs() % 86_400 == 0 {
+                let limit = if max.as_secs() >= 86_400 && max.as_secs().is_multiple_of(86_400) {
                     format!("{}d", max.as_secs() / 86_400)
                 } else {
                     DurationSpec(max).to_string()

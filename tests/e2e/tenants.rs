@@ -69,11 +69,13 @@ fn wait_running(ctl: &Controller, ns: &TestNs, n: usize) -> Vec<String> {
 }
 
 fn two_tenants(a: &TestNs, b: &TestNs, extra: &str) -> Controller {
-    let mut opts = ControllerOptions::default();
-    opts.extra_config = format!(
-        "metricsPeriod: 1s\ntokens:\n  - token: {TOKEN_A}\n    namespaces: [{}]\n  - token: {TOKEN_B}\n    namespaces: [{}]\n{extra}",
-        a.name, b.name
-    );
+    let opts = ControllerOptions {
+        extra_config: format!(
+            "metricsPeriod: 1s\ntokens:\n  - token: {TOKEN_A}\n    namespaces: [{}]\n  - token: {TOKEN_B}\n    namespaces: [{}]\n{extra}",
+            a.name, b.name
+        ),
+        ..Default::default()
+    };
     let mut ctl = Controller::start_with(opts);
     ctl.wait_ready();
     ctl
@@ -243,9 +245,11 @@ fn containers_get_default_limits_and_a_namespace_quota_caps_its_containers() {
 #[test]
 fn a_connection_flood_neither_exhausts_descriptors_nor_stops_self_healing() {
     let ns = TestNs::new();
-    let mut opts = ControllerOptions::default();
     // 256 descriptors: the API may hold 128 connections; the flood below opens 1,500.
-    opts.nofile = Some(256);
+    let opts = ControllerOptions {
+        nofile: Some(256),
+        ..Default::default()
+    };
     let mut ctl = Controller::start_with(opts);
     ctl.wait_ready();
     let dir_file = ctl.write_manifest(
