@@ -286,14 +286,19 @@ fn config_file(shared: &Shared) -> String {
         .unwrap_or_else(|| "the controller configuration (ms controller --config FILE)".into())
 }
 
-/// [`authorize`] for a change: also takes one permit of the caller's write rate.
-fn authorize_write(shared: &Shared, headers: &HeaderMap) -> ApiResult<Access> {
+/// Request bytes that cost one write permit: a 1 MiB apply costs 16 (the watcher re-reads
+/// what an apply writes, for every tenant, so size is what loads the controller).
+const BYTES_PER_WRITE_PERMIT: usize = 64 * 1024;
+
+/// [`authorize`] for a change of `bytes` bytes: also takes permits of the caller's write rate.
+fn authorize_write(shared: &Shared, headers: &HeaderMap, bytes: usize) -> ApiResult<Access> {
     let (access, caller) = authenticate(shared, headers)?;
-    shared.write_limit.take(&caller).map_err(|wait| {
+    let permits = u32::try_from(1 + bytes / BYTES_PER_WRITE_PERMIT).unwrap_or(u32::MAX);
+    shared.write_limit.take_n(&caller, permits).map_err(|wait| {
         ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             format!(
-                "too many changes from this token: at most {} per second, {} at once (api.writesPerSecond, api.writeBurst in {}); try again in {:.1}s",
+                "too many changes from this token: at most {} per second, {} at once, a change costing one per 64 KiB (api.writesPerSecond, api.writeBurst in {}); try again in {:.1}s",
                 shared.config.api.writes_per_second,
                 shared.config.api.write_burst,
                 config_file(shared),
@@ -737,7 +742,7 @@ async fn apply(
     Query(q): Query<ApplyQuery>,
     body: String,
 ) -> ApiResult<Json<ChangeResponse>> {
-    let access = authorize_write(&shared, &headers)?;
+    let access = authorize_write(&shared, &headers, body.len())?;
     let filename = headers
         .get(FILENAME_HEADER)
         .and_then(|v| v.to_str().ok())
@@ -991,7 +996,7 @@ async fn delete_object(
     headers: HeaderMap,
     UrlPath((kind, ns, name)): UrlPath<(String, String, String)>,
 ) -> ApiResult<Json<ChangeResponse>> {
-    let access = authorize_write(&shared, &headers)?;
+    let access = authorize_write(&shared, &headers, 0)?;
     let kind = Kind::parse(&kind).ok_or_else(|| {
         ApiError::new(
             StatusCode::NOT_FOUND,
@@ -1065,7 +1070,7 @@ async fn set_group_field(
     action: &'static str,
     check: impl Fn(&Desired, &crate::manifest::AutoScalingGroup) -> ApiResult<(&'static str, Value)>,
 ) -> ApiResult<Json<ChangeResponse>> {
-    let access = authorize_write(shared, headers)?;
+    let access = authorize_write(shared, headers, 0)?;
     access.check(ns)?;
     let result = plan_and_write(shared, &[ns], false, |desired| {
         let (key, entry) = locate(desired, Kind::AutoScalingGroup, ns, name)?;

@@ -42,6 +42,15 @@ impl RateLimiter {
     /// # Errors
     /// How long until a permit is free.
     pub fn take(&self, key: &str) -> Result<(), Duration> {
+        self.take_n(key, 1)
+    }
+
+    /// Takes `n` permits for `key` at once (a large request costs more; at most a full burst).
+    ///
+    /// # Errors
+    /// How long until that many permits are free.
+    pub fn take_n(&self, key: &str, n: u32) -> Result<(), Duration> {
+        let n = f64::from(n.max(1)).min(self.burst);
         let now = Instant::now();
         let mut buckets = self.buckets.locked();
         let b = buckets.entry(key.to_string()).or_insert(Bucket {
@@ -51,12 +60,12 @@ impl RateLimiter {
         let refill = now.saturating_duration_since(b.at).as_secs_f64() * self.rate;
         b.permits = (b.permits + refill).min(self.burst);
         b.at = now;
-        if b.permits >= 1.0 {
-            b.permits -= 1.0;
+        if b.permits >= n {
+            b.permits -= n;
             Ok(())
         } else {
             Err(Duration::from_secs_f64(
-                ((1.0 - b.permits) / self.rate).min(3600.0),
+                ((n - b.permits) / self.rate).min(3600.0),
             ))
         }
     }
@@ -83,6 +92,10 @@ mod tests {
         for _ in 0..3 {
             l.take("a").unwrap();
         }
+        assert!(l.take("a").is_err());
+        // A large request costs several permits (at most a full burst).
+        tokio::time::advance(Duration::from_secs(60)).await;
+        l.take_n("a", 100).unwrap();
         assert!(l.take("a").is_err());
     }
 }
