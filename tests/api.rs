@@ -813,7 +813,7 @@ async fn writes_are_rate_limited_per_token() {
         .await;
     assert_eq!(status, 429, "{body}");
     assert!(
-        refusal(&body).contains("at most 0.1 per second, 2 at once (api.writesPerSecond, api.writeBurst in /etc/microscaler.yaml)"),
+        refusal(&body).contains("at most 0.1 per second, 2 at once, a change costing one per 64 KiB (api.writesPerSecond, api.writeBurst in /etc/microscaler.yaml)"),
         "{body}"
     );
     // The other tenant's token has its own budget, and reads are not limited.
