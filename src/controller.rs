@@ -15,14 +15,18 @@ use tracing::info;
 use crate::config::Config;
 use crate::engine::docker::DockerEngine;
 use crate::engine::Engine;
+use crate::liveness::Liveness;
 use crate::manifest::{Kind, ObjectKey};
 use crate::observe::{observe, Connector, Zone};
 use crate::queue::Queue;
+use crate::ratelimit::RateLimiter;
 use crate::reconcile::Reconciler;
 use crate::status::GroupStatus;
 use crate::status_sync::StatusSync;
 use crate::statusfile::OwnWrites;
 use crate::store::Desired;
+use crate::tenancy::Tenancy;
+use crate::write_locks::NamespaceLocks;
 
 /// State shared by every part of a running controller.
 pub struct Shared {
@@ -41,12 +45,27 @@ pub struct Shared {
     pub confirm_empty: crate::watch::EmptyConfirmation,
     /// Manifests whose status cannot be written, and why (written by the status writer).
     pub status_problems: crate::status_sync::WriteProblems,
+    /// Per-namespace limits (from `config.namespaces`).
+    pub tenancy: Arc<Tenancy>,
+    /// What `/healthz` reports: the loops' heartbeats and the queue's progress.
+    pub liveness: Arc<Liveness>,
+    /// Changes per token (`api.writesPerSecond`).
+    pub write_limit: RateLimiter,
+    /// Pushed metric values per token (`api.pushesPerSecond`).
+    pub push_limit: RateLimiter,
+    /// The API's file edits, serialized per namespace.
+    pub write_locks: NamespaceLocks,
 }
 
 impl Shared {
     /// Shared state over a desired-state channel: no status yet, not ready.
     pub fn new(config: Config, desired: watch::Receiver<Arc<Desired>>) -> Shared {
         Shared {
+            tenancy: Arc::new(config.tenancy()),
+            liveness: Arc::default(),
+            write_limit: RateLimiter::new(config.api.writes_per_second, config.api.write_burst),
+            push_limit: RateLimiter::new(config.api.pushes_per_second, config.api.push_burst),
+            write_locks: NamespaceLocks::default(),
             config,
             desired,
             status: RwLock::new(BTreeMap::new()),
@@ -83,9 +102,14 @@ pub fn spawn_zones(
         .into_iter()
         .map(|(name, connect)| {
             let zone = Arc::new(Zone::for_controller(
-                name,
+                name.clone(),
                 shared.config.controller_name.clone(),
             ));
+            zone.set_beat(
+                shared
+                    .liveness
+                    .beat(&format!("zone {name} observer"), silence_bound(resync)),
+            );
             tokio::spawn(observe(
                 zone.clone(),
                 connect,
@@ -98,6 +122,16 @@ pub fn spawn_zones(
         })
         .collect()
 }
+
+/// How long a loop that wakes at least every `period` may stay silent before `/healthz` fails.
+pub fn silence_bound(period: Duration) -> Duration {
+    period
+        .saturating_mul(3)
+        .saturating_add(Duration::from_secs(30))
+}
+
+/// How long a group may wait for a worker, or one reconcile may run, before `/healthz` fails.
+const RECONCILE_STALL: Duration = Duration::from_secs(300);
 
 /// Options of `ms controller` (flags override the configuration file).
 #[derive(Debug, Clone, Default)]
@@ -139,6 +173,13 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
             )
         })?;
     info!(dir = %config.dir.display(), listen = %listener.local_addr()?, zones = ?config.zone_names(), "controller starting");
+    // Descriptor headroom: the soft limit up to the hard one, and API connections capped at
+    // half of it, so a connection flood can never starve the engines or the directory.
+    let fd_limit = crate::serve::raise_fd_limit();
+    crate::serve::log_limits(
+        &crate::serve::ConnLimits::new(&config.api, fd_limit),
+        fd_limit,
+    );
 
     let shutdown = CancellationToken::new();
     let (tx, rx) = watch::channel(Arc::new(Desired::default()));
@@ -168,6 +209,10 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         confirm_empty: shared.confirm_empty.clone(),
         changed_files: Some(changed_tx),
         ignore,
+        tenancy: shared.tenancy.clone(),
+        beat: shared
+            .liveness
+            .beat("watcher", silence_bound(config.rescan_period.0)),
     };
     tokio::spawn(crate::watch::run(
         opts,
@@ -201,6 +246,13 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         &queue,
         &shutdown,
     );
+
+    {
+        let queue = queue.clone();
+        shared
+            .liveness
+            .check("reconciler", move || queue.stalled(RECONCILE_STALL));
+    }
 
     // Desired-state changes: readiness, and a reconcile of every group whose inputs changed.
     tokio::spawn(enqueue_changes(

@@ -12,10 +12,11 @@ use std::time::Duration;
 
 use chrono::{DateTime, SubsecRound, Utc};
 use futures::stream::{FuturesUnordered, StreamExt};
+use futures::FutureExt;
 use rand::Rng;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::controller::Shared;
 use crate::engine::{labels, ContainerSpec, ContainerState, EngineError, Observed};
@@ -23,8 +24,11 @@ use crate::manifest::{AutoScalingGroup, IntOrPercent, LaunchConfiguration, Objec
 use crate::observe::{short_id, Reach, Zone};
 use crate::plan::{self, CreateReason, Instance, Plan, RemoveReason, Target};
 use crate::queue::Queue;
+use crate::quota::QuotaLedger;
 use crate::status::{self, Activity, Condition, GroupStatus, InstanceStatus, MAX_ACTIVITIES};
 use crate::status_sync::StatusSync;
+use crate::tenancy::{ContainerLimits, Usage};
+use crate::unpoisoned::{panic_message, LockExt};
 
 /// A container that exits by itself within this time of starting counts as a crash (backoff).
 const CRASH_WINDOW: Duration = Duration::from_secs(10);
@@ -58,6 +62,8 @@ struct GroupMemory {
     /// Stop grace of the group's launch configuration when last seen: a deleted group's
     /// containers are stopped with it, not with Docker's default.
     last_grace: Option<Duration>,
+    /// Why the last pass could not launch all it wanted: a namespace quota (Degraded).
+    quota: Option<String>,
 }
 
 impl GroupMemory {
@@ -119,6 +125,8 @@ pub struct Reconciler {
     concurrency: usize,
     /// The effective capacity of groups with scaling policies (set once, by the controller).
     autoscaler: std::sync::OnceLock<Arc<crate::autoscale::Autoscaler>>,
+    /// Creations in flight per namespace, for the namespace quotas.
+    quotas: QuotaLedger,
 }
 
 /// What a group resolves to for one pass.
@@ -129,6 +137,8 @@ struct Resolved {
     /// Problems to show in conditions: (reason, message).
     problems: Vec<(String, String)>,
     waiting_for: Option<String>,
+    /// CPU and memory limits of each container (the namespace's defaults filled in).
+    limits: ContainerLimits,
 }
 
 impl Reconciler {
@@ -148,6 +158,7 @@ impl Reconciler {
             proven: Mutex::new(HashMap::new()),
             concurrency: concurrency.max(1),
             autoscaler: std::sync::OnceLock::new(),
+            quotas: QuotaLedger::default(),
         })
     }
 
@@ -170,7 +181,14 @@ impl Reconciler {
             };
             let this = self.clone();
             tokio::spawn(async move {
-                let requeue = this.reconcile(&key).await;
+                // A panic in one group's pass must not leave its key marked running forever
+                // (never reconciled again) nor touch any other group: it becomes a failure of
+                // that group, with backoff, like a launch error.
+                let pass = std::panic::AssertUnwindSafe(this.reconcile(&key)).catch_unwind();
+                let requeue = match pass.await {
+                    Ok(requeue) => requeue,
+                    Err(panic) => this.failed_by_panic(&key, &panic_message(panic.as_ref())),
+                };
                 this.queue.done(&key, requeue);
                 drop(permit);
             });
@@ -204,7 +222,7 @@ impl Reconciler {
         let instances: Vec<Instance> = observed.iter().map(|(z, o)| to_instance(z, o)).collect();
 
         let held = {
-            let mut mem_guard = self.memory.lock().expect("memory lock");
+            let mut mem_guard = self.memory.locked();
             let mem = mem_guard.entry(key.clone()).or_default();
             if !mem.seeded {
                 let in_file = entry.and_then(|e| match &e.object {
@@ -234,9 +252,30 @@ impl Reconciler {
             plan.create.clear();
         }
 
+        // Namespace quotas: launch only what fits; the rest waits, visibly (Degraded).
+        let reservation = (!plan.create.is_empty()).then(|| {
+            let running = self.namespace_usage(&key.namespace, &desired);
+            self.quotas.reserve(
+                &self.shared.tenancy,
+                &key.namespace,
+                running,
+                u32::try_from(plan.create.len()).unwrap_or(u32::MAX),
+                resolved.limits,
+            )
+        });
+        if let Some(r) = &reservation {
+            plan.create.truncate(r.granted as usize);
+        }
+        let refused = reservation.as_ref().and_then(|r| r.refused.clone());
+        if let Some(why) = &refused {
+            debug!(group = %key, "quota: {why}");
+        }
+        self.memory.locked().entry(key.clone()).or_default().quota = refused;
+
         let acted = !plan.is_empty();
         self.execute(key, &resolved, &plan, &instances, &observed)
             .await;
+        drop(reservation);
 
         // Status from what we see now (our own actions are already in the caches). A pass that
         // did nothing (every periodic resync of a converged group) reuses what it read.
@@ -267,7 +306,7 @@ impl Reconciler {
         };
         if resolved.group.is_none() {
             self.sync.forget(key);
-            self.memory.lock().expect("memory lock").remove(key);
+            self.memory.locked().remove(key);
             return if after.is_empty() {
                 None
             } else {
@@ -288,8 +327,7 @@ impl Reconciler {
 
         let hold = self
             .memory
-            .lock()
-            .expect("memory lock")
+            .locked()
             .get(key)
             .and_then(|m| m.hold_until)
             .filter(|t| *t > Instant::now());
@@ -325,6 +363,7 @@ impl Reconciler {
                 group: None,
                 problems: vec![],
                 waiting_for: None,
+                limits: (None, None),
             };
         };
         let spec = &group.spec;
@@ -379,9 +418,17 @@ impl Reconciler {
                     .clamp(spec.min_size, spec.max_size.max(spec.min_size)),
             },
         };
+        let limits = lc
+            .as_ref()
+            .map(|l| {
+                self.shared
+                    .tenancy
+                    .container_limits(&key.namespace, &l.spec)
+            })
+            .unwrap_or((None, None));
         let spec_hash = lc
             .as_ref()
-            .map(|l| container_hash(l, group))
+            .map(|l| container_hash_with_limits(l, group, limits))
             .unwrap_or_default();
         let max_surge = resolve_count(spec.max_surge.as_ref(), desired_count, 25, true);
         let max_unavailable = resolve_count(spec.max_unavailable.as_ref(), desired_count, 0, false);
@@ -403,7 +450,31 @@ impl Reconciler {
             group: Some(group.clone()),
             problems,
             waiting_for,
+            limits,
         }
+    }
+
+    /// What the containers of namespace `ns` use now, in the reachable zones: each group's
+    /// running containers times its containers' limits (the namespace's defaults for a group
+    /// no longer defined).
+    fn namespace_usage(&self, ns: &str, desired: &crate::store::Desired) -> Usage {
+        let tenancy = &self.shared.tenancy;
+        let defaults = {
+            let (c, m) = tenancy.default_resources(ns);
+            (Some(c), Some(m))
+        };
+        let mut usage = Usage::default();
+        for z in self.zones.iter().filter(|z| z.reach() == Reach::Reachable) {
+            for (key, n) in z.namespace_usage(ns) {
+                let limits = desired
+                    .group(&key)
+                    .and_then(|g| desired.launch_configuration(ns, &g.spec.launch_configuration))
+                    .map(|l| tenancy.container_limits(ns, &l.spec))
+                    .unwrap_or(defaults);
+                usage.add(Usage::of(n, limits));
+            }
+        }
+        usage
     }
 
     async fn execute(
@@ -423,7 +494,7 @@ impl Reconciler {
             .map(|a| a.cause_suffix(key))
             .unwrap_or_default();
         let (last_desired, group_stopped) = {
-            let mem = self.memory.lock().expect("memory lock");
+            let mem = self.memory.locked();
             let last = mem.get(key).and_then(|m| m.last_desired);
             (
                 last,
@@ -486,7 +557,7 @@ impl Reconciler {
         });
         let grace;
         {
-            let mut mem_guard = self.memory.lock().expect("memory lock");
+            let mut mem_guard = self.memory.locked();
             let mem = mem_guard.entry(key.clone()).or_default();
             if lc_grace.is_some() {
                 mem.last_grace = lc_grace;
@@ -494,10 +565,7 @@ impl Reconciler {
             grace = mem.last_grace.unwrap_or(Duration::from_secs(10));
             if let Some(msg) = &crash {
                 mem.fail("CrashLoop", msg.clone());
-                self.proven
-                    .lock()
-                    .expect("proven lock")
-                    .remove(&resolved.target.spec_hash);
+                self.proven.locked().remove(&resolved.target.spec_hash);
             }
             for r in &plan.remove {
                 let cause = match r.reason {
@@ -579,8 +647,7 @@ impl Reconciler {
         let hash = &resolved.target.spec_hash;
         let proven = self
             .proven
-            .lock()
-            .expect("proven lock")
+            .locked()
             .get(hash)
             .is_some_and(|t| t.elapsed() < PROVEN_FOR);
         let mut todo: VecDeque<&plan::Create> = plan.create.iter().collect();
@@ -604,6 +671,7 @@ impl Reconciler {
                     &zone.name,
                     &resolved.target.spec_hash,
                     &self.shared.config.controller_name,
+                    resolved.limits,
                 );
                 let reason = c.reason.clone();
                 inflight.push(async move {
@@ -617,15 +685,12 @@ impl Reconciler {
             match result {
                 Ok(o) => {
                     window += 1;
-                    self.proven
-                        .lock()
-                        .expect("proven lock")
-                        .insert(hash.clone(), Instant::now());
+                    self.proven.locked().insert(hash.clone(), Instant::now());
                     launched.push((o.name.clone(), zone.name.clone(), reason));
                     zone.created(o);
                 }
                 Err(e) => {
-                    self.proven.lock().expect("proven lock").remove(hash);
+                    self.proven.locked().remove(hash);
                     let why = match &e {
                         EngineError::NotFound(m) => format!(
                             "cannot launch in zone {}: {m} (image `{}`; microscaler never pulls: load or build the image on that engine)",
@@ -641,7 +706,7 @@ impl Reconciler {
             }
         }
 
-        let mut mem_guard = self.memory.lock().expect("memory lock");
+        let mut mem_guard = self.memory.locked();
         let mem = mem_guard.entry(key.clone()).or_default();
         let replaced: Vec<&str> = plan
             .remove
@@ -687,8 +752,20 @@ impl Reconciler {
         mem.last_desired = Some(desired);
     }
 
+    /// Records a pass that panicked as a failure of its group; returns when to try again.
+    fn failed_by_panic(&self, key: &ObjectKey, message: &str) -> Option<Instant> {
+        error!(group = %key, "reconcile failed unexpectedly (please report it): {message}");
+        let mut mem_guard = self.memory.locked();
+        let mem = mem_guard.entry(key.clone()).or_default();
+        mem.fail(
+            "InternalError",
+            format!("reconcile failed unexpectedly (please report it): {message}"),
+        );
+        mem.hold_until
+    }
+
     fn note_desired(&self, key: &ObjectKey, desired: u32) {
-        let mut mem = self.memory.lock().expect("memory lock");
+        let mut mem = self.memory.locked();
         mem.entry(key.clone()).or_default().last_desired = Some(desired);
     }
 
@@ -706,7 +783,7 @@ impl Reconciler {
     ) -> GroupStatus {
         let target = &resolved.target;
         let counts = plan::counts(target, instances);
-        let mut mem_guard = self.memory.lock().expect("memory lock");
+        let mut mem_guard = self.memory.locked();
         let mem = mem_guard.entry(key.clone()).or_default();
 
         let mut list: Vec<InstanceStatus> = observed
@@ -799,6 +876,9 @@ impl Reconciler {
             )),
         }
         let mut degraded: Vec<(String, String)> = resolved.problems.clone();
+        if let Some(q) = &mem.quota {
+            degraded.push(("QuotaExceeded".into(), q.clone()));
+        }
         for (z, e) in unreachable {
             if target.zones.contains(z) {
                 degraded.push((
@@ -981,6 +1061,22 @@ pub fn container_hash(lc: &LaunchConfiguration, group: &AutoScalingGroup) -> Str
     crate::manifest::short_hash(text.as_bytes())
 }
 
+/// [`container_hash`] when the containers run with `limits`: limits the namespace's defaults
+/// filled in count too (new defaults roll out), while a launch configuration that sets its own
+/// hashes as before.
+pub fn container_hash_with_limits(
+    lc: &LaunchConfiguration,
+    group: &AutoScalingGroup,
+    limits: ContainerLimits,
+) -> String {
+    if limits == lc.spec.limits() {
+        return container_hash(lc, group);
+    }
+    let text = serde_json::to_string(&(&lc.spec, &group.spec.domain, limits.0, limits.1))
+        .expect("serializable");
+    crate::manifest::short_hash(text.as_bytes())
+}
+
 /// The container for one instance of `group` in `zone`.
 pub fn container_spec(
     key: &ObjectKey,
@@ -989,6 +1085,7 @@ pub fn container_spec(
     zone: &str,
     hash: &str,
     controller: &str,
+    limits: ContainerLimits,
 ) -> ContainerSpec {
     let suffix: String = {
         let mut rng = rand::rng();
@@ -1030,7 +1127,7 @@ pub fn container_spec(
     ] {
         all_labels.insert(k.to_string(), v.to_string());
     }
-    let (cpus, memory_mib) = spec.limits();
+    let (cpus, memory_mib) = limits;
     ContainerSpec {
         name,
         image: spec.image.clone(),
@@ -1040,11 +1137,16 @@ pub fn container_spec(
         labels: all_labels,
         hostname: Some(hostname),
         domainname: group.spec.domain.clone(),
+        // Float-to-int casts saturate, and memory is bounded in validation; checked anyway, so
+        // no input can wrap into a tiny or negative limit.
         nano_cpus: cpus.map(|c| (c * 1e9) as i64),
-        memory_bytes: memory_mib.map(|m| (m * 1024 * 1024) as i64),
+        memory_bytes: memory_mib
+            .map(|m| i64::try_from(m.saturating_mul(1024 * 1024)).unwrap_or(i64::MAX)),
         ports: spec.ports.clone(),
         network: spec.network.clone(),
-        stop_timeout: spec.stop_grace_period.map(|d| d.0.as_secs() as i64),
+        stop_timeout: spec
+            .stop_grace_period
+            .map(|d| i64::try_from(d.0.as_secs()).unwrap_or(i64::MAX)),
     }
 }
 

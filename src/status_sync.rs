@@ -43,6 +43,7 @@ use crate::controller::Shared;
 use crate::manifest::ObjectKey;
 use crate::status::GroupStatus;
 use crate::statusfile::{self, OwnWrites};
+use crate::unpoisoned::{LockExt, RwLockExt};
 use git_index::GitIndex;
 use inline::InlineWriter;
 use sidecar::Sidecar;
@@ -180,35 +181,28 @@ impl StatusSync {
 
     /// Records the latest status of `key`; schedules a look at its file if it changed.
     pub fn publish(&self, key: &ObjectKey, status: GroupStatus) {
-        let mut map = self.shared.status.write().expect("status lock");
+        let mut map = self.shared.status.write_locked();
         if map.get(key) == Some(&status) {
             return;
         }
         let block: Arc<str> = Arc::from(statusfile::render_status(&status));
         map.insert(key.clone(), status);
         drop(map);
-        self.blocks
-            .lock()
-            .expect("blocks lock")
-            .insert(key.clone(), block);
-        self.dirty
-            .lock()
-            .expect("dirty lock")
-            .keys
-            .insert(key.clone());
+        self.blocks.locked().insert(key.clone(), block);
+        self.dirty.locked().keys.insert(key.clone());
         self.wake.notify_one();
     }
 
     /// Drops the status of a deleted group.
     pub fn forget(&self, key: &ObjectKey) {
-        self.shared.status.write().expect("status lock").remove(key);
-        self.blocks.lock().expect("blocks lock").remove(key);
+        self.shared.status.write_locked().remove(key);
+        self.blocks.locked().remove(key);
     }
 
     /// The watcher saw these files change (content, creation, removal): their status is compared
     /// with what they hold now.
     pub fn files_changed(&self, files: impl IntoIterator<Item = PathBuf>) {
-        self.dirty.lock().expect("dirty lock").files.extend(files);
+        self.dirty.locked().files.extend(files);
         self.wake.notify_one();
     }
 
@@ -230,7 +224,7 @@ impl StatusSync {
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
         let mut next_sweep = Instant::now() + self.sweep;
         loop {
-            let due = self.dirty.lock().expect("dirty lock").next_due();
+            let due = self.dirty.locked().next_due();
             let wake_at = match (&self.sink, due) {
                 (Sink::Sidecar(_), Some(d)) => d.min(next_sweep),
                 (Sink::Sidecar(_), None) => next_sweep,
@@ -245,7 +239,7 @@ impl StatusSync {
             // Inline files need no sweep: the watcher reports every change to them.
             if matches!(self.sink, Sink::Sidecar(_)) && Instant::now() >= next_sweep {
                 next_sweep = Instant::now() + self.sweep;
-                self.dirty.lock().expect("dirty lock").all = true;
+                self.dirty.locked().all = true;
             }
             tokio::select! {
                 _ = tokio::time::sleep(self.coalesce) => {}
@@ -260,14 +254,14 @@ impl StatusSync {
     /// once it has passed (what is left waits for the next start) and retries everything
     /// pending. Returns how many files were written.
     pub fn flush(&self, deadline: Option<std::time::Instant>) -> usize {
-        let _one_at_a_time = self.flushing.lock().unwrap_or_else(|p| p.into_inner());
+        let _one_at_a_time = self.flushing.locked();
         let desired = self.shared.desired.borrow().clone();
         if !desired.loaded {
             return 0; // nothing is known yet; the first load reports every file
         }
         let now = Instant::now();
         let (keys, disk, retries, all, refresh) = {
-            let mut d = self.dirty.lock().expect("dirty lock");
+            let mut d = self.dirty.locked();
             let due: Vec<PathBuf> = d
                 .retry
                 .iter()
@@ -314,7 +308,7 @@ impl StatusSync {
                 continue;
             }
             let wanted: BTreeMap<ObjectKey, Arc<str>> = {
-                let blocks = self.blocks.lock().expect("blocks lock");
+                let blocks = self.blocks.locked();
                 by_file
                     .get(file)
                     .into_iter()
@@ -357,9 +351,9 @@ impl StatusSync {
             }
         }
         if let Sink::Inline { git, .. } = &self.sink {
-            let mut git = git.lock().unwrap_or_else(|p| p.into_inner());
+            let mut git = git.locked();
             if (written > 0 || refresh || !files.is_empty()) && git.refresh().is_err() {
-                self.dirty.lock().expect("dirty lock").refresh_at = Some(now + BUSY_RETRY);
+                self.dirty.locked().refresh_at = Some(now + BUSY_RETRY);
             }
         }
         written
@@ -374,7 +368,7 @@ impl StatusSync {
     ) -> FileOutcome {
         match &self.sink {
             Sink::Inline { writer, git } => {
-                let mut git = git.lock().unwrap_or_else(|p| p.into_inner());
+                let mut git = git.locked();
                 if git.busy() {
                     return FileOutcome::Busy;
                 }
@@ -428,8 +422,7 @@ impl StatusSync {
                 }
                 let attempts = self
                     .dirty
-                    .lock()
-                    .expect("dirty lock")
+                    .locked()
                     .retry
                     .get(file)
                     .map_or(0, |r| r.attempts);
@@ -442,7 +435,7 @@ impl StatusSync {
                 });
             }
         }
-        let mut d = self.dirty.lock().expect("dirty lock");
+        let mut d = self.dirty.locked();
         match retry {
             Some(r) => {
                 d.retry.insert(file.to_path_buf(), r);
@@ -640,7 +633,7 @@ mod tests {
         f.sync.publish(&key("web"), status(3));
         assert_eq!(f.sync.flush(None), 0);
         assert_eq!(f.read("web.yaml"), text);
-        assert_eq!(f.sync.shared.status.read().unwrap()[&key("web")].current, 3);
+        assert_eq!(f.sync.shared.status.read_locked()[&key("web")].current, 3);
     }
 
     #[test]

@@ -25,9 +25,11 @@ use tracing::{debug, error, info, warn};
 
 mod targets;
 
+use crate::liveness::Beat;
 use crate::manifest::{self, Kind, ManifestError, Object, ObjectKey, ParsedFile};
 use crate::statusfile::OwnWrites;
 use crate::store::{Conflict, Desired, Entry};
+use crate::tenancy::Tenancy;
 
 /// A deadline (milliseconds since the epoch) until which reloads may delete every group: set by
 /// an explicit `ms delete` of the last group, which confirms the intent an emptied directory
@@ -67,6 +69,10 @@ pub struct WatchOptions {
     /// Directories below `dir` that hold no manifests (the sidecar status tree, when the user
     /// put it there): never loaded.
     pub ignore: Vec<PathBuf>,
+    /// The per-namespace limits every manifest is checked against (host access, maxObjects).
+    pub tenancy: Arc<Tenancy>,
+    /// Touched after every rescan (`/healthz`).
+    pub beat: Beat,
 }
 
 impl WatchOptions {
@@ -80,6 +86,8 @@ impl WatchOptions {
             confirm_empty: EmptyConfirmation::default(),
             changed_files: None,
             ignore: Vec::new(),
+            tenancy: Arc::default(),
+            beat: Beat::detached(),
         }
     }
 }
@@ -109,6 +117,8 @@ pub struct Loader {
     changed: Vec<PathBuf>,
     /// Subtrees that are never loaded.
     ignore: Vec<PathBuf>,
+    /// Per-namespace limits checked beside validation (located like validation errors).
+    tenancy: Option<Arc<Tenancy>>,
 }
 
 impl Default for Loader {
@@ -132,6 +142,7 @@ impl Loader {
             loaded_once: false,
             changed: Vec::new(),
             ignore: Vec::new(),
+            tenancy: None,
         }
     }
 
@@ -144,6 +155,12 @@ impl Loader {
     /// The files whose content changed in the last [`Loader::load`] (new, edited or removed).
     pub fn take_changed(&mut self) -> Vec<PathBuf> {
         std::mem::take(&mut self.changed)
+    }
+
+    /// Checks every object against the per-namespace limits of `tenancy` too.
+    pub fn with_tenancy(mut self, tenancy: Arc<Tenancy>) -> Self {
+        self.tenancy = Some(tenancy);
+        self
     }
 
     /// Logs changes made by anyone but the controller itself at `info`, its own at `debug`.
@@ -206,7 +223,12 @@ impl Loader {
                     }
                 }
                 let parse = self.parse;
-                std::panic::catch_unwind(|| parse(path, &text)).unwrap_or_else(|panic| {
+                let tenancy = self.tenancy.clone();
+                std::panic::catch_unwind(|| match &tenancy {
+                    Some(t) => manifest::parse_file_checked(path, &text, &|o| t.check_object(o)),
+                    None => parse(path, &text),
+                })
+                .unwrap_or_else(|panic| {
                     let what = panic
                         .downcast_ref::<&str>()
                         .map(|s| s.to_string())
@@ -623,7 +645,8 @@ pub async fn run(
 ) {
     let loader = Loader::new()
         .with_own_writes(own)
-        .with_ignored(opts.ignore.clone());
+        .with_ignored(opts.ignore.clone())
+        .with_tenancy(opts.tenancy.clone());
     run_with(opts, tx, loader, rescan, shutdown, Arc::default()).await
 }
 
@@ -659,14 +682,18 @@ struct State {
     targets: targets::TargetWatch,
     /// Where the OS watchers send their events.
     events: EventTx,
+    tenancy: Arc<Tenancy>,
+    beat: Beat,
 }
 
 impl State {
     async fn rescan(&mut self, tx: &watch::Sender<Arc<Desired>>) {
         let mut loader = std::mem::take(&mut self.loader);
         let dir = self.dir.clone();
+        let tenancy = self.tenancy.clone();
         let (mut loader, files, links) = tokio::task::spawn_blocking(move || {
-            let files = loader.load(&dir);
+            let mut files = loader.load(&dir);
+            tenancy.limit_objects(&mut files);
             let links = targets::symlink_targets(files.keys());
             (loader, files, links)
         })
@@ -703,6 +730,7 @@ impl State {
                 let _ = ch.send(changed);
             }
         }
+        self.beat.touch();
     }
 }
 
@@ -732,6 +760,8 @@ pub(crate) async fn run_with(
         changed_files: opts.changed_files.clone(),
         targets: targets::TargetWatch::default(),
         events: ev_tx.clone(),
+        tenancy: opts.tenancy.clone(),
+        beat: opts.beat.clone(),
     };
     info!(dir = %dir.display(), "watching the manifest directory");
     // Watch first, then load: a change made during the load is then seen as an event.

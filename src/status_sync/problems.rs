@@ -8,6 +8,8 @@ use std::sync::{Arc, Mutex};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+use crate::unpoisoned::LockExt;
+
 /// Condition type added to a group's status (in the API) while its file cannot take its status.
 pub const STATUS_WRITTEN: &str = "StatusWritten";
 
@@ -44,7 +46,7 @@ pub struct WriteProblems(Arc<Mutex<BTreeMap<PathBuf, WriteProblem>>>);
 impl WriteProblems {
     /// Records a problem of `file`; returns true when it is new or different (worth a log line).
     pub fn set(&self, file: &Path, reason: Reason, message: String) -> bool {
-        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut map = self.0.locked();
         if let Some(p) = map.get(file) {
             if p.reason == reason && p.message == message {
                 return false;
@@ -64,40 +66,22 @@ impl WriteProblems {
 
     /// The problem of `file` is over; returns true when there was one.
     pub fn clear(&self, file: &Path) -> bool {
-        self.0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(file)
-            .is_some()
+        self.0.locked().remove(file).is_some()
     }
 
     /// The problem of `file`, if any.
     pub fn get(&self, file: &Path) -> Option<WriteProblem> {
-        self.0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(file)
-            .cloned()
+        self.0.locked().get(file).cloned()
     }
 
     /// Every current problem, by file.
     pub fn all(&self) -> Vec<WriteProblem> {
-        self.0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .cloned()
-            .collect()
+        self.0.locked().values().cloned().collect()
     }
 
     /// The files with a problem.
     pub fn files(&self) -> Vec<PathBuf> {
-        self.0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .keys()
-            .cloned()
-            .collect()
+        self.0.locked().keys().cloned().collect()
     }
 }
 

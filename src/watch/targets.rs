@@ -13,6 +13,7 @@ use notify::{RecursiveMode, Watcher};
 use tracing::warn;
 
 use super::EventTx;
+use crate::unpoisoned::LockExt;
 
 /// The real paths of the symlinked files among `files` (run off the async runtime: one `lstat`
 /// per file, one `realpath` per link).
@@ -44,7 +45,7 @@ impl TargetWatch {
             .iter()
             .filter_map(|t| t.parent().map(Path::to_path_buf))
             .collect();
-        *self.targets.lock().unwrap_or_else(|p| p.into_inner()) = targets;
+        *self.targets.locked() = targets;
         if dirs == self.dirs && (self.watcher.is_some() || dirs.is_empty()) {
             return;
         }
@@ -58,7 +59,7 @@ impl TargetWatch {
         let made = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
             let ours = match &res {
                 Ok(e) => {
-                    let targets = filter.lock().unwrap_or_else(|p| p.into_inner());
+                    let targets = filter.locked();
                     e.paths.iter().any(|p| targets.contains(p))
                 }
                 Err(_) => true,

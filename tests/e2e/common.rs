@@ -355,6 +355,8 @@ pub struct ControllerOptions {
     pub args: Vec<String>,
     /// `RUST_LOG` of the controller.
     pub rust_log: String,
+    /// Soft and hard `RLIMIT_NOFILE` of the controller process (default: inherited).
+    pub nofile: Option<u64>,
 }
 
 impl Default for ControllerOptions {
@@ -364,6 +366,7 @@ impl Default for ControllerOptions {
             extra_config: String::new(),
             args: Vec::new(),
             rust_log: "info,microscaler=debug".to_string(),
+            nofile: None,
         }
     }
 }
@@ -454,7 +457,24 @@ impl Controller {
             .append(true)
             .open(&self.log_path)
             .expect("open the controller log");
-        let child = Command::new(env!("CARGO_BIN_EXE_ms"))
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ms"));
+        if let Some(n) = opts.nofile {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: only setrlimit between fork and exec, which is async-signal-safe.
+            unsafe {
+                cmd.pre_exec(move || {
+                    let lim = libc::rlimit {
+                        rlim_cur: n as libc::rlim_t,
+                        rlim_max: n as libc::rlim_t,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let child = cmd
             .arg("controller")
             .arg("--dir")
             .arg(&self.dir)

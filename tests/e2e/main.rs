@@ -9,3 +9,4 @@ mod engine_docker;
 mod gitops;
 mod reconcile;
 mod status_files;
+mod tenants;
