@@ -36,9 +36,10 @@ pub struct Shared {
     /// Asks the watcher to rescan the directory now (after the apply endpoint wrote a file), so an
     /// `ms apply` does not wait for the debounce of file events.
     pub rescan: Notify,
-    /// An explicit delete (`ms delete`) of the last group confirms that emptying is intended:
-    /// the watcher lets every group go on reloads until this deadline.
-    pub confirm_empty: crate::watch::EmptyConfirmation,
+    /// Deletions confirmed by name (`ms delete`): the watcher and the reconciler never hold them.
+    pub confirmations: Arc<crate::prune::Confirmations>,
+    /// Groups on the engines whose deletion the reconciler holds or keeps failing at.
+    pub prune_report: Arc<crate::prune::Report>,
 }
 
 impl Shared {
@@ -50,7 +51,8 @@ impl Shared {
             status: RwLock::new(BTreeMap::new()),
             ready: AtomicBool::new(false),
             rescan: Notify::new(),
-            confirm_empty: Default::default(),
+            confirmations: Default::default(),
+            prune_report: Default::default(),
         }
     }
 }
@@ -160,7 +162,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         debounce: config.debounce.0,
         rescan_period: config.rescan_period.0,
         allow_empty: config.allow_empty,
-        confirm_empty: shared.confirm_empty.clone(),
+        confirmations: shared.confirmations.clone(),
     };
     tokio::spawn(crate::watch::run(
         opts,

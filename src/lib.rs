@@ -5,6 +5,7 @@
 //! - [`config`]: the controller's own configuration (zones, listen address, tokens).
 //! - [`store`]: the desired state, as immutable snapshots.
 //! - [`watch`]: loads and watches the manifest directory, publishes snapshots.
+//! - [`prune`]: when a group may be deleted for lack of a manifest, and confirmations.
 //! - [`statusfile`]: writes `status:` blocks (and CLI edits) into manifest files, byte-preserving.
 //! - [`status`]: the status types.
 //! - [`engine`]: the narrow engine trait, its Docker (bollard) and in-memory implementations.
@@ -24,6 +25,7 @@ pub mod engine;
 pub mod manifest;
 pub mod observe;
 pub mod plan;
+pub mod prune;
 pub mod queue;
 pub mod reconcile;
 pub mod status;

@@ -87,9 +87,6 @@ pub(crate) async fn run(client: Client, args: GetArgs) -> CmdResult {
         Resource::InstanceTypes => client.instance_types().await?,
         Resource::Problems => {
             let p = client.problems().await?;
-            if let Some(reason) = p["emptyRefused"].as_str() {
-                eprintln!("Warning: {reason}");
-            }
             problem_items(&p)
         }
     };
@@ -167,7 +164,8 @@ pub(super) fn error_line(e: &Value) -> String {
     )
 }
 
-/// The rows of `ms get problems`: file errors, then conflicts.
+/// The rows of `ms get problems`: file errors, then conflicts, then held deletions (each says
+/// the command that confirms it).
 fn problem_items(p: &Value) -> Vec<Value> {
     let mut items: Vec<Value> = p["fileErrors"].as_array().cloned().unwrap_or_default();
     for c in p["conflicts"].as_array().into_iter().flatten() {
@@ -180,6 +178,19 @@ fn problem_items(p: &Value) -> Vec<Value> {
                 cell(c.get("key")),
                 cell(c.get("winner"))
             ),
+        }));
+    }
+    for h in p["held"].as_array().into_iter().flatten() {
+        // The file it was last defined in, or (known only from the engines) the group itself.
+        let location = match h["file"].as_str() {
+            Some(f) => f.to_string(),
+            None => format!("asg {}/{}", cell(h.get("namespace")), cell(h.get("name"))),
+        };
+        items.push(json!({
+            "file": location,
+            "line": Value::Null,
+            "field": "",
+            "message": h["message"],
         }));
     }
     items
