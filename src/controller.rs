@@ -286,8 +286,13 @@ pub(crate) async fn enqueue_changes(
             }
         }
         prev = now;
+        // Groups whose deletion is held: a new snapshot or a confirmation may lift the hold.
+        for key in shared.prune_report.all().into_keys() {
+            queue.now(key);
+        }
         tokio::select! {
             r = rx.changed() => if r.is_err() { return },
+            _ = shared.confirmations.changed() => {}
             _ = shutdown.cancelled() => return,
         }
     }

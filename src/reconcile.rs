@@ -26,6 +26,8 @@ use crate::queue::Queue;
 use crate::status::{self, Activity, Condition, GroupStatus, InstanceStatus, MAX_ACTIVITIES};
 use crate::status_sync::StatusSync;
 
+mod orphans;
+
 /// A container that exits by itself within this time of starting counts as a crash (backoff).
 const CRASH_WINDOW: Duration = Duration::from_secs(10);
 /// Backoff after failures doubles from this...
@@ -36,6 +38,9 @@ const BACKOFF_MAX: Duration = Duration::from_secs(60);
 const PROVEN_FOR: Duration = Duration::from_secs(600);
 /// Failures older than this no longer count towards the backoff.
 const FAILURE_MEMORY: Duration = Duration::from_secs(60);
+/// How often a group whose deletion is held is looked at again (a confirmation or a change of
+/// the desired state also enqueues it at once).
+const ORPHAN_RECHECK: Duration = Duration::from_secs(5);
 
 /// What the reconciler remembers about a group between passes (nothing here is needed for
 /// correctness after a restart: it only shapes backoff and status).
@@ -119,6 +124,8 @@ pub struct Reconciler {
     concurrency: usize,
     /// The effective capacity of groups with scaling policies (set once, by the controller).
     autoscaler: std::sync::OnceLock<Arc<crate::autoscale::Autoscaler>>,
+    /// Whether a group found only on the engines may be deleted.
+    orphans: orphans::OrphanGate,
 }
 
 /// What a group resolves to for one pass.
@@ -139,7 +146,13 @@ impl Reconciler {
         sync: Arc<StatusSync>,
         concurrency: usize,
     ) -> Arc<Self> {
+        let orphans = orphans::OrphanGate::new(
+            shared.confirmations.clone(),
+            shared.prune_report.clone(),
+            shared.config.allow_empty,
+        );
         Arc::new(Reconciler {
+            orphans,
             shared,
             zones,
             queue,
@@ -186,6 +199,12 @@ impl Reconciler {
         }
         let resolved = self.resolve(key, &desired);
         let entry = desired.objects.get(key);
+        if resolved.group.is_some() {
+            self.orphans.defined(key);
+        } else if self.orphans.may_prune(key, &desired, &self.zones).is_err() {
+            // Held (reported): touch nothing; look again when something may have changed.
+            return Some(Instant::now() + ORPHAN_RECHECK);
+        }
 
         // Observed state of reachable zones; unreachable ones are unknown.
         let mut reachable = BTreeSet::new();
@@ -266,6 +285,7 @@ impl Reconciler {
             self.sync.forget(key);
             self.memory.lock().expect("memory lock").remove(key);
             return if after.is_empty() {
+                self.orphans.gone(key);
                 None
             } else {
                 Some(Instant::now() + Duration::from_millis(500))

@@ -463,3 +463,85 @@ async fn a_spec_that_just_started_a_container_skips_the_slow_start() {
         "warm start took {warm:?}: slow start not skipped"
     );
 }
+
+/// A second controller process over the same engine, after `first` ran `yaml` to 3 instances.
+async fn restart_over(engine: &MemoryEngine, yaml: &str) -> Harness {
+    let first = Harness::start_with(&["a"], vec![engine.clone()], &manifests(3, "img", "a")).await;
+    first
+        .until("3 running", SECS(5), |h| h.total_running() == 3)
+        .await;
+    drop(first);
+    Harness::start_with(&["a"], vec![engine.clone()], yaml).await
+}
+
+fn web_key() -> ObjectKey {
+    ObjectKey::new(Kind::AutoScalingGroup, "default", "web")
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_restart_over_an_empty_directory_deletes_nothing_until_confirmed() {
+    let engine = MemoryEngine::new();
+    let lc_only = manifests(3, "img", "a")
+        .split("---")
+        .next()
+        .unwrap()
+        .to_string();
+    let h = restart_over(&engine, &lc_only).await;
+    h.until("reported", SECS(5), |h| {
+        h.shared.prune_report.contains(&web_key())
+    })
+    .await;
+    tokio::time::sleep(SECS(30)).await;
+    assert_eq!(h.total_running(), 3, "nothing may be removed");
+    let message = &h.shared.prune_report.all()[&web_key()];
+    assert!(
+        message.contains("defines no autoscaling group"),
+        "{message}"
+    );
+    assert!(
+        message.contains("ms delete asg web -n default"),
+        "{message}"
+    );
+    // `ms delete asg web` confirms: the containers go.
+    h.shared.confirmations.confirm(&web_key());
+    h.until("removed", SECS(5), |h| h.engines[0].containers().is_empty())
+        .await;
+    h.until("report cleared", SECS(5), |h| {
+        !h.shared.prune_report.contains(&web_key())
+    })
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_restart_while_a_manifest_has_errors_deletes_nothing_until_it_loads() {
+    let engine = MemoryEngine::new();
+    // Another group is defined; web's own file has a typo, so web is not.
+    let other = manifests(0, "img", "a").replace(
+        "name: web}\nspec:\n  launchConfiguration",
+        "name: api}\nspec:\n  launchConfiguration",
+    );
+    let h = restart_over(&engine, &other).await;
+    let mut broken = snapshot(&other);
+    broken.file_errors.insert(
+        "web.yaml".into(),
+        vec![crate::manifest::ManifestError {
+            file: "web.yaml".into(),
+            line: 3,
+            column: 3,
+            field: "spec.desiredCapasity".into(),
+            message: "unknown field".into(),
+        }],
+    );
+    h.tx.send(Arc::new(broken)).unwrap();
+    h.until("reported", SECS(5), |h| {
+        h.shared.prune_report.contains(&web_key())
+    })
+    .await;
+    tokio::time::sleep(SECS(30)).await;
+    assert_eq!(h.total_running(), 3, "a typo must not delete its group");
+    assert!(h.shared.prune_report.all()[&web_key()].contains("web.yaml"));
+    // The file loads again without web (the user really removed it): now it goes.
+    h.set(&other);
+    h.until("removed", SECS(10), |h| h.total_running() == 0)
+        .await;
+}
