@@ -162,6 +162,9 @@ pub fn check_access(shared: &Shared, headers: &HeaderMap, namespace: &str) -> Ap
 }
 
 async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
+    if let Some(why) = shared.health.failure() {
+        return (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}")).into_response();
+    }
     if shared.ready.load(std::sync::atomic::Ordering::Acquire) {
         (StatusCode::OK, "ready").into_response()
     } else {

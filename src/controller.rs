@@ -23,6 +23,8 @@ use crate::status::GroupStatus;
 use crate::status_sync::StatusSync;
 use crate::statusfile::OwnWrites;
 use crate::store::Desired;
+use crate::supervise::Supervisor;
+use futures::FutureExt;
 
 /// State shared by every part of a running controller.
 pub struct Shared {
@@ -40,6 +42,8 @@ pub struct Shared {
     pub confirmations: Arc<crate::prune::Confirmations>,
     /// Groups on the engines whose deletion the reconciler holds or keeps failing at.
     pub prune_report: Arc<crate::prune::Report>,
+    /// Set when an essential task ended: `/readyz` fails from then on.
+    pub health: Arc<crate::supervise::Health>,
 }
 
 impl Shared {
@@ -53,6 +57,7 @@ impl Shared {
             rescan: Notify::new(),
             confirmations: Default::default(),
             prune_report: Default::default(),
+            health: Default::default(),
         }
     }
 }
@@ -67,6 +72,24 @@ pub fn spawn_zones(
     queue: &Arc<Queue<ObjectKey>>,
     shutdown: &CancellationToken,
 ) -> Vec<Arc<Zone>> {
+    let (zones, observers) = zones_and_observers(shared, zones, resync, queue, shutdown);
+    for (_, observer) in observers {
+        tokio::spawn(observer);
+    }
+    zones
+}
+
+/// An observer to run, named for the supervisor.
+pub type Observer = (String, futures::future::BoxFuture<'static, ()>);
+
+/// The zones and their observers (not started): [`spawn_zones`] without the spawning.
+pub fn zones_and_observers(
+    shared: &Arc<Shared>,
+    zones: Vec<(String, Connector)>,
+    resync: Duration,
+    queue: &Arc<Queue<ObjectKey>>,
+    shutdown: &CancellationToken,
+) -> (Vec<Arc<Zone>>, Vec<Observer>) {
     let all_groups: Arc<dyn Fn() -> Vec<ObjectKey> + Send + Sync> = {
         let shared = shared.clone();
         Arc::new(move || {
@@ -82,20 +105,20 @@ pub fn spawn_zones(
         .into_iter()
         .map(|(name, connect)| {
             let zone = Arc::new(Zone::for_controller(
-                name,
+                name.clone(),
                 shared.config.controller_name.clone(),
             ));
-            tokio::spawn(observe(
+            let observer = observe(
                 zone.clone(),
                 connect,
                 resync,
                 queue.clone(),
                 all_groups.clone(),
                 shutdown.clone(),
-            ));
-            zone
+            );
+            (zone, (format!("observer of zone {name}"), observer.boxed()))
         })
-        .collect()
+        .unzip()
 }
 
 /// Options of `ms controller` (flags override the configuration file).
@@ -142,13 +165,14 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let (tx, rx) = watch::channel(Arc::new(Desired::default()));
     let shared = Arc::new(Shared::new(config.clone(), rx));
     let own = Arc::new(OwnWrites::new());
+    let mut tasks = Supervisor::new(shutdown.clone(), shared.health.clone());
 
     // The directory watcher (the only writer of desired state).
     let rescan = Arc::new(Notify::new());
     {
         let (shared, rescan) = (shared.clone(), rescan.clone());
         let stop = shutdown.clone();
-        tokio::spawn(async move {
+        tasks.spawn("rescan relay", async move {
             loop {
                 tokio::select! {
                     _ = shared.rescan.notified() => rescan.notify_one(),
@@ -164,13 +188,10 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         allow_empty: config.allow_empty,
         confirmations: shared.confirmations.clone(),
     };
-    tokio::spawn(crate::watch::run(
-        opts,
-        tx,
-        own.clone(),
-        rescan,
-        shutdown.clone(),
-    ));
+    tasks.spawn(
+        "watcher",
+        crate::watch::run(opts, tx, own.clone(), rescan, shutdown.clone()),
+    );
 
     // Zones and their observers.
     let queue: Arc<Queue<ObjectKey>> = Arc::new(Queue::new());
@@ -189,23 +210,25 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
             (z.name.clone(), connect)
         })
         .collect();
-    let zones = spawn_zones(
+    let (zones, observers) = zones_and_observers(
         &shared,
         connectors,
         config.resync_period.0,
         &queue,
         &shutdown,
     );
+    for (name, observer) in observers {
+        tasks.spawn(name, observer);
+    }
 
     // Desired-state changes: readiness, and a reconcile of every group whose inputs changed.
-    tokio::spawn(enqueue_changes(
-        shared.clone(),
-        queue.clone(),
-        shutdown.clone(),
-    ));
+    tasks.spawn(
+        "change feed",
+        enqueue_changes(shared.clone(), queue.clone(), shutdown.clone()),
+    );
 
     let sync = StatusSync::new(shared.clone(), own, Duration::from_millis(200));
-    tokio::spawn(sync.clone().run(shutdown.clone()));
+    tasks.spawn("status writer", sync.clone().run(shutdown.clone()));
     // The autoscaler: metrics, policies, the effective capacity of groups with policies.
     let autoscaler = crate::autoscale::Autoscaler::new(
         shared.clone(),
@@ -213,7 +236,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         queue.clone(),
         crate::autoscale::Settings::from_config(&config),
     );
-    tokio::spawn(autoscaler.clone().run(shutdown.clone()));
+    tasks.spawn("autoscaler", autoscaler.clone().run(shutdown.clone()));
     let reconciler = Reconciler::new(
         shared.clone(),
         zones,
@@ -222,7 +245,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         config.concurrency,
     );
     reconciler.set_autoscaler(autoscaler.clone());
-    tokio::spawn(reconciler.run(64, shutdown.clone()));
+    tasks.spawn("reconciler", reconciler.run(64, shutdown.clone()));
 
     let stop = shutdown.clone();
     tokio::spawn(async move {
@@ -232,15 +255,18 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     });
     let stop = shutdown.clone();
     let extra = crate::autoscale::pushed::routes(shared.clone(), autoscaler);
-    crate::apply::serve_with(
-        listener,
-        shared,
-        extra,
-        async move { stop.cancelled().await },
-    )
-    .await?;
-    shutdown.cancel();
+    tasks.spawn_fallible(
+        "api server",
+        crate::apply::serve_with(
+            listener,
+            shared,
+            extra,
+            async move { stop.cancelled().await },
+        ),
+    );
+    let outcome = tasks.run().await;
     tokio::task::spawn_blocking(move || sync.flush()).await?;
+    outcome?;
     Ok(())
 }
 

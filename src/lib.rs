@@ -14,6 +14,8 @@
 //! - [`apply`]: the HTTP apply/read endpoint.
 //! - [`client`] and [`cli`]: the `ms` command line.
 //! - [`controller`]: wiring of a running controller.
+//! - [`supervise`]: essential tasks; one ending early fails readiness and exits non-zero.
+//! - [`failpoint`]: fault injection for end-to-end tests (`MS_FAILPOINTS`).
 
 pub mod apply;
 pub mod autoscale;
@@ -22,6 +24,7 @@ pub mod client;
 pub mod config;
 pub mod controller;
 pub mod engine;
+pub mod failpoint;
 pub mod manifest;
 pub mod observe;
 pub mod plan;
@@ -32,5 +35,6 @@ pub mod status;
 pub mod status_sync;
 pub mod statusfile;
 pub mod store;
+pub mod supervise;
 pub mod watch;
 pub mod yamldoc;

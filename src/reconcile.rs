@@ -7,15 +7,17 @@
 //! exponential backoff without slowing any other group.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, SubsecRound, Utc};
 use futures::stream::{FuturesUnordered, StreamExt};
+use futures::FutureExt;
 use rand::Rng;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::controller::Shared;
 use crate::engine::{labels, ContainerSpec, ContainerState, EngineError, Observed};
@@ -25,8 +27,10 @@ use crate::plan::{self, CreateReason, Instance, Plan, RemoveReason, Target};
 use crate::queue::Queue;
 use crate::status::{self, Activity, Condition, GroupStatus, InstanceStatus, MAX_ACTIVITIES};
 use crate::status_sync::StatusSync;
+use crate::supervise::panic_message;
 
 mod orphans;
+mod removals;
 
 /// A container that exits by itself within this time of starting counts as a crash (backoff).
 const CRASH_WINDOW: Duration = Duration::from_secs(10);
@@ -63,6 +67,9 @@ struct GroupMemory {
     /// Stop grace of the group's launch configuration when last seen: a deleted group's
     /// containers are stopped with it, not with Docker's default.
     last_grace: Option<Duration>,
+    /// The container spec hash the failures were for: a new launch configuration starts with a
+    /// clean slate, since the backoff was earned by the old one.
+    failed_hash: Option<String>,
 }
 
 impl GroupMemory {
@@ -77,8 +84,12 @@ impl GroupMemory {
         self.activities.truncate(MAX_ACTIVITIES);
     }
 
-    fn fail(&mut self, reason: &str, message: String) {
+    fn fail(&mut self, reason: &str, message: String, spec_hash: &str) {
         let now = Instant::now();
+        if self.failed_hash.as_deref() != Some(spec_hash) {
+            self.failures = 0;
+        }
+        self.failed_hash = Some(spec_hash.to_string());
         if self.last_failure.is_some_and(|t| now - t > FAILURE_MEMORY) {
             self.failures = 0;
         }
@@ -89,6 +100,15 @@ impl GroupMemory {
             .min(BACKOFF_MAX);
         self.hold_until = Some(now + delay);
         self.degraded = Some((reason.to_string(), message));
+    }
+
+    /// Forgets failures and their backoff: the group is healthy again, or runs a new spec.
+    fn forget_failures(&mut self) {
+        self.failures = 0;
+        self.last_failure = None;
+        self.hold_until = None;
+        self.degraded = None;
+        self.failed_hash = None;
     }
 
     /// Seeds activities and times from the status already in the file (survives restarts).
@@ -126,6 +146,8 @@ pub struct Reconciler {
     autoscaler: std::sync::OnceLock<Arc<crate::autoscale::Autoscaler>>,
     /// Whether a group found only on the engines may be deleted.
     orphans: orphans::OrphanGate,
+    /// Backoff of failed removals per group (shared with the removal tasks).
+    removals: Arc<removals::Removals>,
 }
 
 /// What a group resolves to for one pass.
@@ -153,6 +175,7 @@ impl Reconciler {
         );
         Arc::new(Reconciler {
             orphans,
+            removals: Arc::default(),
             shared,
             zones,
             queue,
@@ -183,15 +206,67 @@ impl Reconciler {
             };
             let this = self.clone();
             tokio::spawn(async move {
-                let requeue = this.reconcile(&key).await;
+                // A panic must neither leave the key "running" forever (never reconciled again)
+                // nor reach other groups: it becomes a condition and a retry with backoff.
+                let requeue = match AssertUnwindSafe(this.reconcile(&key)).catch_unwind().await {
+                    Ok(requeue) => requeue,
+                    Err(panic) => this.panicked(&key, &panic_message(&*panic)),
+                };
                 this.queue.done(&key, requeue);
                 drop(permit);
             });
         }
     }
 
+    /// Records a panic of one pass of `key`: logged, shown as `Degraded=True
+    /// ReconcilePanicked`, retried after the group's backoff.
+    fn panicked(&self, key: &ObjectKey, what: &str) -> Option<Instant> {
+        let msg = format!(
+            "internal error while reconciling (please report it): {what}; retrying with backoff"
+        );
+        error!(group = %key, "{msg}");
+        let hash = {
+            let desired = self.shared.desired.borrow().clone();
+            desired
+                .group(key)
+                .map(|_| self.resolve(key, &desired).target.spec_hash)
+        };
+        let hold = {
+            let mut mem = relock(&self.memory);
+            let mem = mem.entry(key.clone()).or_default();
+            mem.fail(
+                "ReconcilePanicked",
+                msg.clone(),
+                hash.as_deref().unwrap_or(""),
+            );
+            mem.hold_until
+        };
+        if hash.is_some() {
+            // The pass that panicked published nothing: say it now.
+            let mut st = self
+                .shared
+                .status
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(key)
+                .cloned()
+                .unwrap_or_default();
+            st.conditions.retain(|c| c.type_ != status::DEGRADED);
+            st.conditions.push(Condition {
+                type_: status::DEGRADED.to_string(),
+                status: "True".into(),
+                reason: "ReconcilePanicked".into(),
+                message: msg,
+                last_transition_time: now_secs(),
+            });
+            self.sync.publish(key, st);
+        }
+        hold.or_else(|| Some(Instant::now() + BACKOFF_BASE))
+    }
+
     /// One pass for one group. Returns when to run again (None: wait for a change or the resync).
     pub async fn reconcile(&self, key: &ObjectKey) -> Option<Instant> {
+        crate::failpoint::reconcile_panic(&format!("{}/{}", key.namespace, key.name));
         let desired = self.shared.desired.borrow().clone();
         // Never act on a partial view: an empty store or an unlisted zone looks like "nothing".
         if !desired.loaded || self.zones.iter().any(|z| z.reach() == Reach::Unknown) {
@@ -223,7 +298,7 @@ impl Reconciler {
         let instances: Vec<Instance> = observed.iter().map(|(z, o)| to_instance(z, o)).collect();
 
         let held = {
-            let mut mem_guard = self.memory.lock().expect("memory lock");
+            let mut mem_guard = relock(&self.memory);
             let mem = mem_guard.entry(key.clone()).or_default();
             mem.seed(entry.and_then(|e| match &e.object {
                 crate::manifest::Object::AutoScalingGroup(g) => g.status.as_ref(),
@@ -233,6 +308,16 @@ impl Reconciler {
             if mem.last_failure.is_some_and(|t| now - t > FAILURE_MEMORY) {
                 mem.failures = 0;
                 mem.degraded = None;
+            }
+            // A fixed launch configuration must not wait out the backoff of the broken one.
+            if resolved.group.is_some()
+                && mem
+                    .failed_hash
+                    .as_ref()
+                    .is_some_and(|h| *h != resolved.target.spec_hash)
+            {
+                debug!(group = %key, "new launch configuration: failures and backoff forgotten");
+                mem.forget_failures();
             }
             mem.hold_until.filter(|t| *t > now)
         };
@@ -248,6 +333,11 @@ impl Reconciler {
         let planned = plan.clone();
         if held.is_some() {
             plan.create.clear();
+        }
+        // Removals the engine refused wait out their own backoff.
+        let removal_hold = self.removals.held(key);
+        if removal_hold.is_some() {
+            plan.remove.clear();
         }
 
         let acted = !plan.is_empty();
@@ -283,13 +373,30 @@ impl Reconciler {
         };
         if resolved.group.is_none() {
             self.sync.forget(key);
-            self.memory.lock().expect("memory lock").remove(key);
-            return if after.is_empty() {
+            relock(&self.memory).remove(key);
+            if after.is_empty() {
                 self.orphans.gone(key);
-                None
-            } else {
-                Some(Instant::now() + Duration::from_millis(500))
-            };
+                self.removals.forget(key);
+                return None;
+            }
+            // No status to carry a condition: failing removals of a deleted group are problems.
+            if let Some((until, why)) = self.removals.last_error(key) {
+                self.shared.prune_report.set(
+                    key,
+                    Some(format!(
+                        "deleting autoscaling group {}/{}: {why}; next attempt in {}s",
+                        key.namespace,
+                        key.name,
+                        until
+                            .saturating_duration_since(Instant::now())
+                            .as_secs_f64()
+                            .ceil()
+                    )),
+                );
+            }
+            return Some(
+                removal_hold.map_or(Instant::now() + Duration::from_millis(500), |(t, _)| t),
+            );
         }
         let status = self.build_status(
             key,
@@ -303,10 +410,7 @@ impl Reconciler {
         );
         self.sync.publish(key, status);
 
-        let hold = self
-            .memory
-            .lock()
-            .expect("memory lock")
+        let hold = relock(&self.memory)
             .get(key)
             .and_then(|m| m.hold_until)
             .filter(|t| *t > Instant::now());
@@ -315,6 +419,11 @@ impl Reconciler {
             .iter()
             .any(|(_, o)| o.state == ContainerState::Created)
             .then(|| Instant::now() + STUCK_CREATED);
+        if let Some((t, _)) = removal_hold {
+            if remaining.create.is_empty() && !remaining.remove.is_empty() {
+                return Some(t);
+            }
+        }
         match (acted, remaining.is_empty(), hold) {
             (_, false, Some(t)) if wanted_creations > 0 || !remaining.create.is_empty() => Some(t),
             (false, true, _) if stuck_check.is_some() => stuck_check,
@@ -440,7 +549,7 @@ impl Reconciler {
             .map(|a| a.cause_suffix(key))
             .unwrap_or_default();
         let (last_desired, group_stopped) = {
-            let mem = self.memory.lock().expect("memory lock");
+            let mem = relock(&self.memory);
             let last = mem.get(key).and_then(|m| m.last_desired);
             (
                 last,
@@ -503,18 +612,15 @@ impl Reconciler {
         });
         let grace;
         {
-            let mut mem_guard = self.memory.lock().expect("memory lock");
+            let mut mem_guard = relock(&self.memory);
             let mem = mem_guard.entry(key.clone()).or_default();
             if lc_grace.is_some() {
                 mem.last_grace = lc_grace;
             }
             grace = mem.last_grace.unwrap_or(Duration::from_secs(10));
             if let Some(msg) = &crash {
-                mem.fail("CrashLoop", msg.clone());
-                self.proven
-                    .lock()
-                    .expect("proven lock")
-                    .remove(&resolved.target.spec_hash);
+                mem.fail("CrashLoop", msg.clone(), &resolved.target.spec_hash);
+                relock(&self.proven).remove(&resolved.target.spec_hash);
             }
             for r in &plan.remove {
                 let cause = match r.reason {
@@ -570,14 +676,30 @@ impl Reconciler {
             } else {
                 grace
             };
-            let (id, queue, k) = (r.id.clone(), self.queue.clone(), key.clone());
+            let (id, name, queue, k) = (
+                r.id.clone(),
+                r.name.clone(),
+                self.queue.clone(),
+                key.clone(),
+            );
+            let removals = self.removals.clone();
             tokio::spawn(async move {
                 let res = engine.remove(&id, g).await;
-                if let Err(e) = &res {
-                    warn!(container = short_id(&id), error = %e, "removal failed; will retry");
-                }
                 zone.removed(&id, res.is_ok());
-                queue.now(k);
+                match res {
+                    Ok(()) => {
+                        removals.succeeded(&k);
+                        queue.now(k);
+                    }
+                    Err(e) => {
+                        let retry = removals.failed(&k, &name, &e.to_string());
+                        let secs = retry
+                            .saturating_duration_since(Instant::now())
+                            .as_secs_f64();
+                        warn!(group = %k, container = short_id(&id), error = %e, "removal failed; retrying in {secs:.0}s");
+                        queue.schedule(k, retry);
+                    }
+                }
             });
         }
 
@@ -594,10 +716,7 @@ impl Reconciler {
         // broken image costs one failed create per backoff period, not a hundred. A spec that
         // started a container within `PROVEN_FOR` starts at full speed.
         let hash = &resolved.target.spec_hash;
-        let proven = self
-            .proven
-            .lock()
-            .expect("proven lock")
+        let proven = relock(&self.proven)
             .get(hash)
             .is_some_and(|t| t.elapsed() < PROVEN_FOR);
         let mut todo: VecDeque<&plan::Create> = plan.create.iter().collect();
@@ -634,15 +753,12 @@ impl Reconciler {
             match result {
                 Ok(o) => {
                     window += 1;
-                    self.proven
-                        .lock()
-                        .expect("proven lock")
-                        .insert(hash.clone(), Instant::now());
+                    relock(&self.proven).insert(hash.clone(), Instant::now());
                     launched.push((o.name.clone(), zone.name.clone(), reason));
                     zone.created(o);
                 }
                 Err(e) => {
-                    self.proven.lock().expect("proven lock").remove(hash);
+                    relock(&self.proven).remove(hash);
                     let why = match &e {
                         EngineError::NotFound(m) => format!(
                             "cannot launch in zone {}: {m} (image `{}`; microscaler never pulls: load or build the image on that engine)",
@@ -658,7 +774,7 @@ impl Reconciler {
             }
         }
 
-        let mut mem_guard = self.memory.lock().expect("memory lock");
+        let mut mem_guard = relock(&self.memory);
         let mem = mem_guard.entry(key.clone()).or_default();
         let replaced: Vec<&str> = plan
             .remove
@@ -699,13 +815,13 @@ impl Reconciler {
             if mem.degraded.as_ref().map(|(_, m)| m) != Some(&msg) {
                 mem.record("LaunchFailed", "-", "-", &msg);
             }
-            mem.fail(&reason, msg);
+            mem.fail(&reason, msg, &resolved.target.spec_hash);
         }
         mem.last_desired = Some(desired);
     }
 
     fn note_desired(&self, key: &ObjectKey, desired: u32) {
-        let mut mem = self.memory.lock().expect("memory lock");
+        let mut mem = relock(&self.memory);
         mem.entry(key.clone()).or_default().last_desired = Some(desired);
     }
 
@@ -723,7 +839,7 @@ impl Reconciler {
     ) -> GroupStatus {
         let target = &resolved.target;
         let counts = plan::counts(target, instances);
-        let mut mem_guard = self.memory.lock().expect("memory lock");
+        let mut mem_guard = relock(&self.memory);
         let mem = mem_guard.entry(key.clone()).or_default();
 
         let mut list: Vec<InstanceStatus> = observed
@@ -741,9 +857,29 @@ impl Reconciler {
             .collect();
         list.sort_by(|a, b| a.zone.cmp(&b.zone).then(a.name.cmp(&b.name)));
 
+        // Containers being stopped still run: never Ready while any of them is left.
+        let stopping: usize = self.zones.iter().map(|z| z.terminating_of(key)).sum();
         let ready = counts.ready >= target.desired
             && counts.updated >= target.desired
-            && counts.current == target.desired;
+            && counts.current == target.desired
+            && stopping == 0;
+        // Failures heal as fast as they broke: converged on a spec that is not failing (a new
+        // one, or one whose instances outlived the crash window) clears Degraded and backoff.
+        if ready && remaining.is_empty() && resolved.waiting_for.is_none() && mem.degraded.is_some()
+        {
+            let crash_of_this_spec = mem.degraded.as_ref().is_some_and(|(r, _)| r == "CrashLoop")
+                && mem.failed_hash.as_deref() == Some(target.spec_hash.as_str());
+            let now = Utc::now();
+            let outlived = observed.iter().all(|(_, o)| {
+                (now - o.started_at.unwrap_or(o.created))
+                    .to_std()
+                    .is_ok_and(|up| up >= CRASH_WINDOW)
+            });
+            if !crash_of_this_spec || outlived {
+                debug!(group = %key, "converged on a healthy spec: failures forgotten");
+                mem.forget_failures();
+            }
+        }
         let mut conds: Vec<(&str, bool, String, String)> = Vec::new();
         if let Some(w) = &resolved.waiting_for {
             conds.push((
@@ -796,6 +932,11 @@ impl Reconciler {
                 "ScalingIn",
                 format!("{} instances, {} desired", counts.current, target.desired),
             ))
+        } else if stopping > 0 {
+            Some((
+                "ScalingIn",
+                format!("{stopping} instance(s) still stopping"),
+            ))
         } else if !remaining.is_empty() {
             Some(("Rebalancing", "moving instances between zones".to_string()))
         } else if counts.ready < counts.current {
@@ -825,6 +966,16 @@ impl Reconciler {
                     ),
                 ));
             }
+        }
+        if let Some((until, why)) = self.removals.last_error(key) {
+            let secs = until
+                .saturating_duration_since(Instant::now())
+                .as_secs_f64()
+                .ceil();
+            degraded.push((
+                "RemovalFailed".into(),
+                format!("{why}; next attempt in {secs:.0}s"),
+            ));
         }
         if let Some((r, m)) = &mem.degraded {
             let mut m = m.clone();
@@ -926,6 +1077,13 @@ impl Reconciler {
         }
         status
     }
+}
+
+/// Locks `m` even if a reconcile panicked while holding it: the panic is caught and reported,
+/// and what it left half-updated is only backoff and status bookkeeping, never worth stopping
+/// every other group for.
+fn relock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Now, to the second: status times are for people and must not churn the files.

@@ -85,6 +85,8 @@ struct State {
     containers: BTreeMap<String, Container>,
     images: HashMap<String, ImageBehaviour>,
     unreachable: bool,
+    /// Every stop/remove fails with this (an engine that refuses removals).
+    failing_removals: Option<String>,
     calls: CallCounts,
     next_id: u64,
     next_port: u16,
@@ -227,6 +229,7 @@ impl MemoryEngine {
                 containers: BTreeMap::new(),
                 images: HashMap::new(),
                 unreachable: false,
+                failing_removals: None,
                 calls: CallCounts::default(),
                 next_id: 0,
                 next_port: FIRST_EPHEMERAL_PORT,
@@ -318,6 +321,11 @@ impl MemoryEngine {
             s.events = broadcast::channel(EVENT_BUFFER).0;
         }
         s.unreachable = unreachable;
+    }
+
+    /// Makes every removal fail with `EngineError::Other(message)` (`None`: they work again).
+    pub fn fail_removals(&self, message: Option<&str>) {
+        self.lock().failing_removals = message.map(str::to_string);
     }
 
     /// Kills a container as `docker kill` would: state exited with code 137, `kill` and `die`
@@ -584,6 +592,9 @@ impl Engine for MemoryEngine {
         let mut s = self.lock();
         if s.unreachable {
             return Err(unreachable());
+        }
+        if let Some(m) = &s.failing_removals {
+            return Err(EngineError::Other(m.clone()));
         }
         let Some(id) = s.find(id) else {
             return Ok(());
