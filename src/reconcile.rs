@@ -295,7 +295,10 @@ impl Reconciler {
                 Reach::Unknown => {}
             }
         }
-        let instances: Vec<Instance> = observed.iter().map(|(z, o)| to_instance(z, o)).collect();
+        let instances: Vec<Instance> = observed
+            .iter()
+            .map(|(z, o)| to_instance(z, o, &self.shared.config.controller_name))
+            .collect();
 
         let held = {
             let mut mem_guard = relock(&self.memory);
@@ -355,8 +358,10 @@ impl Reconciler {
                     after.extend(z.instances_of(key).into_iter().map(|o| (z.name.clone(), o)));
                 }
             }
-            let after_instances: Vec<Instance> =
-                after.iter().map(|(z, o)| to_instance(z, o)).collect();
+            let after_instances: Vec<Instance> = after
+                .iter()
+                .map(|(z, o)| to_instance(z, o, &self.shared.config.controller_name))
+                .collect();
             let remaining = if resolved.waiting_for.is_some() {
                 Plan::default()
             } else {
@@ -1100,8 +1105,9 @@ fn is_stuck(o: &Observed) -> bool {
         .is_ok_and(|age| age >= STUCK_CREATED)
 }
 
-fn to_instance(zone: &str, o: &Observed) -> Instance {
+fn to_instance(zone: &str, o: &Observed, controller: &str) -> Instance {
     Instance {
+        foreign: o.labels.get(labels::INSTANCE) != Some(&launch_mark(controller, &o.name)),
         id: o.id.clone(),
         name: o.name.clone(),
         zone: zone.to_string(),
@@ -1156,6 +1162,13 @@ pub fn container_hash(lc: &LaunchConfiguration, group: &AutoScalingGroup) -> Str
     crate::manifest::short_hash(text.as_bytes())
 }
 
+/// The mark this controller puts on a container it launches: bound to the container's name,
+/// so a copy started by hand with the same labels (necessarily under another name) carries a
+/// mark that does not match. A safety net against mistakes, not a security feature.
+pub fn launch_mark(controller: &str, container_name: &str) -> String {
+    crate::manifest::short_hash(format!("{controller}\n{container_name}").as_bytes())
+}
+
 /// The container for one instance of `group` in `zone`.
 pub fn container_spec(
     key: &ObjectKey,
@@ -1202,6 +1215,7 @@ pub fn container_spec(
         (labels::SPEC_HASH, hash),
         (labels::ZONE, zone),
         (labels::CONTROLLER, controller),
+        (labels::INSTANCE, &launch_mark(controller, &name)),
     ] {
         all_labels.insert(k.to_string(), v.to_string());
     }

@@ -29,6 +29,8 @@ pub mod labels {
     /// Which controller owns the container (several controllers may share an engine).
     /// Absent means the controller named `default`.
     pub const CONTROLLER: &str = "io.microscaler.controller";
+    /// The launch mark: which container this controller launched (see `reconcile::launch_mark`).
+    pub const INSTANCE: &str = "io.microscaler.instance";
     /// Controller name assumed for containers without a `CONTROLLER` label.
     pub const DEFAULT_CONTROLLER: &str = "default";
 }
