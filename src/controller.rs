@@ -128,12 +128,16 @@ pub struct RunOptions {
     pub dir: Option<PathBuf>,
     pub listen: Option<SocketAddr>,
     pub allow_empty: bool,
+    /// Create the manifest directory when it does not exist (otherwise an error).
+    pub create_dir: bool,
 }
 
 /// Runs the controller until SIGINT/SIGTERM.
 ///
 /// # Errors
-/// An invalid configuration, a listen address in use, or a directory that cannot be created.
+/// An invalid configuration, a missing manifest directory (without `create_dir`), another
+/// controller on the same directory or engine, a listen address in use, or an essential task
+/// that ended before shutdown.
 pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let mut config = Config::load(opts.config.as_deref())?;
     if let Some(d) = opts.dir {
@@ -144,12 +148,22 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     }
     config.allow_empty |= opts.allow_empty;
     config.validate()?;
-    std::fs::create_dir_all(&config.dir).with_context(|| {
-        format!(
-            "cannot create the manifest directory {}",
+    // A directory that is not there is a mistake (a typo in --dir, a volume not mounted), not
+    // an empty desired state.
+    if !config.dir.is_dir() {
+        anyhow::ensure!(
+            opts.create_dir,
+            "the manifest directory {} does not exist (a typo in --dir, or a volume not mounted?); \
+             create it, or pass --create-dir",
             config.dir.display()
-        )
-    })?;
+        );
+        std::fs::create_dir_all(&config.dir).with_context(|| {
+            format!(
+                "cannot create the manifest directory {}",
+                config.dir.display()
+            )
+        })?;
+    }
     config.dir = std::fs::canonicalize(&config.dir)?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -159,6 +173,8 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
                 config.listen
             )
         })?;
+    let _dir_lock =
+        crate::dirlock::lock(&config.dir, listener.local_addr()?, &config.controller_name)?;
     info!(dir = %config.dir.display(), listen = %listener.local_addr()?, zones = ?config.zone_names(), "controller starting");
 
     let shutdown = CancellationToken::new();

@@ -14,6 +14,7 @@
 //! - [`apply`]: the HTTP apply/read endpoint.
 //! - [`client`] and [`cli`]: the `ms` command line.
 //! - [`controller`]: wiring of a running controller.
+//! - [`dirlock`]: one controller per manifest directory.
 //! - [`supervise`]: essential tasks; one ending early fails readiness and exits non-zero.
 //! - [`failpoint`]: fault injection for end-to-end tests (`MS_FAILPOINTS`).
 
@@ -23,6 +24,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod controller;
+pub mod dirlock;
 pub mod engine;
 pub mod failpoint;
 pub mod manifest;

@@ -104,9 +104,13 @@ struct ControllerArgs {
     /// Configuration file (zones, tokens, periods).
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
-    /// Allow a reload that removes every group at once (otherwise refused as a likely accident).
+    /// Confirm in advance deletions that look like accidents: an emptied directory, a whole
+    /// namespace or most groups gone at once (otherwise held until `ms delete` confirms them).
     #[arg(long)]
     allow_empty: bool,
+    /// Create the manifest directory if it does not exist (otherwise that is an error).
+    #[arg(long)]
+    create_dir: bool,
 }
 
 /// Output format of `ms get`.
@@ -271,6 +275,7 @@ fn run_controller(args: ControllerArgs) -> CmdResult {
         dir: args.dir,
         listen: args.listen,
         allow_empty: args.allow_empty,
+        create_dir: args.create_dir,
     }))?;
     Ok(())
 }
