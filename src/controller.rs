@@ -10,11 +10,12 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::config::Config;
 use crate::engine::docker::DockerEngine;
 use crate::engine::Engine;
+use crate::lease::{Identity, Leases};
 use crate::manifest::{Kind, ObjectKey};
 use crate::observe::{observe, Connector, Zone};
 use crate::queue::Queue;
@@ -175,6 +176,13 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         })?;
     let _dir_lock =
         crate::dirlock::lock(&config.dir, listener.local_addr()?, &config.controller_name)?;
+    // Every engine that answers must be ours (its lease taken) before anything acts.
+    let leases = Leases::new(Identity::of_this_process(
+        &config.controller_name,
+        listener.local_addr()?,
+        &config.dir,
+    ));
+    let connectors = connect_zones(&config, &leases).await?;
     info!(dir = %config.dir.display(), listen = %listener.local_addr()?, zones = ?config.zone_names(), "controller starting");
 
     let shutdown = CancellationToken::new();
@@ -211,21 +219,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
 
     // Zones and their observers.
     let queue: Arc<Queue<ObjectKey>> = Arc::new(Queue::new());
-    let connectors: Vec<(String, Connector)> = config
-        .zones
-        .iter()
-        .map(|z| {
-            let host = z.docker_host.clone();
-            let connect: Connector = Arc::new(move || {
-                let host = host.clone();
-                Box::pin(async move {
-                    let e = DockerEngine::connect(host.as_deref()).await?;
-                    Ok(Arc::new(e) as Arc<dyn Engine>)
-                })
-            });
-            (z.name.clone(), connect)
-        })
-        .collect();
+    tasks.spawn_fallible("lease keeper", leases.clone().keep(shutdown.clone()));
     let (zones, observers) = zones_and_observers(
         &shared,
         connectors,
@@ -270,7 +264,8 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         stop.cancel();
     });
     let stop = shutdown.clone();
-    let extra = crate::autoscale::pushed::routes(shared.clone(), autoscaler);
+    let extra = crate::autoscale::pushed::routes(shared.clone(), autoscaler)
+        .merge(crate::lease::routes(leases.identity()));
     tasks.spawn_fallible(
         "api server",
         crate::apply::serve_with(
@@ -282,8 +277,64 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     );
     let outcome = tasks.run().await;
     tokio::task::spawn_blocking(move || sync.flush()).await?;
+    leases.release().await;
     outcome?;
     Ok(())
+}
+
+/// The connector of every zone, each fenced by the zone's lease. Zones that answer now are
+/// connected and leased here, so that a zone held by another controller, or two zones on one
+/// engine, refuse the start; the others take their lease when they answer.
+///
+/// # Errors
+/// A lease held by another live controller, or two zones that are one engine.
+async fn connect_zones(
+    config: &Config,
+    leases: &Arc<Leases>,
+) -> anyhow::Result<Vec<(String, Connector)>> {
+    let mut out = Vec::new();
+    for z in &config.zones {
+        let host = z.docker_host.clone();
+        let shown = host
+            .clone()
+            .or_else(|| std::env::var("DOCKER_HOST").ok())
+            .filter(|h| !h.trim().is_empty())
+            .unwrap_or_else(|| crate::engine::docker::DEFAULT_SOCKET.to_string());
+        let plain: Connector = Arc::new(move || {
+            let host = host.clone();
+            Box::pin(async move {
+                let e = DockerEngine::connect(host.as_deref()).await?;
+                Ok(Arc::new(e) as Arc<dyn Engine>)
+            })
+        });
+        let fenced = leases.zone(&z.name, &shown).connector(plain);
+        match tokio::time::timeout(Duration::from_secs(10), fenced()).await {
+            Ok(Ok(engine)) => {
+                // The observer's first connection is this one.
+                let first = std::sync::Mutex::new(Some(engine));
+                let connect: Connector = Arc::new(move || {
+                    let ready = first.lock().unwrap_or_else(|p| p.into_inner()).take();
+                    match ready {
+                        Some(e) => Box::pin(async move { Ok(e) }),
+                        None => fenced(),
+                    }
+                });
+                out.push((z.name.clone(), connect));
+            }
+            Ok(Err(e)) => {
+                if let Some(refused) = leases.lost() {
+                    return Err(refused.into());
+                }
+                warn!(zone = %z.name, error = %e, "zone unreachable at start; its lease is taken when it answers");
+                out.push((z.name.clone(), fenced));
+            }
+            Err(_) => {
+                warn!(zone = %z.name, "zone did not answer within 10 s at start; its lease is taken when it answers");
+                out.push((z.name.clone(), fenced));
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Sets readiness after the first full load, and enqueues every group whose own spec, launch

@@ -156,7 +156,10 @@ mod tests {
         // A second open file description conflicts even within one process (flock semantics).
         let err = lock(dir.path(), "127.0.0.1:6666".parse().unwrap(), "green").unwrap_err();
         let msg = err.to_string();
-        assert!(msg.contains(&format!("pid {}", std::process::id())), "{msg}");
+        assert!(
+            msg.contains(&format!("pid {}", std::process::id())),
+            "{msg}"
+        );
         assert!(msg.contains("listening on 127.0.0.1:5555"), "{msg}");
         assert!(msg.contains("`blue`"), "{msg}");
         drop(first);

@@ -15,6 +15,7 @@
 //! - [`client`] and [`cli`]: the `ms` command line.
 //! - [`controller`]: wiring of a running controller.
 //! - [`dirlock`]: one controller per manifest directory.
+//! - [`lease`]: one controller per `controllerName` per engine (a lease container, fencing).
 //! - [`supervise`]: essential tasks; one ending early fails readiness and exits non-zero.
 //! - [`failpoint`]: fault injection for end-to-end tests (`MS_FAILPOINTS`).
 
@@ -27,6 +28,7 @@ pub mod controller;
 pub mod dirlock;
 pub mod engine;
 pub mod failpoint;
+pub mod lease;
 pub mod manifest;
 pub mod observe;
 pub mod plan;
