@@ -182,7 +182,13 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         listener.local_addr()?,
         &config.dir,
     ));
-    let connectors = connect_zones(&config, &leases).await?;
+    let connectors = match connect_zones(&config, &leases).await {
+        Ok(c) => c,
+        Err(refused) => {
+            leases.release().await;
+            return Err(refused);
+        }
+    };
     info!(dir = %config.dir.display(), listen = %listener.local_addr()?, zones = ?config.zone_names(), "controller starting");
 
     let shutdown = CancellationToken::new();

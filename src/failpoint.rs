@@ -6,6 +6,8 @@
 //! - `task-exit=NAME:SECS`: the essential task NAME (`watcher`, `status writer`, ...) returns
 //!   SECS seconds after it started, as a task that died would.
 //! - `reconcile-panic=NAMESPACE/NAME:N`: the first N reconciles of that group panic.
+//! - `remove-error=NAMESPACE/NAME:N`: the first N removals of that group's containers fail, as
+//!   with an engine that refuses every stop and remove.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -66,4 +68,10 @@ pub fn reconcile_panic(group: &str) {
             panic!("failpoint reconcile-panic: {group}");
         }
     }
+}
+
+/// Whether failpoint `remove-error` fails this removal of a container of `group`.
+pub fn remove_error(group: &str) -> bool {
+    static HITS: AtomicU64 = AtomicU64::new(0);
+    count_for("remove-error", group).is_some_and(|n| HITS.fetch_add(1, Ordering::SeqCst) < n)
 }

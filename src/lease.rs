@@ -373,18 +373,18 @@ impl Leases {
         Err(lock(&self.lost_why).clone().expect("set before cancelling"))
     }
 
-    /// Removes our lease containers (a clean exit), unless they were lost.
+    /// Removes our lease containers (a clean exit, or a refused start). By id: a lease taken
+    /// over by another controller is a different container and stays.
     pub async fn release(&self) {
-        if self.lost.is_cancelled() {
-            return;
-        }
         let zones = lock(&self.zones).clone();
         for z in zones {
             let engine = lock(&z.engine).clone();
             let id = z.id.lock().await.take();
             if let (Some(engine), Some(id)) = (engine, id) {
                 match engine.remove(&id, Duration::ZERO).await {
-                    Ok(()) => info!(zone = %z.zone, "lease released"),
+                    Ok(()) | Err(EngineError::NotFound(_)) => {
+                        info!(zone = %z.zone, "lease released")
+                    }
                     Err(e) => {
                         warn!(zone = %z.zone, error = %e, "cannot release the lease; the next controller takes it over")
                     }

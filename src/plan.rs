@@ -202,12 +202,15 @@ pub fn plan(
         return out;
     }
 
-    // 2. Too many current instances: scale in from the zone with most, oldest first.
+    // 2. Too many current instances: scale in (see `pick_scale_in` for the order). One still
+    // being started counts, but is not judged before it runs: it may be the very surplus (a
+    // copy started by hand), so as many removals wait.
     let mut ready_scaled_in = 0u32;
     if cur > desired {
         let mut pool: Vec<&Instance> = current.iter().copied().filter(|i| removable(i)).collect();
+        let starting = (current.len() - pool.len()) as u32;
         let mut counts = per_zone.clone();
-        for _ in 0..(cur - desired) {
+        for _ in 0..(cur - desired).saturating_sub(starting) {
             let Some(victim) = pick_scale_in(&mut pool, &mut counts, &zones) else {
                 break;
             };
@@ -564,6 +567,21 @@ mod tests {
             &BTreeMap::new(),
         );
         assert_eq!(removed(&p), vec!["id6"]);
+    }
+
+    #[test]
+    fn a_surplus_copy_being_started_is_waited_for_then_removed_first() {
+        let mut copy = inst(2, "a", "new", Created, 9);
+        copy.foreign = true;
+        let i = vec![inst(1, "a", "new", Running, 0), copy.clone()];
+        let t = target(1, &["a"]);
+        assert!(plan(&t, &i, &zones(&["a"]), &BTreeMap::new()).is_empty());
+        copy.state = Running;
+        let i = vec![inst(1, "a", "new", Running, 0), copy];
+        assert_eq!(
+            removed(&plan(&t, &i, &zones(&["a"]), &BTreeMap::new())),
+            vec!["id2"]
+        );
     }
 
     #[test]

@@ -689,7 +689,14 @@ impl Reconciler {
             );
             let removals = self.removals.clone();
             tokio::spawn(async move {
-                let res = engine.remove(&id, g).await;
+                let res = if crate::failpoint::remove_error(&format!("{}/{}", k.namespace, k.name))
+                {
+                    Err(EngineError::Other(
+                        "the engine refused (failpoint remove-error)".into(),
+                    ))
+                } else {
+                    engine.remove(&id, g).await
+                };
                 zone.removed(&id, res.is_ok());
                 match res {
                     Ok(()) => {

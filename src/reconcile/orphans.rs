@@ -45,10 +45,14 @@ impl OrphanGate {
         self.known.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Records that `key` is defined in the current snapshot.
+    /// Records that `key` is defined in the current snapshot (a manifest came back: whatever
+    /// was held or failing about its deletion is moot).
     pub(super) fn defined(&self, key: &ObjectKey) {
         if !self.known().contains(key) {
             self.known().insert(key.clone());
+        }
+        if self.report.contains(key) {
+            self.report.set(key, None);
         }
     }
 

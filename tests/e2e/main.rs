@@ -7,3 +7,5 @@ mod cli;
 mod common;
 mod engine_docker;
 mod reconcile;
+mod safety;
+mod torture;
