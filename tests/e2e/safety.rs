@@ -299,18 +299,17 @@ fn a_second_controller_on_the_directory_or_the_name_refuses_and_a_dead_ones_leas
     // A clean stop releases the lease.
     let lease = format!("microscaler-lease-{}", first.name);
     let host = docker_host_a();
-    let has_lease = || {
+    let no_lease = || {
         docker_ok(
             &host,
             &["ps", "-a", "-q", "--filter", &format!("name=^{lease}$")],
         )
         .trim()
-        .len()
-            > 0
+        .is_empty()
     };
-    assert!(has_lease());
+    assert!(!no_lease());
     assert!(next.stop().is_some_and(|s| s.success()));
-    assert!(!has_lease(), "the lease must be released on a clean exit");
+    assert!(no_lease(), "the lease must be released on a clean exit");
 }
 
 // ---------------------------------------------------------------------------------------------
