@@ -45,6 +45,8 @@ const FAILURE_MEMORY: Duration = Duration::from_secs(60);
 /// How often a group whose deletion is held is looked at again (a confirmation or a change of
 /// the desired state also enqueues it at once).
 const ORPHAN_RECHECK: Duration = Duration::from_secs(5);
+/// How long a clean shutdown waits for removals in flight (the supervisor drains for 10 s).
+const SHUTDOWN_REMOVALS: Duration = Duration::from_secs(9);
 
 /// What the reconciler remembers about a group between passes (nothing here is needed for
 /// correctness after a restart: it only shapes backoff and status).
@@ -148,6 +150,8 @@ pub struct Reconciler {
     orphans: orphans::OrphanGate,
     /// Backoff of failed removals per group (shared with the removal tasks).
     removals: Arc<removals::Removals>,
+    /// The removal tasks in flight, waited for at shutdown.
+    removing: tokio_util::task::TaskTracker,
 }
 
 /// What a group resolves to for one pass.
@@ -176,6 +180,7 @@ impl Reconciler {
         Arc::new(Reconciler {
             orphans,
             removals: Arc::default(),
+            removing: tokio_util::task::TaskTracker::new(),
             shared,
             zones,
             queue,
@@ -198,11 +203,11 @@ impl Reconciler {
         loop {
             let permit = tokio::select! {
                 p = limit.clone().acquire_owned() => p.expect("semaphore open"),
-                _ = shutdown.cancelled() => return,
+                _ = shutdown.cancelled() => break,
             };
             let key = tokio::select! {
                 k = self.queue.next() => k,
-                _ = shutdown.cancelled() => return,
+                _ = shutdown.cancelled() => break,
             };
             let this = self.clone();
             tokio::spawn(async move {
@@ -215,6 +220,16 @@ impl Reconciler {
                 this.queue.done(&key, requeue);
                 drop(permit);
             });
+        }
+        // Removals already asked for are finished (a stop takes at most its grace), so a
+        // confirmed deletion is not left half done by a clean shutdown.
+        self.removing.close();
+        if !self.removing.is_empty() {
+            info!(
+                removals = self.removing.len(),
+                "finishing the removals in flight before stopping"
+            );
+            let _ = tokio::time::timeout(SHUTDOWN_REMOVALS, self.removing.wait()).await;
         }
     }
 
@@ -688,7 +703,7 @@ impl Reconciler {
                 key.clone(),
             );
             let removals = self.removals.clone();
-            tokio::spawn(async move {
+            self.removing.spawn(async move {
                 let res = if crate::failpoint::remove_error(&format!("{}/{}", k.namespace, k.name))
                 {
                     Err(EngineError::Other(

@@ -134,11 +134,21 @@ pub(crate) async fn run(client: Client, args: GetArgs) -> CmdResult {
     Ok(())
 }
 
-/// Says that some manifests currently fail to load (their objects run their last valid version).
+/// Says that some manifests currently fail to load (their objects run their last valid version),
+/// and that some deletions are held.
 async fn warn_about_file_errors(client: &Client) {
     let Ok(p) = client.problems().await else {
         return;
     };
+    let held = p["held"].as_array().map_or(0, Vec::len);
+    if held > 0 {
+        eprintln!(
+            "Warning: the deletion of {held} group{} is held, {} keep{} running until confirmed (ms get problems)",
+            if held == 1 { "" } else { "s" },
+            if held == 1 { "it" } else { "they" },
+            if held == 1 { "s" } else { "" }
+        );
+    }
     let errors = p["fileErrors"].as_array().cloned().unwrap_or_default();
     let Some(first) = errors.first() else { return };
     let files: BTreeSet<&str> = errors.iter().filter_map(|e| e["file"].as_str()).collect();

@@ -48,7 +48,8 @@ HTTP API of the controller (JSON; `Authorization: Bearer <token>` when tokens ar
   GET /v1/{asgs|lcs|policies}[?namespace=NS], GET /v1/{asgs|lcs|policies}/NS/NAME,
   GET /v1/instances[?namespace=NS&group=G], GET /v1/problems, GET /v1/instancetypes,
   DELETE /v1/{asg|lc|policy}/NS/NAME, POST /v1/asgs/NS/NAME/{scale|start|stop},
-  POST /v1/metrics/NS/GROUP (JSON {name, value}), GET /v1/top[?namespace=NS&group=G].";
+  POST /v1/metrics/NS/GROUP (JSON {name, value}), GET /v1/top[?namespace=NS&group=G],
+  GET /lease (no token: this controller's lease holder id, for another controller to check).";
 
 /// Autoscaling groups for Docker containers, declared in YAML manifests.
 #[derive(Debug, Parser)]
