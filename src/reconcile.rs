@@ -291,9 +291,6 @@ impl Reconciler {
         let entry = desired.objects.get(key);
         if resolved.group.is_some() {
             self.orphans.defined(key);
-        } else if self.orphans.may_prune(key, &desired, &self.zones).is_err() {
-            // Held (reported): touch nothing; look again when something may have changed.
-            return Some(Instant::now() + ORPHAN_RECHECK);
         }
 
         // Observed state of reachable zones; unreachable ones are unknown.
@@ -314,6 +311,13 @@ impl Reconciler {
             .iter()
             .map(|(z, o)| to_instance(z, o, &self.shared.config.controller_name))
             .collect();
+        if resolved.group.is_none()
+            && !observed.is_empty()
+            && self.orphans.may_prune(key, &desired, &self.zones).is_err()
+        {
+            // Held (reported): touch nothing; look again when something may have changed.
+            return Some(Instant::now() + ORPHAN_RECHECK);
+        }
 
         let held = {
             let mut mem_guard = relock(&self.memory);

@@ -619,3 +619,25 @@ async fn a_fixed_launch_configuration_does_not_wait_out_the_old_backoff() {
         fixed_at.elapsed()
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_held_group_whose_containers_vanish_is_no_longer_reported() {
+    let engine = MemoryEngine::new();
+    let lc_only = manifests(3, "img", "a")
+        .split("---")
+        .next()
+        .unwrap()
+        .to_string();
+    let h = restart_over(&engine, &lc_only).await;
+    h.until("reported", SECS(5), |h| {
+        h.shared.prune_report.contains(&web_key())
+    })
+    .await;
+    for c in engine.containers() {
+        engine.remove_by_hand(&c.id).unwrap();
+    }
+    h.until("cleared", SECS(10), |h| {
+        !h.shared.prune_report.contains(&web_key())
+    })
+    .await;
+}
