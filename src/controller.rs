@@ -344,7 +344,8 @@ async fn connect_zones(
 }
 
 /// Sets readiness after the first full load, and enqueues every group whose own spec, launch
-/// configuration or manifest errors changed (deleted groups too: their containers go).
+/// configuration, manifest errors or held deletion changed (deleted groups too: their
+/// containers go), and the groups whose deletion the reconciler holds.
 pub(crate) async fn enqueue_changes(
     shared: Arc<Shared>,
     queue: Arc<Queue<ObjectKey>>,
@@ -369,9 +370,10 @@ pub(crate) async fn enqueue_changes(
                 .map(|e| e.generation.as_str())
                 .unwrap_or("-");
             let errors = snapshot.errors_for(key).len();
+            let held = snapshot.held.contains_key(key);
             now.insert(
                 key.clone(),
-                format!("{}/{lc_gen}/{errors}", entry.generation),
+                format!("{}/{lc_gen}/{errors}/{held}", entry.generation),
             );
         }
         for (key, fp) in &now {

@@ -1054,6 +1054,14 @@ impl Reconciler {
                 ),
             ));
         }
+        if let Some(held) = desired.held.get(key) {
+            conds.push((
+                status::DELETION_HELD,
+                true,
+                "ManifestGone".into(),
+                held.clone(),
+            ));
+        }
         let now = now_secs();
         let conditions: Vec<Condition> = conds
             .into_iter()

@@ -204,6 +204,13 @@ fn a_held_deletion_is_a_problem_and_ms_delete_or_ms_apply_resolve_it() {
     std::fs::remove_file(&web).unwrap();
     let problems = wait_problem(&ctl, &[&format!("ms delete asg web -n {}", ns.name)]);
     assert!(problems.contains(&web.display().to_string()), "{problems}");
+    // The group says so too.
+    let mut c = Default::default();
+    let held = wait_until(CONVERGE, || {
+        c = conditions(&ctl, &ns, "web");
+        c.get("DeletionHeld").is_some_and(|(s, _, _)| s == "True")
+    });
+    assert!(held, "{c:?}");
 
     // Applying the same file again writes it back (it is not "unchanged": no file holds it).
     let copy = ctl.tmp_path().join("web-copy.yaml");
