@@ -19,8 +19,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::controller::Shared;
-use crate::manifest::{parse_file, Kind, ManifestError, Object, ObjectKey};
+use crate::manifest::{parse_file_checked, Kind, ManifestError, Object, ObjectKey};
 use crate::store::{Desired, Entry};
+use crate::unpoisoned::RwLockExt;
 use crate::yamldoc;
 
 /// Header carrying the name of the file the client read, so errors name the user's file.
@@ -32,10 +33,6 @@ const REQUEST_FILE: &str = "<request>";
 /// How many times a write is retried when another writer (the status writer) changed the file
 /// between our read and our write.
 const WRITE_ATTEMPTS: usize = 5;
-
-/// Serialises the API's own edits: two concurrent applies to the same file would otherwise both
-/// read the old text. Other writers (status) are caught by `write_atomic`'s expected content.
-static WRITE_LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// An API error: a status code and one clear line, plus manifest errors for a rejected apply.
 #[derive(Debug, Clone)]
@@ -103,7 +100,7 @@ pub fn file_kind(kind: Kind) -> &'static str {
 /// The router of the endpoint. Every `/v1/*` route checks the bearer token itself.
 pub fn router(shared: Arc<Shared>) -> Router {
     Router::new()
-        .route("/healthz", get(|| async { "ok" }))
+        .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/v1/apply", post(apply))
         .route("/v1/asgs", get(list_groups))
@@ -132,9 +129,7 @@ pub async fn serve(
     shared: Arc<Shared>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(shared))
-        .with_graceful_shutdown(shutdown)
-        .await
+    serve_with(listener, shared, Router::new(), shutdown).await
 }
 
 /// Like [`serve`], with `extra` routes merged in (the autoscaler's pushed-metrics endpoint).
@@ -147,9 +142,17 @@ pub async fn serve_with(
     extra: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(shared).merge(extra))
-        .with_graceful_shutdown(shutdown)
-        .await
+    let limits = crate::serve::ConnLimits::new(&shared.config.api, crate::serve::fd_limit());
+    crate::serve::serve(listener, router(shared).merge(extra), limits, shutdown).await
+}
+
+/// Checks the request carries a known token (when tokens are configured), for read routes
+/// defined in other modules.
+///
+/// # Errors
+/// 401 without a known token.
+pub fn authorized(shared: &Shared, headers: &HeaderMap) -> ApiResult<()> {
+    authorize(shared, headers).map(|_| ())
 }
 
 /// Checks the request's bearer token for `namespace`, as every `/v1/*` route does (for routes
@@ -159,6 +162,23 @@ pub async fn serve_with(
 /// 401 without a known token, 403 when the token may not access `namespace`.
 pub fn check_access(shared: &Shared, headers: &HeaderMap, namespace: &str) -> ApiResult<()> {
     authorize(shared, headers)?.check(namespace)
+}
+
+/// Ok while every loop of the controller makes progress (the watcher, each zone's observer,
+/// the autoscaler, the reconcile queue); 503 naming the one that does not.
+async fn healthz(State(shared): State<Arc<Shared>>) -> Response {
+    let report = shared.liveness.report();
+    let mut body = if report.live { "ok\n" } else { "not live\n" }.to_string();
+    for line in &report.lines {
+        body.push_str(line);
+        body.push('\n');
+    }
+    let status = if report.live {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, body).into_response()
 }
 
 async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
@@ -207,18 +227,33 @@ impl Access {
     }
 }
 
-/// Compares without an early exit, so the time taken does not reveal how much of a token matched.
-fn same_token(a: &str, b: &str) -> bool {
-    a.len() == b.len()
-        && a.bytes()
-            .zip(b.bytes())
-            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-            == 0
+/// The configured token equal to `presented`, if any. Both sides are hashed first and every
+/// token is compared in full, so neither the time taken nor an early exit reveals how much of
+/// a token matched or how long it is.
+fn find_token<'a>(
+    tokens: &'a [crate::config::TokenConfig],
+    presented: &str,
+) -> Option<(usize, &'a crate::config::TokenConfig)> {
+    use sha2::{Digest, Sha256};
+    let p = Sha256::digest(presented.as_bytes());
+    let mut found = None;
+    for (i, t) in tokens.iter().enumerate() {
+        let d = Sha256::digest(t.token.as_bytes());
+        let diff = d
+            .iter()
+            .zip(p.iter())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b));
+        if diff == 0 && found.is_none() {
+            found = Some((i, t));
+        }
+    }
+    found
 }
 
-fn authorize(shared: &Shared, headers: &HeaderMap) -> ApiResult<Access> {
+/// Checks the bearer token; returns what it may access and the caller's key for rate limits.
+fn authenticate(shared: &Shared, headers: &HeaderMap) -> ApiResult<(Access, String)> {
     if shared.config.tokens.is_empty() {
-        return Ok(Access::All);
+        return Ok((Access::All, "anonymous".to_string()));
     }
     let unauthorized = |m: &str| ApiError::new(StatusCode::UNAUTHORIZED, m);
     let value = headers
@@ -230,17 +265,72 @@ fn authorize(shared: &Shared, headers: &HeaderMap) -> ApiResult<Access> {
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim)
         .ok_or_else(|| unauthorized("the Authorization header must be `Bearer <token>`"))?;
-    let config = shared
-        .config
-        .tokens
-        .iter()
-        .find(|t| same_token(&t.token, token))
-        .ok_or_else(|| unauthorized("unknown token"))?;
-    if config.namespaces.iter().any(|n| n == "*") {
-        Ok(Access::All)
+    let (index, config) =
+        find_token(&shared.config.tokens, token).ok_or_else(|| unauthorized("unknown token"))?;
+    let access = if config.namespaces.iter().any(|n| n == "*") {
+        Access::All
     } else {
-        Ok(Access::Namespaces(config.namespaces.clone()))
-    }
+        Access::Namespaces(config.namespaces.clone())
+    };
+    Ok((access, format!("token {index}")))
+}
+
+fn authorize(shared: &Shared, headers: &HeaderMap) -> ApiResult<Access> {
+    authenticate(shared, headers).map(|(access, _)| access)
+}
+
+/// Where a setting of the controller configuration lives, for messages.
+fn config_file(shared: &Shared) -> String {
+    shared
+        .config
+        .source
+        .as_ref()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| "the controller configuration (ms controller --config FILE)".into())
+}
+
+/// Request bytes that cost one write permit: a 1 MiB apply costs 16 (the watcher re-reads
+/// what an apply writes, for every tenant, so size is what loads the controller).
+const BYTES_PER_WRITE_PERMIT: usize = 64 * 1024;
+
+/// [`authorize`] for a change of `bytes` bytes: also takes permits of the caller's write rate.
+fn authorize_write(shared: &Shared, headers: &HeaderMap, bytes: usize) -> ApiResult<Access> {
+    let (access, caller) = authenticate(shared, headers)?;
+    let permits = u32::try_from(1 + bytes / BYTES_PER_WRITE_PERMIT).unwrap_or(u32::MAX);
+    shared.write_limit.take_n(&caller, permits).map_err(|wait| {
+        ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "too many changes from this token: at most {} per second, {} at once, a change costing one per 64 KiB (api.writesPerSecond, api.writeBurst in {}); try again in {:.1}s",
+                shared.config.api.writes_per_second,
+                shared.config.api.write_burst,
+                config_file(shared),
+                wait.as_secs_f64()
+            ),
+        )
+    })?;
+    Ok(access)
+}
+
+/// Checks the token for pushing a metric value to `namespace`, and the caller's push rate.
+///
+/// # Errors
+/// 401/403 as [`check_access`]; 429 when the token pushes faster than `api.pushesPerSecond`.
+pub fn check_push(shared: &Shared, headers: &HeaderMap, namespace: &str) -> ApiResult<()> {
+    let (access, caller) = authenticate(shared, headers)?;
+    access.check(namespace)?;
+    shared.push_limit.take(&caller).map_err(|wait| {
+        ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "too many metric values from this token: at most {} per second, {} at once (api.pushesPerSecond, api.pushBurst in {}); try again in {:.1}s",
+                shared.config.api.pushes_per_second,
+                shared.config.api.push_burst,
+                config_file(shared),
+                wait.as_secs_f64()
+            ),
+        )
+    })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -263,9 +353,9 @@ fn item(shared: &Shared, desired: &Desired, key: &ObjectKey, entry: &Entry) -> V
     let status = if key.kind == Kind::AutoScalingGroup {
         shared
             .status
-            .read()
-            .map(|s| s.get(key).map(|st| json!(st)))
-            .unwrap_or(None)
+            .read_locked()
+            .get(key)
+            .map(|st| json!(st))
             .unwrap_or(Value::Null)
     } else {
         Value::Null
@@ -380,10 +470,7 @@ async fn list_instances(
         access.check(ns)?;
     }
     let desired = snapshot(&shared);
-    let status = shared
-        .status
-        .read()
-        .map_err(|_| ApiError::internal("status lock poisoned"))?;
+    let status = shared.status.read_locked();
     let mut items = Vec::new();
     for (key, _, _) in desired.groups() {
         if !access.allows(&key.namespace)
@@ -625,12 +712,16 @@ fn write_edits(edits: &BTreeMap<PathBuf, FileEdit>) -> ApiResult<bool> {
 /// How long a change waits for the watcher to load it before answering anyway.
 const RELOAD_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// Edits of the namespaces in `namespaces` run one at a time (each reads what the previous one
+/// wrote); other namespaces' edits go on in parallel. Other writers of a shared file (another
+/// namespace's edit, the status writer) are caught by `write_atomic`'s expected content.
 async fn plan_and_write<T>(
     shared: &Shared,
+    namespaces: &[&str],
     dry_run: bool,
     mut plan: impl FnMut(&Desired) -> ApiResult<(BTreeMap<PathBuf, FileEdit>, T)>,
 ) -> ApiResult<T> {
-    let _guard = WRITE_LOCK.lock().await;
+    let _guards = shared.write_locks.lock(namespaces.iter().copied()).await;
     for _ in 0..WRITE_ATTEMPTS {
         let desired = snapshot(shared);
         let (edits, out) = plan(&desired)?;
@@ -680,14 +771,15 @@ async fn apply(
     Query(q): Query<ApplyQuery>,
     body: String,
 ) -> ApiResult<Json<ChangeResponse>> {
-    let access = authorize(&shared, &headers)?;
+    let access = authorize_write(&shared, &headers, body.len())?;
     let filename = headers
         .get(FILENAME_HEADER)
         .and_then(|v| v.to_str().ok())
         .filter(|v| !v.is_empty())
         .unwrap_or(REQUEST_FILE)
         .to_string();
-    let parsed = parse_file(Path::new(&filename), &body);
+    let tenancy = shared.tenancy.clone();
+    let parsed = parse_file_checked(Path::new(&filename), &body, &|o| tenancy.check_object(o));
     if !parsed.errors.is_empty() {
         let n = parsed.errors.len();
         let mut e = ApiError::unprocessable(format!(
@@ -740,7 +832,18 @@ async fn apply(
     }
 
     let dir = shared.config.dir.clone();
-    let results = plan_and_write(&shared, q.dry_run, |desired| {
+    let namespaces: Vec<&str> = parsed
+        .objects
+        .iter()
+        .map(|o| o.object.metadata().namespace.as_str())
+        .collect();
+    let changes: BTreeMap<ObjectKey, Option<Object>> = parsed
+        .objects
+        .iter()
+        .map(|o| (o.object.key(), Some(o.object.clone())))
+        .collect();
+    let results = plan_and_write(&shared, &namespaces, q.dry_run, |desired| {
+        check_quotas(&shared, desired, &changes)?;
         let mut edits: BTreeMap<PathBuf, FileEdit> = BTreeMap::new();
         let mut results = Vec::new();
         for (o, (body_text, full_text)) in parsed.objects.iter().zip(&texts) {
@@ -796,6 +899,44 @@ async fn apply(
         warnings,
         dry_run: q.dry_run,
     }))
+}
+
+/// Refuses `changes` (a new version of each object, `None`: deleted) when they would take a
+/// namespace beyond its `maxObjects`, `maxContainers`, `maxCpus` or `maxMemoryMiB`, counting
+/// what its groups ask for (desired capacity times each container's limits).
+fn check_quotas(
+    shared: &Shared,
+    desired: &Desired,
+    changes: &BTreeMap<ObjectKey, Option<Object>>,
+) -> ApiResult<()> {
+    let namespaces: std::collections::BTreeSet<&str> =
+        changes.keys().map(|k| k.namespace.as_str()).collect();
+    for ns in namespaces {
+        let before: BTreeMap<&ObjectKey, &Object> = desired
+            .objects
+            .iter()
+            .filter(|(k, _)| k.namespace == ns)
+            .map(|(k, e)| (k, &e.object))
+            .collect();
+        let mut after = before.clone();
+        for (k, o) in changes.iter().filter(|(k, _)| k.namespace == ns) {
+            match o {
+                Some(o) => after.insert(k, o),
+                None => after.remove(k),
+            };
+        }
+        let t = &shared.tenancy;
+        t.check_object_count(ns, before.len(), after.len())
+            .and_then(|()| {
+                t.check_usage(
+                    ns,
+                    t.desired_usage(ns, before.values().copied()),
+                    t.desired_usage(ns, after.values().copied()),
+                )
+            })
+            .map_err(ApiError::unprocessable)?;
+    }
+    Ok(())
 }
 
 /// Places a new object: its own file `<dir>/<ns>/<kind>-<name>.yaml`, or, if that file exists,
@@ -893,7 +1034,7 @@ async fn delete_object(
     headers: HeaderMap,
     UrlPath((kind, ns, name)): UrlPath<(String, String, String)>,
 ) -> ApiResult<Json<ChangeResponse>> {
-    let access = authorize(&shared, &headers)?;
+    let access = authorize_write(&shared, &headers, 0)?;
     let kind = Kind::parse(&kind).ok_or_else(|| {
         ApiError::new(
             StatusCode::NOT_FOUND,
@@ -914,7 +1055,7 @@ async fn delete_object(
     let file = desired.objects.get(&key).map(|e| e.file.clone());
     drop(desired);
     if file.is_some() {
-        plan_and_write(&shared, false, |desired| {
+        plan_and_write(&shared, &[ns.as_str()], false, |desired| {
             let Some(entry) = desired.objects.get(&key) else {
                 return Ok((BTreeMap::new(), ()));
             };
@@ -975,16 +1116,16 @@ async fn set_group_field(
     ns: &str,
     name: &str,
     action: &'static str,
-    check: impl Fn(&crate::manifest::AutoScalingGroup) -> ApiResult<(&'static str, Value)>,
+    check: impl Fn(&Desired, &crate::manifest::AutoScalingGroup) -> ApiResult<(&'static str, Value)>,
 ) -> ApiResult<Json<ChangeResponse>> {
-    let access = authorize(shared, headers)?;
+    let access = authorize_write(shared, headers, 0)?;
     access.check(ns)?;
-    let result = plan_and_write(shared, false, |desired| {
+    let result = plan_and_write(shared, &[ns], false, |desired| {
         let (key, entry) = locate(desired, Kind::AutoScalingGroup, ns, name)?;
         let Object::AutoScalingGroup(group) = &entry.object else {
             return Err(ApiError::not_found(Kind::AutoScalingGroup, ns, name));
         };
-        let (field, value) = check(group)?;
+        let (field, value) = check(desired, group)?;
         let mut edits = BTreeMap::new();
         let edit = current_text(&mut edits, &entry.file)?;
         let text = edit.content.as_deref().ok_or_else(|| {
@@ -1040,13 +1181,18 @@ async fn scale(
         ))
     })?;
     let n = req.desired;
-    set_group_field(&shared, &headers, &ns, &name, "scaled", |g| {
+    set_group_field(&shared, &headers, &ns, &name, "scaled", |desired, g| {
         if n < g.spec.min_size || n > g.spec.max_size {
             return Err(ApiError::unprocessable(format!(
                 "desired capacity {n} is outside [minSize {}, maxSize {}] of autoscaling group `{name}`",
                 g.spec.min_size, g.spec.max_size
             )));
         }
+        let mut scaled = g.clone();
+        scaled.spec.desired_capacity = Some(n);
+        let key = ObjectKey::new(Kind::AutoScalingGroup, ns.as_str(), name.as_str());
+        let changes = BTreeMap::from([(key, Some(Object::AutoScalingGroup(scaled)))]);
+        check_quotas(&shared, desired, &changes)?;
         Ok(("desiredCapacity", json!(n)))
     })
     .await
@@ -1057,7 +1203,12 @@ async fn start(
     headers: HeaderMap,
     UrlPath((ns, name)): UrlPath<(String, String)>,
 ) -> ApiResult<Json<ChangeResponse>> {
-    set_group_field(&shared, &headers, &ns, &name, "started", |_| {
+    set_group_field(&shared, &headers, &ns, &name, "started", |desired, g| {
+        let mut started = g.clone();
+        started.spec.state = crate::manifest::GroupState::Started;
+        let key = ObjectKey::new(Kind::AutoScalingGroup, ns.as_str(), name.as_str());
+        let changes = BTreeMap::from([(key, Some(Object::AutoScalingGroup(started)))]);
+        check_quotas(&shared, desired, &changes)?;
         Ok(("state", json!("Started")))
     })
     .await
@@ -1068,7 +1219,7 @@ async fn stop(
     headers: HeaderMap,
     UrlPath((ns, name)): UrlPath<(String, String)>,
 ) -> ApiResult<Json<ChangeResponse>> {
-    set_group_field(&shared, &headers, &ns, &name, "stopped", |_| {
+    set_group_field(&shared, &headers, &ns, &name, "stopped", |_, _| {
         Ok(("state", json!("Stopped")))
     })
     .await

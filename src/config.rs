@@ -7,9 +7,13 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use crate::manifest::DurationSpec;
+use crate::serve::ApiLimits;
+use crate::tenancy::{NamespaceLimits, Tenancy};
 
 /// The original microscaler's port.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:56785";
@@ -82,7 +86,20 @@ pub struct Config {
     /// Container stats requests in flight per zone at most.
     #[serde(default = "default_metrics_concurrency")]
     pub metrics_concurrency: usize,
+    /// Per-namespace limits (`"*"`: every namespace without its own entry): host access,
+    /// default container resources, quotas. See [`crate::tenancy`].
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub namespaces: BTreeMap<String, NamespaceLimits>,
+    /// Limits of the HTTP API: connections, timeouts, write rates. See [`crate::serve`].
+    #[serde(default)]
+    pub api: ApiLimits,
+    /// The file this configuration was read from (for messages naming a setting).
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
 }
+
+/// The shortest bearer token accepted: shorter ones are guessable.
+pub const MIN_TOKEN_LEN: usize = 16;
 
 fn default_dir() -> PathBuf {
     PathBuf::from("manifests")
@@ -135,8 +152,9 @@ impl Config {
         };
         let text = std::fs::read_to_string(path)
             .map_err(|e| anyhow::anyhow!("cannot read configuration {}: {e}", path.display()))?;
-        let config: Config = serde_yaml_ng::from_str(&text)
+        let mut config: Config = serde_yaml_ng::from_str(&text)
             .map_err(|e| anyhow::anyhow!("invalid configuration {}: {e}", path.display()))?;
+        config.source = Some(path.to_path_buf());
         config.validate()?;
         Ok(config)
     }
@@ -168,6 +186,25 @@ impl Config {
                 w[0].0
             );
         }
+        let file = self
+            .source
+            .as_ref()
+            .map(|p| format!(" in {}", p.display()))
+            .unwrap_or_default();
+        for (i, t) in self.tokens.iter().enumerate() {
+            if t.token.chars().count() < MIN_TOKEN_LEN {
+                anyhow::bail!(
+                    "tokens[{i}]{file}: a token of {} characters is too easy to guess: use at least {MIN_TOKEN_LEN} (e.g. `openssl rand -hex 16`)",
+                    t.token.chars().count()
+                );
+            }
+        }
+        self.tenancy()
+            .validate()
+            .map_err(|e| anyhow::anyhow!("invalid configuration{file}: {e}"))?;
+        self.api
+            .validate()
+            .map_err(|e| anyhow::anyhow!("invalid configuration{file}: {e}"))?;
         if !self.listen.ip().is_loopback() && self.tokens.is_empty() {
             anyhow::bail!(
                 "refusing to listen on {} without tokens: anyone on the network could change your groups. \
@@ -176,6 +213,16 @@ impl Config {
             );
         }
         Ok(())
+    }
+
+    /// The per-namespace limits, naming this file in their messages; the controller's own port
+    /// is never a tenant's.
+    pub fn tenancy(&self) -> Tenancy {
+        Tenancy::new(
+            self.namespaces.clone(),
+            self.source.clone(),
+            vec![self.listen.port()],
+        )
     }
 
     /// Names of the configured zones, in order.
@@ -253,9 +300,26 @@ mod tests {
         let err = c.validate().unwrap_err().to_string();
         assert!(err.contains("without tokens"), "{err}");
         c.tokens.push(TokenConfig {
-            token: "t".into(),
+            token: "0123456789abcdef".into(),
             namespaces: vec!["*".into()],
         });
         c.validate().unwrap();
+    }
+
+    #[test]
+    fn short_tokens_are_refused_at_start() {
+        let c = Config {
+            tokens: vec![TokenConfig {
+                token: "s3cret".into(),
+                namespaces: vec!["*".into()],
+            }],
+            source: Some("/etc/ms.yaml".into()),
+            ..Config::default()
+        };
+        let err = c.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("tokens[0] in /etc/ms.yaml: a token of 6 characters is too easy to guess: use at least 16"),
+            "{err}"
+        );
     }
 }

@@ -16,15 +16,20 @@ use crate::config::Config;
 use crate::engine::docker::DockerEngine;
 use crate::engine::Engine;
 use crate::lease::{Identity, Leases};
+use crate::liveness::Liveness;
 use crate::manifest::{Kind, ObjectKey};
 use crate::observe::{observe, Connector, Zone};
 use crate::queue::Queue;
+use crate::ratelimit::RateLimiter;
 use crate::reconcile::Reconciler;
 use crate::status::GroupStatus;
 use crate::status_sync::StatusSync;
 use crate::statusfile::OwnWrites;
 use crate::store::Desired;
 use crate::supervise::Supervisor;
+use crate::tenancy::Tenancy;
+use crate::unpoisoned::LockExt;
+use crate::write_locks::NamespaceLocks;
 use futures::FutureExt;
 
 /// State shared by every part of a running controller.
@@ -45,12 +50,27 @@ pub struct Shared {
     pub prune_report: Arc<crate::prune::Report>,
     /// Set when an essential task ended: `/readyz` fails from then on.
     pub health: Arc<crate::supervise::Health>,
+    /// Per-namespace limits (from `config.namespaces`).
+    pub tenancy: Arc<Tenancy>,
+    /// What `/healthz` reports: the loops' heartbeats and the queue's progress.
+    pub liveness: Arc<Liveness>,
+    /// Changes per token (`api.writesPerSecond`).
+    pub write_limit: RateLimiter,
+    /// Pushed metric values per token (`api.pushesPerSecond`).
+    pub push_limit: RateLimiter,
+    /// The API's file edits, serialized per namespace.
+    pub write_locks: NamespaceLocks,
 }
 
 impl Shared {
     /// Shared state over a desired-state channel: no status yet, not ready.
     pub fn new(config: Config, desired: watch::Receiver<Arc<Desired>>) -> Shared {
         Shared {
+            tenancy: Arc::new(config.tenancy()),
+            liveness: Arc::default(),
+            write_limit: RateLimiter::new(config.api.writes_per_second, config.api.write_burst),
+            push_limit: RateLimiter::new(config.api.pushes_per_second, config.api.push_burst),
+            write_locks: NamespaceLocks::default(),
             config,
             desired,
             status: RwLock::new(BTreeMap::new()),
@@ -109,6 +129,11 @@ pub fn zones_and_observers(
                 name.clone(),
                 shared.config.controller_name.clone(),
             ));
+            zone.set_beat(
+                shared
+                    .liveness
+                    .beat(&format!("zone {name} observer"), silence_bound(resync)),
+            );
             let observer = observe(
                 zone.clone(),
                 connect,
@@ -121,6 +146,16 @@ pub fn zones_and_observers(
         })
         .unzip()
 }
+
+/// How long a loop that wakes at least every `period` may stay silent before `/healthz` fails.
+pub fn silence_bound(period: Duration) -> Duration {
+    period
+        .saturating_mul(3)
+        .saturating_add(Duration::from_secs(30))
+}
+
+/// How long a group may wait for a worker, or one reconcile may run, before `/healthz` fails.
+const RECONCILE_STALL: Duration = Duration::from_secs(300);
 
 /// Options of `ms controller` (flags override the configuration file).
 #[derive(Debug, Clone, Default)]
@@ -190,6 +225,13 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         }
     };
     info!(dir = %config.dir.display(), listen = %listener.local_addr()?, zones = ?config.zone_names(), "controller starting");
+    // Descriptor headroom: the soft limit up to the hard one, and API connections capped at
+    // half of it, so a connection flood can never starve the engines or the directory.
+    let fd_limit = crate::serve::raise_fd_limit();
+    crate::serve::log_limits(
+        &crate::serve::ConnLimits::new(&config.api, fd_limit),
+        fd_limit,
+    );
 
     let shutdown = CancellationToken::new();
     let (tx, rx) = watch::channel(Arc::new(Desired::default()));
@@ -217,6 +259,10 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         rescan_period: config.rescan_period.0,
         allow_empty: config.allow_empty,
         confirmations: shared.confirmations.clone(),
+        tenancy: shared.tenancy.clone(),
+        beat: shared
+            .liveness
+            .beat("watcher", silence_bound(config.rescan_period.0)),
     };
     tasks.spawn(
         "watcher",
@@ -235,6 +281,13 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     );
     for (name, observer) in observers {
         tasks.spawn(name, observer);
+    }
+
+    {
+        let queue = queue.clone();
+        shared
+            .liveness
+            .check("reconciler", move || queue.stalled(RECONCILE_STALL));
     }
 
     // Desired-state changes: readiness, and a reconcile of every group whose inputs changed.
@@ -319,7 +372,7 @@ async fn connect_zones(
                 // The observer's first connection is this one.
                 let first = std::sync::Mutex::new(Some(engine));
                 let connect: Connector = Arc::new(move || {
-                    let ready = first.lock().unwrap_or_else(|p| p.into_inner()).take();
+                    let ready = first.locked().take();
                     match ready {
                         Some(e) => Box::pin(async move { Ok(e) }),
                         None => fenced(),

@@ -53,6 +53,7 @@ use crate::engine::{
     ContainerSpec, Engine, EngineError, EngineEvent, EngineIdentity, Observed, StatsSample,
 };
 use crate::observe::Connector;
+use crate::unpoisoned::LockExt;
 
 /// A holder on another machine that does not answer for this long is gone.
 pub const TAKEOVER_AFTER: Duration = Duration::from_secs(6);
@@ -321,7 +322,7 @@ impl Leases {
 
     /// Why a lease could not be had or kept, once that happened.
     pub fn lost(&self) -> Option<LeaseError> {
-        lock(&self.lost_why).clone()
+        self.lost_why.locked().clone()
     }
 
     /// The lease of zone `zone` (on engine `host`, for messages).
@@ -334,13 +335,13 @@ impl Leases {
             engine: Mutex::new(None),
             held_once: Default::default(),
         });
-        lock(&self.zones).push(z.clone());
+        self.zones.locked().push(z.clone());
         z
     }
 
     /// Records that a lease cannot be kept: the keeper ends and the controller exits.
     fn lose(&self, why: LeaseError) {
-        let mut w = lock(&self.lost_why);
+        let mut w = self.lost_why.locked();
         if w.is_none() {
             *w = Some(why);
         }
@@ -361,24 +362,28 @@ impl Leases {
                 _ = self.lost.cancelled() => break,
                 _ = tick.tick() => {}
             }
-            let zones = lock(&self.zones).clone();
+            let zones = self.zones.locked().clone();
             for z in zones {
-                let engine = lock(&z.engine).clone();
+                let engine = z.engine.locked().clone();
                 if let Some(engine) = engine {
                     // Unreachable engines are the observer's business; only a loss counts.
                     let _ = z.check(&*engine).await;
                 }
             }
         }
-        Err(lock(&self.lost_why).clone().expect("set before cancelling"))
+        Err(self
+            .lost_why
+            .locked()
+            .clone()
+            .expect("set before cancelling"))
     }
 
     /// Removes our lease containers (a clean exit, or a refused start). By id: a lease taken
     /// over by another controller is a different container and stays.
     pub async fn release(&self) {
-        let zones = lock(&self.zones).clone();
+        let zones = self.zones.locked().clone();
         for z in zones {
-            let engine = lock(&z.engine).clone();
+            let engine = z.engine.locked().clone();
             let id = z.id.lock().await.take();
             if let (Some(engine), Some(id)) = (engine, id) {
                 match engine.remove(&id, Duration::ZERO).await {
@@ -415,10 +420,6 @@ impl Leases {
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// The lease of one zone.
@@ -549,7 +550,10 @@ impl ZoneLease {
     /// [`LeaseError::Lost`] (also signalled to [`Leases::keep`]), or an engine error.
     pub async fn check(&self, engine: &dyn Engine) -> Result<(), LeaseError> {
         if self.leases.lost.is_cancelled() {
-            return Err(lock(&self.leases.lost_why)
+            return Err(self
+                .leases
+                .lost_why
+                .locked()
                 .clone()
                 .expect("set before cancelling"));
         }
@@ -592,7 +596,7 @@ impl ZoneLease {
             EngineError::Other(e.to_string())
         };
         {
-            let mut ids = lock(&self.leases.identities);
+            let mut ids = self.leases.identities.locked();
             if let Some((other, _)) = ids
                 .iter()
                 .find(|(z, i)| **z != self.zone && **i == identity)
@@ -612,7 +616,7 @@ impl ZoneLease {
             }
             Err(e) => return Err(fatal(e)),
         }
-        *lock(&self.engine) = Some(inner.clone());
+        *self.engine.locked() = Some(inner.clone());
         Ok(Arc::new(Fenced {
             inner,
             lease: self.clone(),

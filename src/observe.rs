@@ -17,8 +17,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::engine::{labels, ContainerState, Engine, EngineEvent, EventKind, Observed};
+use crate::liveness::Beat;
 use crate::manifest::{Kind, ObjectKey};
 use crate::queue::Queue;
+use crate::unpoisoned::{LockExt, RwLockExt};
 
 /// Connects to a zone's engine; called again after each failure.
 pub type Connector = Arc<
@@ -52,6 +54,8 @@ pub struct Zone {
     controller: String,
     engine: RwLock<Option<Arc<dyn Engine>>>,
     state: Mutex<ZoneState>,
+    /// Touched by the observer loop every time round (`/healthz`).
+    beat: Mutex<Beat>,
 }
 
 #[derive(Default)]
@@ -130,7 +134,36 @@ impl Zone {
             controller: controller.into(),
             engine: RwLock::new(None),
             state: Mutex::new(ZoneState::default()),
+            beat: Mutex::new(Beat::detached()),
         }
+    }
+
+    /// The heartbeat the observer loop touches (registered with the controller's liveness).
+    pub fn set_beat(&self, beat: Beat) {
+        *self.beat.locked() = beat;
+    }
+
+    fn touch(&self) {
+        self.beat.locked().touch();
+    }
+
+    /// Containers of namespace `ns` that hold resources (neither failed nor being removed),
+    /// counted per group: what the namespace's quotas count.
+    pub fn namespace_usage(&self, ns: &str) -> BTreeMap<ObjectKey, u32> {
+        let st = self.state.locked();
+        let mut out = BTreeMap::new();
+        for (key, ids) in st.by_group.iter().filter(|(k, _)| k.namespace == ns) {
+            let n = ids
+                .iter()
+                .filter(|id| !st.terminating.contains(*id))
+                .filter_map(|id| st.containers.get(id))
+                .filter(|c| !c.state.is_failed())
+                .count();
+            if n > 0 {
+                out.insert(key.clone(), u32::try_from(n).unwrap_or(u32::MAX));
+            }
+        }
+        out
     }
 
     /// Whether a container belongs to this zone's controller.
@@ -144,25 +177,20 @@ impl Zone {
     /// A zone whose engine is already connected (tests, the scale model).
     pub fn with_engine(name: impl Into<String>, engine: Arc<dyn Engine>) -> Self {
         let z = Zone::new(name);
-        *z.engine.write().expect("engine lock") = Some(engine);
+        *z.engine.write_locked() = Some(engine);
         z
     }
 
     pub fn engine(&self) -> Option<Arc<dyn Engine>> {
-        self.engine.read().expect("engine lock").clone()
+        self.engine.read_locked().clone()
     }
 
     pub fn reach(&self) -> Reach {
-        self.state
-            .lock()
-            .expect("zone lock")
-            .reach
-            .clone()
-            .unwrap_or(Reach::Unknown)
+        self.state.locked().reach.clone().unwrap_or(Reach::Unknown)
     }
 
     fn set_reach(&self, reach: Reach) -> bool {
-        let mut st = self.state.lock().expect("zone lock");
+        let mut st = self.state.locked();
         let changed = st.reach.as_ref() != Some(&reach);
         st.reach = Some(reach);
         changed
@@ -170,7 +198,7 @@ impl Zone {
 
     /// The containers of one group (terminating ones excluded).
     pub fn instances_of(&self, key: &ObjectKey) -> Vec<Observed> {
-        let st = self.state.lock().expect("zone lock");
+        let st = self.state.locked();
         let Some(ids) = st.by_group.get(key) else {
             return Vec::new();
         };
@@ -183,7 +211,7 @@ impl Zone {
 
     /// How many containers of one group are being stopped or removed right now.
     pub fn terminating_of(&self, key: &ObjectKey) -> usize {
-        let st = self.state.lock().expect("zone lock");
+        let st = self.state.locked();
         st.by_group.get(key).map_or(0, |ids| {
             ids.iter().filter(|id| st.terminating.contains(*id)).count()
         })
@@ -191,13 +219,13 @@ impl Zone {
 
     /// Every group that has a container here.
     pub fn group_keys(&self) -> BTreeSet<ObjectKey> {
-        let st = self.state.lock().expect("zone lock");
+        let st = self.state.locked();
         st.by_group.keys().cloned().collect()
     }
 
     /// Number of containers in the cache.
     pub fn len(&self) -> usize {
-        self.state.lock().expect("zone lock").containers.len()
+        self.state.locked().containers.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -206,21 +234,21 @@ impl Zone {
 
     /// Records a container we just created.
     pub fn created(&self, c: Observed) {
-        let mut st = self.state.lock().expect("zone lock");
+        let mut st = self.state.locked();
         st.touched.insert(c.id.clone(), Instant::now());
         st.insert(c);
     }
 
     /// Hides a container we are about to remove.
     pub fn terminating(&self, id: &str) {
-        let mut st = self.state.lock().expect("zone lock");
+        let mut st = self.state.locked();
         st.terminating.insert(id.to_string());
         st.touched.insert(id.to_string(), Instant::now());
     }
 
     /// Records the end of a removal (`ok` false: it failed, the container shows again).
     pub fn removed(&self, id: &str, ok: bool) {
-        let mut st = self.state.lock().expect("zone lock");
+        let mut st = self.state.locked();
         st.terminating.remove(id);
         st.touched.insert(id.to_string(), Instant::now());
         if ok {
@@ -230,7 +258,7 @@ impl Zone {
 
     /// Replaces the cache with a list taken at `started`, keeping changes made since.
     pub fn apply_list(&self, started: Instant, list: Vec<Observed>) {
-        let mut st = self.state.lock().expect("zone lock");
+        let mut st = self.state.locked();
         let mut fresh: HashMap<String, Observed> = HashMap::with_capacity(list.len());
         for mut c in list.into_iter().filter(|c| self.owns(&c.labels)) {
             if let Some(t) = st.touched.get(&c.id) {
@@ -273,7 +301,7 @@ impl Zone {
             return None;
         }
         let key = group_key(&ev.labels);
-        let mut st = self.state.lock().expect("zone lock");
+        let mut st = self.state.locked();
         if st.terminating.contains(&ev.id) && ev.kind != EventKind::Destroy {
             return None;
         }
@@ -353,6 +381,7 @@ pub async fn observe(
         if shutdown.is_cancelled() {
             return;
         }
+        zone.touch();
         let result = observe_once(&zone, &connect, resync, &queue, &enqueue_all, &shutdown).await;
         if shutdown.is_cancelled() {
             return;
@@ -373,7 +402,7 @@ pub async fn observe(
         if !alive {
             if zone.set_reach(Reach::Unreachable(reason.clone())) {
                 warn!(zone = %zone.name, error = %reason, "zone unreachable; its capacity is made up in the others");
-                *zone.engine.write().expect("engine lock") = None;
+                *zone.engine.write_locked() = None;
                 enqueue_all(&zone);
             }
             tokio::select! {
@@ -404,7 +433,7 @@ async fn observe_once(
                 .map_err(|_| {
                     crate::engine::EngineError::Unreachable("connect timed out".into())
                 })??;
-            *zone.engine.write().expect("engine lock") = Some(e.clone());
+            *zone.engine.write_locked() = Some(e.clone());
             e
         }
     };
@@ -415,6 +444,7 @@ async fn observe_once(
         .await
         .map_err(|_| crate::engine::EngineError::Unreachable("list timed out".into()))??;
     zone.apply_list(started, list);
+    zone.touch();
     if zone.set_reach(Reach::Reachable) {
         info!(zone = %zone.name, containers = zone.len(), "zone reachable");
     }
@@ -424,6 +454,7 @@ async fn observe_once(
         tokio::select! {
             ev = events.next() => match ev {
                 Some(Ok(ev)) => {
+                    zone.touch();
                     if let Some(k) = zone.apply_event(&ev) {
                         queue.now(k);
                     }
@@ -437,6 +468,7 @@ async fn observe_once(
                     .await
                     .map_err(|_| crate::engine::EngineError::Unreachable("list timed out".into()))??;
                 zone.apply_list(started, list);
+                zone.touch();
                 enqueue_all(zone);
             }
             _ = shutdown.cancelled() => return Ok(()),

@@ -228,7 +228,9 @@ pub fn plan(
     let current_ready = current.iter().filter(|i| i.is_ready()).count() as u32;
     if !obsolete.is_empty() {
         let total = cur + obsolete.len() as u32;
-        let surge_room = (desired + target.max_surge).saturating_sub(total);
+        let surge_room = desired
+            .saturating_add(target.max_surge)
+            .saturating_sub(total);
         let missing = desired.saturating_sub(cur);
         let creates = missing.min(surge_room);
         launch(
@@ -242,7 +244,7 @@ pub fn plan(
         // Remove unready obsolete instances freely; ready ones only while enough stay available.
         let min_available = desired.saturating_sub(target.max_unavailable);
         let obsolete_ready = obsolete.iter().filter(|i| i.is_ready()).count() as u32;
-        let mut available = current_ready - ready_scaled_in + obsolete_ready;
+        let mut available = current_ready.saturating_sub(ready_scaled_in) + obsolete_ready;
         let mut ordered: Vec<&Instance> = obsolete.clone();
         ordered.sort_by(|a, b| {
             b.foreign
@@ -288,7 +290,7 @@ pub fn plan(
     if cur == desired && pending_total == 0 && current_ready == cur && !failed_any {
         let min = per_zone.values().copied().min().unwrap_or(0);
         let max = per_zone.values().copied().max().unwrap_or(0);
-        if max > min + 1 && desired < target.max_size + 1 {
+        if max > min.saturating_add(1) && desired <= target.max_size {
             launch(&mut out, &mut per_zone, &zones, 1, CreateReason::Rebalance);
         }
     }

@@ -30,6 +30,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::manifest::ObjectKey;
+use crate::unpoisoned::LockExt;
 
 /// How long an explicit `ms delete` confirms the deletion of a group.
 pub const CONFIRMATION_WINDOW: Duration = Duration::from_secs(600);
@@ -157,7 +158,7 @@ pub struct Confirmations {
 impl Confirmations {
     /// Confirms the deletion of `key` for [`CONFIRMATION_WINDOW`].
     pub fn confirm(&self, key: &ObjectKey) {
-        let mut until = self.until.lock().unwrap_or_else(|p| p.into_inner());
+        let mut until = self.until.locked();
         let now = Instant::now();
         until.retain(|_, t| *t > now);
         until.insert(key.clone(), now + CONFIRMATION_WINDOW);
@@ -168,7 +169,7 @@ impl Confirmations {
 
     /// Whether the deletion of `key` is confirmed now.
     pub fn is_confirmed(&self, key: &ObjectKey) -> bool {
-        let until = self.until.lock().unwrap_or_else(|p| p.into_inner());
+        let until = self.until.locked();
         until.get(key).is_some_and(|t| *t > Instant::now())
     }
 
@@ -188,7 +189,7 @@ pub struct Report {
 impl Report {
     /// Sets (or, with `None`, clears) the problem of `key`.
     pub fn set(&self, key: &ObjectKey, problem: Option<String>) {
-        let mut g = self.groups.lock().unwrap_or_else(|p| p.into_inner());
+        let mut g = self.groups.locked();
         match problem {
             Some(p) => {
                 g.insert(key.clone(), p);
@@ -201,18 +202,12 @@ impl Report {
 
     /// Every reported group and its problem.
     pub fn all(&self) -> BTreeMap<ObjectKey, String> {
-        self.groups
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.groups.locked().clone()
     }
 
     /// Whether `key` is reported.
     pub fn contains(&self, key: &ObjectKey) -> bool {
-        self.groups
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains_key(key)
+        self.groups.locked().contains_key(key)
     }
 }
 

@@ -1,11 +1,13 @@
 //! The work queue of the reconciler: one slot per key, earliest run time wins, never two runs of
 //! the same key at once (a key scheduled while it runs is run again right after).
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap};
 use std::hash::Hash;
 use std::sync::Mutex;
 
 use tokio::sync::Notify;
+
+use crate::unpoisoned::LockExt;
 use tokio::time::Instant;
 
 /// A delay queue keyed by object, in the manner of kube-runtime's scheduler + runner.
@@ -19,8 +21,8 @@ struct Inner<K> {
     due: HashMap<K, (Instant, u64)>,
     /// The same entries, ordered by run time (the `u64` breaks ties in insertion order).
     order: BTreeSet<(Instant, u64, K)>,
-    /// Keys being reconciled right now.
-    running: HashSet<K>,
+    /// Keys being reconciled right now, with when each started.
+    running: HashMap<K, Instant>,
     /// Keys scheduled while running: they go back into `due` when their run finishes.
     rerun: HashMap<K, Instant>,
     seq: u64,
@@ -32,7 +34,7 @@ impl<K: Clone + Eq + Hash + Ord> Default for Queue<K> {
             inner: Mutex::new(Inner {
                 due: HashMap::new(),
                 order: BTreeSet::new(),
-                running: HashSet::new(),
+                running: HashMap::new(),
                 rerun: HashMap::new(),
                 seq: 0,
             }),
@@ -62,8 +64,8 @@ impl<K: Clone + Eq + Hash + Ord> Queue<K> {
 
     /// Runs `key` at `at` at the latest (an earlier schedule wins).
     pub fn schedule(&self, key: K, at: Instant) {
-        let mut inner = self.inner.lock().expect("queue lock");
-        if inner.running.contains(&key) {
+        let mut inner = self.inner.locked();
+        if inner.running.contains_key(&key) {
             let slot = inner.rerun.entry(key).or_insert(at);
             *slot = (*slot).min(at);
             return;
@@ -85,12 +87,12 @@ impl<K: Clone + Eq + Hash + Ord> Queue<K> {
             tokio::pin!(notified);
             notified.as_mut().enable();
             let wait_until = {
-                let mut inner = self.inner.lock().expect("queue lock");
+                let mut inner = self.inner.locked();
                 match inner.order.first().cloned() {
                     Some((at, seq, key)) if at <= Instant::now() => {
                         inner.order.remove(&(at, seq, key.clone()));
                         inner.due.remove(&key);
-                        inner.running.insert(key.clone());
+                        inner.running.insert(key.clone(), Instant::now());
                         return key;
                     }
                     Some((at, _, _)) => Some(at),
@@ -112,7 +114,7 @@ impl<K: Clone + Eq + Hash + Ord> Queue<K> {
     /// Marks `key` finished; `requeue` schedules its next run (merged with any schedule made
     /// while it ran: the earliest wins).
     pub fn done(&self, key: &K, requeue: Option<Instant>) {
-        let mut inner = self.inner.lock().expect("queue lock");
+        let mut inner = self.inner.locked();
         inner.running.remove(key);
         let rerun = inner.rerun.remove(key);
         let at = match (rerun, requeue) {
@@ -128,11 +130,48 @@ impl<K: Clone + Eq + Hash + Ord> Queue<K> {
 
     /// Number of keys waiting (not running).
     pub fn len(&self) -> usize {
-        self.inner.lock().expect("queue lock").due.len()
+        self.inner.locked().due.len()
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// `Err` when the queue is not making progress: a key has been due for longer than `limit`
+    /// without being picked up (every worker busy or stuck), or one run has lasted longer than
+    /// `limit` (a reconcile that hangs). For `/healthz`.
+    ///
+    /// # Errors
+    /// A sentence naming the key and for how long.
+    pub fn stalled(&self, limit: std::time::Duration) -> Result<String, String>
+    where
+        K: std::fmt::Display,
+    {
+        let inner = self.inner.locked();
+        let now = Instant::now();
+        if let Some((at, _, key)) = inner.order.first() {
+            let late = now.saturating_duration_since(*at);
+            if late > limit {
+                return Err(format!(
+                    "{key} has been due for {:.0}s without a worker picking it up",
+                    late.as_secs_f64()
+                ));
+            }
+        }
+        if let Some((key, since)) = inner.running.iter().min_by_key(|(_, t)| **t) {
+            let ran = now.saturating_duration_since(*since);
+            if ran > limit {
+                return Err(format!(
+                    "the reconcile of {key} has been running for {:.0}s",
+                    ran.as_secs_f64()
+                ));
+            }
+        }
+        Ok(format!(
+            "{} due, {} running",
+            inner.due.len(),
+            inner.running.len()
+        ))
     }
 }
 

@@ -25,9 +25,11 @@ use crate::manifest::{AutoScalingGroup, IntOrPercent, LaunchConfiguration, Objec
 use crate::observe::{short_id, Reach, Zone};
 use crate::plan::{self, CreateReason, Instance, Plan, RemoveReason, Target};
 use crate::queue::Queue;
+use crate::quota::QuotaLedger;
 use crate::status::{self, Activity, Condition, GroupStatus, InstanceStatus, MAX_ACTIVITIES};
 use crate::status_sync::StatusSync;
-use crate::supervise::panic_message;
+use crate::tenancy::{ContainerLimits, Usage};
+use crate::unpoisoned::{panic_message, LockExt, RwLockExt};
 
 mod orphans;
 mod removals;
@@ -72,6 +74,8 @@ struct GroupMemory {
     /// The container spec hash the failures were for: a new launch configuration starts with a
     /// clean slate, since the backoff was earned by the old one.
     failed_hash: Option<String>,
+    /// Why the last pass could not launch all it wanted: a namespace quota (Degraded).
+    quota: Option<String>,
 }
 
 impl GroupMemory {
@@ -152,6 +156,8 @@ pub struct Reconciler {
     removals: Arc<removals::Removals>,
     /// The removal tasks in flight, waited for at shutdown.
     removing: tokio_util::task::TaskTracker,
+    /// Creations in flight per namespace, for the namespace quotas.
+    quotas: QuotaLedger,
 }
 
 /// What a group resolves to for one pass.
@@ -162,6 +168,8 @@ struct Resolved {
     /// Problems to show in conditions: (reason, message).
     problems: Vec<(String, String)>,
     waiting_for: Option<String>,
+    /// CPU and memory limits of each container (the namespace's defaults filled in).
+    limits: ContainerLimits,
 }
 
 impl Reconciler {
@@ -189,6 +197,7 @@ impl Reconciler {
             proven: Mutex::new(HashMap::new()),
             concurrency: concurrency.max(1),
             autoscaler: std::sync::OnceLock::new(),
+            quotas: QuotaLedger::default(),
         })
     }
 
@@ -215,7 +224,7 @@ impl Reconciler {
                 // nor reach other groups: it becomes a condition and a retry with backoff.
                 let requeue = match AssertUnwindSafe(this.reconcile(&key)).catch_unwind().await {
                     Ok(requeue) => requeue,
-                    Err(panic) => this.panicked(&key, &panic_message(&*panic)),
+                    Err(panic) => this.panicked(&key, &panic_message(panic.as_ref())),
                 };
                 this.queue.done(&key, requeue);
                 drop(permit);
@@ -247,7 +256,7 @@ impl Reconciler {
                 .map(|_| self.resolve(key, &desired).target.spec_hash)
         };
         let hold = {
-            let mut mem = relock(&self.memory);
+            let mut mem = self.memory.locked();
             let mem = mem.entry(key.clone()).or_default();
             mem.fail(
                 "ReconcilePanicked",
@@ -261,8 +270,7 @@ impl Reconciler {
             let mut st = self
                 .shared
                 .status
-                .read()
-                .unwrap_or_else(|p| p.into_inner())
+                .read_locked()
                 .get(key)
                 .cloned()
                 .unwrap_or_default();
@@ -320,7 +328,7 @@ impl Reconciler {
         }
 
         let held = {
-            let mut mem_guard = relock(&self.memory);
+            let mut mem_guard = self.memory.locked();
             let mem = mem_guard.entry(key.clone()).or_default();
             mem.seed(entry.and_then(|e| match &e.object {
                 crate::manifest::Object::AutoScalingGroup(g) => g.status.as_ref(),
@@ -362,9 +370,30 @@ impl Reconciler {
             plan.remove.clear();
         }
 
+        // Namespace quotas: launch only what fits; the rest waits, visibly (Degraded).
+        let reservation = (!plan.create.is_empty()).then(|| {
+            let running = self.namespace_usage(&key.namespace, &desired);
+            self.quotas.reserve(
+                &self.shared.tenancy,
+                &key.namespace,
+                running,
+                u32::try_from(plan.create.len()).unwrap_or(u32::MAX),
+                resolved.limits,
+            )
+        });
+        if let Some(r) = &reservation {
+            plan.create.truncate(r.granted as usize);
+        }
+        let refused = reservation.as_ref().and_then(|r| r.refused.clone());
+        if let Some(why) = &refused {
+            debug!(group = %key, "quota: {why}");
+        }
+        self.memory.locked().entry(key.clone()).or_default().quota = refused;
+
         let acted = !plan.is_empty();
         self.execute(key, &resolved, &plan, &instances, &observed)
             .await;
+        drop(reservation);
 
         // Status from what we see now (our own actions are already in the caches). A pass that
         // did nothing (every periodic resync of a converged group) reuses what it read.
@@ -397,7 +426,7 @@ impl Reconciler {
         };
         if resolved.group.is_none() {
             self.sync.forget(key);
-            relock(&self.memory).remove(key);
+            self.memory.locked().remove(key);
             if after.is_empty() {
                 self.orphans.gone(key);
                 self.removals.forget(key);
@@ -434,7 +463,9 @@ impl Reconciler {
         );
         self.sync.publish(key, status);
 
-        let hold = relock(&self.memory)
+        let hold = self
+            .memory
+            .locked()
             .get(key)
             .and_then(|m| m.hold_until)
             .filter(|t| *t > Instant::now());
@@ -475,6 +506,7 @@ impl Reconciler {
                 group: None,
                 problems: vec![],
                 waiting_for: None,
+                limits: (None, None),
             };
         };
         let spec = &group.spec;
@@ -529,9 +561,17 @@ impl Reconciler {
                     .clamp(spec.min_size, spec.max_size.max(spec.min_size)),
             },
         };
+        let limits = lc
+            .as_ref()
+            .map(|l| {
+                self.shared
+                    .tenancy
+                    .container_limits(&key.namespace, &l.spec)
+            })
+            .unwrap_or((None, None));
         let spec_hash = lc
             .as_ref()
-            .map(|l| container_hash(l, group))
+            .map(|l| container_hash_with_limits(l, group, limits))
             .unwrap_or_default();
         let max_surge = resolve_count(spec.max_surge.as_ref(), desired_count, 25, true);
         let max_unavailable = resolve_count(spec.max_unavailable.as_ref(), desired_count, 0, false);
@@ -553,7 +593,31 @@ impl Reconciler {
             group: Some(group.clone()),
             problems,
             waiting_for,
+            limits,
         }
+    }
+
+    /// What the containers of namespace `ns` use now, in the reachable zones: each group's
+    /// running containers times its containers' limits (the namespace's defaults for a group
+    /// no longer defined).
+    fn namespace_usage(&self, ns: &str, desired: &crate::store::Desired) -> Usage {
+        let tenancy = &self.shared.tenancy;
+        let defaults = {
+            let (c, m) = tenancy.default_resources(ns);
+            (Some(c), Some(m))
+        };
+        let mut usage = Usage::default();
+        for z in self.zones.iter().filter(|z| z.reach() == Reach::Reachable) {
+            for (key, n) in z.namespace_usage(ns) {
+                let limits = desired
+                    .group(&key)
+                    .and_then(|g| desired.launch_configuration(ns, &g.spec.launch_configuration))
+                    .map(|l| tenancy.container_limits(ns, &l.spec))
+                    .unwrap_or(defaults);
+                usage.add(Usage::of(n, limits));
+            }
+        }
+        usage
     }
 
     async fn execute(
@@ -573,7 +637,7 @@ impl Reconciler {
             .map(|a| a.cause_suffix(key))
             .unwrap_or_default();
         let (last_desired, group_stopped) = {
-            let mem = relock(&self.memory);
+            let mem = self.memory.locked();
             let last = mem.get(key).and_then(|m| m.last_desired);
             (
                 last,
@@ -636,7 +700,7 @@ impl Reconciler {
         });
         let grace;
         {
-            let mut mem_guard = relock(&self.memory);
+            let mut mem_guard = self.memory.locked();
             let mem = mem_guard.entry(key.clone()).or_default();
             if lc_grace.is_some() {
                 mem.last_grace = lc_grace;
@@ -644,7 +708,7 @@ impl Reconciler {
             grace = mem.last_grace.unwrap_or(Duration::from_secs(10));
             if let Some(msg) = &crash {
                 mem.fail("CrashLoop", msg.clone(), &resolved.target.spec_hash);
-                relock(&self.proven).remove(&resolved.target.spec_hash);
+                self.proven.locked().remove(&resolved.target.spec_hash);
             }
             for r in &plan.remove {
                 let cause = match r.reason {
@@ -747,7 +811,9 @@ impl Reconciler {
         // broken image costs one failed create per backoff period, not a hundred. A spec that
         // started a container within `PROVEN_FOR` starts at full speed.
         let hash = &resolved.target.spec_hash;
-        let proven = relock(&self.proven)
+        let proven = self
+            .proven
+            .locked()
             .get(hash)
             .is_some_and(|t| t.elapsed() < PROVEN_FOR);
         let mut todo: VecDeque<&plan::Create> = plan.create.iter().collect();
@@ -771,6 +837,7 @@ impl Reconciler {
                     &zone.name,
                     &resolved.target.spec_hash,
                     &self.shared.config.controller_name,
+                    resolved.limits,
                 );
                 let reason = c.reason.clone();
                 inflight.push(async move {
@@ -784,12 +851,12 @@ impl Reconciler {
             match result {
                 Ok(o) => {
                     window += 1;
-                    relock(&self.proven).insert(hash.clone(), Instant::now());
+                    self.proven.locked().insert(hash.clone(), Instant::now());
                     launched.push((o.name.clone(), zone.name.clone(), reason));
                     zone.created(o);
                 }
                 Err(e) => {
-                    relock(&self.proven).remove(hash);
+                    self.proven.locked().remove(hash);
                     let why = match &e {
                         EngineError::NotFound(m) => format!(
                             "cannot launch in zone {}: {m} (image `{}`; microscaler never pulls: load or build the image on that engine)",
@@ -805,7 +872,7 @@ impl Reconciler {
             }
         }
 
-        let mut mem_guard = relock(&self.memory);
+        let mut mem_guard = self.memory.locked();
         let mem = mem_guard.entry(key.clone()).or_default();
         let replaced: Vec<&str> = plan
             .remove
@@ -852,7 +919,7 @@ impl Reconciler {
     }
 
     fn note_desired(&self, key: &ObjectKey, desired: u32) {
-        let mut mem = relock(&self.memory);
+        let mut mem = self.memory.locked();
         mem.entry(key.clone()).or_default().last_desired = Some(desired);
     }
 
@@ -870,7 +937,7 @@ impl Reconciler {
     ) -> GroupStatus {
         let target = &resolved.target;
         let counts = plan::counts(target, instances);
-        let mut mem_guard = relock(&self.memory);
+        let mut mem_guard = self.memory.locked();
         let mem = mem_guard.entry(key.clone()).or_default();
 
         let mut list: Vec<InstanceStatus> = observed
@@ -988,6 +1055,9 @@ impl Reconciler {
             )),
         }
         let mut degraded: Vec<(String, String)> = resolved.problems.clone();
+        if let Some(q) = &mem.quota {
+            degraded.push(("QuotaExceeded".into(), q.clone()));
+        }
         for (z, e) in unreachable {
             if target.zones.contains(z) {
                 degraded.push((
@@ -1118,13 +1188,6 @@ impl Reconciler {
     }
 }
 
-/// Locks `m` even if a reconcile panicked while holding it: the panic is caught and reported,
-/// and what it left half-updated is only backoff and status bookkeeping, never worth stopping
-/// every other group for.
-fn relock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
 /// Now, to the second: status times are for people and must not churn the files.
 fn now_secs() -> DateTime<Utc> {
     Utc::now().trunc_subsecs(0)
@@ -1203,6 +1266,22 @@ pub fn launch_mark(controller: &str, container_name: &str) -> String {
     crate::manifest::short_hash(format!("{controller}\n{container_name}").as_bytes())
 }
 
+/// [`container_hash`] when the containers run with `limits`: limits the namespace's defaults
+/// filled in count too (new defaults roll out), while a launch configuration that sets its own
+/// hashes as before.
+pub fn container_hash_with_limits(
+    lc: &LaunchConfiguration,
+    group: &AutoScalingGroup,
+    limits: ContainerLimits,
+) -> String {
+    if limits == lc.spec.limits() {
+        return container_hash(lc, group);
+    }
+    let text = serde_json::to_string(&(&lc.spec, &group.spec.domain, limits.0, limits.1))
+        .expect("serializable");
+    crate::manifest::short_hash(text.as_bytes())
+}
+
 /// The container for one instance of `group` in `zone`.
 pub fn container_spec(
     key: &ObjectKey,
@@ -1211,6 +1290,7 @@ pub fn container_spec(
     zone: &str,
     hash: &str,
     controller: &str,
+    limits: ContainerLimits,
 ) -> ContainerSpec {
     let suffix: String = {
         let mut rng = rand::rng();
@@ -1253,7 +1333,7 @@ pub fn container_spec(
     ] {
         all_labels.insert(k.to_string(), v.to_string());
     }
-    let (cpus, memory_mib) = spec.limits();
+    let (cpus, memory_mib) = limits;
     ContainerSpec {
         name,
         image: spec.image.clone(),
@@ -1263,11 +1343,16 @@ pub fn container_spec(
         labels: all_labels,
         hostname: Some(hostname),
         domainname: group.spec.domain.clone(),
+        // Float-to-int casts saturate, and memory is bounded in validation; checked anyway, so
+        // no input can wrap into a tiny or negative limit.
         nano_cpus: cpus.map(|c| (c * 1e9) as i64),
-        memory_bytes: memory_mib.map(|m| (m * 1024 * 1024) as i64),
+        memory_bytes: memory_mib
+            .map(|m| i64::try_from(m.saturating_mul(1024 * 1024)).unwrap_or(i64::MAX)),
         ports: spec.ports.clone(),
         network: spec.network.clone(),
-        stop_timeout: spec.stop_grace_period.map(|d| d.0.as_secs() as i64),
+        stop_timeout: spec
+            .stop_grace_period
+            .map(|d| i64::try_from(d.0.as_secs()).unwrap_or(i64::MAX)),
     }
 }
 

@@ -13,6 +13,7 @@ use crate::controller::Shared;
 use crate::manifest::ObjectKey;
 use crate::status::GroupStatus;
 use crate::statusfile::{self, OwnWrites, WriteOutcome};
+use crate::unpoisoned::{LockExt, RwLockExt};
 
 /// Hands status from the reconciler to the API and to the files.
 pub struct StatusSync {
@@ -38,19 +39,19 @@ impl StatusSync {
 
     /// Records the latest status of `key`; schedules a file write if it changed.
     pub fn publish(&self, key: &ObjectKey, status: GroupStatus) {
-        let mut map = self.shared.status.write().expect("status lock");
+        let mut map = self.shared.status.write_locked();
         if map.get(key) == Some(&status) {
             return;
         }
         map.insert(key.clone(), status);
         drop(map);
-        self.dirty.lock().expect("dirty lock").insert(key.clone());
+        self.dirty.locked().insert(key.clone());
         self.wake.notify_one();
     }
 
     /// Drops the status of a deleted group.
     pub fn forget(&self, key: &ObjectKey) {
-        self.shared.status.write().expect("status lock").remove(key);
+        self.shared.status.write_locked().remove(key);
     }
 
     /// Writes dirty statuses until `shutdown` (and once more at shutdown).
@@ -76,7 +77,7 @@ impl StatusSync {
 
     /// Writes every dirty status now.
     pub fn flush(&self) {
-        let keys: Vec<ObjectKey> = std::mem::take(&mut *self.dirty.lock().expect("dirty lock"))
+        let keys: Vec<ObjectKey> = std::mem::take(&mut *self.dirty.locked())
             .into_iter()
             .collect();
         if keys.is_empty() {
@@ -92,14 +93,7 @@ impl StatusSync {
             if desired.file_errors.contains_key(&entry.file) {
                 continue;
             }
-            let Some(status) = self
-                .shared
-                .status
-                .read()
-                .expect("status lock")
-                .get(&key)
-                .cloned()
-            else {
+            let Some(status) = self.shared.status.read_locked().get(&key).cloned() else {
                 continue;
             };
             let block = statusfile::render_status(&status);

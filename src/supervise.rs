@@ -15,6 +15,8 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, warn};
 
+use crate::unpoisoned::{panic_message, RwLockExt};
+
 /// Time between readiness failing and the shutdown that follows.
 pub const READINESS_GRACE: Duration = Duration::from_secs(1);
 
@@ -30,7 +32,7 @@ pub struct Health {
 impl Health {
     /// Marks the controller as failed (the first reason wins).
     pub fn fail(&self, why: impl Into<String>) {
-        let mut f = self.failure.write().unwrap_or_else(|p| p.into_inner());
+        let mut f = self.failure.write_locked();
         if f.is_none() {
             *f = Some(why.into());
         }
@@ -38,10 +40,7 @@ impl Health {
 
     /// Why the controller failed, if it did.
     pub fn failure(&self) -> Option<String> {
-        self.failure
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.failure.read_locked().clone()
     }
 }
 
@@ -61,15 +60,6 @@ pub struct Supervisor {
     tasks: JoinSet<(String, Outcome)>,
     shutdown: CancellationToken,
     health: Arc<Health>,
-}
-
-/// The text of a panic payload.
-pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
-    panic
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "unknown panic".to_string())
 }
 
 impl Supervisor {
@@ -106,7 +96,7 @@ impl Supervisor {
             let outcome = match AssertUnwindSafe(task).catch_unwind().await {
                 Ok(Some(Ok(()))) | Ok(None) => Ok(()),
                 Ok(Some(Err(e))) => Err(e.to_string()),
-                Err(panic) => Err(format!("panicked: {}", panic_message(&*panic))),
+                Err(panic) => Err(format!("panicked: {}", panic_message(panic.as_ref()))),
             };
             (name, outcome)
         });

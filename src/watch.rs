@@ -23,10 +23,12 @@ use tokio::time::{sleep, sleep_until, Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
+use crate::liveness::Beat;
 use crate::manifest::{self, Kind, ManifestError, Object, ObjectKey, ParsedFile};
 use crate::prune;
 use crate::statusfile::OwnWrites;
 use crate::store::{Conflict, Desired, Entry};
+use crate::tenancy::Tenancy;
 
 /// How the directory is watched.
 #[derive(Debug, Clone)]
@@ -41,6 +43,10 @@ pub struct WatchOptions {
     pub allow_empty: bool,
     /// Deletions confirmed by name (`ms delete`): never held, never made to settle.
     pub confirmations: Arc<prune::Confirmations>,
+    /// The per-namespace limits every manifest is checked against (host access, maxObjects).
+    pub tenancy: Arc<Tenancy>,
+    /// Touched after every rescan (`/healthz`).
+    pub beat: Beat,
 }
 
 impl WatchOptions {
@@ -52,6 +58,8 @@ impl WatchOptions {
             rescan_period: Duration::from_secs(30),
             allow_empty: false,
             confirmations: Arc::default(),
+            tenancy: Arc::default(),
+            beat: Beat::detached(),
         }
     }
 }
@@ -82,6 +90,8 @@ pub struct Loader {
     own: Option<Arc<OwnWrites>>,
     /// False until the first load: the first load logs no "changed" lines.
     loaded_once: bool,
+    /// Per-namespace limits checked beside validation (located like validation errors).
+    tenancy: Option<Arc<Tenancy>>,
 }
 
 impl Default for Loader {
@@ -103,7 +113,14 @@ impl Loader {
             cache: HashMap::new(),
             own: None,
             loaded_once: false,
+            tenancy: None,
         }
+    }
+
+    /// Checks every object against the per-namespace limits of `tenancy` too.
+    pub fn with_tenancy(mut self, tenancy: Arc<Tenancy>) -> Self {
+        self.tenancy = Some(tenancy);
+        self
     }
 
     /// Logs changes made by anyone but the controller itself at `info`, its own at `debug`.
@@ -168,7 +185,12 @@ impl Loader {
                     }
                 }
                 let parse = self.parse;
-                std::panic::catch_unwind(|| parse(path, &text)).unwrap_or_else(|panic| {
+                let tenancy = self.tenancy.clone();
+                std::panic::catch_unwind(|| match &tenancy {
+                    Some(t) => manifest::parse_file_checked(path, &text, &|o| t.check_object(o)),
+                    None => parse(path, &text),
+                })
+                .unwrap_or_else(|panic| {
                     let what = panic
                         .downcast_ref::<&str>()
                         .map(|s| s.to_string())
@@ -650,7 +672,9 @@ pub async fn run(
     rescan: Arc<Notify>,
     shutdown: CancellationToken,
 ) {
-    let loader = Loader::new().with_own_writes(own);
+    let loader = Loader::new()
+        .with_own_writes(own)
+        .with_tenancy(opts.tenancy.clone());
     run_with(opts, tx, loader, rescan, shutdown, Arc::default()).await
 }
 
@@ -682,6 +706,8 @@ struct State {
     published: Desired,
     missing_logged: bool,
     stats: Arc<WatchStats>,
+    tenancy: Arc<Tenancy>,
+    beat: Beat,
 }
 
 impl State {
@@ -690,8 +716,10 @@ impl State {
     async fn rescan(&mut self, tx: &watch::Sender<Arc<Desired>>) -> Option<Instant> {
         let mut loader = std::mem::take(&mut self.loader);
         let dir = self.dir.clone();
+        let tenancy = self.tenancy.clone();
         let (loader, files) = tokio::task::spawn_blocking(move || {
-            let files = loader.load(&dir);
+            let mut files = loader.load(&dir);
+            tenancy.limit_objects(&mut files);
             (loader, files)
         })
         .await
@@ -727,6 +755,7 @@ impl State {
                 "published a new desired state"
             );
         }
+        self.beat.touch();
         recheck
     }
 
@@ -785,6 +814,8 @@ pub(crate) async fn run_with(
         published: Desired::default(),
         missing_logged: false,
         stats,
+        tenancy: opts.tenancy.clone(),
+        beat: opts.beat.clone(),
     };
     info!(dir = %dir.display(), "watching the manifest directory");
     // Watch first, then load: a change made during the load is then seen as an event.
@@ -1356,7 +1387,7 @@ mod tests {
                 debounce: Duration::from_millis(50),
                 rescan_period: Duration::from_secs(3600),
                 allow_empty,
-                confirmations: Arc::default(),
+                ..WatchOptions::new(dir.path())
             };
             let task = tokio::spawn(run_with(
                 opts,

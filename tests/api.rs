@@ -50,20 +50,33 @@ struct Server {
 
 impl Server {
     async fn start(tokens: Vec<TokenConfig>) -> Server {
-        let dir = tempfile::tempdir().unwrap();
-        let config = Config {
-            dir: dir.path().to_path_buf(),
+        Server::start_config(Config {
             tokens,
             ..Config::default()
-        };
+        })
+        .await
+    }
+
+    /// A server with `config` (its `dir` replaced by a fresh temporary directory), with the
+    /// autoscaler's routes (pushed metrics, `/v1/top`) mounted as in a running controller.
+    async fn start_config(mut config: Config) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        config.dir = dir.path().to_path_buf();
         let (tx, rx) = watch::channel(Arc::new(Desired::default()));
         let shared = Arc::new(Shared::new(config, rx));
+        let autoscaler = microscaler::autoscale::Autoscaler::new(
+            shared.clone(),
+            vec![],
+            Arc::new(microscaler::queue::Queue::new()),
+            microscaler::autoscale::Settings::from_config(&shared.config),
+        );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let (stop, stopped) = oneshot::channel::<()>();
-        tokio::spawn(microscaler::apply::serve(
+        tokio::spawn(microscaler::apply::serve_with(
             listener,
             shared.clone(),
+            microscaler::autoscale::pushed::routes(shared.clone(), autoscaler),
             async move {
                 let _ = stopped.await;
             },
@@ -580,5 +593,327 @@ async fn the_cli_lists_describes_and_reports_errors_one_line_each() {
         (code, out.as_str()),
         (0, "autoscalinggroup/web scaled\n"),
         "{err}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Two tenants (issue 9): every hostile input is a clear refusal naming the limit and where it
+// is configured, and nothing one tenant does reaches the other.
+
+const TOKEN_A: &str = "team-a-token-0123456789";
+const TOKEN_B: &str = "team-b-token-0123456789";
+
+async fn tenants(namespaces_yaml: &str, api_yaml: &str) -> Server {
+    let mut config: Config = serde_yaml_ng::from_str(&format!(
+        "tokens:\n  - token: {TOKEN_A}\n    namespaces: [team-a]\n  - token: {TOKEN_B}\n    namespaces: [team-b]\nnamespaces: {namespaces_yaml}\napi: {api_yaml}\n"
+    ))
+    .unwrap();
+    config.source = Some("/etc/microscaler.yaml".into());
+    config.validate().unwrap();
+    Server::start_config(config).await
+}
+
+fn lc_in(ns: &str, name: &str, spec: &str) -> String {
+    format!(
+        "apiVersion: microscaler.io/v1\nkind: LaunchConfiguration\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n  image: microscaler/busybox:latest\n{spec}"
+    )
+}
+
+fn group_in(ns: &str, name: &str, min: u32, max: u32, desired: u32) -> String {
+    format!(
+        "apiVersion: microscaler.io/v1\nkind: AutoScalingGroup\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n  launchConfiguration: {name}\n  minSize: {min}\n  maxSize: {max}\n  desiredCapacity: {desired}\n"
+    )
+}
+
+/// The error text of a refused request (message and every manifest error).
+fn refusal(body: &Value) -> String {
+    let mut out = body["error"].as_str().unwrap_or_default().to_string();
+    for e in body["errors"].as_array().into_iter().flatten() {
+        out.push_str(&format!(
+            "\n{}: {}",
+            e["field"].as_str().unwrap_or(""),
+            e["message"].as_str().unwrap_or("")
+        ));
+    }
+    out
+}
+
+#[tokio::test]
+async fn absurd_numbers_are_a_422_naming_the_field_never_a_dropped_connection() {
+    let s = tenants("{}", "{}").await;
+    for grace in [
+        "\"1e30\"",
+        "99999999999999999999d",
+        "18446744073709551615s1s",
+    ] {
+        let (status, body) = s
+            .apply(
+                Some(TOKEN_A),
+                "lc.yaml",
+                &lc_in("team-a", "web", &format!("  stopGracePeriod: {grace}\n")),
+            )
+            .await;
+        assert_eq!(status, 422, "{grace}: {body}");
+        assert!(
+            refusal(&body).contains("spec.stopGracePeriod: duration"),
+            "{grace}: {body}"
+        );
+    }
+    let policy = "apiVersion: microscaler.io/v1\nkind: ScalingPolicy\nmetadata: {name: cpu, namespace: team-a}\nspec:\n  autoScalingGroup: web\n  metric: CPU\n  samplingWindow: 10000000000000\n  upperThreshold: 80\n  lowerThreshold: 30\n  scaleOutStep: 1\n  scaleInStep: 1\n";
+    let (status, body) = s.apply(Some(TOKEN_A), "policy.yaml", policy).await;
+    assert_eq!(status, 422, "{body}");
+    assert!(refusal(&body).contains("spec.samplingWindow"), "{body}");
+    assert!(tree(s.dir.path()).is_empty(), "nothing was written");
+}
+
+#[tokio::test]
+async fn host_access_is_refused_by_default_and_granted_per_namespace() {
+    let s = tenants(
+        "{team-b: {allowHostNetwork: true, allowedHostIps: [0.0.0.0], hostPortRange: 8000-8999}}",
+        "{}",
+    )
+    .await;
+    let cases = [
+        (
+            "  network: host\n",
+            "spec.network: network `host` is not allowed in namespace `team-a`",
+            "`namespaces.team-a.allowHostNetwork` in /etc/microscaler.yaml",
+        ),
+        (
+            "  network: container:0123abcd\n",
+            "network `container:0123abcd` is not allowed",
+            "allowContainerNetwork",
+        ),
+        (
+            "  ports: [{containerPort: 80, hostIp: 0.0.0.0}]\n",
+            "spec.ports[0].hostIp: hostIp 0.0.0.0 is not allowed in namespace `team-a`",
+            "allowedHostIps",
+        ),
+        (
+            "  ports: [{containerPort: 80, hostPort: 8080}]\n",
+            "spec.ports[0].hostPort: hostPort 8080 is outside the range 30000-32767",
+            "hostPortRange",
+        ),
+        (
+            "  ports: [{containerPort: 80, hostPort: 56785}]\n",
+            "hostPort 56785 is the controller's own port",
+            "",
+        ),
+    ];
+    for (spec, what, wher) in cases {
+        let (status, body) = s
+            .apply(Some(TOKEN_A), "lc.yaml", &lc_in("team-a", "web", spec))
+            .await;
+        assert_eq!(status, 422, "{spec}: {body}");
+        let text = refusal(&body);
+        assert!(text.contains(what) && text.contains(wher), "{spec}: {text}");
+    }
+    // The administrator granted team-b host networking, any address and ports 8000-8999.
+    let (status, body) = s
+        .apply(
+            Some(TOKEN_B),
+            "lc.yaml",
+            &lc_in(
+                "team-b",
+                "web",
+                "  network: host\n  ports: [{containerPort: 80, hostIp: 0.0.0.0, hostPort: 8080}]\n",
+            ),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+}
+
+#[tokio::test]
+async fn namespace_quotas_refuse_objects_and_capacity_beyond_them() {
+    let s = tenants(
+        "{team-a: {maxObjects: 3, maxContainers: 4, maxCpus: 2}}",
+        "{}",
+    )
+    .await;
+    // 3 containers of 0.5 CPU: within 4 containers and 2 CPUs.
+    let ok = format!(
+        "{}---\n{}",
+        lc_in("team-a", "web", "  resources: {cpus: 0.5, memoryMiB: 64}\n"),
+        group_in("team-a", "web", 1, 10, 3)
+    );
+    let (status, body) = s.apply(Some(TOKEN_A), "web.yaml", &ok).await;
+    assert_eq!(status, 200, "{body}");
+    s.reload();
+    // 5 containers would exceed maxContainers 4.
+    let (status, body) = s
+        .send(
+            s.http
+                .post(format!("{}/v1/asgs/team-a/web/scale", s.url))
+                .bearer_auth(TOKEN_A)
+                .json(&json!({"desired": 5})),
+        )
+        .await;
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        refusal(&body).contains("namespace `team-a` may run at most 4 containers (maxContainers, set by `namespaces.team-a.maxContainers` in /etc/microscaler.yaml)"),
+        "{body}"
+    );
+    // 4 containers of 0.6 CPU would exceed maxCpus 2.
+    let more_cpu = lc_in(
+        "team-a",
+        "web",
+        "  resources: {cpus: 0.75, memoryMiB: 64}\n",
+    );
+    let (status, body) = s.apply(Some(TOKEN_A), "web.yaml", &more_cpu).await;
+    assert_eq!(status, 422, "{body}");
+    assert!(refusal(&body).contains("at most 2 CPUs (maxCpus"), "{body}");
+    // Two more objects would make 4 > maxObjects 3.
+    let two = format!(
+        "{}---\n{}",
+        lc_in("team-a", "api", ""),
+        lc_in("team-a", "db", "")
+    );
+    let (status, body) = s.apply(Some(TOKEN_A), "more.yaml", &two).await;
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        refusal(&body).contains("may hold at most 3 objects (maxObjects"),
+        "{body}"
+    );
+    // The other tenant's namespace has its own (default) quotas.
+    let (status, body) = s
+        .apply(Some(TOKEN_B), "web.yaml", &ok.replace("team-a", "team-b"))
+        .await;
+    assert_eq!(status, 200, "{body}");
+}
+
+#[tokio::test]
+async fn pushed_metric_names_are_capped_per_namespace() {
+    let s = tenants("{team-a: {maxMetricNames: 2}}", "{}").await;
+    let web = format!(
+        "{}---\n{}",
+        lc_in("team-a", "web", ""),
+        group_in("team-a", "web", 0, 3, 0)
+    );
+    assert_eq!(s.apply(Some(TOKEN_A), "web.yaml", &web).await.0, 200);
+    s.reload();
+    let push = |name: &str| {
+        s.http
+            .post(format!("{}/v1/metrics/team-a/web", s.url))
+            .bearer_auth(TOKEN_A)
+            .json(&json!({"name": name, "value": 1.0}))
+    };
+    assert_eq!(s.send(push("q1")).await.0, 200);
+    assert_eq!(s.send(push("q2")).await.0, 200);
+    assert_eq!(s.send(push("q1")).await.0, 200, "a known name is fine");
+    let (status, body) = s.send(push("q3")).await;
+    assert_eq!(status, 429, "{body}");
+    assert!(
+        refusal(&body).contains(
+            "maxMetricNames 2, set by `namespaces.team-a.maxMetricNames` in /etc/microscaler.yaml"
+        ),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn writes_are_rate_limited_per_token() {
+    let s = tenants("{}", "{writesPerSecond: 0.1, writeBurst: 2}").await;
+    for i in 0..2 {
+        let lc = lc_in("team-a", &format!("w{i}"), "");
+        assert_eq!(s.apply(Some(TOKEN_A), "lc.yaml", &lc).await.0, 200);
+    }
+    let (status, body) = s
+        .apply(Some(TOKEN_A), "lc.yaml", &lc_in("team-a", "w3", ""))
+        .await;
+    assert_eq!(status, 429, "{body}");
+    assert!(
+        refusal(&body).contains("at most 0.1 per second, 2 at once, a change costing one per 64 KiB (api.writesPerSecond, api.writeBurst in /etc/microscaler.yaml)"),
+        "{body}"
+    );
+    // The other tenant's token has its own budget, and reads are not limited.
+    let (status, body) = s
+        .apply(Some(TOKEN_B), "lc.yaml", &lc_in("team-b", "w", ""))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(s.get(Some(TOKEN_A), "/v1/lcs").await.0, 200);
+}
+
+#[tokio::test]
+async fn one_tenants_pending_write_never_holds_up_anothers() {
+    let s = tenants("{}", "{}").await;
+    let b = format!(
+        "{}---\n{}",
+        lc_in("team-b", "web", ""),
+        group_in("team-b", "web", 0, 5, 1)
+    );
+    assert_eq!(s.apply(Some(TOKEN_B), "web.yaml", &b).await.0, 200);
+    s.reload();
+    // Team A's edits are stuck (as behind a slow, large apply): team B still scales at once.
+    let held = s.shared.write_locks.lock(["team-a"]).await;
+    let a = tokio::spawn({
+        let (http, url) = (s.http.clone(), s.url.clone());
+        async move {
+            http.post(format!("{url}/v1/apply"))
+                .bearer_auth(TOKEN_A)
+                .body(lc_in("team-a", "web", ""))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    });
+    let scale = s.send(
+        s.http
+            .post(format!("{}/v1/asgs/team-b/web/scale", s.url))
+            .bearer_auth(TOKEN_B)
+            .json(&json!({"desired": 3})),
+    );
+    let (status, body) = tokio::time::timeout(Duration::from_secs(5), scale)
+        .await
+        .expect("team b's scale does not wait for team a's write");
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        !a.is_finished(),
+        "team a's apply waits for its own namespace"
+    );
+    drop(held);
+    assert_eq!(a.await.unwrap(), 200);
+}
+
+#[tokio::test]
+async fn every_read_needs_a_token_and_health_reports_stalled_loops() {
+    let s = tenants("{}", "{}").await;
+    for path in [
+        "/v1/top",
+        "/v1/asgs",
+        "/v1/instances",
+        "/v1/problems",
+        "/v1/instancetypes",
+    ] {
+        assert_eq!(s.get(None, path).await.0, 401, "{path}");
+        assert_eq!(
+            s.get(Some("team-a-token-0123456780"), path).await.0,
+            401,
+            "{path}"
+        );
+        assert_eq!(s.get(Some("x"), path).await.0, 401, "{path}");
+        assert_eq!(s.get(Some(TOKEN_A), path).await.0, 200, "{path}");
+    }
+    // Liveness follows the loops: one silent past its bound fails /healthz, by name.
+    let beat = s
+        .shared
+        .liveness
+        .beat("zone a observer", Duration::from_millis(50));
+    beat.touch();
+    let (status, body) = s.get(None, "/healthz").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.as_str().unwrap().contains("zone a observer: ok"),
+        "{body}"
+    );
+    tokio::time::sleep(Duration::from_millis(120)).await;
+    let (status, body) = s.get(None, "/healthz").await;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body.as_str()
+            .unwrap()
+            .contains("zone a observer: NOT LIVE (no progress for"),
+        "{body}"
     );
 }

@@ -146,7 +146,7 @@ fn the_simulator_and_the_live_autoscaler_make_the_same_decisions() {
             },
         );
         for (name, v) in &row.pushed {
-            live.push(&key, name, *v, row.time);
+            live.push(&key, name, *v, row.time, 100).unwrap();
         }
         let d = live.evaluate_all(row.time).remove(&key).unwrap();
         let eff = live.effective(&key, &g);
@@ -196,7 +196,7 @@ fn a_changed_spec_desired_capacity_takes_over_until_a_policy_acts_again() {
     let (a, tx) = autoscaler(&format!("{GROUP}---\n{POLICIES}"));
     let key = web();
     let t0 = Utc::now();
-    a.push(&key, "depth", 500.0, t0);
+    a.push(&key, "depth", 500.0, t0, 100).unwrap();
     a.evaluate_all(t0);
     let e = a.effective(&key, &group_of(&a));
     assert_eq!((e.desired, e.set_by), (5, SetBy::Pushed("queue".into())));
@@ -222,7 +222,14 @@ fn a_changed_spec_desired_capacity_takes_over_until_a_policy_acts_again() {
     assert_eq!((e.desired, e.set_by), (3, SetBy::User));
 
     // Until a policy acts again.
-    a.push(&key, "depth", 700.0, t0 + chrono::Duration::seconds(60));
+    a.push(
+        &key,
+        "depth",
+        700.0,
+        t0 + chrono::Duration::seconds(60),
+        100,
+    )
+    .unwrap();
     a.evaluate_all(t0 + chrono::Duration::seconds(60));
     let e = a.effective(&key, &group_of(&a));
     assert_eq!((e.desired, e.set_by), (7, SetBy::Pushed("queue".into())));

@@ -33,6 +33,7 @@ use crate::observe::Zone;
 use crate::queue::Queue;
 use crate::status::{GroupMetrics, GroupStatus};
 use crate::store::Desired;
+use crate::unpoisoned::{LockExt, RwLockExt};
 
 use metrics::{Collector, GroupInfo, InstanceMetrics};
 use policy::{Decision, GroupInput, GroupState, History, SetBy};
@@ -209,7 +210,7 @@ impl Autoscaler {
 
     /// The capacity the reconciler should converge `group` to (before `state: Stopped`).
     pub fn effective(&self, key: &ObjectKey, group: &AutoScalingGroup) -> Effective {
-        let mut groups = self.groups.lock().expect("autoscale lock");
+        let mut groups = self.groups.locked();
         let g = groups.entry(key.clone()).or_default();
         if !g.seeded {
             g.seeded = true;
@@ -221,7 +222,7 @@ impl Autoscaler {
     /// Adds the autoscaling fields to a group's status (nothing for groups without policies,
     /// so their status stays as quiet as before).
     pub fn fill_status(&self, key: &ObjectKey, status: &mut GroupStatus) {
-        let groups = self.groups.lock().expect("autoscale lock");
+        let groups = self.groups.locked();
         let Some(g) = groups.get(key) else { return };
         if g.owner.bounds.is_none() {
             return;
@@ -254,7 +255,7 @@ impl Autoscaler {
     /// `" by policy NAME"` (or schedule, pushed metric) when a policy set the group's current
     /// capacity, for the causes of scaling activities; empty when the user did.
     pub fn cause_suffix(&self, key: &ObjectKey) -> String {
-        let groups = self.groups.lock().expect("autoscale lock");
+        let groups = self.groups.locked();
         match groups
             .get(key)
             .and_then(|g| g.owner.over.as_ref())
@@ -268,30 +269,60 @@ impl Autoscaler {
     }
 
     /// Records a pushed value for a group (validated by the caller).
-    pub fn push(&self, key: &ObjectKey, name: &str, value: f64, time: DateTime<Utc>) {
-        let mut groups = self.groups.lock().expect("autoscale lock");
+    ///
+    /// # Errors
+    /// When `name` is new for the group and the namespace already holds `max_series` pushed
+    /// metrics (each group's counted apart): the number it holds.
+    pub fn push(
+        &self,
+        key: &ObjectKey,
+        name: &str,
+        value: f64,
+        time: DateTime<Utc>,
+        max_series: u32,
+    ) -> Result<(), usize> {
+        let mut groups = self.groups.locked();
+        let known = groups
+            .get(key)
+            .is_some_and(|g| g.history.pushed_names().any(|n| n == name));
+        if !known {
+            let held: usize = groups
+                .iter()
+                .filter(|(k, _)| k.namespace == key.namespace)
+                .map(|(_, g)| g.history.pushed_names().count())
+                .sum();
+            if held >= max_series as usize {
+                return Err(held);
+            }
+        }
         groups
             .entry(key.clone())
             .or_default()
             .history
             .push(name, time, value);
+        Ok(())
     }
 
     /// Latest per-container metrics.
     pub fn instances(&self) -> Vec<InstanceMetrics> {
-        self.instances.read().expect("instances lock").clone()
+        self.instances.read_locked().clone()
     }
 
     /// Samples and evaluates every period until `shutdown`.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
         let mut tick = tokio::time::interval(self.settings.period);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let beat = self.shared.liveness.beat(
+            "autoscaler",
+            crate::controller::silence_bound(self.settings.period),
+        );
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
                 _ = shutdown.cancelled() => return,
             }
             self.tick(Utc::now()).await;
+            beat.touch();
         }
     }
 
@@ -304,7 +335,13 @@ impl Autoscaler {
         let mut infos = BTreeMap::new();
         for (key, group, _) in desired.groups() {
             let lc = desired.launch_configuration(&key.namespace, &group.spec.launch_configuration);
-            let cpus = lc.and_then(|l| l.spec.limits().0);
+            // The limit containers really run with (the namespace's default when unset).
+            let cpus = lc.and_then(|l| {
+                self.shared
+                    .tenancy
+                    .container_limits(&key.namespace, &l.spec)
+                    .0
+            });
             let warm_up = group
                 .spec
                 .health_check_grace_period
@@ -317,12 +354,22 @@ impl Autoscaler {
             let s = c
                 .collect(&self.zones, &infos, self.settings.concurrency, now)
                 .await;
-            *self.instances.write().expect("instances lock") = c.instances();
+            *self.instances.write_locked() = c.instances();
             s
         };
         {
-            let mut groups = self.groups.lock().expect("autoscale lock");
+            let mut groups = self.groups.locked();
             groups.retain(|k, _| infos.contains_key(k));
+            // Pushed names nobody pushes any more go (a minute after they turned stale).
+            let cutoff = policy::minus(
+                now,
+                self.settings
+                    .pushed_max_age
+                    .saturating_add(Duration::from_secs(60)),
+            );
+            for g in groups.values_mut() {
+                g.history.forget_pushed_before(cutoff);
+            }
             for (key, sample) in samples {
                 groups.entry(key).or_default().history.record(sample);
             }
@@ -339,7 +386,7 @@ impl Autoscaler {
         now: DateTime<Utc>,
     ) -> bool {
         self.effective(key, group); // seeds after a restart
-        let mut groups = self.groups.lock().expect("autoscale lock");
+        let mut groups = self.groups.locked();
         let g = groups.entry(key.clone()).or_default();
         if policies.is_empty() {
             // No policy (any more): the spec rules again.
@@ -375,7 +422,7 @@ impl Autoscaler {
 
     /// Records a collected sample for a group (what [`Autoscaler::tick`] does after sampling).
     pub fn record(&self, key: &ObjectKey, sample: policy::GroupSample) {
-        let mut groups = self.groups.lock().expect("autoscale lock");
+        let mut groups = self.groups.locked();
         groups
             .entry(key.clone())
             .or_default()
@@ -390,13 +437,22 @@ impl Autoscaler {
         let mut out = BTreeMap::new();
         for (key, group, _) in desired.groups() {
             let policies = policies_of(&desired, key);
-            if self.evaluate(key, group, &policies, now) {
-                self.queue.now(key.clone());
+            // One group's policies can never stop the evaluation of the others.
+            let evaluated = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                self.evaluate(key, group, &policies, now)
+            }));
+            match evaluated {
+                Ok(true) => self.queue.now(key.clone()),
+                Ok(false) => {}
+                Err(panic) => tracing::error!(
+                    group = %key,
+                    "evaluating the scaling policies failed unexpectedly (please report it): {}",
+                    crate::unpoisoned::panic_message(panic.as_ref())
+                ),
             }
             if let Some(d) = self
                 .groups
-                .lock()
-                .expect("autoscale lock")
+                .locked()
                 .get(key)
                 .and_then(|g| g.last_decision.clone())
             {

@@ -97,7 +97,7 @@ const MAX_SAMPLES: usize = 3600;
 impl History {
     /// Appends a collected sample (samples arrive in time order).
     pub fn record(&mut self, sample: GroupSample) {
-        let cutoff = sample.time - chrono::Duration::from_std(KEEP).expect("small");
+        let cutoff = minus(sample.time, KEEP);
         self.samples.push_back(sample);
         while self.samples.len() > MAX_SAMPLES
             || self.samples.front().is_some_and(|s| s.time < cutoff)
@@ -110,10 +110,22 @@ impl History {
     pub fn push(&mut self, name: &str, time: DateTime<Utc>, value: f64) {
         let q = self.pushed.entry(name.to_string()).or_default();
         q.push_back((time, value));
-        let cutoff = time - chrono::Duration::from_std(KEEP).expect("small");
+        let cutoff = minus(time, KEEP);
         while q.len() > MAX_SAMPLES || q.front().is_some_and(|(t, _)| *t < cutoff) {
             q.pop_front();
         }
+    }
+
+    /// Names of the pushed metrics held.
+    pub fn pushed_names(&self) -> impl Iterator<Item = &str> {
+        self.pushed.keys().map(String::as_str)
+    }
+
+    /// Forgets pushed metrics whose newest value is older than `cutoff`: a stale value reads as
+    /// missing anyway, and a name nobody pushes any more must not hold memory for ever.
+    pub fn forget_pushed_before(&mut self, cutoff: DateTime<Utc>) {
+        self.pushed
+            .retain(|_, q| q.back().is_some_and(|(t, _)| *t >= cutoff));
     }
 
     /// The latest collected sample.
@@ -139,12 +151,12 @@ impl History {
         now: DateTime<Utc>,
         max_pushed_age: Duration,
     ) -> Option<Reading> {
-        let from = now - chrono::Duration::from_std(window).ok()?;
+        let from = minus(now, window);
         match metric {
             MetricRef::Pushed(name) => {
                 let q = self.pushed.get(name)?;
                 let (last, _) = q.back()?;
-                if now - *last > chrono::Duration::from_std(max_pushed_age).ok()? {
+                if *last < minus(now, max_pushed_age) {
                     return None;
                 }
                 // The newest value always counts, even when pushed less often than the window.
@@ -373,6 +385,19 @@ fn chrono_dur(d: Duration) -> chrono::Duration {
     chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
 }
 
+/// `t - d`, saturating at the earliest representable time: validation bounds durations, but a
+/// panic here would stop every group's evaluation, so the arithmetic itself cannot fail.
+pub(crate) fn minus(t: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
+    t.checked_sub_signed(chrono_dur(d))
+        .unwrap_or(DateTime::<Utc>::MIN_UTC)
+}
+
+/// `t + d`, saturating at the latest representable time.
+pub(crate) fn plus(t: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
+    t.checked_add_signed(chrono_dur(d))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
 fn human_duration(d: Duration) -> String {
     let s = d.as_secs();
     if s >= 60 && s.is_multiple_of(60) {
@@ -479,7 +504,7 @@ pub fn evaluate(
     let clamped_c = c.clamp(min, max);
     if !bypass && desired > c && desired > clamped_c {
         if let Some(t) = state.last_scale_out {
-            let until = t + chrono_dur(group.scale_out_cooldown);
+            let until = plus(t, group.scale_out_cooldown);
             if now < until {
                 desired = clamped_c;
                 guard = Some(Guard::Cooldown);
@@ -493,7 +518,7 @@ pub fn evaluate(
     } else if !bypass && desired < c && desired < clamped_c {
         let last = state.last_scale_in.max(state.last_scale_out);
         if let Some(t) = last {
-            let until = t + chrono_dur(group.scale_in_cooldown);
+            let until = plus(t, group.scale_in_cooldown);
             if now < until {
                 desired = clamped_c;
                 guard = Some(Guard::Cooldown);
@@ -679,7 +704,7 @@ fn target_tracking(
         .scale_in_stabilization
         .map(|d| d.0)
         .unwrap_or(DEFAULT_STABILIZATION);
-    let cutoff = now - chrono_dur(window);
+    let cutoff = minus(now, window);
     while ps
         .recommendations
         .front()

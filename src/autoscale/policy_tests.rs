@@ -474,3 +474,47 @@ fn set_by_round_trips_through_its_text() {
         assert_eq!(SetBy::parse(&s.to_string()), Some(s));
     }
 }
+
+/// Issue 9: a `samplingWindow` of 317,000 years made `now - window` panic while the autoscaler
+/// held its lock. Validation refuses such values now; the arithmetic saturates anyway.
+#[test]
+fn extreme_durations_saturate_instead_of_panicking() {
+    for huge in [
+        Duration::from_secs(10_000_000_000_000),
+        Duration::from_secs(u64::MAX),
+    ] {
+        extreme(huge);
+    }
+}
+
+fn extreme(huge: Duration) {
+    let mut spec_step = step_policy("upperThreshold: 10").1;
+    spec_step.sampling_window = crate::manifest::DurationSpec(huge);
+    spec_step.breach_duration = crate::manifest::DurationSpec(huge);
+    let mut spec_tt = tt("").1;
+    spec_tt.sampling_window = crate::manifest::DurationSpec(huge);
+    spec_tt.scale_in_stabilization = Some(crate::manifest::DurationSpec(huge));
+    let policies = vec![("a".to_string(), spec_step), ("b".to_string(), spec_tt)];
+    let g = GroupInput {
+        scale_out_cooldown: huge,
+        scale_in_cooldown: huge,
+        max_pushed_age: huge,
+        ..group(3)
+    };
+    let mut h = History::default();
+    h.record(sample(0, Some(99.0), 3));
+    h.push("q", at(0), 1e300);
+    let mut state = GroupState::default();
+    for now in [
+        at(1),
+        at(2),
+        DateTime::<Utc>::MIN_UTC,
+        DateTime::<Utc>::MAX_UTC,
+    ] {
+        let out = evaluate(now, &g, &policies, &h, &mut state);
+        assert!(out.decision.desired <= 10);
+    }
+    assert!(h
+        .reading(&MetricRef::Pushed("q".into()), huge, at(1), huge)
+        .is_some());
+}

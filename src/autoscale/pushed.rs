@@ -15,7 +15,7 @@ use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use crate::apply::{check_access, ApiError};
+use crate::apply::{authorized, check_access, check_push, ApiError};
 use crate::controller::Shared;
 use crate::manifest::{Kind, ObjectKey};
 
@@ -67,7 +67,7 @@ async fn push(
     Path((ns, group)): Path<(String, String)>,
     body: Json<Value>,
 ) -> Result<Json<Value>, ApiError> {
-    check_access(&ctx.shared, &headers, &ns)?;
+    check_push(&ctx.shared, &headers, &ns)?;
     let bad = |m: String| ApiError {
         status: StatusCode::UNPROCESSABLE_ENTITY,
         message: m,
@@ -87,7 +87,18 @@ async fn push(
             errors: vec![],
         });
     }
-    ctx.autoscaler.push(&key, &v.name, v.value, Utc::now());
+    let max = ctx.shared.tenancy.max_metric_names(&ns);
+    ctx.autoscaler
+        .push(&key, &v.name, v.value, Utc::now(), max)
+        .map_err(|held| ApiError {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            message: format!(
+                "namespace `{ns}` already has {held} pushed metrics, its limit (maxMetricNames {max}, {}; each group's metrics count apart): push to a metric it has, or let unused ones expire ({}s after their last value)",
+                ctx.shared.tenancy.origin(&ns, "maxMetricNames"),
+                ctx.shared.config.pushed_metric_max_age.0.as_secs() + 60
+            ),
+            errors: vec![],
+        })?;
     Ok(Json(
         json!({ "group": group, "namespace": ns, "name": v.name, "value": v.value }),
     ))
@@ -105,6 +116,9 @@ async fn top(
     headers: HeaderMap,
     Query(q): Query<TopQuery>,
 ) -> Result<Json<Value>, ApiError> {
+    // Every read needs a token when tokens are configured: an unknown one is refused here
+    // rather than answered with an empty list.
+    authorized(&ctx.shared, &headers)?;
     if let Some(ns) = &q.namespace {
         check_access(&ctx.shared, &headers, ns)?;
     }

@@ -279,6 +279,7 @@ fn precreate(d: &Desired, engines: &[MemoryEngine], zones: &[String], instances:
         let lc = d
             .launch_configuration(&key.namespace, &group.spec.launch_configuration)
             .expect("the model defines every launch configuration");
+        // Unlimited resources in the model's configuration: the hash is the plain one.
         let hash = microscaler::reconcile::container_hash(lc, group);
         for i in 0..instances {
             let z = i % zones.len();
@@ -331,6 +332,10 @@ async fn model(args: &Args, groups: usize) -> anyhow::Result<Figures> {
             })
             .collect(),
         concurrency: args.concurrency,
+        // The model measures the controller, not the quotas: no namespace limits.
+        namespaces: serde_yaml_ng::from_str(
+            "{'*': {allowUnlimitedResources: true, maxContainers: 4294967295, maxObjects: 4294967295}}",
+        )?,
         ..Config::default()
     };
     let shared = Arc::new(Shared::new(config, rx));

@@ -382,7 +382,7 @@ fn create_body(spec: &ContainerSpec, host_cpus: Option<i64>) -> ContainerCreateB
     exposed.sort();
     let host_config = HostConfig {
         nano_cpus: match (spec.nano_cpus, host_cpus) {
-            (Some(n), Some(cpus)) => Some(n.min(cpus * 1_000_000_000)),
+            (Some(n), Some(cpus)) => Some(n.min(cpus.saturating_mul(1_000_000_000))),
             (n, _) => n,
         },
         memory: spec.memory_bytes,
@@ -496,7 +496,7 @@ impl Engine for DockerEngine {
             let docker = self
                 .docker
                 .clone()
-                .with_timeout(Duration::from_secs(REQUEST_TIMEOUT_SECS) + grace);
+                .with_timeout(Duration::from_secs(REQUEST_TIMEOUT_SECS).saturating_add(grace));
             let options = StopContainerOptionsBuilder::default().t(t).build();
             if let Err(e) = docker.stop_container(id, Some(options)).await {
                 match e {

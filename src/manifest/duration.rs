@@ -6,6 +6,10 @@ use std::time::Duration;
 use schemars::JsonSchema;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+/// The longest duration the parser accepts at all (validation bounds each field much tighter):
+/// far beyond any sensible setting, far below where time arithmetic could overflow.
+pub const MAX_PARSED_DAYS: u64 = 100 * 366;
+
 /// A duration from a manifest; serializes back in the compact form (`90s`, `5m`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
 pub struct DurationSpec(pub Duration);
@@ -24,11 +28,21 @@ impl DurationSpec {
         if t.is_empty() {
             return Err(bad());
         }
-        if let Ok(n) = t.parse::<f64>() {
+        // Hostile input (`1e30`, `99999999999999999999d`) must give an error, never a panic:
+        // every conversion and sum below is checked.
+        let too_long =
+            || format!("duration `{s}` is too long: write at most {MAX_PARSED_DAYS} days");
+        let secs = |n: f64| -> Result<Duration, String> {
             if n < 0.0 || !n.is_finite() {
                 return Err(bad());
             }
-            return Ok(DurationSpec(Duration::from_secs_f64(n)));
+            Duration::try_from_secs_f64(n)
+                .ok()
+                .filter(|d| d.as_secs() <= MAX_PARSED_DAYS * 86_400)
+                .ok_or_else(too_long)
+        };
+        if let Ok(n) = t.parse::<f64>() {
+            return secs(n).map(DurationSpec);
         }
         let mut total = Duration::ZERO;
         let mut rest = t;
@@ -46,7 +60,7 @@ impl DurationSpec {
                 .unwrap_or(rest.len());
             let unit = &rest[..unit_end];
             rest = &rest[unit_end..];
-            let secs = match unit {
+            let part = match unit {
                 "ms" => n / 1000.0,
                 "s" => n,
                 "m" => n * 60.0,
@@ -54,7 +68,10 @@ impl DurationSpec {
                 "d" => n * 86400.0,
                 _ => return Err(bad()),
             };
-            total += Duration::from_secs_f64(secs);
+            total = total
+                .checked_add(secs(part)?)
+                .filter(|d| d.as_secs() <= MAX_PARSED_DAYS * 86_400)
+                .ok_or_else(too_long)?;
         }
         Ok(DurationSpec(total))
     }
@@ -92,12 +109,13 @@ impl<'de> Deserialize<'de> for DurationSpec {
                 f.write_str("a duration: a number of seconds or a string such as `90s`, `5m`, `1h`")
             }
             fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<DurationSpec, E> {
-                Ok(DurationSpec::from_secs(v))
+                DurationSpec::parse(&v.to_string()).map_err(E::custom)
             }
             fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<DurationSpec, E> {
-                u64::try_from(v)
-                    .map(DurationSpec::from_secs)
-                    .map_err(|_| E::custom("a duration cannot be negative"))
+                if v < 0 {
+                    return Err(E::custom("a duration cannot be negative"));
+                }
+                DurationSpec::parse(&v.to_string()).map_err(E::custom)
             }
             fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<DurationSpec, E> {
                 DurationSpec::parse(&v.to_string()).map_err(E::custom)
@@ -154,6 +172,29 @@ mod tests {
         assert!(DurationSpec::parse("5 minutes").is_err());
         assert!(DurationSpec::parse("m5").is_err());
         assert!(DurationSpec::parse("").is_err());
+    }
+
+    #[test]
+    fn absurd_durations_are_errors_not_panics() {
+        for s in [
+            "1e30",
+            "99999999999999999999d",
+            "18446744073709551615s1s",
+            "1e308h",
+            "inf",
+            "NaN",
+            "-1",
+            "36601d",
+            "36600d1d",
+        ] {
+            let err = DurationSpec::parse(s).unwrap_err();
+            assert!(err.contains(s), "{s}: {err}");
+        }
+        assert!(DurationSpec::parse("36600d").is_ok());
+        let huge: Result<DurationSpec, _> = serde_yaml_ng::from_str("1e30");
+        assert!(huge.unwrap_err().to_string().contains("too long"));
+        let huge: Result<DurationSpec, _> = serde_yaml_ng::from_str("18446744073709551615");
+        assert!(huge.unwrap_err().to_string().contains("too long"));
     }
 
     #[test]

@@ -11,6 +11,6 @@ pub mod types;
 pub mod validate;
 
 pub use duration::DurationSpec;
-pub use parse::{parse_file, ManifestError, ParsedFile, ParsedObject};
+pub use parse::{parse_file, parse_file_checked, ManifestError, ParsedFile, ParsedObject};
 pub use types::*;
 pub use validate::{did_you_mean, missing_references, validate, Problem, Severity};

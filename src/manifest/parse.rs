@@ -61,6 +61,16 @@ pub struct ParsedFile {
 /// Empty documents (only comments) are skipped but counted in `doc_index`, so indexes agree
 /// with [`crate::yamldoc::split`]. If any document has an error, `objects` is empty.
 pub fn parse_file(path: &Path, text: &str) -> ParsedFile {
+    parse_file_checked(path, text, &|_| Vec::new())
+}
+
+/// [`parse_file`] with `extra` checks run beside validation, their problems located like
+/// validation's (the controller's per-namespace limits: `crate::tenancy`).
+pub fn parse_file_checked(
+    path: &Path,
+    text: &str,
+    extra: &dyn Fn(&Object) -> Vec<validate::Problem>,
+) -> ParsedFile {
     let mut out = ParsedFile::default();
     // Where each identity was first defined in this file (line), to reject a second definition.
     let mut seen: HashMap<ObjectKey, usize> = HashMap::new();
@@ -69,7 +79,7 @@ pub fn parse_file(path: &Path, text: &str) -> ParsedFile {
             continue;
         }
         let doc = Doc::new(path, text, &span);
-        match doc.parse() {
+        match doc.parse(extra) {
             Ok((object, warnings, locations)) => {
                 let line = doc.root_line(&locations);
                 let key = object.key();
@@ -153,7 +163,7 @@ impl<'a> Doc<'a> {
         self.pos(locations.position("")).0
     }
 
-    fn parse(&self) -> DocResult {
+    fn parse(&self, extra: &dyn Fn(&Object) -> Vec<validate::Problem>) -> DocResult {
         let root = match load_tree(self.body) {
             Ok(Some(root)) => root,
             Ok(None) => unreachable!("empty documents are skipped"),
@@ -203,7 +213,10 @@ impl<'a> Doc<'a> {
         };
         let mut errors = Vec::new();
         let mut warnings = Vec::new();
-        for problem in validate::validate(&object) {
+        for problem in validate::validate(&object)
+            .into_iter()
+            .chain(extra(&object))
+        {
             let e = self.error(&locations, &problem.field, problem.message);
             match problem.severity {
                 Severity::Error => errors.push(e),

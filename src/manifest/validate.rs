@@ -5,7 +5,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
+use std::time::Duration;
 
+use super::duration::DurationSpec;
 use super::instance_types;
 use super::types::{
     AutoScalingGroupSpec, IntOrPercent, Kind, LaunchConfigurationSpec, Metadata, Object, ObjectKey,
@@ -17,6 +19,30 @@ pub const MAX_GROUP_SIZE: u32 = 1000;
 
 /// Docker refuses memory limits below 6 MiB.
 pub const MIN_MEMORY_MIB: u64 = 6;
+
+/// The largest memory limit of one container (16 TiB): bytes stay far inside `i64`, and no
+/// engine we meet has more (a zone's own total is checked when a container is created).
+pub const MAX_MEMORY_MIB: u64 = 16 * 1024 * 1024;
+
+/// The largest CPU limit of one container.
+pub const MAX_CPUS: f64 = 1024.0;
+
+/// The longest duration any manifest field may hold: time arithmetic on user input stays far
+/// from overflow (issue 9: a 317,000-year sampling window stopped every tenant's reconciles).
+pub const MAX_DURATION: std::time::Duration = std::time::Duration::from_secs(365 * 86_400);
+
+/// The longest `stopGracePeriod`: a removal holds an engine request open this long.
+pub const MAX_STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// The largest threshold or target value (pushed metrics are free-form numbers, but not
+/// astronomically so: the ratios computed from them must stay finite).
+pub const MAX_METRIC_VALUE: f64 = 1e12;
+
+/// At most this many published ports per launch configuration.
+pub const MAX_PORTS: usize = 100;
+
+/// At most this many actions per scheduled policy (each is a cron evaluated every period).
+pub const MAX_SCHEDULED_ACTIONS: usize = 50;
 
 /// Label prefix reserved for the controller's own container labels.
 pub const RESERVED_LABEL_PREFIX: &str = "io.microscaler.";
@@ -51,6 +77,24 @@ impl Problems {
 
     fn warning(&mut self, field: impl Into<String>, message: impl Into<String>) {
         self.push(field.into(), message.into(), Severity::Warning);
+    }
+
+    /// An error when `d` is longer than `max` (written as `90s`, `5m`, ...).
+    fn duration_at_most(&mut self, field: &str, d: Option<DurationSpec>, max: Duration) {
+        if let Some(d) = d {
+            if d.0 > max {
+                let name = field.rsplit('.').next().unwrap_or(field);
+                let limit = if max.as_secs() >= 86_400 && max.as_secs().is_multiple_of(86_400) {
+                    format!("{}d", max.as_secs() / 86_400)
+                } else {
+                    DurationSpec(max).to_string()
+                };
+                self.error(
+                    field,
+                    format!("{name} {d} is longer than the limit of {limit}: use at most {limit}"),
+                );
+            }
+        }
     }
 
     fn push(&mut self, field: String, message: String, severity: Severity) {
@@ -210,6 +254,11 @@ fn validate_launch_configuration(s: &LaunchConfigurationSpec, p: &mut Problems) 
                     "spec.resources.cpus",
                     format!("cpus must be greater than 0 (e.g. `0.5` or `2`), not {cpus}"),
                 );
+            } else if cpus > MAX_CPUS {
+                p.error(
+                    "spec.resources.cpus",
+                    format!("cpus {cpus} is above the limit of {MAX_CPUS}: use {MAX_CPUS} or less"),
+                );
             }
         }
         if let Some(mem) = r.memory_mib {
@@ -220,8 +269,25 @@ fn validate_launch_configuration(s: &LaunchConfigurationSpec, p: &mut Problems) 
                         "memoryMiB {mem} is below Docker's minimum of {MIN_MEMORY_MIB} MiB: use {MIN_MEMORY_MIB} or more"
                     ),
                 );
+            } else if mem > MAX_MEMORY_MIB {
+                p.error(
+                    "spec.resources.memoryMiB",
+                    format!(
+                        "memoryMiB {mem} is above the limit of {MAX_MEMORY_MIB} (16 TiB): use {MAX_MEMORY_MIB} or less"
+                    ),
+                );
             }
         }
+    }
+    p.duration_at_most("spec.stopGracePeriod", s.stop_grace_period, MAX_STOP_GRACE);
+    if s.ports.len() > MAX_PORTS {
+        p.error(
+            "spec.ports",
+            format!(
+                "{} ports are more than the limit of {MAX_PORTS}: publish at most {MAX_PORTS}",
+                s.ports.len()
+            ),
+        );
     }
     for (i, port) in s.ports.iter().enumerate() {
         let at = |f: &str| format!("spec.ports[{i}].{f}");
@@ -288,6 +354,13 @@ fn validate_launch_configuration(s: &LaunchConfigurationSpec, p: &mut Problems) 
 /// Checks `maxSurge`/`maxUnavailable`; returns whether the value is zero.
 fn check_int_or_percent(field: &str, v: &IntOrPercent, p: &mut Problems) -> bool {
     match v {
+        IntOrPercent::Int(n) if *n > MAX_GROUP_SIZE => {
+            p.error(
+                field,
+                format!("{n} is above the limit of {MAX_GROUP_SIZE}: use {MAX_GROUP_SIZE} or less, or a percentage"),
+            );
+            false
+        }
         IntOrPercent::Int(n) => *n == 0,
         IntOrPercent::Percent(s) => {
             let number = s.strip_suffix('%').and_then(|n| {
@@ -359,6 +432,13 @@ fn validate_group(s: &AutoScalingGroupSpec, p: &mut Problems) {
             }
         }
     }
+    p.duration_at_most("spec.scaleOutCooldown", s.scale_out_cooldown, MAX_DURATION);
+    p.duration_at_most("spec.scaleInCooldown", s.scale_in_cooldown, MAX_DURATION);
+    p.duration_at_most(
+        "spec.healthCheckGracePeriod",
+        s.health_check_grace_period,
+        MAX_DURATION,
+    );
     let mut seen = BTreeSet::new();
     for (i, zone) in s.availability_zones.iter().enumerate() {
         let field = format!("spec.availabilityZones[{i}]");
@@ -475,6 +555,43 @@ fn validate_policy(s: &ScalingPolicySpec, p: &mut Problems) {
                     ),
                 );
             }
+            p.duration_at_most(field, Some(d), MAX_DURATION);
+        }
+    }
+    p.duration_at_most(
+        "spec.scaleInStabilization",
+        s.scale_in_stabilization,
+        MAX_DURATION,
+    );
+    for (field, v) in [
+        ("spec.scaleOutStep", s.scale_out_step),
+        ("spec.scaleInStep", s.scale_in_step),
+        ("spec.maxScaleOutStep", s.max_scale_out_step),
+        ("spec.maxScaleInStep", s.max_scale_in_step),
+    ] {
+        if let Some(n) = v.filter(|n| *n > MAX_GROUP_SIZE) {
+            p.error(
+                field,
+                format!(
+                    "{} {n} is above the limit of {MAX_GROUP_SIZE} (the largest group): use {MAX_GROUP_SIZE} or less",
+                    &field[5..]
+                ),
+            );
+        }
+    }
+    for (field, v) in [
+        ("spec.upperThreshold", s.upper_threshold),
+        ("spec.lowerThreshold", s.lower_threshold),
+        ("spec.targetValue", s.target_value),
+    ] {
+        if let Some(v) = v.filter(|v| v.is_finite() && v.abs() > MAX_METRIC_VALUE) {
+            p.error(
+                field,
+                format!(
+                    "{} {v} is beyond the limit of {MAX_METRIC_VALUE:e}: use a value of at most {MAX_METRIC_VALUE:e}",
+                    &field[5..]
+                ),
+            );
         }
     }
     if step {
@@ -602,6 +719,15 @@ fn validate_schedule(s: &ScalingPolicySpec, p: &mut Problems) {
             "a Scheduled policy needs at least one action, e.g. `- {cron: \"0 8 * * MON-FRI\", desiredCapacity: 4}`",
         );
     }
+    if s.schedule.len() > MAX_SCHEDULED_ACTIONS {
+        p.error(
+            "spec.schedule",
+            format!(
+                "{} scheduled actions are more than the limit of {MAX_SCHEDULED_ACTIONS}: split them over several policies",
+                s.schedule.len()
+            ),
+        );
+    }
     for (i, a) in s.schedule.iter().enumerate() {
         let at = |f: &str| format!("spec.schedule[{i}].{f}");
         if let Err(e) = parse_cron(&a.cron) {
@@ -626,11 +752,15 @@ fn validate_schedule(s: &ScalingPolicySpec, p: &mut Problems) {
                 );
             }
         }
-        if let Some(max) = a.max_size {
-            if max > MAX_GROUP_SIZE {
+        for (f, v) in [
+            ("minSize", a.min_size),
+            ("maxSize", a.max_size),
+            ("desiredCapacity", a.desired_capacity),
+        ] {
+            if let Some(n) = v.filter(|n| *n > MAX_GROUP_SIZE) {
                 p.error(
-                    at("maxSize"),
-                    format!("maxSize {max} is above the limit of {MAX_GROUP_SIZE}"),
+                    at(f),
+                    format!("{f} {n} is above the limit of {MAX_GROUP_SIZE}"),
                 );
             }
         }

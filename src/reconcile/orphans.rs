@@ -17,6 +17,7 @@ use crate::manifest::ObjectKey;
 use crate::observe::Zone;
 use crate::prune::{self, Confirmations, Report};
 use crate::store::Desired;
+use crate::unpoisoned::LockExt;
 
 /// The gate, shared by every reconcile.
 pub(super) struct OrphanGate {
@@ -42,7 +43,7 @@ impl OrphanGate {
     }
 
     fn known(&self) -> std::sync::MutexGuard<'_, HashSet<ObjectKey>> {
-        self.known.lock().unwrap_or_else(|p| p.into_inner())
+        self.known.locked()
     }
 
     /// Records that `key` is defined in the current snapshot (a manifest came back: whatever

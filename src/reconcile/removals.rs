@@ -8,6 +8,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::manifest::ObjectKey;
+use crate::unpoisoned::LockExt;
 
 /// First delay after a failed removal...
 const BASE: Duration = Duration::from_secs(1);
@@ -30,7 +31,7 @@ pub(super) struct Removals {
 
 impl Removals {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ObjectKey, Failing>> {
-        self.failing.lock().unwrap_or_else(|p| p.into_inner())
+        self.failing.locked()
     }
 
     /// Records a failed removal of `container` of `key`; returns when to try again.

@@ -1015,7 +1015,7 @@ fn tokens_are_required_bound_to_namespaces_and_remembered_by_ms_login() {
     let other = format!("{}-other", ns.name);
     let mut opts = ControllerOptions::default();
     opts.extra_config.push_str(&format!(
-        "tokens:\n  - token: t1\n    namespaces: [{}]\n  - token: t2\n    namespaces: [{other}]\n",
+        "tokens:\n  - token: token-one-0123456789\n    namespaces: [{}]\n  - token: token-two-0123456789\n    namespaces: [{other}]\n",
         ns.name
     ));
     let ctl = started(opts);
@@ -1026,14 +1026,17 @@ fn tokens_are_required_bound_to_namespaces_and_remembered_by_ms_login() {
         run.one_error_line(),
         "error: a bearer token is required (ms login --token ...)"
     );
-    let run = ms(&ctl, &["--token", "t2", "get", "asgs", "-n", n]);
+    let run = ms(
+        &ctl,
+        &["--token", "token-two-0123456789", "get", "asgs", "-n", n],
+    );
     assert_eq!(
         run.one_error_line(),
         format!("error: this token may not access namespace `{n}`")
     );
     let run = ms_stdin(
         &ctl,
-        &["--token", "t2", "apply", "-f", "-"],
+        &["--token", "token-two-0123456789", "apply", "-f", "-"],
         &sleeper(&ns, "web"),
     );
     assert_eq!(
@@ -1045,7 +1048,7 @@ fn tokens_are_required_bound_to_namespaces_and_remembered_by_ms_login() {
 
     let run = ms_stdin(
         &ctl,
-        &["--token", "t1", "apply", "-f", "-"],
+        &["--token", "token-one-0123456789", "apply", "-f", "-"],
         &format!(
             "{}---\n{}",
             sleeper(&ns, "web"),
@@ -1056,7 +1059,10 @@ fn tokens_are_required_bound_to_namespaces_and_remembered_by_ms_login() {
         run.ok(),
         "launchconfiguration/web created\nautoscalinggroup/web created\n"
     );
-    let run = ms(&ctl, &["--token", "t1", "get", "asgs", "-n", n]);
+    let run = ms(
+        &ctl,
+        &["--token", "token-one-0123456789", "get", "asgs", "-n", n],
+    );
     let rows = table(run.ok());
     assert_eq!(rows.len(), 1, "{run:#?}");
     assert_eq!(rows[0]["NAME"], "web");
@@ -1075,7 +1081,13 @@ fn tokens_are_required_bound_to_namespaces_and_remembered_by_ms_login() {
             .expect("run ms");
         Run::from(out)
     };
-    let run = plain(&["login", "--target", &ctl.url(), "--token", "t1"]);
+    let run = plain(&[
+        "login",
+        "--target",
+        &ctl.url(),
+        "--token",
+        "token-one-0123456789",
+    ]);
     assert!(
         run.ok().starts_with(&format!("Logged in to {}", ctl.url())),
         "{run:#?}"

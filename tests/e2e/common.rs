@@ -364,6 +364,8 @@ pub struct ControllerOptions {
     pub wrapper: Vec<String>,
     /// Extra environment variables (e.g. `MS_FAILPOINTS`).
     pub env: Vec<(String, String)>,
+    /// Soft and hard `RLIMIT_NOFILE` of the controller process (default: inherited).
+    pub nofile: Option<u64>,
 }
 
 impl Default for ControllerOptions {
@@ -377,6 +379,7 @@ impl Default for ControllerOptions {
             dir: None,
             wrapper: Vec::new(),
             env: Vec::new(),
+            nofile: None,
         }
     }
 }
@@ -470,7 +473,7 @@ impl Controller {
             .append(true)
             .open(&self.log_path)
             .expect("open the controller log");
-        let mut command = match opts.wrapper.split_first() {
+        let mut cmd = match opts.wrapper.split_first() {
             Some((program, args)) => {
                 let mut c = Command::new(program);
                 c.args(args).arg(env!("CARGO_BIN_EXE_ms"));
@@ -478,7 +481,23 @@ impl Controller {
             }
             None => Command::new(env!("CARGO_BIN_EXE_ms")),
         };
-        let child = command
+        if let Some(n) = opts.nofile {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: only setrlimit between fork and exec, which is async-signal-safe.
+            unsafe {
+                cmd.pre_exec(move || {
+                    let lim = libc::rlimit {
+                        rlim_cur: n as libc::rlim_t,
+                        rlim_max: n as libc::rlim_t,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let child = cmd
             .envs(opts.env.iter().map(|(k, v)| (k, v)))
             .arg("controller")
             .arg("--dir")

@@ -8,4 +8,5 @@ mod common;
 mod engine_docker;
 mod reconcile;
 mod safety;
+mod tenants;
 mod torture;
