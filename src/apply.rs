@@ -182,6 +182,9 @@ async fn healthz(State(shared): State<Arc<Shared>>) -> Response {
 }
 
 async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
+    if let Some(why) = shared.health.failure() {
+        return (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}")).into_response();
+    }
     if shared.ready.load(std::sync::atomic::Ordering::Acquire) {
         (StatusCode::OK, "ready").into_response()
     } else {
@@ -530,10 +533,36 @@ async fn problems(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> ApiR
         .iter()
         .filter(|c| visible(&c.winner) || visible(&c.ignored))
         .collect();
-    let empty_refused = match access {
-        Access::All => desired.empty_refused.clone(),
-        Access::Namespaces(_) => None,
-    };
+    // Deletions held by the watcher (the group keeps running as last loaded) and by the
+    // reconciler (groups on the engines that no manifest defines), each with how to confirm.
+    let mut held: Vec<Value> = desired
+        .held
+        .iter()
+        .filter(|(k, _)| access.allows(&k.namespace))
+        .map(|(k, message)| {
+            json!({
+                "namespace": k.namespace,
+                "name": k.name,
+                "file": desired.objects.get(k).map(|e| &e.file),
+                "message": message,
+            })
+        })
+        .collect();
+    held.extend(
+        shared
+            .prune_report
+            .all()
+            .into_iter()
+            .filter(|(k, _)| access.allows(&k.namespace) && !desired.held.contains_key(k))
+            .map(|(k, message)| {
+                json!({
+                    "namespace": k.namespace,
+                    "name": k.name,
+                    "file": Value::Null,
+                    "message": message,
+                })
+            }),
+    );
     let status_errors: Vec<_> = shared
         .status_problems
         .all()
@@ -543,7 +572,7 @@ async fn problems(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> ApiR
     Ok(Json(json!({
         "fileErrors": file_errors,
         "conflicts": conflicts,
-        "emptyRefused": empty_refused,
+        "held": held,
         "statusErrors": status_errors,
     })))
 }
@@ -845,10 +874,19 @@ async fn apply(
             let key = o.object.key();
             let existing = desired.objects.get(&key);
             let broken = existing.is_some_and(|e| desired.file_errors.contains_key(&e.file));
-            let (action, file) = match existing {
+            // Unchanged only if the file still holds it: a group whose file was removed (its
+            // deletion held, so it still runs) is written back.
+            let unchanged = match existing {
                 Some(e) if !broken && e.object.spec_hash() == o.object.spec_hash() => {
-                    ("unchanged", e.file.clone())
+                    let edit = current_text(&mut edits, &e.file)?;
+                    edit.content
+                        .as_deref()
+                        .is_some_and(|t| find_document(t, &key).is_some())
                 }
+                _ => false,
+            };
+            let (action, file) = match existing {
+                Some(e) if unchanged => ("unchanged", e.file.clone()),
                 Some(e) => {
                     let edit = current_text(&mut edits, &e.file)?;
                     let at = edit
@@ -1028,54 +1066,64 @@ async fn delete_object(
         )
     })?;
     access.check(&ns)?;
-    confirm_if_last_group(&shared, kind, &ns, &name);
-    let result = plan_and_write(&shared, &[ns.as_str()], false, |desired| {
-        let (key, entry) = locate(desired, kind, &ns, &name)?;
-        let mut edits = BTreeMap::new();
-        let edit = current_text(&mut edits, &entry.file)?;
-        if let Some(text) = edit.content.as_deref() {
-            if let Some(index) = find_document(text, &key) {
-                let rest = edit::remove_document(text, index);
-                edit.content = if only_empty_documents(&rest) {
-                    None
-                } else {
-                    Some(rest)
-                };
+    let key = ObjectKey::new(kind, ns.as_str(), name.as_str());
+    let desired = snapshot(&shared);
+    // A group whose manifest is already gone (its deletion held), or that only the engines
+    // still know, is deleted by name too: this is the confirmation the hold waits for.
+    let on_engines_only = !desired.objects.contains_key(&key) && shared.prune_report.contains(&key);
+    if !desired.objects.contains_key(&key) && !on_engines_only {
+        return Err(ApiError::not_found(kind, &ns, &name));
+    }
+    // Confirmed before the file changes, so the reload that follows lets it go at once.
+    shared.confirmations.confirm(&key);
+    let file = desired.objects.get(&key).map(|e| e.file.clone());
+    drop(desired);
+    if file.is_some() {
+        plan_and_write(&shared, &[ns.as_str()], false, |desired| {
+            let Some(entry) = desired.objects.get(&key) else {
+                return Ok((BTreeMap::new(), ()));
+            };
+            let mut edits = BTreeMap::new();
+            let edit = current_text(&mut edits, &entry.file)?;
+            if let Some(text) = edit.content.as_deref() {
+                if let Some(index) = find_document(text, &key) {
+                    let rest = edit::remove_document(text, index);
+                    edit.content = if only_empty_documents(&rest) {
+                        None
+                    } else {
+                        Some(rest)
+                    };
+                }
             }
-        }
-        edits.retain(|_, e| e.content != e.original);
-        Ok((
-            edits,
-            ObjectResult {
-                kind,
-                namespace: ns.clone(),
-                name: name.clone(),
-                action: "deleted".into(),
-                file: entry.file.clone(),
-            },
-        ))
-    })
-    .await?;
+            edits.retain(|_, e| e.content != e.original);
+            Ok((edits, ()))
+        })
+        .await?;
+    }
+    // Nothing to write (the file was gone already): still wait for the reload that lets it go.
+    if snapshot(&shared).objects.contains_key(&key) {
+        reload_and_wait(&shared).await;
+    }
     Ok(Json(ChangeResponse {
-        results: vec![result],
+        results: vec![ObjectResult {
+            kind,
+            namespace: ns,
+            name,
+            action: "deleted".into(),
+            file: file.unwrap_or_default(),
+        }],
         warnings: Vec::new(),
         dry_run: false,
     }))
 }
 
-/// Before deleting the last group: the watcher refuses a reload that removes every group at once
-/// (an emptied directory is more often an accident than an intent), but an explicit delete is
-/// the intent, so it confirms it for the next reloads.
-fn confirm_if_last_group(shared: &Shared, kind: Kind, ns: &str, name: &str) {
-    let desired = snapshot(shared);
-    let only_group = kind == Kind::AutoScalingGroup
-        && desired
-            .groups()
-            .all(|(k, _, _)| k.namespace == ns && k.name == name);
-    if only_group {
-        shared
-            .confirm_empty
-            .confirm(std::time::Duration::from_secs(5));
+/// Asks the watcher to reload and waits (at most [`RELOAD_WAIT`]) for what it publishes.
+async fn reload_and_wait(shared: &Shared) {
+    let mut seen = shared.desired.clone();
+    seen.borrow_and_update();
+    shared.rescan.notify_one();
+    if shared.ready.load(std::sync::atomic::Ordering::Acquire) {
+        let _ = tokio::time::timeout(RELOAD_WAIT, seen.changed()).await;
     }
 }
 

@@ -294,7 +294,7 @@ impl Client {
         self.items("/v1/instancetypes").await
     }
 
-    /// `GET /v1/problems`: `{fileErrors, conflicts, emptyRefused}`.
+    /// `GET /v1/problems`: `{fileErrors, conflicts, held}`.
     pub async fn problems(&self) -> Result<Value> {
         self.send(self.request(reqwest::Method::GET, "/v1/problems"))
             .await

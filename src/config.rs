@@ -215,6 +215,23 @@ impl Config {
             }
             _ => {}
         }
+        // Two spellings of one engine (`unix:///var/run/docker.sock`, `/var/run/docker.sock`)
+        // would list every container twice. Engines reached differently (a TCP port forwarded
+        // to a socket) are caught at start-up by their engine identity.
+        let mut hosts: Vec<(String, &str)> = self
+            .zones
+            .iter()
+            .map(|z| (normalized_host(z.docker_host.as_deref()), z.name.as_str()))
+            .collect();
+        hosts.sort();
+        if let Some(w) = hosts.windows(2).find(|w| w[0].0 == w[1].0) {
+            anyhow::bail!(
+                "zones `{}` and `{}` are the same Docker engine ({}): configure each engine once",
+                w[0].1,
+                w[1].1,
+                w[0].0
+            );
+        }
         let file = self
             .source
             .as_ref()
@@ -260,6 +277,26 @@ impl Config {
     }
 }
 
+/// A Docker address in one spelling: `unix:///x` and `/x` are the same socket; no address
+/// means `DOCKER_HOST`, else the local socket.
+fn normalized_host(host: Option<&str>) -> String {
+    let host = host
+        .map(str::to_string)
+        .filter(|h| !h.trim().is_empty())
+        .or_else(|| std::env::var("DOCKER_HOST").ok())
+        .filter(|h| !h.trim().is_empty())
+        .unwrap_or_else(|| crate::engine::docker::DEFAULT_SOCKET.to_string());
+    let host = host.trim();
+    let path = host.strip_prefix("unix://").unwrap_or(host);
+    match path
+        .strip_prefix("tcp://")
+        .or_else(|| path.strip_prefix("http://"))
+    {
+        Some(addr) => format!("tcp://{}", addr.trim_end_matches('/')),
+        None => format!("unix://{}", path.trim_end_matches('/')),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -292,6 +329,34 @@ mod tests {
         let d = default_dir();
         assert!(d.is_absolute(), "{}", d.display());
         assert!(d.ends_with("microscaler/manifests"), "{}", d.display());
+    }
+
+    #[test]
+    fn one_engine_spelled_twice_is_refused() {
+        let zone = |name: &str, host: &str| ZoneConfig {
+            name: name.into(),
+            docker_host: Some(host.into()),
+        };
+        let c = Config {
+            zones: vec![
+                zone("a", "unix:///var/run/docker.sock"),
+                zone("b", "/var/run/docker.sock"),
+            ],
+            ..Config::default()
+        };
+        let err = c.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("zones `a` and `b` are the same Docker engine"),
+            "{err}"
+        );
+        let c = Config {
+            zones: vec![
+                zone("a", "unix:///var/run/docker.sock"),
+                zone("b", "unix:///run/microscaler-zone-b.sock"),
+            ],
+            ..Config::default()
+        };
+        c.validate().unwrap();
     }
 
     #[test]

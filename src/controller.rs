@@ -10,11 +10,12 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::config::Config;
 use crate::engine::docker::DockerEngine;
 use crate::engine::Engine;
+use crate::lease::{Identity, Leases};
 use crate::liveness::Liveness;
 use crate::manifest::{Kind, ObjectKey};
 use crate::observe::{observe, Connector, Zone};
@@ -25,8 +26,11 @@ use crate::status::GroupStatus;
 use crate::status_sync::StatusSync;
 use crate::statusfile::OwnWrites;
 use crate::store::Desired;
+use crate::supervise::Supervisor;
 use crate::tenancy::Tenancy;
+use crate::unpoisoned::LockExt;
 use crate::write_locks::NamespaceLocks;
+use futures::FutureExt;
 
 /// State shared by every part of a running controller.
 pub struct Shared {
@@ -40,9 +44,12 @@ pub struct Shared {
     /// Asks the watcher to rescan the directory now (after the apply endpoint wrote a file), so an
     /// `ms apply` does not wait for the debounce of file events.
     pub rescan: Notify,
-    /// An explicit delete (`ms delete`) of the last group confirms that emptying is intended:
-    /// the watcher lets every group go on reloads until this deadline.
-    pub confirm_empty: crate::watch::EmptyConfirmation,
+    /// Deletions confirmed by name (`ms delete`): the watcher and the reconciler never hold them.
+    pub confirmations: Arc<crate::prune::Confirmations>,
+    /// Groups on the engines whose deletion the reconciler holds or keeps failing at.
+    pub prune_report: Arc<crate::prune::Report>,
+    /// Set when an essential task ended: `/readyz` fails from then on.
+    pub health: Arc<crate::supervise::Health>,
     /// Manifests whose status cannot be written, and why (written by the status writer).
     pub status_problems: crate::status_sync::WriteProblems,
     /// Per-namespace limits (from `config.namespaces`).
@@ -71,7 +78,9 @@ impl Shared {
             status: RwLock::new(BTreeMap::new()),
             ready: AtomicBool::new(false),
             rescan: Notify::new(),
-            confirm_empty: Default::default(),
+            confirmations: Default::default(),
+            prune_report: Default::default(),
+            health: Default::default(),
             status_problems: Default::default(),
         }
     }
@@ -87,6 +96,24 @@ pub fn spawn_zones(
     queue: &Arc<Queue<ObjectKey>>,
     shutdown: &CancellationToken,
 ) -> Vec<Arc<Zone>> {
+    let (zones, observers) = zones_and_observers(shared, zones, resync, queue, shutdown);
+    for (_, observer) in observers {
+        tokio::spawn(observer);
+    }
+    zones
+}
+
+/// An observer to run, named for the supervisor.
+pub type Observer = (String, futures::future::BoxFuture<'static, ()>);
+
+/// The zones and their observers (not started): [`spawn_zones`] without the spawning.
+pub fn zones_and_observers(
+    shared: &Arc<Shared>,
+    zones: Vec<(String, Connector)>,
+    resync: Duration,
+    queue: &Arc<Queue<ObjectKey>>,
+    shutdown: &CancellationToken,
+) -> (Vec<Arc<Zone>>, Vec<Observer>) {
     let all_groups: Arc<dyn Fn() -> Vec<ObjectKey> + Send + Sync> = {
         let shared = shared.clone();
         Arc::new(move || {
@@ -110,17 +137,17 @@ pub fn spawn_zones(
                     .liveness
                     .beat(&format!("zone {name} observer"), silence_bound(resync)),
             );
-            tokio::spawn(observe(
+            let observer = observe(
                 zone.clone(),
                 connect,
                 resync,
                 queue.clone(),
                 all_groups.clone(),
                 shutdown.clone(),
-            ));
-            zone
+            );
+            (zone, (format!("observer of zone {name}"), observer.boxed()))
         })
-        .collect()
+        .unzip()
 }
 
 /// How long a loop that wakes at least every `period` may stay silent before `/healthz` fails.
@@ -140,12 +167,16 @@ pub struct RunOptions {
     pub dir: Option<PathBuf>,
     pub listen: Option<SocketAddr>,
     pub allow_empty: bool,
+    /// Create the manifest directory when it does not exist (otherwise an error).
+    pub create_dir: bool,
 }
 
 /// Runs the controller until SIGINT/SIGTERM.
 ///
 /// # Errors
-/// An invalid configuration, a listen address in use, or a directory that cannot be created.
+/// An invalid configuration, a missing manifest directory (without `create_dir`), another
+/// controller on the same directory or engine, a listen address in use, or an essential task
+/// that ended before shutdown.
 pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let mut config = Config::load(opts.config.as_deref())?;
     if let Some(d) = opts.dir {
@@ -156,12 +187,23 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     }
     config.allow_empty |= opts.allow_empty;
     config.validate()?;
-    std::fs::create_dir_all(&config.dir).with_context(|| {
-        format!(
-            "cannot create the manifest directory {}",
+    // A directory that is not there is a mistake (a typo in --dir, a volume not mounted), not
+    // an empty desired state.
+    // The default directory is ours to create; one the user named must be there already.
+    if !config.dir.is_dir() {
+        anyhow::ensure!(
+            opts.create_dir || config.dir == crate::config::default_dir(),
+            "the manifest directory {} does not exist (a typo in --dir, or a volume not mounted?); \
+             create it, or pass --create-dir",
             config.dir.display()
-        )
-    })?;
+        );
+        std::fs::create_dir_all(&config.dir).with_context(|| {
+            format!(
+                "cannot create the manifest directory {}",
+                config.dir.display()
+            )
+        })?;
+    }
     config.dir = std::fs::canonicalize(&config.dir)?;
     let ignore = prepare_status_dir(&mut config)?;
     let listener = tokio::net::TcpListener::bind(config.listen)
@@ -172,6 +214,21 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
                 config.listen
             )
         })?;
+    let _dir_lock =
+        crate::dirlock::lock(&config.dir, listener.local_addr()?, &config.controller_name)?;
+    // Every engine that answers must be ours (its lease taken) before anything acts.
+    let leases = Leases::new(Identity::of_this_process(
+        &config.controller_name,
+        listener.local_addr()?,
+        &config.dir,
+    ));
+    let connectors = match connect_zones(&config, &leases).await {
+        Ok(c) => c,
+        Err(refused) => {
+            leases.release().await;
+            return Err(refused);
+        }
+    };
     info!(dir = %config.dir.display(), listen = %listener.local_addr()?, zones = ?config.zone_names(), "controller starting");
     // Descriptor headroom: the soft limit up to the hard one, and API connections capped at
     // half of it, so a connection flood can never starve the engines or the directory.
@@ -185,13 +242,14 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     let (tx, rx) = watch::channel(Arc::new(Desired::default()));
     let shared = Arc::new(Shared::new(config.clone(), rx));
     let own = Arc::new(OwnWrites::new());
+    let mut tasks = Supervisor::new(shutdown.clone(), shared.health.clone());
 
     // The directory watcher (the only writer of desired state).
     let rescan = Arc::new(Notify::new());
     {
         let (shared, rescan) = (shared.clone(), rescan.clone());
         let stop = shutdown.clone();
-        tokio::spawn(async move {
+        tasks.spawn("rescan relay", async move {
             loop {
                 tokio::select! {
                     _ = shared.rescan.notified() => rescan.notify_one(),
@@ -206,7 +264,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         debounce: config.debounce.0,
         rescan_period: config.rescan_period.0,
         allow_empty: config.allow_empty,
-        confirm_empty: shared.confirm_empty.clone(),
+        confirmations: shared.confirmations.clone(),
         changed_files: Some(changed_tx),
         ignore,
         tenancy: shared.tenancy.clone(),
@@ -214,38 +272,24 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
             .liveness
             .beat("watcher", silence_bound(config.rescan_period.0)),
     };
-    tokio::spawn(crate::watch::run(
-        opts,
-        tx,
-        own.clone(),
-        rescan,
-        shutdown.clone(),
-    ));
+    tasks.spawn(
+        "watcher",
+        crate::watch::run(opts, tx, own.clone(), rescan, shutdown.clone()),
+    );
 
     // Zones and their observers.
     let queue: Arc<Queue<ObjectKey>> = Arc::new(Queue::new());
-    let connectors: Vec<(String, Connector)> = config
-        .zones
-        .iter()
-        .map(|z| {
-            let host = z.docker_host.clone();
-            let connect: Connector = Arc::new(move || {
-                let host = host.clone();
-                Box::pin(async move {
-                    let e = DockerEngine::connect(host.as_deref()).await?;
-                    Ok(Arc::new(e) as Arc<dyn Engine>)
-                })
-            });
-            (z.name.clone(), connect)
-        })
-        .collect();
-    let zones = spawn_zones(
+    tasks.spawn_fallible("lease keeper", leases.clone().keep(shutdown.clone()));
+    let (zones, observers) = zones_and_observers(
         &shared,
         connectors,
         config.resync_period.0,
         &queue,
         &shutdown,
     );
+    for (name, observer) in observers {
+        tasks.spawn(name, observer);
+    }
 
     {
         let queue = queue.clone();
@@ -255,21 +299,23 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     }
 
     // Desired-state changes: readiness, and a reconcile of every group whose inputs changed.
-    tokio::spawn(enqueue_changes(
-        shared.clone(),
-        queue.clone(),
-        shutdown.clone(),
-    ));
+    tasks.spawn(
+        "change feed",
+        enqueue_changes(shared.clone(), queue.clone(), shutdown.clone()),
+    );
 
     let sync = StatusSync::new(shared.clone(), own, STATUS_COALESCE);
-    tokio::spawn(sync.clone().run(shutdown.clone()));
+    tasks.spawn("status writer", sync.clone().run(shutdown.clone()));
     {
         // Files the watcher saw change: their status blocks are compared with them again.
         let sync = sync.clone();
-        tokio::spawn(async move {
+        let stop = shutdown.clone();
+        tasks.spawn("changed-files relay", async move {
             while let Some(files) = changed_rx.recv().await {
                 sync.files_changed(files);
             }
+            // The sender is the watcher's: its end is reported as the watcher's.
+            stop.cancelled().await;
         });
     }
     // The autoscaler: metrics, policies, the effective capacity of groups with policies.
@@ -283,7 +329,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         let sync = sync.clone();
         autoscaler.set_previous_status(Arc::new(move |key, in_file| sync.previous(key, in_file)));
     }
-    tokio::spawn(autoscaler.clone().run(shutdown.clone()));
+    tasks.spawn("autoscaler", autoscaler.clone().run(shutdown.clone()));
     let reconciler = Reconciler::new(
         shared.clone(),
         zones,
@@ -292,7 +338,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         config.concurrency,
     );
     reconciler.set_autoscaler(autoscaler.clone());
-    tokio::spawn(reconciler.run(64, shutdown.clone()));
+    tasks.spawn("reconciler", reconciler.run(64, shutdown.clone()));
 
     let stop = shutdown.clone();
     tokio::spawn(async move {
@@ -301,18 +347,78 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         stop.cancel();
     });
     let stop = shutdown.clone();
-    let extra = crate::autoscale::pushed::routes(shared.clone(), autoscaler);
-    crate::apply::serve_with(
-        listener,
-        shared,
-        extra,
-        async move { stop.cancelled().await },
-    )
-    .await?;
-    shutdown.cancel();
+    let extra = crate::autoscale::pushed::routes(shared.clone(), autoscaler)
+        .merge(crate::lease::routes(leases.identity()));
+    tasks.spawn_fallible(
+        "api server",
+        crate::apply::serve_with(
+            listener,
+            shared,
+            extra,
+            async move { stop.cancelled().await },
+        ),
+    );
+    let outcome = tasks.run().await;
     let deadline = std::time::Instant::now() + FINAL_FLUSH;
     tokio::task::spawn_blocking(move || sync.flush(Some(deadline))).await?;
+    leases.release().await;
+    outcome?;
     Ok(())
+}
+
+/// The connector of every zone, each fenced by the zone's lease. Zones that answer now are
+/// connected and leased here, so that a zone held by another controller, or two zones on one
+/// engine, refuse the start; the others take their lease when they answer.
+///
+/// # Errors
+/// A lease held by another live controller, or two zones that are one engine.
+async fn connect_zones(
+    config: &Config,
+    leases: &Arc<Leases>,
+) -> anyhow::Result<Vec<(String, Connector)>> {
+    let mut out = Vec::new();
+    for z in &config.zones {
+        let host = z.docker_host.clone();
+        let shown = host
+            .clone()
+            .or_else(|| std::env::var("DOCKER_HOST").ok())
+            .filter(|h| !h.trim().is_empty())
+            .unwrap_or_else(|| crate::engine::docker::DEFAULT_SOCKET.to_string());
+        let plain: Connector = Arc::new(move || {
+            let host = host.clone();
+            Box::pin(async move {
+                let e = DockerEngine::connect(host.as_deref()).await?;
+                Ok(Arc::new(e) as Arc<dyn Engine>)
+            })
+        });
+        let fenced = leases.zone(&z.name, &shown).connector(plain);
+        match tokio::time::timeout(Duration::from_secs(10), fenced()).await {
+            Ok(Ok(engine)) => {
+                // The observer's first connection is this one.
+                let first = std::sync::Mutex::new(Some(engine));
+                let connect: Connector = Arc::new(move || {
+                    let ready = first.locked().take();
+                    match ready {
+                        Some(e) => Box::pin(async move { Ok(e) }),
+                        None => fenced(),
+                    }
+                });
+                out.push((z.name.clone(), connect));
+            }
+            Ok(Err(e)) => {
+                if let Some(refused) = leases.lost() {
+                    return Err(refused.into());
+                }
+                warn!(zone = %z.name, error = %e, "zone unreachable at start; its lease is taken when it answers");
+                out.push((z.name.clone(), fenced));
+            }
+            Err(_) => {
+                warn!(zone = %z.name, "zone did not answer within 10 s at start; its lease is taken when it answers");
+                out.push((z.name.clone(), fenced));
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Quiet time before status is written: a burst of reconciles becomes one write per file.
@@ -346,7 +452,8 @@ fn prepare_status_dir(config: &mut Config) -> anyhow::Result<Vec<PathBuf>> {
 }
 
 /// Sets readiness after the first full load, and enqueues every group whose own spec, launch
-/// configuration or manifest errors changed (deleted groups too: their containers go).
+/// configuration, manifest errors or held deletion changed (deleted groups too: their
+/// containers go), and the groups whose deletion the reconciler holds.
 pub(crate) async fn enqueue_changes(
     shared: Arc<Shared>,
     queue: Arc<Queue<ObjectKey>>,
@@ -371,9 +478,10 @@ pub(crate) async fn enqueue_changes(
                 .map(|e| e.generation.as_str())
                 .unwrap_or("-");
             let errors = snapshot.errors_for(key).len();
+            let held = snapshot.held.contains_key(key);
             now.insert(
                 key.clone(),
-                format!("{}/{lc_gen}/{errors}", entry.generation),
+                format!("{}/{lc_gen}/{errors}/{held}", entry.generation),
             );
         }
         for (key, fp) in &now {
@@ -387,8 +495,15 @@ pub(crate) async fn enqueue_changes(
             }
         }
         prev = now;
+        // Groups whose deletion is held: a new snapshot or a confirmation may lift the hold.
+        for key in shared.prune_report.all().into_keys() {
+            queue.now(key);
+        }
         tokio::select! {
-            r = rx.changed() => if r.is_err() { return },
+            // The watcher gone is the watcher's failure to report, not this feed's: wait for
+            // the shutdown the supervisor starts when it sees the watcher end.
+            r = rx.changed() => if r.is_err() { shutdown.cancelled().await; return },
+            _ = shared.confirmations.changed() => {}
             _ = shutdown.cancelled() => return,
         }
     }

@@ -5,6 +5,7 @@
 //! - [`config`]: the controller's own configuration (zones, listen address, tokens).
 //! - [`store`]: the desired state, as immutable snapshots.
 //! - [`watch`]: loads and watches the manifest directory, publishes snapshots.
+//! - [`prune`]: when a group may be deleted for lack of a manifest, and confirmations.
 //! - [`statusfile`]: writes `status:` blocks (and CLI edits) into manifest files, byte-preserving.
 //! - [`status_sync`]: hands status to the API and to the files (inline, sidecar tree, or off).
 //! - [`gitops`]: watched git checkouts: the status clean filter, index refresh, `ms gitops init`.
@@ -15,6 +16,10 @@
 //! - [`apply`]: the HTTP apply/read endpoint.
 //! - [`client`] and [`cli`]: the `ms` command line.
 //! - [`controller`]: wiring of a running controller.
+//! - [`dirlock`]: one controller per manifest directory.
+//! - [`lease`]: one controller per `controllerName` per engine (a lease container, fencing).
+//! - [`supervise`]: essential tasks; one ending early fails readiness and exits non-zero.
+//! - [`failpoint`]: fault injection for end-to-end tests (`MS_FAILPOINTS`).
 
 pub mod apply;
 pub mod autoscale;
@@ -22,12 +27,16 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod controller;
+pub mod dirlock;
 pub mod engine;
+pub mod failpoint;
 pub mod gitops;
+pub mod lease;
 pub mod liveness;
 pub mod manifest;
 pub mod observe;
 pub mod plan;
+pub mod prune;
 pub mod queue;
 pub mod quota;
 pub mod ratelimit;
@@ -37,6 +46,7 @@ pub mod status;
 pub mod status_sync;
 pub mod statusfile;
 pub mod store;
+pub mod supervise;
 pub mod tenancy;
 pub mod unpoisoned;
 pub mod watch;

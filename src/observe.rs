@@ -209,6 +209,14 @@ impl Zone {
             .collect()
     }
 
+    /// How many containers of one group are being stopped or removed right now.
+    pub fn terminating_of(&self, key: &ObjectKey) -> usize {
+        let st = self.state.locked();
+        st.by_group.get(key).map_or(0, |ids| {
+            ids.iter().filter(|id| st.terminating.contains(*id)).count()
+        })
+    }
+
     /// Every group that has a container here.
     pub fn group_keys(&self) -> BTreeSet<ObjectKey> {
         let st = self.state.locked();

@@ -38,6 +38,9 @@ pub struct Instance {
     pub created: DateTime<Utc>,
     pub spec_hash: String,
     pub exit_code: Option<i64>,
+    /// Not launched by this controller (no launch mark, or one made for another container):
+    /// a copy started by hand with the group's labels. Surplus removes these first.
+    pub foreign: bool,
 }
 
 impl Instance {
@@ -199,12 +202,15 @@ pub fn plan(
         return out;
     }
 
-    // 2. Too many current instances: scale in from the zone with most, oldest first.
+    // 2. Too many current instances: scale in (see `pick_scale_in` for the order). One still
+    // being started counts, but is not judged before it runs: it may be the very surplus (a
+    // copy started by hand), so as many removals wait.
     let mut ready_scaled_in = 0u32;
     if cur > desired {
         let mut pool: Vec<&Instance> = current.iter().copied().filter(|i| removable(i)).collect();
+        let starting = (current.len() - pool.len()) as u32;
         let mut counts = per_zone.clone();
-        for _ in 0..(cur - desired) {
+        for _ in 0..(cur - desired).saturating_sub(starting) {
             let Some(victim) = pick_scale_in(&mut pool, &mut counts, &zones) else {
                 break;
             };
@@ -241,8 +247,9 @@ pub fn plan(
         let mut available = current_ready.saturating_sub(ready_scaled_in) + obsolete_ready;
         let mut ordered: Vec<&Instance> = obsolete.clone();
         ordered.sort_by(|a, b| {
-            a.is_ready()
-                .cmp(&b.is_ready())
+            b.foreign
+                .cmp(&a.foreign)
+                .then(a.is_ready().cmp(&b.is_ready()))
                 .then(a.created.cmp(&b.created))
         });
         for i in ordered.into_iter().filter(|i| removable(i)) {
@@ -317,8 +324,9 @@ fn launch<'z>(
     }
 }
 
-/// Picks the instance to scale in: zone with the most instances (ties: later zone), then not
-/// ready before ready, then oldest first (the original microscaler's rule, AWS's default).
+/// Picks the instance to scale in: one this controller did not launch first, then not ready
+/// before ready, then the group's termination order: zone with the most instances (ties: later
+/// zone), oldest first (the original microscaler's rule, AWS's default).
 fn pick_scale_in<'a>(
     pool: &mut Vec<&'a Instance>,
     counts: &mut BTreeMap<&str, u32>,
@@ -336,9 +344,11 @@ fn pick_scale_in<'a>(
         .max_by(|(_, a), (_, b)| {
             let ca = counts.get(a.zone.as_str()).copied().unwrap_or(u32::MAX);
             let cb = counts.get(b.zone.as_str()).copied().unwrap_or(u32::MAX);
-            ca.cmp(&cb)
-                .then(zone_rank(&a.zone).cmp(&zone_rank(&b.zone)))
+            a.foreign
+                .cmp(&b.foreign)
                 .then(b.is_ready().cmp(&a.is_ready()))
+                .then(ca.cmp(&cb))
+                .then(zone_rank(&a.zone).cmp(&zone_rank(&b.zone)))
                 .then(b.created.cmp(&a.created))
         })
         .map(|(idx, _)| idx)?;
@@ -351,7 +361,7 @@ fn pick_scale_in<'a>(
 
 fn remove_surplus(out: &mut Plan, current: &[&Instance], n: usize, reason: RemoveReason) {
     let mut sorted: Vec<&&Instance> = current.iter().collect();
-    sorted.sort_by_key(|i| i.created);
+    sorted.sort_by_key(|i| (!i.foreign, i.is_ready(), i.created));
     for i in sorted.into_iter().take(n) {
         out.remove.push(Remove {
             id: i.id.clone(),
@@ -395,6 +405,7 @@ mod tests {
             created: Utc.timestamp_opt(1_700_000_000 + created_secs, 0).unwrap(),
             spec_hash: hash.into(),
             exit_code: None,
+            foreign: false,
         }
     }
 
@@ -522,6 +533,55 @@ mod tests {
                 &zones(&["a"]),
                 &BTreeMap::new()
             )),
+            vec!["id2"]
+        );
+    }
+
+    #[test]
+    fn surplus_removes_a_copy_started_by_hand_first_then_not_ready_ones() {
+        // Ours is older and in the fuller zone, the copy is newer: the copy goes anyway.
+        let mut copy = inst(3, "b", "new", Running, 9);
+        copy.foreign = true;
+        let i = vec![
+            inst(1, "a", "new", Running, 0),
+            inst(2, "a", "new", Running, 1),
+            copy,
+        ];
+        let p = plan(
+            &target(2, &["a", "b"]),
+            &i,
+            &zones(&["a", "b"]),
+            &BTreeMap::new(),
+        );
+        assert_eq!(removed(&p), vec!["id3"]);
+        // Among our own: not ready before ready, whatever the zones and ages say.
+        let mut starting = inst(6, "b", "new", Running, 9);
+        starting.health = Some(Health::Starting);
+        let i = vec![
+            inst(4, "a", "new", Running, 0),
+            inst(5, "a", "new", Running, 1),
+            starting,
+        ];
+        let p = plan(
+            &target(2, &["a", "b"]),
+            &i,
+            &zones(&["a", "b"]),
+            &BTreeMap::new(),
+        );
+        assert_eq!(removed(&p), vec!["id6"]);
+    }
+
+    #[test]
+    fn a_surplus_copy_being_started_is_waited_for_then_removed_first() {
+        let mut copy = inst(2, "a", "new", Created, 9);
+        copy.foreign = true;
+        let i = vec![inst(1, "a", "new", Running, 0), copy.clone()];
+        let t = target(1, &["a"]);
+        assert!(plan(&t, &i, &zones(&["a"]), &BTreeMap::new()).is_empty());
+        copy.state = Running;
+        let i = vec![inst(1, "a", "new", Running, 0), copy];
+        assert_eq!(
+            removed(&plan(&t, &i, &zones(&["a"]), &BTreeMap::new())),
             vec!["id2"]
         );
     }

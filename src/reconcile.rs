@@ -7,6 +7,7 @@
 //! exponential backoff without slowing any other group.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -28,7 +29,10 @@ use crate::quota::QuotaLedger;
 use crate::status::{self, Activity, Condition, GroupStatus, InstanceStatus, MAX_ACTIVITIES};
 use crate::status_sync::StatusSync;
 use crate::tenancy::{ContainerLimits, Usage};
-use crate::unpoisoned::{panic_message, LockExt};
+use crate::unpoisoned::{panic_message, LockExt, RwLockExt};
+
+mod orphans;
+mod removals;
 
 /// A container that exits by itself within this time of starting counts as a crash (backoff).
 const CRASH_WINDOW: Duration = Duration::from_secs(10);
@@ -40,6 +44,11 @@ const BACKOFF_MAX: Duration = Duration::from_secs(60);
 const PROVEN_FOR: Duration = Duration::from_secs(600);
 /// Failures older than this no longer count towards the backoff.
 const FAILURE_MEMORY: Duration = Duration::from_secs(60);
+/// How often a group whose deletion is held is looked at again (a confirmation or a change of
+/// the desired state also enqueues it at once).
+const ORPHAN_RECHECK: Duration = Duration::from_secs(5);
+/// How long a clean shutdown waits for removals in flight (the supervisor drains for 10 s).
+const SHUTDOWN_REMOVALS: Duration = Duration::from_secs(9);
 
 /// What the reconciler remembers about a group between passes (nothing here is needed for
 /// correctness after a restart: it only shapes backoff and status).
@@ -62,6 +71,9 @@ struct GroupMemory {
     /// Stop grace of the group's launch configuration when last seen: a deleted group's
     /// containers are stopped with it, not with Docker's default.
     last_grace: Option<Duration>,
+    /// The container spec hash the failures were for: a new launch configuration starts with a
+    /// clean slate, since the backoff was earned by the old one.
+    failed_hash: Option<String>,
     /// Why the last pass could not launch all it wanted: a namespace quota (Degraded).
     quota: Option<String>,
 }
@@ -78,8 +90,12 @@ impl GroupMemory {
         self.activities.truncate(MAX_ACTIVITIES);
     }
 
-    fn fail(&mut self, reason: &str, message: String) {
+    fn fail(&mut self, reason: &str, message: String, spec_hash: &str) {
         let now = Instant::now();
+        if self.failed_hash.as_deref() != Some(spec_hash) {
+            self.failures = 0;
+        }
+        self.failed_hash = Some(spec_hash.to_string());
         if self.last_failure.is_some_and(|t| now - t > FAILURE_MEMORY) {
             self.failures = 0;
         }
@@ -90,6 +106,15 @@ impl GroupMemory {
             .min(BACKOFF_MAX);
         self.hold_until = Some(now + delay);
         self.degraded = Some((reason.to_string(), message));
+    }
+
+    /// Forgets failures and their backoff: the group is healthy again, or runs a new spec.
+    fn forget_failures(&mut self) {
+        self.failures = 0;
+        self.last_failure = None;
+        self.hold_until = None;
+        self.degraded = None;
+        self.failed_hash = None;
     }
 
     /// Seeds activities and times from the status written before (survives restarts).
@@ -125,6 +150,12 @@ pub struct Reconciler {
     concurrency: usize,
     /// The effective capacity of groups with scaling policies (set once, by the controller).
     autoscaler: std::sync::OnceLock<Arc<crate::autoscale::Autoscaler>>,
+    /// Whether a group found only on the engines may be deleted.
+    orphans: orphans::OrphanGate,
+    /// Backoff of failed removals per group (shared with the removal tasks).
+    removals: Arc<removals::Removals>,
+    /// The removal tasks in flight, waited for at shutdown.
+    removing: tokio_util::task::TaskTracker,
     /// Creations in flight per namespace, for the namespace quotas.
     quotas: QuotaLedger,
 }
@@ -149,7 +180,15 @@ impl Reconciler {
         sync: Arc<StatusSync>,
         concurrency: usize,
     ) -> Arc<Self> {
+        let orphans = orphans::OrphanGate::new(
+            shared.confirmations.clone(),
+            shared.prune_report.clone(),
+            shared.config.allow_empty,
+        );
         Arc::new(Reconciler {
+            orphans,
+            removals: Arc::default(),
+            removing: tokio_util::task::TaskTracker::new(),
             shared,
             zones,
             queue,
@@ -173,30 +212,84 @@ impl Reconciler {
         loop {
             let permit = tokio::select! {
                 p = limit.clone().acquire_owned() => p.expect("semaphore open"),
-                _ = shutdown.cancelled() => return,
+                _ = shutdown.cancelled() => break,
             };
             let key = tokio::select! {
                 k = self.queue.next() => k,
-                _ = shutdown.cancelled() => return,
+                _ = shutdown.cancelled() => break,
             };
             let this = self.clone();
             tokio::spawn(async move {
-                // A panic in one group's pass must not leave its key marked running forever
-                // (never reconciled again) nor touch any other group: it becomes a failure of
-                // that group, with backoff, like a launch error.
-                let pass = std::panic::AssertUnwindSafe(this.reconcile(&key)).catch_unwind();
-                let requeue = match pass.await {
+                // A panic must neither leave the key "running" forever (never reconciled again)
+                // nor reach other groups: it becomes a condition and a retry with backoff.
+                let requeue = match AssertUnwindSafe(this.reconcile(&key)).catch_unwind().await {
                     Ok(requeue) => requeue,
-                    Err(panic) => this.failed_by_panic(&key, &panic_message(panic.as_ref())),
+                    Err(panic) => this.panicked(&key, &panic_message(panic.as_ref())),
                 };
                 this.queue.done(&key, requeue);
                 drop(permit);
             });
         }
+        // Removals already asked for are finished (a stop takes at most its grace), so a
+        // confirmed deletion is not left half done by a clean shutdown.
+        self.removing.close();
+        if !self.removing.is_empty() {
+            info!(
+                removals = self.removing.len(),
+                "finishing the removals in flight before stopping"
+            );
+            let _ = tokio::time::timeout(SHUTDOWN_REMOVALS, self.removing.wait()).await;
+        }
+    }
+
+    /// Records a panic of one pass of `key`: logged, shown as `Degraded=True
+    /// ReconcilePanicked`, retried after the group's backoff.
+    fn panicked(&self, key: &ObjectKey, what: &str) -> Option<Instant> {
+        let msg = format!(
+            "internal error while reconciling (please report it): {what}; retrying with backoff"
+        );
+        error!(group = %key, "{msg}");
+        let hash = {
+            let desired = self.shared.desired.borrow().clone();
+            desired
+                .group(key)
+                .map(|_| self.resolve(key, &desired).target.spec_hash)
+        };
+        let hold = {
+            let mut mem = self.memory.locked();
+            let mem = mem.entry(key.clone()).or_default();
+            mem.fail(
+                "ReconcilePanicked",
+                msg.clone(),
+                hash.as_deref().unwrap_or(""),
+            );
+            mem.hold_until
+        };
+        if hash.is_some() {
+            // The pass that panicked published nothing: say it now.
+            let mut st = self
+                .shared
+                .status
+                .read_locked()
+                .get(key)
+                .cloned()
+                .unwrap_or_default();
+            st.conditions.retain(|c| c.type_ != status::DEGRADED);
+            st.conditions.push(Condition {
+                type_: status::DEGRADED.to_string(),
+                status: "True".into(),
+                reason: "ReconcilePanicked".into(),
+                message: msg,
+                last_transition_time: now_secs(),
+            });
+            self.sync.publish(key, st);
+        }
+        hold.or_else(|| Some(Instant::now() + BACKOFF_BASE))
     }
 
     /// One pass for one group. Returns when to run again (None: wait for a change or the resync).
     pub async fn reconcile(&self, key: &ObjectKey) -> Option<Instant> {
+        crate::failpoint::reconcile_panic(&format!("{}/{}", key.namespace, key.name));
         let desired = self.shared.desired.borrow().clone();
         // Never act on a partial view: an empty store or an unlisted zone looks like "nothing".
         if !desired.loaded || self.zones.iter().any(|z| z.reach() == Reach::Unknown) {
@@ -204,6 +297,9 @@ impl Reconciler {
         }
         let resolved = self.resolve(key, &desired);
         let entry = desired.objects.get(key);
+        if resolved.group.is_some() {
+            self.orphans.defined(key);
+        }
 
         // Observed state of reachable zones; unreachable ones are unknown.
         let mut reachable = BTreeSet::new();
@@ -219,7 +315,17 @@ impl Reconciler {
                 Reach::Unknown => {}
             }
         }
-        let instances: Vec<Instance> = observed.iter().map(|(z, o)| to_instance(z, o)).collect();
+        let instances: Vec<Instance> = observed
+            .iter()
+            .map(|(z, o)| to_instance(z, o, &self.shared.config.controller_name))
+            .collect();
+        if resolved.group.is_none()
+            && !observed.is_empty()
+            && self.orphans.may_prune(key, &desired, &self.zones).is_err()
+        {
+            // Held (reported): touch nothing; look again when something may have changed.
+            return Some(Instant::now() + ORPHAN_RECHECK);
+        }
 
         let held = {
             let mut mem_guard = self.memory.locked();
@@ -236,6 +342,16 @@ impl Reconciler {
                 mem.failures = 0;
                 mem.degraded = None;
             }
+            // A fixed launch configuration must not wait out the backoff of the broken one.
+            if resolved.group.is_some()
+                && mem
+                    .failed_hash
+                    .as_ref()
+                    .is_some_and(|h| *h != resolved.target.spec_hash)
+            {
+                debug!(group = %key, "new launch configuration: failures and backoff forgotten");
+                mem.forget_failures();
+            }
             mem.hold_until.filter(|t| *t > now)
         };
 
@@ -250,6 +366,11 @@ impl Reconciler {
         let planned = plan.clone();
         if held.is_some() {
             plan.create.clear();
+        }
+        // Removals the engine refused wait out their own backoff.
+        let removal_hold = self.removals.held(key);
+        if removal_hold.is_some() {
+            plan.remove.clear();
         }
 
         // Namespace quotas: launch only what fits; the rest waits, visibly (Degraded).
@@ -288,8 +409,10 @@ impl Reconciler {
                     after.extend(z.instances_of(key).into_iter().map(|o| (z.name.clone(), o)));
                 }
             }
-            let after_instances: Vec<Instance> =
-                after.iter().map(|(z, o)| to_instance(z, o)).collect();
+            let after_instances: Vec<Instance> = after
+                .iter()
+                .map(|(z, o)| to_instance(z, o, &self.shared.config.controller_name))
+                .collect();
             let remaining = if resolved.waiting_for.is_some() {
                 Plan::default()
             } else {
@@ -307,11 +430,29 @@ impl Reconciler {
         if resolved.group.is_none() {
             self.sync.forget(key);
             self.memory.locked().remove(key);
-            return if after.is_empty() {
-                None
-            } else {
-                Some(Instant::now() + Duration::from_millis(500))
-            };
+            if after.is_empty() {
+                self.orphans.gone(key);
+                self.removals.forget(key);
+                return None;
+            }
+            // No status to carry a condition: failing removals of a deleted group are problems.
+            if let Some((until, why)) = self.removals.last_error(key) {
+                self.shared.prune_report.set(
+                    key,
+                    Some(format!(
+                        "deleting autoscaling group {}/{}: {why}; next attempt in {}s",
+                        key.namespace,
+                        key.name,
+                        until
+                            .saturating_duration_since(Instant::now())
+                            .as_secs_f64()
+                            .ceil()
+                    )),
+                );
+            }
+            return Some(
+                removal_hold.map_or(Instant::now() + Duration::from_millis(500), |(t, _)| t),
+            );
         }
         let status = self.build_status(
             key,
@@ -336,6 +477,11 @@ impl Reconciler {
             .iter()
             .any(|(_, o)| o.state == ContainerState::Created)
             .then(|| Instant::now() + STUCK_CREATED);
+        if let Some((t, _)) = removal_hold {
+            if remaining.create.is_empty() && !remaining.remove.is_empty() {
+                return Some(t);
+            }
+        }
         match (acted, remaining.is_empty(), hold) {
             (_, false, Some(t)) if wanted_creations > 0 || !remaining.create.is_empty() => Some(t),
             (false, true, _) if stuck_check.is_some() => stuck_check,
@@ -564,7 +710,7 @@ impl Reconciler {
             }
             grace = mem.last_grace.unwrap_or(Duration::from_secs(10));
             if let Some(msg) = &crash {
-                mem.fail("CrashLoop", msg.clone());
+                mem.fail("CrashLoop", msg.clone(), &resolved.target.spec_hash);
                 self.proven.locked().remove(&resolved.target.spec_hash);
             }
             for r in &plan.remove {
@@ -621,14 +767,37 @@ impl Reconciler {
             } else {
                 grace
             };
-            let (id, queue, k) = (r.id.clone(), self.queue.clone(), key.clone());
-            tokio::spawn(async move {
-                let res = engine.remove(&id, g).await;
-                if let Err(e) = &res {
-                    warn!(container = short_id(&id), error = %e, "removal failed; will retry");
-                }
+            let (id, name, queue, k) = (
+                r.id.clone(),
+                r.name.clone(),
+                self.queue.clone(),
+                key.clone(),
+            );
+            let removals = self.removals.clone();
+            self.removing.spawn(async move {
+                let res = if crate::failpoint::remove_error(&format!("{}/{}", k.namespace, k.name))
+                {
+                    Err(EngineError::Other(
+                        "the engine refused (failpoint remove-error)".into(),
+                    ))
+                } else {
+                    engine.remove(&id, g).await
+                };
                 zone.removed(&id, res.is_ok());
-                queue.now(k);
+                match res {
+                    Ok(()) => {
+                        removals.succeeded(&k);
+                        queue.now(k);
+                    }
+                    Err(e) => {
+                        let retry = removals.failed(&k, &name, &e.to_string());
+                        let secs = retry
+                            .saturating_duration_since(Instant::now())
+                            .as_secs_f64();
+                        warn!(group = %k, container = short_id(&id), error = %e, "removal failed; retrying in {secs:.0}s");
+                        queue.schedule(k, retry);
+                    }
+                }
             });
         }
 
@@ -747,21 +916,9 @@ impl Reconciler {
             if mem.degraded.as_ref().map(|(_, m)| m) != Some(&msg) {
                 mem.record("LaunchFailed", "-", "-", &msg);
             }
-            mem.fail(&reason, msg);
+            mem.fail(&reason, msg, &resolved.target.spec_hash);
         }
         mem.last_desired = Some(desired);
-    }
-
-    /// Records a pass that panicked as a failure of its group; returns when to try again.
-    fn failed_by_panic(&self, key: &ObjectKey, message: &str) -> Option<Instant> {
-        error!(group = %key, "reconcile failed unexpectedly (please report it): {message}");
-        let mut mem_guard = self.memory.locked();
-        let mem = mem_guard.entry(key.clone()).or_default();
-        mem.fail(
-            "InternalError",
-            format!("reconcile failed unexpectedly (please report it): {message}"),
-        );
-        mem.hold_until
     }
 
     fn note_desired(&self, key: &ObjectKey, desired: u32) {
@@ -801,9 +958,29 @@ impl Reconciler {
             .collect();
         list.sort_by(|a, b| a.zone.cmp(&b.zone).then(a.name.cmp(&b.name)));
 
+        // Containers being stopped still run: never Ready while any of them is left.
+        let stopping: usize = self.zones.iter().map(|z| z.terminating_of(key)).sum();
         let ready = counts.ready >= target.desired
             && counts.updated >= target.desired
-            && counts.current == target.desired;
+            && counts.current == target.desired
+            && stopping == 0;
+        // Failures heal as fast as they broke: converged on a spec that is not failing (a new
+        // one, or one whose instances outlived the crash window) clears Degraded and backoff.
+        if ready && remaining.is_empty() && resolved.waiting_for.is_none() && mem.degraded.is_some()
+        {
+            let crash_of_this_spec = mem.degraded.as_ref().is_some_and(|(r, _)| r == "CrashLoop")
+                && mem.failed_hash.as_deref() == Some(target.spec_hash.as_str());
+            let now = Utc::now();
+            let outlived = observed.iter().all(|(_, o)| {
+                (now - o.started_at.unwrap_or(o.created))
+                    .to_std()
+                    .is_ok_and(|up| up >= CRASH_WINDOW)
+            });
+            if !crash_of_this_spec || outlived {
+                debug!(group = %key, "converged on a healthy spec: failures forgotten");
+                mem.forget_failures();
+            }
+        }
         let mut conds: Vec<(&str, bool, String, String)> = Vec::new();
         if let Some(w) = &resolved.waiting_for {
             conds.push((
@@ -856,6 +1033,11 @@ impl Reconciler {
                 "ScalingIn",
                 format!("{} instances, {} desired", counts.current, target.desired),
             ))
+        } else if stopping > 0 {
+            Some((
+                "ScalingIn",
+                format!("{stopping} instance(s) still stopping"),
+            ))
         } else if !remaining.is_empty() {
             Some(("Rebalancing", "moving instances between zones".to_string()))
         } else if counts.ready < counts.current {
@@ -888,6 +1070,16 @@ impl Reconciler {
                     ),
                 ));
             }
+        }
+        if let Some((until, why)) = self.removals.last_error(key) {
+            let secs = until
+                .saturating_duration_since(Instant::now())
+                .as_secs_f64()
+                .ceil();
+            degraded.push((
+                "RemovalFailed".into(),
+                format!("{why}; next attempt in {secs:.0}s"),
+            ));
         }
         if let Some((r, m)) = &mem.degraded {
             let mut m = m.clone();
@@ -933,6 +1125,14 @@ impl Reconciler {
                     "the manifest has errors, the last valid version keeps running: {}",
                     errors[0]
                 ),
+            ));
+        }
+        if let Some(held) = desired.held.get(key) {
+            conds.push((
+                status::DELETION_HELD,
+                true,
+                "ManifestGone".into(),
+                held.clone(),
             ));
         }
         let now = now_secs();
@@ -1005,8 +1205,9 @@ fn is_stuck(o: &Observed) -> bool {
         .is_ok_and(|age| age >= STUCK_CREATED)
 }
 
-fn to_instance(zone: &str, o: &Observed) -> Instance {
+fn to_instance(zone: &str, o: &Observed, controller: &str) -> Instance {
     Instance {
+        foreign: o.labels.get(labels::INSTANCE) != Some(&launch_mark(controller, &o.name)),
         id: o.id.clone(),
         name: o.name.clone(),
         zone: zone.to_string(),
@@ -1059,6 +1260,13 @@ fn resolve_count(
 pub fn container_hash(lc: &LaunchConfiguration, group: &AutoScalingGroup) -> String {
     let text = serde_json::to_string(&(&lc.spec, &group.spec.domain)).expect("serializable");
     crate::manifest::short_hash(text.as_bytes())
+}
+
+/// The mark this controller puts on a container it launches: bound to the container's name,
+/// so a copy started by hand with the same labels (necessarily under another name) carries a
+/// mark that does not match. A safety net against mistakes, not a security feature.
+pub fn launch_mark(controller: &str, container_name: &str) -> String {
+    crate::manifest::short_hash(format!("{controller}\n{container_name}").as_bytes())
 }
 
 /// [`container_hash`] when the containers run with `limits`: limits the namespace's defaults
@@ -1124,6 +1332,7 @@ pub fn container_spec(
         (labels::SPEC_HASH, hash),
         (labels::ZONE, zone),
         (labels::CONTROLLER, controller),
+        (labels::INSTANCE, &launch_mark(controller, &name)),
     ] {
         all_labels.insert(k.to_string(), v.to_string());
     }

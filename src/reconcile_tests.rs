@@ -463,3 +463,181 @@ async fn a_spec_that_just_started_a_container_skips_the_slow_start() {
         "warm start took {warm:?}: slow start not skipped"
     );
 }
+
+/// A second controller process over the same engine, after `first` ran `yaml` to 3 instances.
+async fn restart_over(engine: &MemoryEngine, yaml: &str) -> Harness {
+    let first = Harness::start_with(&["a"], vec![engine.clone()], &manifests(3, "img", "a")).await;
+    first
+        .until("3 running", SECS(5), |h| h.total_running() == 3)
+        .await;
+    drop(first);
+    Harness::start_with(&["a"], vec![engine.clone()], yaml).await
+}
+
+fn web_key() -> ObjectKey {
+    ObjectKey::new(Kind::AutoScalingGroup, "default", "web")
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_restart_over_an_empty_directory_deletes_nothing_until_confirmed() {
+    let engine = MemoryEngine::new();
+    let lc_only = manifests(3, "img", "a")
+        .split("---")
+        .next()
+        .unwrap()
+        .to_string();
+    let h = restart_over(&engine, &lc_only).await;
+    h.until("reported", SECS(5), |h| {
+        h.shared.prune_report.contains(&web_key())
+    })
+    .await;
+    tokio::time::sleep(SECS(30)).await;
+    assert_eq!(h.total_running(), 3, "nothing may be removed");
+    let message = &h.shared.prune_report.all()[&web_key()];
+    assert!(
+        message.contains("defines no autoscaling group"),
+        "{message}"
+    );
+    assert!(
+        message.contains("ms delete asg web -n default"),
+        "{message}"
+    );
+    // `ms delete asg web` confirms: the containers go.
+    h.shared.confirmations.confirm(&web_key());
+    h.until("removed", SECS(5), |h| h.engines[0].containers().is_empty())
+        .await;
+    h.until("report cleared", SECS(5), |h| {
+        !h.shared.prune_report.contains(&web_key())
+    })
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_restart_while_a_manifest_has_errors_deletes_nothing_until_it_loads() {
+    let engine = MemoryEngine::new();
+    // Another group is defined; web's own file has a typo, so web is not.
+    let other = manifests(0, "img", "a").replace(
+        "name: web}\nspec:\n  launchConfiguration",
+        "name: api}\nspec:\n  launchConfiguration",
+    );
+    let h = restart_over(&engine, &other).await;
+    let mut broken = snapshot(&other);
+    broken.file_errors.insert(
+        "web.yaml".into(),
+        vec![crate::manifest::ManifestError {
+            file: "web.yaml".into(),
+            line: 3,
+            column: 3,
+            field: "spec.desiredCapasity".into(),
+            message: "unknown field".into(),
+        }],
+    );
+    h.tx.send(Arc::new(broken)).unwrap();
+    h.until("reported", SECS(5), |h| {
+        h.shared.prune_report.contains(&web_key())
+    })
+    .await;
+    tokio::time::sleep(SECS(30)).await;
+    assert_eq!(h.total_running(), 3, "a typo must not delete its group");
+    assert!(h.shared.prune_report.all()[&web_key()].contains("web.yaml"));
+    // The file loads again without web (the user really removed it): now it goes.
+    h.set(&other);
+    h.until("removed", SECS(10), |h| h.total_running() == 0)
+        .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn failed_removals_back_off_and_the_group_is_not_ready_while_they_run() {
+    let h = Harness::start(&["a"], &manifests(2, "img", "a")).await;
+    h.until("2 running", SECS(5), |h| h.total_running() == 2)
+        .await;
+    h.engines[0].fail_removals(Some("engine answered 500: device busy"));
+    h.engines[0].reset_calls();
+    h.set(&manifests(0, "img", "a"));
+    tokio::time::sleep(SECS(30)).await;
+    let calls = h.engines[0].calls().remove;
+    // Two containers, backoff 1, 2, 4, 8, 16 s: a handful of attempts, not a hot loop.
+    assert!(
+        (2..=16).contains(&calls),
+        "{calls} removal attempts in 30 s"
+    );
+    let s = h.status("web").unwrap();
+    let ready = s.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
+    assert_eq!(ready.status, "False", "{s:#?}");
+    let degraded = s.conditions.iter().find(|c| c.type_ == "Degraded").unwrap();
+    assert_eq!(degraded.reason, "RemovalFailed", "{s:#?}");
+    assert!(
+        degraded.message.contains("device busy"),
+        "{}",
+        degraded.message
+    );
+    assert_eq!(h.total_running(), 2);
+    // The engine recovers: the removals go through at the next attempt, and the group is Ready.
+    h.engines[0].fail_removals(None);
+    h.until("removed", SECS(70), |h| {
+        h.engines[0].containers().is_empty()
+    })
+    .await;
+    h.until("ready", SECS(5), |h| {
+        h.status("web").is_some_and(|s| {
+            s.conditions
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True")
+                && s.conditions
+                    .iter()
+                    .any(|c| c.type_ == "Degraded" && c.status == "False")
+        })
+    })
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_fixed_launch_configuration_does_not_wait_out_the_old_backoff() {
+    let engine = MemoryEngine::new();
+    engine.crash_on_start("broken:1", 1);
+    let h = Harness::start_with(&["a"], vec![engine], &manifests(2, "broken:1", "a")).await;
+    // Let the crash loop build up a long backoff.
+    tokio::time::sleep(SECS(40)).await;
+    let s = h.status("web").unwrap();
+    let degraded = s.conditions.iter().find(|c| c.type_ == "Degraded").unwrap();
+    assert_eq!(degraded.reason, "CrashLoop", "{s:#?}");
+    // The fix: a new image, a new spec hash.
+    let fixed_at = Instant::now();
+    h.set(&manifests(2, "good:1", "a"));
+    h.until("converged and healthy", SECS(60), |h| {
+        h.total_running() == 2
+            && h.status("web").is_some_and(|s| {
+                s.conditions
+                    .iter()
+                    .any(|c| c.type_ == "Degraded" && c.status == "False")
+            })
+    })
+    .await;
+    assert!(
+        fixed_at.elapsed() < SECS(3),
+        "healed {:?} after the fix",
+        fixed_at.elapsed()
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_held_group_whose_containers_vanish_is_no_longer_reported() {
+    let engine = MemoryEngine::new();
+    let lc_only = manifests(3, "img", "a")
+        .split("---")
+        .next()
+        .unwrap()
+        .to_string();
+    let h = restart_over(&engine, &lc_only).await;
+    h.until("reported", SECS(5), |h| {
+        h.shared.prune_report.contains(&web_key())
+    })
+    .await;
+    for c in engine.containers() {
+        engine.remove_by_hand(&c.id).unwrap();
+    }
+    h.until("cleared", SECS(10), |h| {
+        !h.shared.prune_report.contains(&web_key())
+    })
+    .await;
+}

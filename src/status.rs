@@ -96,6 +96,9 @@ pub const READY: &str = "Ready";
 pub const PROGRESSING: &str = "Progressing";
 pub const DEGRADED: &str = "Degraded";
 pub const INVALID: &str = "Invalid";
+/// Present (True) only while the deletion of the group is held: no manifest defines it any more,
+/// but it keeps running until the deletion is confirmed (see `crate::prune`).
+pub const DELETION_HELD: &str = "DeletionHeld";
 
 /// A Kubernetes-style condition.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]

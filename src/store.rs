@@ -67,8 +67,9 @@ pub struct Desired {
     /// valid version in `objects` (a typo never scales anything down).
     pub file_errors: BTreeMap<PathBuf, Vec<ManifestError>>,
     pub conflicts: Vec<Conflict>,
-    /// Set while a reload that would have deleted every group was refused.
-    pub empty_refused: Option<String>,
+    /// Groups whose deletion is held (see [`crate::prune`]): their last objects stay in
+    /// `objects`, and this says why and how to confirm.
+    pub held: BTreeMap<ObjectKey, String>,
     /// True once the first full load of the directory is done (`/readyz`).
     pub loaded: bool,
 }
@@ -116,11 +117,12 @@ impl Desired {
         }
     }
 
-    /// Errors of the file an object lives in (the object then runs its last valid version).
+    /// Errors of the file an object lives in, or of a directory above it that cannot be read
+    /// (the object then runs its last valid version).
     pub fn errors_for(&self, key: &ObjectKey) -> &[ManifestError] {
         self.objects
             .get(key)
-            .and_then(|e| self.file_errors.get(&e.file))
+            .and_then(|e| e.file.ancestors().find_map(|p| self.file_errors.get(p)))
             .map(Vec::as_slice)
             .unwrap_or(&[])
     }

@@ -27,28 +27,10 @@ mod targets;
 
 use crate::liveness::Beat;
 use crate::manifest::{self, Kind, ManifestError, Object, ObjectKey, ParsedFile};
+use crate::prune;
 use crate::statusfile::OwnWrites;
 use crate::store::{Conflict, Desired, Entry};
 use crate::tenancy::Tenancy;
-
-/// A deadline (milliseconds since the epoch) until which reloads may delete every group: set by
-/// an explicit `ms delete` of the last group, which confirms the intent an emptied directory
-/// does not show.
-#[derive(Debug, Clone, Default)]
-pub struct EmptyConfirmation(Arc<std::sync::atomic::AtomicI64>);
-
-impl EmptyConfirmation {
-    /// Confirms emptying for the next `window`.
-    pub fn confirm(&self, window: Duration) {
-        let until = Utc::now().timestamp_millis() + window.as_millis() as i64;
-        self.0.store(until, Ordering::SeqCst);
-    }
-
-    /// Whether emptying is confirmed now.
-    pub fn is_confirmed(&self) -> bool {
-        Utc::now().timestamp_millis() <= self.0.load(Ordering::SeqCst)
-    }
-}
 
 /// How the directory is watched.
 #[derive(Debug, Clone)]
@@ -61,8 +43,8 @@ pub struct WatchOptions {
     pub rescan_period: Duration,
     /// Accept a reload that deletes every group at once (`--allow-empty`).
     pub allow_empty: bool,
-    /// Set by an explicit delete of the last group: accepts such a reload for a short while.
-    pub confirm_empty: EmptyConfirmation,
+    /// Deletions confirmed by name (`ms delete`): never held, never made to settle.
+    pub confirmations: Arc<prune::Confirmations>,
     /// Told, after each load, which files changed (content, creation, removal), so the status
     /// writer compares its blocks with them (level-triggered status).
     pub changed_files: Option<mpsc::UnboundedSender<Vec<PathBuf>>>,
@@ -83,7 +65,7 @@ impl WatchOptions {
             debounce: Duration::from_millis(50),
             rescan_period: Duration::from_secs(30),
             allow_empty: false,
-            confirm_empty: EmptyConfirmation::default(),
+            confirmations: Arc::default(),
             changed_files: None,
             ignore: Vec::new(),
             tenancy: Arc::default(),
@@ -91,6 +73,11 @@ impl WatchOptions {
         }
     }
 }
+
+/// A reload that drops objects is believed only when a read at least this much later still
+/// drops them: a file read while it is being rewritten (truncated, not yet written), a `git
+/// checkout` halfway through or a rename in progress all look like a deletion for a moment.
+pub const DELETION_SETTLE: Duration = Duration::from_millis(500);
 
 /// A burst of events never delays a reload by more than this after its first event.
 const MAX_DEBOUNCE: Duration = Duration::from_secs(1);
@@ -174,12 +161,16 @@ impl Loader {
     /// Skips hidden files and directories (`.git`, `.web.yaml.swp`, the writer's
     /// `.web.yaml.ms-tmp-*`) and editor backups ending in `~`. A file that cannot be read is
     /// reported as a file error (so what it defined keeps running) rather than treated as
-    /// deleted. A missing directory loads as empty.
+    /// deleted; so is a directory that cannot be listed (permissions, I/O error, no file
+    /// descriptor left): it appears keyed by its own path, with the error. A missing directory
+    /// loads as empty.
     pub fn load(&mut self, dir: &Path) -> BTreeMap<PathBuf, ParsedFile> {
         let mut paths = Vec::new();
-        walk(dir, 0, &mut paths);
+        let mut unreadable = Vec::new();
+        walk(dir, 0, &mut paths, &mut unreadable);
         if !self.ignore.is_empty() {
             paths.retain(|p| !self.ignore.iter().any(|i| p.starts_with(i)));
+            unreadable.retain(|(p, _)| !self.ignore.iter().any(|i| p.starts_with(i)));
         }
         self.changed.clear();
         let mut out = BTreeMap::new();
@@ -193,6 +184,12 @@ impl Loader {
         }
         let removed = self.cache.keys().filter(|p| !seen.contains(*p)).cloned();
         self.changed.extend(removed.collect::<Vec<_>>());
+        for (path, error) in unreadable {
+            out.insert(
+                path.clone(),
+                file_error(&path, format!("cannot read the directory: {error}")),
+            );
+        }
         self.cache.retain(|p, _| seen.contains(p));
         self.loaded_once = true;
         out
@@ -283,16 +280,28 @@ fn is_manifest_name(name: &str) -> bool {
     !is_ignored_name(name) && (name.ends_with(".yaml") || name.ends_with(".yml"))
 }
 
-fn walk(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) {
+/// Collects manifest paths below `dir` into `out`, and the directories that could not be listed
+/// completely (with why) into `unreadable`: those must not count as emptied.
+fn walk(dir: &Path, depth: usize, out: &mut Vec<PathBuf>, unreadable: &mut Vec<(PathBuf, String)>) {
     let entries = match fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) if depth == 0 && e.kind() == std::io::ErrorKind::NotFound => return,
         Err(e) => {
-            warn!(dir = %dir.display(), "cannot read directory: {e}");
+            warn!(dir = %dir.display(), "cannot read directory: {e}; what it defined keeps running");
+            unreadable.push((dir.to_path_buf(), e.to_string()));
             return;
         }
     };
-    for entry in entries.flatten() {
+    for entry in entries {
+        let entry = match entry {
+            Ok(entry) => entry,
+            Err(e) => {
+                // A listing cut short (I/O error): what was not listed is not gone.
+                warn!(dir = %dir.display(), "cannot list directory: {e}; what it defined keeps running");
+                unreadable.push((dir.to_path_buf(), e.to_string()));
+                break;
+            }
+        };
         let name = entry.file_name();
         let name = name.to_string_lossy();
         if is_ignored_name(&name) {
@@ -303,18 +312,30 @@ fn walk(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) {
         match fs::metadata(&path) {
             Ok(m) if m.is_dir() => {
                 if depth < MAX_DEPTH {
-                    walk(&path, depth + 1, out);
+                    walk(&path, depth + 1, out, unreadable);
                 } else {
                     warn!(dir = %path.display(), "directory nested too deep (a symlink loop?); skipped");
                 }
             }
             // A broken or unreadable entry named like a manifest is reported when read.
             Ok(_) | Err(_) if is_manifest_name(&name) => out.push(path),
+            // A directory (or a link to one) that cannot be looked at may hold manifests. A
+            // dangling link is nothing.
+            Err(e)
+                if e.kind() != std::io::ErrorKind::NotFound
+                    && entry
+                        .file_type()
+                        .is_ok_and(|t| t.is_dir() || t.is_symlink()) =>
+            {
+                warn!(dir = %path.display(), "cannot read directory: {e}; what it defined keeps running");
+                unreadable.push((path, e.to_string()));
+            }
             _ => {}
         }
     }
     if depth == 0 {
         out.sort();
+        unreadable.sort();
     }
 }
 
@@ -327,11 +348,13 @@ fn walk(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) {
 /// - Valid files contribute their objects. One identity lives in one file: when two files (or
 ///   two documents) define it, the first by path wins and the other is listed in `conflicts`.
 /// - A file with errors contributes its errors to `file_errors` and keeps the objects the
-///   previous snapshot had from it: the last valid version keeps running.
-/// - A file that is gone takes its objects with it.
-/// - A reload that would delete every `AutoScalingGroup` while `prev` had some is refused
-///   (unless `allow_empty`): the previous objects stay and `empty_refused` says why. A later
-///   state with at least one group clears it.
+///   previous snapshot had from it: the last valid version keeps running. A directory that
+///   cannot be read (keyed by its own path) does the same for the files below it.
+/// - A file that is gone takes its objects with it, unless [`prune::judge`] holds the deletion
+///   of a group (directory emptied, a namespace or most groups gone at once, files with
+///   errors): then the group, its launch configuration and its policies stay as last loaded,
+///   and `held` says why until the manifest is back or the deletion is confirmed
+///   (`allow_empty`, or `confirmed` by name).
 /// - `first_seen` is carried over per identity (`now` for new ones); `warnings` are the
 ///   parser's plus the missing references ([`manifest::missing_references`]).
 pub fn build_snapshot(
@@ -340,12 +363,30 @@ pub fn build_snapshot(
     allow_empty: bool,
     now: DateTime<Utc>,
 ) -> Desired {
+    build_snapshot_confirmed(prev, files, allow_empty, &|_| false, now)
+}
+
+/// [`build_snapshot`], with deletions confirmed by name (`ms delete`) never held.
+pub fn build_snapshot_confirmed(
+    prev: &Desired,
+    files: &BTreeMap<PathBuf, ParsedFile>,
+    allow_empty: bool,
+    confirmed: &dyn Fn(&ObjectKey) -> bool,
+    now: DateTime<Utc>,
+) -> Desired {
     let mut objects: BTreeMap<ObjectKey, Entry> = BTreeMap::new();
     let mut conflicts = Vec::new();
     let mut file_errors = BTreeMap::new();
     // Missing-reference warnings of the previous snapshot, to strip them from kept entries
     // (they are recomputed below) while keeping those entries' parser warnings.
     let prev_refs = reference_warnings(&prev.objects);
+    let kept = |k: &ObjectKey, e: &Entry| {
+        let mut e = e.clone();
+        if let Some(w) = prev_refs.get(k) {
+            e.warnings.retain(|x| x != w);
+        }
+        (k.clone(), e)
+    };
 
     for (path, parsed) in files {
         let candidates: Vec<(ObjectKey, Entry)> = if parsed.errors.is_empty() {
@@ -360,16 +401,13 @@ pub fn build_snapshot(
                 .collect()
         } else {
             file_errors.insert(path.clone(), parsed.errors.clone());
+            // The file itself, or (an unreadable directory) the files below it not listed now.
             prev.objects
                 .iter()
-                .filter(|(_, e)| &e.file == path)
-                .map(|(k, e)| {
-                    let mut e = e.clone();
-                    if let Some(w) = prev_refs.get(k) {
-                        e.warnings.retain(|x| x != w);
-                    }
-                    (k.clone(), e)
+                .filter(|(_, e)| {
+                    &e.file == path || (e.file.starts_with(path) && !files.contains_key(&e.file))
                 })
+                .map(|(k, e)| kept(k, e))
                 .collect()
         };
         for (key, entry) in candidates {
@@ -386,39 +424,32 @@ pub fn build_snapshot(
         }
     }
 
-    let had_groups = prev.groups().count();
-    let has_groups = objects.keys().any(|k| k.kind == Kind::AutoScalingGroup);
-    let mut empty_refused = None;
-    if had_groups > 0 && !has_groups && !allow_empty {
-        let names: Vec<String> = prev
-            .groups()
-            .take(5)
-            .map(|(k, _, _)| format!("{}/{}", k.namespace, k.name))
-            .collect();
-        let more = if had_groups > names.len() {
-            ", ..."
-        } else {
-            ""
-        };
-        empty_refused = Some(format!(
-            "refused a reload that would delete all {had_groups} autoscaling group(s) at once ({}{more}): \
-             the manifest directory defines none now (emptied, unmounted, or a wrong checkout?). \
-             They keep running as last loaded. Put a manifest back, or restart the controller with \
-             --allow-empty if deleting them all is intended",
-            names.join(", ")
-        ));
-        objects = prev
-            .objects
-            .iter()
-            .map(|(k, e)| {
-                let mut e = e.clone();
-                if let Some(w) = prev_refs.get(k) {
-                    e.warnings.retain(|x| x != w);
-                }
-                (k.clone(), e)
-            })
-            .collect();
+    // Groups that would go: the prune rules decide which really may.
+    let group_keys = |o: &BTreeMap<ObjectKey, Entry>| -> BTreeSet<ObjectKey> {
+        o.keys()
+            .filter(|k| k.kind == Kind::AutoScalingGroup)
+            .cloned()
+            .collect()
+    };
+    let remaining = group_keys(&objects);
+    let deleting: BTreeSet<ObjectKey> = group_keys(&prev.objects)
+        .difference(&remaining)
+        .cloned()
+        .collect();
+    let error_paths: Vec<PathBuf> = file_errors.keys().cloned().collect();
+    let holds = prune::judge(&deleting, &remaining, &error_paths, allow_empty, confirmed);
+    for key in holds.keys() {
+        for k in with_dependencies(prev, key) {
+            if !objects.contains_key(&k) {
+                let (k, e) = kept(&k, &prev.objects[&k]);
+                objects.insert(k, e);
+            }
+        }
     }
+    let held = holds
+        .iter()
+        .map(|(k, reason)| (k.clone(), reason.message(k)))
+        .collect();
 
     for (key, warning) in reference_warnings(&objects) {
         if let Some(e) = objects.get_mut(&key) {
@@ -430,9 +461,34 @@ pub fn build_snapshot(
         objects,
         file_errors,
         conflicts,
-        empty_refused,
+        held,
         loaded: true,
     }
+}
+
+/// A group of `prev` and what it needs to keep running as it did: its launch configuration and
+/// the policies that set its capacity (those present in `prev`).
+fn with_dependencies(prev: &Desired, group: &ObjectKey) -> Vec<ObjectKey> {
+    let Some(g) = prev.group(group) else {
+        return Vec::new();
+    };
+    let mut out = vec![group.clone()];
+    let lc = ObjectKey::new(
+        Kind::LaunchConfiguration,
+        group.namespace.clone(),
+        g.spec.launch_configuration.clone(),
+    );
+    if prev.objects.contains_key(&lc) {
+        out.push(lc);
+    }
+    out.extend(
+        prev.policies()
+            .filter(|(k, p, _)| {
+                k.namespace == group.namespace && p.spec.auto_scaling_group == group.name
+            })
+            .map(|(k, _, _)| k.clone()),
+    );
+    out
 }
 
 /// [`manifest::missing_references`] as warnings located at each object's document.
@@ -474,7 +530,7 @@ pub fn same_meaning(a: &Desired, b: &Desired) -> bool {
             .collect()
     };
     a.loaded == b.loaded
-        && a.empty_refused == b.empty_refused
+        && a.held == b.held
         && a.conflicts == b.conflicts
         && a.file_errors == b.file_errors
         && a.objects.len() == b.objects.len()
@@ -516,12 +572,20 @@ fn log_changes(dir: &Path, prev: &Desired, next: &Desired) {
             );
         }
     }
-    match (&prev.empty_refused, &next.empty_refused) {
-        (None, Some(msg)) => error!(dir = %dir.display(), "{msg}"),
-        (Some(_), None) => {
-            info!(dir = %dir.display(), "manifests are back; empty-reload refusal cleared")
+    for (key, msg) in &next.held {
+        if prev.held.get(key) != Some(msg) {
+            error!(dir = %dir.display(), "{msg}");
         }
-        _ => {}
+    }
+    for key in prev.held.keys() {
+        if !next.held.contains_key(key) {
+            let outcome = if next.objects.contains_key(key) {
+                "its manifest is back"
+            } else {
+                "confirmed, it is deleted"
+            };
+            info!(group = %key, "deletion no longer held: {outcome}");
+        }
     }
 }
 
@@ -668,8 +732,10 @@ fn absolute_dir(dir: &Path) -> PathBuf {
 struct State {
     dir: PathBuf,
     allow_empty: bool,
-    confirm_empty: EmptyConfirmation,
+    confirmations: Arc<prune::Confirmations>,
     loader: Loader,
+    /// Objects the latest reads dropped, and since when: kept until [`DELETION_SETTLE`] later.
+    dropping: BTreeMap<ObjectKey, Instant>,
     /// The latest snapshot built: the `prev` of the next one.
     built: Desired,
     /// The latest snapshot sent.
@@ -687,7 +753,9 @@ struct State {
 }
 
 impl State {
-    async fn rescan(&mut self, tx: &watch::Sender<Arc<Desired>>) {
+    /// Reloads the directory and publishes what changed. Returns when to read again to settle
+    /// a deletion seen for the first time (see [`DELETION_SETTLE`]).
+    async fn rescan(&mut self, tx: &watch::Sender<Arc<Desired>>) -> Option<Instant> {
         let mut loader = std::mem::take(&mut self.loader);
         let dir = self.dir.clone();
         let tenancy = self.tenancy.clone();
@@ -710,8 +778,16 @@ impl State {
         }
         self.missing_logged = !exists;
 
-        let allow_empty = self.allow_empty || self.confirm_empty.is_confirmed();
-        let next = build_snapshot(&self.built, &files, allow_empty, Utc::now());
+        let confirmations = self.confirmations.clone();
+        let confirmed = |k: &ObjectKey| confirmations.is_confirmed(k);
+        let mut next = build_snapshot_confirmed(
+            &self.built,
+            &files,
+            self.allow_empty,
+            &confirmed,
+            Utc::now(),
+        );
+        let recheck = self.settle(&mut next, &confirmed);
         log_changes(&self.dir, &self.built, &next);
         self.built = next;
         if !same_meaning(&self.published, &self.built) {
@@ -731,6 +807,37 @@ impl State {
             }
         }
         self.beat.touch();
+        recheck
+    }
+
+    /// Keeps in `next` the objects of the previous snapshot that it drops, until a read
+    /// [`DELETION_SETTLE`] after the first one that dropped them still does (a confirmed
+    /// deletion goes at once). Returns when that read is due.
+    fn settle(
+        &mut self,
+        next: &mut Desired,
+        confirmed: &dyn Fn(&ObjectKey) -> bool,
+    ) -> Option<Instant> {
+        let now = Instant::now();
+        let dropped: BTreeSet<ObjectKey> = self
+            .built
+            .objects
+            .keys()
+            .filter(|k| !next.objects.contains_key(*k) && !confirmed(k))
+            .cloned()
+            .collect();
+        self.dropping.retain(|k, _| dropped.contains(k));
+        for key in dropped {
+            let since = *self.dropping.entry(key.clone()).or_insert(now);
+            if now.duration_since(since) >= DELETION_SETTLE {
+                self.dropping.remove(&key);
+            } else {
+                debug!(object = %key, "dropped by this read; kept until a later read confirms it");
+                next.objects
+                    .insert(key.clone(), self.built.objects[&key].clone());
+            }
+        }
+        self.dropping.values().min().map(|t| *t + DELETION_SETTLE)
     }
 }
 
@@ -751,8 +858,9 @@ pub(crate) async fn run_with(
     let mut state = State {
         dir: dir.clone(),
         allow_empty: opts.allow_empty,
-        confirm_empty: opts.confirm_empty.clone(),
+        confirmations: opts.confirmations.clone(),
         loader,
+        dropping: BTreeMap::new(),
         built: Desired::default(),
         published: Desired::default(),
         missing_logged: false,
@@ -766,7 +874,7 @@ pub(crate) async fn run_with(
     info!(dir = %dir.display(), "watching the manifest directory");
     // Watch first, then load: a change made during the load is then seen as an event.
     dir_watch.ensure(&dir, &ev_tx);
-    state.rescan(&tx).await;
+    let mut recheck = state.rescan(&tx).await;
 
     let period = opts.rescan_period.max(Duration::from_millis(10));
     let mut ticker = tokio::time::interval_at(Instant::now() + period, period);
@@ -777,6 +885,9 @@ pub(crate) async fn run_with(
             _ = shutdown.cancelled() => return,
             _ = rescan.notified() => debug!("rescan requested"),
             _ = ticker.tick() => {}
+            _ = sleep_until(recheck.unwrap_or_else(far_future)), if recheck.is_some() => {
+                debug!("reading again to settle a deletion")
+            }
             Some(event) = ev_rx.recv() => {
                 if !is_relevant(&dir, &event) {
                     continue;
@@ -796,25 +907,19 @@ pub(crate) async fn run_with(
             }
         }
         dir_watch.ensure(&dir, &ev_tx);
-        state.rescan(&tx).await;
+        recheck = state.rescan(&tx).await;
         ticker.reset();
     }
+}
+
+fn far_future() -> Instant {
+    Instant::now() + Duration::from_secs(86_400)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn an_empty_confirmation_holds_for_its_window_only() {
-        let c = EmptyConfirmation::default();
-        assert!(!c.is_confirmed());
-        c.confirm(Duration::from_secs(5));
-        assert!(c.is_confirmed());
-        c.confirm(Duration::ZERO);
-        std::thread::sleep(Duration::from_millis(5));
-        assert!(!c.is_confirmed());
-    }
     use crate::manifest::{
         AutoScalingGroupSpec, LaunchConfigurationSpec, Manifest, Metadata, ParsedObject,
         API_VERSION,
@@ -923,7 +1028,7 @@ mod tests {
         assert_eq!(web.generation, group("web", "web", 2).spec_hash());
         assert_eq!(web.first_seen, t(0));
         assert!(web.warnings.is_empty());
-        assert!(d.file_errors.is_empty() && d.conflicts.is_empty() && d.empty_refused.is_none());
+        assert!(d.file_errors.is_empty() && d.conflicts.is_empty() && d.held.is_empty());
     }
 
     #[test]
@@ -987,7 +1092,7 @@ mod tests {
         );
         assert!(d.objects.is_empty());
         assert_eq!(d.file_errors.len(), 1);
-        assert!(d.empty_refused.is_none());
+        assert!(d.held.is_empty());
     }
 
     #[test]
@@ -1003,7 +1108,7 @@ mod tests {
         )]);
         let d2 = build_snapshot(&d1, &v2, false, t(1));
         assert!(!d2.objects.contains_key(&gkey("api")));
-        assert!(d2.empty_refused.is_none());
+        assert!(d2.held.is_empty());
     }
 
     #[test]
@@ -1015,24 +1120,134 @@ mod tests {
         let d1 = build_snapshot(&Desired::default(), &v1, false, t(0));
         let refused = build_snapshot(&d1, &BTreeMap::new(), false, t(1));
         assert_eq!(refused.objects.len(), 3);
-        let msg = refused.empty_refused.as_deref().unwrap();
-        assert!(msg.contains("all 2 autoscaling group(s)"), "{msg}");
-        assert!(msg.contains("default/api, default/web"), "{msg}");
+        assert_eq!(refused.held.len(), 2);
+        let msg = &refused.held[&gkey("web")];
+        assert!(msg.contains("defines no autoscaling group"), "{msg}");
+        assert!(msg.contains("ms delete asg web -n default"), "{msg}");
         assert!(msg.contains("--allow-empty"), "{msg}");
         // Only the launch configuration left: still no group, still refused.
         let only_lc = files(vec![("/m/a.yaml", ok(vec![lc("web")]))]);
         let still = build_snapshot(&refused, &only_lc, false, t(2));
-        assert!(still.empty_refused.is_some());
+        assert_eq!(still.held.len(), 2);
         assert_eq!(still.groups().count(), 2);
-        // A state with a group again clears the refusal.
+        // A state with a group again lets the other go (one of two in its namespace).
         let back = files(vec![(
             "/m/a.yaml",
             ok(vec![lc("web"), group("web", "web", 1)]),
         )]);
         let cleared = build_snapshot(&still, &back, false, t(3));
-        assert!(cleared.empty_refused.is_none());
+        assert!(cleared.held.is_empty());
         assert_eq!(cleared.groups().count(), 1);
         assert_eq!(cleared.objects[&gkey("web")].first_seen, t(0));
+    }
+
+    fn nkey(ns: &str, kind: Kind, name: &str) -> ObjectKey {
+        ObjectKey::new(kind, ns, name)
+    }
+
+    fn in_namespace(ns: &str, mut o: Object) -> Object {
+        match &mut o {
+            Object::AutoScalingGroup(m) => m.metadata.namespace = ns.into(),
+            Object::LaunchConfiguration(m) => m.metadata.namespace = ns.into(),
+            Object::ScalingPolicy(m) => m.metadata.namespace = ns.into(),
+        }
+        o
+    }
+
+    #[test]
+    fn removing_a_namespace_folder_holds_its_groups_with_their_launch_configurations() {
+        let team = |name: &str| {
+            ok(vec![
+                in_namespace("team-b", lc(name)),
+                in_namespace("team-b", group(name, name, 1)),
+            ])
+        };
+        let v1 = files(vec![
+            ("/m/a.yaml", ok(vec![lc("web"), group("web", "web", 1)])),
+            ("/m/team-b/x.yaml", team("x")),
+            ("/m/team-b/y.yaml", team("y")),
+        ]);
+        let d1 = build_snapshot(&Desired::default(), &v1, false, t(0));
+        let v2 = files(vec![(
+            "/m/a.yaml",
+            ok(vec![lc("web"), group("web", "web", 1)]),
+        )]);
+        let d2 = build_snapshot(&d1, &v2, false, t(1));
+        assert_eq!(d2.objects.len(), 6, "{:?}", d2.objects.keys());
+        let x = nkey("team-b", Kind::AutoScalingGroup, "x");
+        assert!(
+            d2.held[&x].contains("every group of namespace `team-b`"),
+            "{:?}",
+            d2.held
+        );
+        assert!(d2
+            .objects
+            .contains_key(&nkey("team-b", Kind::LaunchConfiguration, "x")));
+        // Confirming one by name lets it go, with its launch configuration; the other stays.
+        let d3 = build_snapshot_confirmed(&d2, &v2, false, &|k: &ObjectKey| k == &x, t(2));
+        assert!(!d3.objects.contains_key(&x));
+        assert!(!d3
+            .objects
+            .contains_key(&nkey("team-b", Kind::LaunchConfiguration, "x")));
+        assert_eq!(d3.held.len(), 1);
+        assert!(d3
+            .held
+            .contains_key(&nkey("team-b", Kind::AutoScalingGroup, "y")));
+    }
+
+    #[test]
+    fn while_a_file_has_errors_no_group_is_deleted_for_lack_of_a_manifest() {
+        let v1 = files(vec![
+            ("/m/a.yaml", ok(vec![lc("web"), group("web", "web", 1)])),
+            ("/m/b.yaml", ok(vec![group("api", "web", 1)])),
+            ("/m/c.yaml", ok(vec![group("jobs", "web", 1)])),
+        ]);
+        let d1 = build_snapshot(&Desired::default(), &v1, false, t(0));
+        // `api` moved into c.yaml, which now has a typo: api must not go.
+        let v2 = files(vec![
+            ("/m/a.yaml", ok(vec![lc("web"), group("web", "web", 1)])),
+            ("/m/c.yaml", broken("/m/c.yaml")),
+        ]);
+        let d2 = build_snapshot(&d1, &v2, true, t(1));
+        assert!(d2.objects.contains_key(&gkey("api")));
+        assert!(d2.held[&gkey("api")].contains("/m/c.yaml"), "{:?}", d2.held);
+        assert!(d2.objects.contains_key(&gkey("jobs")), "kept as last valid");
+        // Fixed: api is really gone now.
+        let v3 = files(vec![
+            ("/m/a.yaml", ok(vec![lc("web"), group("web", "web", 1)])),
+            ("/m/c.yaml", ok(vec![group("jobs", "web", 1)])),
+        ]);
+        let d3 = build_snapshot(&d2, &v3, false, t(2));
+        assert!(!d3.objects.contains_key(&gkey("api")));
+        assert!(d3.held.is_empty());
+    }
+
+    #[test]
+    fn an_unreadable_directory_keeps_what_its_files_defined() {
+        let v1 = files(vec![
+            ("/m/a.yaml", ok(vec![lc("web"), group("web", "web", 1)])),
+            ("/m/team/b.yaml", ok(vec![group("api", "web", 2)])),
+            ("/m/team/c.yaml", ok(vec![group("jobs", "web", 1)])),
+        ]);
+        let d1 = build_snapshot(&Desired::default(), &v1, false, t(0));
+        // The listing of /m/team failed part-way: c.yaml was read, b.yaml was not.
+        let v2 = files(vec![
+            ("/m/a.yaml", ok(vec![lc("web"), group("web", "web", 1)])),
+            (
+                "/m/team",
+                file_error(
+                    Path::new("/m/team"),
+                    "cannot read the directory: Permission denied".into(),
+                ),
+            ),
+            ("/m/team/c.yaml", ok(vec![group("jobs", "web", 3)])),
+        ]);
+        let d2 = build_snapshot(&d1, &v2, false, t(1));
+        assert_eq!(desired_of(&d2, "api"), Some(2));
+        assert_eq!(desired_of(&d2, "jobs"), Some(3), "what was read is current");
+        assert!(d2.conflicts.is_empty(), "{:?}", d2.conflicts);
+        assert_eq!(d2.errors_for(&gkey("api")).len(), 1);
+        assert!(d2.errors_for(&gkey("web")).is_empty());
     }
 
     #[test]
@@ -1041,10 +1256,10 @@ mod tests {
         let d1 = build_snapshot(&Desired::default(), &v1, false, t(0));
         let d2 = build_snapshot(&d1, &BTreeMap::new(), true, t(1));
         assert!(d2.objects.is_empty());
-        assert!(d2.empty_refused.is_none());
+        assert!(d2.held.is_empty());
         // Never having had a group is not a refusal either.
         let d3 = build_snapshot(&Desired::default(), &BTreeMap::new(), false, t(0));
-        assert!(d3.objects.is_empty() && d3.empty_refused.is_none() && d3.loaded);
+        assert!(d3.objects.is_empty() && d3.held.is_empty() && d3.loaded);
     }
 
     #[test]
@@ -1413,6 +1628,59 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_file_read_while_it_is_rewritten_deletes_nothing() {
+        let mut h = harness_with(
+            &[
+                ("web.yaml", manifest("web", 2)),
+                ("api.yaml", manifest("api", 1)),
+            ],
+            false,
+        )
+        .await;
+        h.settle().await;
+        // Every snapshot published from now on must still have web.
+        let mut rx = h.rx.clone();
+        let watching = CancellationToken::new();
+        let stop = watching.clone();
+        let lost = tokio::spawn(async move {
+            let mut lost = false;
+            loop {
+                tokio::select! {
+                    r = rx.changed() => if r.is_err() { return lost },
+                    _ = stop.cancelled() => return lost,
+                }
+                lost |= rx.borrow_and_update().group(&gkey("web")).is_none();
+            }
+        });
+        // An editor (or `fs::write`) truncates, then writes: the watcher reads the empty file
+        // in between, and then the new text has a typo.
+        fs::File::create(h.path("web.yaml")).unwrap();
+        h.rescan.notify_one();
+        sleep(Duration::from_millis(200)).await;
+        fs::write(
+            h.path("web.yaml"),
+            manifest("web", 2).replace("desiredCapacity", "desiredCapasity"),
+        )
+        .unwrap();
+        let d = h.wait_for(|d| !d.file_errors.is_empty()).await;
+        assert_eq!(
+            desired_of(&d, "web"),
+            Some(2),
+            "the last valid version runs"
+        );
+        h.settle().await;
+        assert_eq!(desired_of(&h.rx.borrow(), "web"), Some(2));
+        watching.cancel();
+        assert!(!lost.await.unwrap(), "a snapshot without web was published");
+        // Removing the file for good deletes the group, once a later read agrees.
+        let removed_at = Instant::now();
+        fs::remove_file(h.path("web.yaml")).unwrap();
+        h.wait_for(|d| d.group(&gkey("web")).is_none()).await;
+        assert!(removed_at.elapsed() >= DELETION_SETTLE);
+        h.stop().await;
+    }
+
+    #[tokio::test]
     async fn deleting_every_file_is_refused() {
         let mut h = harness_with(
             &[
@@ -1425,10 +1693,13 @@ mod tests {
         fs::remove_file(h.path("web.yaml")).unwrap();
         h.wait_for(|d| d.group(&gkey("web")).is_none()).await;
         fs::remove_file(h.path("api.yaml")).unwrap();
-        let d = h.wait_for(|d| d.empty_refused.is_some()).await;
+        let d = h.wait_for(|d| !d.held.is_empty()).await;
         assert_eq!(desired_of(&d, "api"), Some(1));
         fs::write(h.path("new.yaml"), manifest("new", 1)).unwrap();
-        let d = h.wait_for(|d| d.empty_refused.is_none()).await;
+        // api may go now (one of two groups of its namespace), after the settle time.
+        let d = h
+            .wait_for(|d| d.held.is_empty() && d.group(&gkey("api")).is_none())
+            .await;
         assert_eq!(d.groups().count(), 1);
         h.stop().await;
     }
@@ -1438,13 +1709,13 @@ mod tests {
         let mut h = harness_with(&[("web.yaml", manifest("web", 2))], false).await;
         let dir = h.dir.path().to_path_buf();
         fs::remove_dir_all(&dir).unwrap();
-        let d = h.wait_for(|d| d.empty_refused.is_some()).await;
+        let d = h.wait_for(|d| !d.held.is_empty()).await;
         assert_eq!(desired_of(&d, "web"), Some(2));
         // The directory comes back: a requested rescan re-watches it.
         fs::create_dir(&dir).unwrap();
         fs::write(dir.join("web.yaml"), manifest("web", 4)).unwrap();
         h.rescan.notify_one();
-        h.wait_for(|d| desired_of(d, "web") == Some(4) && d.empty_refused.is_none())
+        h.wait_for(|d| desired_of(d, "web") == Some(4) && d.held.is_empty())
             .await;
         fs::write(dir.join("api.yaml"), manifest("api", 1)).unwrap();
         h.wait_for(|d| desired_of(d, "api") == Some(1)).await;
@@ -1453,7 +1724,7 @@ mod tests {
         let mut h = harness_with(&[("web.yaml", manifest("web", 2))], true).await;
         fs::remove_file(h.path("web.yaml")).unwrap();
         let d = h.wait_for(|d| d.objects.is_empty()).await;
-        assert!(d.empty_refused.is_none());
+        assert!(d.held.is_empty());
         h.stop().await;
     }
 

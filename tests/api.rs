@@ -402,7 +402,16 @@ async fn deleting_removes_the_document_and_then_the_emptied_file() {
     assert_eq!(s.read("shop.yaml"), LC);
     // The watcher refuses to drop the last group at once when a directory empties, but an
     // explicit delete of the last group is the confirmation it waits for.
-    assert!(s.shared.confirm_empty.is_confirmed(), "{r}");
+    assert!(
+        s.shared
+            .confirmations
+            .is_confirmed(&microscaler::manifest::ObjectKey::new(
+                microscaler::manifest::Kind::AutoScalingGroup,
+                "default",
+                "web"
+            )),
+        "{r}"
+    );
     assert_eq!(r["warnings"].as_array().map(Vec::len), Some(0), "{r}");
 
     s.reload();

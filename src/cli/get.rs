@@ -87,9 +87,6 @@ pub(crate) async fn run(client: Client, args: GetArgs) -> CmdResult {
         Resource::InstanceTypes => client.instance_types().await?,
         Resource::Problems => {
             let p = client.problems().await?;
-            if let Some(reason) = p["emptyRefused"].as_str() {
-                eprintln!("Warning: {reason}");
-            }
             problem_items(&p)
         }
     };
@@ -149,11 +146,21 @@ const EMPTY_HINT: &str = "Add a group: `ms apply -f FILE` with a launch configur
 (in a microscaler checkout: ms apply -f manifests/examples/launch-configuration.yaml -f manifests/examples/autoscaling-group.yaml), \
 or put manifests into the directory the controller watches (its log names it).";
 
-/// Says that some manifests currently fail to load (their objects run their last valid version).
+/// Says that some manifests currently fail to load (their objects run their last valid version),
+/// and that some deletions are held.
 async fn warn_about_file_errors(client: &Client) {
     let Ok(p) = client.problems().await else {
         return;
     };
+    let held = p["held"].as_array().map_or(0, Vec::len);
+    if held > 0 {
+        eprintln!(
+            "Warning: the deletion of {held} group{} is held, {} keep{} running until confirmed (ms get problems)",
+            if held == 1 { "" } else { "s" },
+            if held == 1 { "it" } else { "they" },
+            if held == 1 { "s" } else { "" }
+        );
+    }
     let errors = p["fileErrors"].as_array().cloned().unwrap_or_default();
     let Some(first) = errors.first() else { return };
     let files: BTreeSet<&str> = errors.iter().filter_map(|e| e["file"].as_str()).collect();
@@ -179,7 +186,8 @@ pub(super) fn error_line(e: &Value) -> String {
     )
 }
 
-/// The rows of `ms get problems`: file errors, files whose status is not written, conflicts.
+/// The rows of `ms get problems`: file errors, files whose status is not written, conflicts,
+/// then held deletions (each says the command that confirms it).
 fn problem_items(p: &Value) -> Vec<Value> {
     let mut items: Vec<Value> = p["fileErrors"].as_array().cloned().unwrap_or_default();
     for s in p["statusErrors"].as_array().into_iter().flatten() {
@@ -200,6 +208,19 @@ fn problem_items(p: &Value) -> Vec<Value> {
                 cell(c.get("key")),
                 cell(c.get("winner"))
             ),
+        }));
+    }
+    for h in p["held"].as_array().into_iter().flatten() {
+        // The file it was last defined in, or (known only from the engines) the group itself.
+        let location = match h["file"].as_str() {
+            Some(f) => f.to_string(),
+            None => format!("asg {}/{}", cell(h.get("namespace")), cell(h.get("name"))),
+        };
+        items.push(json!({
+            "file": location,
+            "line": Value::Null,
+            "field": "",
+            "message": h["message"],
         }));
     }
     items

@@ -49,7 +49,8 @@ HTTP API of the controller (JSON; `Authorization: Bearer <token>` when tokens ar
   GET /v1/{asgs|lcs|policies}[?namespace=NS], GET /v1/{asgs|lcs|policies}/NS/NAME,
   GET /v1/instances[?namespace=NS&group=G], GET /v1/problems, GET /v1/instancetypes,
   DELETE /v1/{asg|lc|policy}/NS/NAME, POST /v1/asgs/NS/NAME/{scale|start|stop},
-  POST /v1/metrics/NS/GROUP (JSON {name, value}), GET /v1/top[?namespace=NS&group=G].";
+  POST /v1/metrics/NS/GROUP (JSON {name, value}), GET /v1/top[?namespace=NS&group=G],
+  GET /lease (no token: this controller's lease holder id, for another controller to check).";
 
 /// Autoscaling groups for Docker containers, declared in YAML manifests.
 #[derive(Debug, Parser)]
@@ -109,9 +110,13 @@ struct ControllerArgs {
     /// Configuration file (zones, tokens, periods).
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
-    /// Allow a reload that removes every group at once (otherwise refused as a likely accident).
+    /// Confirm in advance deletions that look like accidents: an emptied directory, a whole
+    /// namespace or most groups gone at once (otherwise held until `ms delete` confirms them).
     #[arg(long)]
     allow_empty: bool,
+    /// Create the manifest directory if it does not exist (otherwise that is an error).
+    #[arg(long)]
+    create_dir: bool,
 }
 
 /// Output format of `ms get`.
@@ -281,6 +286,7 @@ fn run_controller(args: ControllerArgs) -> CmdResult {
         dir: args.dir,
         listen: args.listen,
         allow_empty: args.allow_empty,
+        create_dir: args.create_dir,
     }));
     // Whatever is still running (a directory load, a git command) is not waited for: the status
     // is flushed, containers keep running, and SIGTERM must end the process promptly.

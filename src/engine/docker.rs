@@ -14,9 +14,9 @@ use bollard::models::{
     PortBinding, PortMap,
 };
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, EventsOptionsBuilder, ListContainersOptionsBuilder,
-    LogsOptionsBuilder, RemoveContainerOptionsBuilder, StatsOptionsBuilder,
-    StopContainerOptionsBuilder,
+    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, EventsOptionsBuilder,
+    ListContainersOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
+    StatsOptionsBuilder, StopContainerOptionsBuilder,
 };
 use bollard::{Docker, API_DEFAULT_VERSION};
 use chrono::{DateTime, Utc};
@@ -24,8 +24,8 @@ use futures::stream::BoxStream;
 use futures::StreamExt;
 
 use super::{
-    ContainerSpec, ContainerState, Engine, EngineError, EngineEvent, EventKind, Health, Observed,
-    Result, StatsSample,
+    ContainerSpec, ContainerState, Engine, EngineError, EngineEvent, EngineIdentity, EventKind,
+    Health, Observed, Result, StatsSample,
 };
 
 /// Socket used when neither an address nor `DOCKER_HOST` is given.
@@ -34,6 +34,10 @@ pub const DEFAULT_SOCKET: &str = "unix:///var/run/docker.sock";
 /// Seconds a plain request may take before it counts as an unreachable engine. Generous, because
 /// a busy engine can take seconds to create a container; the stop call adds its grace on top.
 const REQUEST_TIMEOUT_SECS: u64 = 30;
+
+/// The image of marker containers (leases): an empty file system, imported by microscaler
+/// itself on first use, so no registry is ever needed. Markers are never started.
+pub const MARKER_IMAGE: &str = "microscaler/marker:1";
 
 /// Event attributes Docker adds itself; every other attribute is one of the container's labels.
 const NON_LABEL_ATTRIBUTES: &[&str] = &[
@@ -108,6 +112,32 @@ impl DockerEngine {
             host,
             host_cpus,
         })
+    }
+
+    /// Imports [`MARKER_IMAGE`] (an empty tar archive) unless the engine has it.
+    async fn ensure_marker_image(&self) -> Result<()> {
+        match self.docker.inspect_image(MARKER_IMAGE).await {
+            Ok(_) => return Ok(()),
+            Err(e) => match classify(e) {
+                EngineError::NotFound(_) => {}
+                e => return Err(with_host(e, &self.host)),
+            },
+        }
+        let (repo, tag) = MARKER_IMAGE.split_once(':').expect("name:tag");
+        let options = CreateImageOptionsBuilder::default()
+            .from_src("-")
+            .repo(repo)
+            .tag(tag)
+            .build();
+        // An empty tar archive: two zero blocks.
+        let empty = bytes::Bytes::from(vec![0u8; 1024]);
+        let mut progress =
+            self.docker
+                .create_image(Some(options), Some(bollard::body_full(empty)), None);
+        while let Some(step) = progress.next().await {
+            step.map_err(|e| with_host(classify(e), &self.host))?;
+        }
+        Ok(())
     }
 
     /// The address this engine was reached at.
@@ -541,6 +571,42 @@ impl Engine for DockerEngine {
             out.extend_from_slice(&chunk.into_bytes());
         }
         Ok(String::from_utf8_lossy(&out).into_owned())
+    }
+
+    async fn create_marker(
+        &self,
+        name: &str,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<Observed> {
+        self.ensure_marker_image().await?;
+        let options = CreateContainerOptionsBuilder::default().name(name).build();
+        let body = ContainerCreateBody {
+            image: Some(MARKER_IMAGE.to_string()),
+            // Never run; Docker wants a command all the same.
+            cmd: Some(vec!["microscaler-marker".to_string()]),
+            labels: Some(labels.clone().into_iter().collect()),
+            network_disabled: Some(true),
+            ..Default::default()
+        };
+        let created = self
+            .docker
+            .create_container(Some(options), body)
+            .await
+            .map_err(|e| with_host(classify(e), &self.host))?;
+        self.inspect(&created.id).await
+    }
+
+    async fn identity(&self) -> Result<EngineIdentity> {
+        let info = self
+            .docker
+            .info()
+            .await
+            .map_err(|e| with_host(classify(e), &self.host))?;
+        Ok(EngineIdentity {
+            id: info.id.unwrap_or_default(),
+            name: info.name.unwrap_or_default(),
+            root_dir: info.docker_root_dir.unwrap_or_default(),
+        })
     }
 
     async fn stats(&self, id: &str) -> Result<StatsSample> {

@@ -16,8 +16,8 @@ use futures::stream::{BoxStream, StreamExt};
 use tokio::sync::broadcast;
 
 use super::{
-    ContainerSpec, ContainerState, Engine, EngineError, EngineEvent, EventKind, Health, Observed,
-    Result, StatsSample,
+    ContainerSpec, ContainerState, Engine, EngineError, EngineEvent, EngineIdentity, EventKind,
+    Health, Observed, Result, StatsSample,
 };
 
 /// Events buffered per subscriber before it counts as lagging.
@@ -85,13 +85,20 @@ struct State {
     containers: BTreeMap<String, Container>,
     images: HashMap<String, ImageBehaviour>,
     unreachable: bool,
+    /// Every stop/remove fails with this (an engine that refuses removals).
+    failing_removals: Option<String>,
     calls: CallCounts,
     next_id: u64,
     next_port: u16,
     last_created: Option<DateTime<Utc>>,
     /// Replaced (which ends every subscriber's stream) when the engine becomes unreachable.
     events: broadcast::Sender<EngineEvent>,
+    /// What `identity` answers: unique per engine (clones share it).
+    identity: EngineIdentity,
 }
+
+/// Distinct identities for engines made in one process.
+static ENGINES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// A fake Docker engine. Clones share the same containers.
 #[derive(Debug, Clone)]
@@ -227,11 +234,20 @@ impl MemoryEngine {
                 containers: BTreeMap::new(),
                 images: HashMap::new(),
                 unreachable: false,
+                failing_removals: None,
                 calls: CallCounts::default(),
                 next_id: 0,
                 next_port: FIRST_EPHEMERAL_PORT,
                 last_created: None,
                 events,
+                identity: EngineIdentity {
+                    id: format!(
+                        "MEMORY:{}",
+                        ENGINES.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                    ),
+                    name: "memory".into(),
+                    root_dir: "/memory".into(),
+                },
             })),
         }
     }
@@ -318,6 +334,11 @@ impl MemoryEngine {
             s.events = broadcast::channel(EVENT_BUFFER).0;
         }
         s.unreachable = unreachable;
+    }
+
+    /// Makes every removal fail with `EngineError::Other(message)` (`None`: they work again).
+    pub fn fail_removals(&self, message: Option<&str>) {
+        self.lock().failing_removals = message.map(str::to_string);
     }
 
     /// Kills a container as `docker kill` would: state exited with code 137, `kill` and `die`
@@ -585,6 +606,9 @@ impl Engine for MemoryEngine {
         if s.unreachable {
             return Err(unreachable());
         }
+        if let Some(m) = &s.failing_removals {
+            return Err(EngineError::Other(m.clone()));
+        }
         let Some(id) = s.find(id) else {
             return Ok(());
         };
@@ -631,6 +655,48 @@ impl Engine for MemoryEngine {
         let logs = &s.containers[&id].logs;
         let tail = &logs[logs.len().saturating_sub(lines)..];
         Ok(tail.iter().map(|l| format!("{l}\n")).collect())
+    }
+
+    async fn create_marker(
+        &self,
+        name: &str,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<Observed> {
+        self.call(|c| c.create += 1)?;
+        let mut s = self.lock();
+        if s.containers.values().any(|c| c.observed.name == name) {
+            return Err(EngineError::Conflict(format!(
+                "Conflict. The container name \"/{name}\" is already in use"
+            )));
+        }
+        let id = s.next_id();
+        let created = s.next_created();
+        let observed = Observed {
+            id: id.clone(),
+            name: name.to_string(),
+            labels: labels.clone(),
+            state: ContainerState::Created,
+            health: None,
+            created,
+            started_at: None,
+            ports: Vec::new(),
+            exit_code: None,
+        };
+        s.containers.insert(
+            id,
+            Container {
+                observed: observed.clone(),
+                image: "microscaler/lease".into(),
+                logs: Vec::new(),
+                usage: None,
+            },
+        );
+        Ok(observed)
+    }
+
+    async fn identity(&self) -> Result<EngineIdentity> {
+        self.call(|c| c.ping += 1)?;
+        Ok(self.lock().identity.clone())
     }
 
     async fn stats(&self, id: &str) -> Result<StatsSample> {

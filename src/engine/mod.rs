@@ -29,6 +29,8 @@ pub mod labels {
     /// Which controller owns the container (several controllers may share an engine).
     /// Absent means the controller named `default`.
     pub const CONTROLLER: &str = "io.microscaler.controller";
+    /// The launch mark: which container this controller launched (see `reconcile::launch_mark`).
+    pub const INSTANCE: &str = "io.microscaler.instance";
     /// Controller name assumed for containers without a `CONTROLLER` label.
     pub const DEFAULT_CONTROLLER: &str = "default";
 }
@@ -166,6 +168,27 @@ pub struct StatsSample {
     pub memory_limit_bytes: u64,
 }
 
+/// What identifies an engine: two zones with the same identity are the same engine.
+///
+/// Docker's own `ID` alone is not enough: it derives from `/etc/docker/key.json`, which every
+/// engine on one machine shares (and cloned machines too); no two engines share a data root
+/// on one machine, so the identity is the three together.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct EngineIdentity {
+    /// The engine's `ID` from `docker info`.
+    pub id: String,
+    /// Its host name.
+    pub name: String,
+    /// Its data root (`/var/lib/docker`).
+    pub root_dir: String,
+}
+
+impl std::fmt::Display for EngineIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "engine {} on {} ({})", self.id, self.name, self.root_dir)
+    }
+}
+
 /// Engine errors, classified once (404 / 409 / unreachable) so callers can decide on them.
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -204,4 +227,14 @@ pub trait Engine: Send + Sync + 'static {
     async fn logs_tail(&self, id: &str, lines: usize) -> Result<String>;
     /// One CPU/memory sample.
     async fn stats(&self, id: &str) -> Result<StatsSample>;
+    /// Creates a container named `name` with `labels` that is never started: the engine's
+    /// atomic name registry used as a lock (see `crate::lease`). `Conflict` when the name is
+    /// taken. `inspect(name)` finds it, `remove(id, 0)` removes it.
+    async fn create_marker(
+        &self,
+        name: &str,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<Observed>;
+    /// Who this engine is (to refuse two zones on one engine).
+    async fn identity(&self) -> Result<EngineIdentity>;
 }

@@ -355,6 +355,15 @@ pub struct ControllerOptions {
     pub args: Vec<String>,
     /// `RUST_LOG` of the controller.
     pub rust_log: String,
+    /// Its `controllerName` (default: unique per controller).
+    pub controller_name: Option<String>,
+    /// The watched directory (default: a fresh one in the controller's scratch directory; a
+    /// given one is not created).
+    pub dir: Option<PathBuf>,
+    /// A command the controller runs under (e.g. `setpriv ...`).
+    pub wrapper: Vec<String>,
+    /// Extra environment variables (e.g. `MS_FAILPOINTS`).
+    pub env: Vec<(String, String)>,
     /// Soft and hard `RLIMIT_NOFILE` of the controller process (default: inherited).
     pub nofile: Option<u64>,
 }
@@ -366,6 +375,10 @@ impl Default for ControllerOptions {
             extra_config: String::new(),
             args: Vec::new(),
             rust_log: "info,microscaler=debug".to_string(),
+            controller_name: None,
+            dir: None,
+            wrapper: Vec::new(),
+            env: Vec::new(),
             nofile: None,
         }
     }
@@ -417,21 +430,31 @@ impl Controller {
     /// manifest directory first, e.g. as a git clone, then calls [`Controller::spawn`]).
     pub fn prepare_with(opts: &ControllerOptions) -> Controller {
         for (_, host) in &opts.zones {
-            require_engine(host);
+            // The docker CLI wants a scheme; a bare socket path is a valid zone address.
+            match host.starts_with('/') {
+                true => require_engine(&format!("unix://{host}")),
+                false => require_engine(host),
+            }
         }
         let tmp = tempfile::Builder::new()
             .prefix("ms-e2e-")
             .tempdir()
             .expect("temp dir");
-        let dir = tmp.path().join("manifests");
-        std::fs::create_dir_all(&dir).expect("manifest dir");
+        // A directory given by the test is used as it is (it may be missing on purpose).
+        let dir = opts.dir.clone().unwrap_or_else(|| {
+            let dir = tmp.path().join("manifests");
+            std::fs::create_dir_all(&dir).expect("manifest dir");
+            dir
+        });
         let config_path = tmp.path().join("config.yaml");
         let log_path = tmp.path().join("controller.log");
-        let name = format!(
-            "e2e-{}-{}",
-            std::process::id(),
-            NS_COUNTER.fetch_add(1, Ordering::Relaxed)
-        );
+        let name = opts.controller_name.clone().unwrap_or_else(|| {
+            format!(
+                "e2e-{}-{}",
+                std::process::id(),
+                NS_COUNTER.fetch_add(1, Ordering::Relaxed)
+            )
+        });
         let mut config = format!("controllerName: {name}\nzones:\n");
         for (name, host) in &opts.zones {
             config.push_str(&format!("  - name: {name}\n    dockerHost: \"{host}\"\n"));
@@ -457,7 +480,14 @@ impl Controller {
             .append(true)
             .open(&self.log_path)
             .expect("open the controller log");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ms"));
+        let mut cmd = match opts.wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(env!("CARGO_BIN_EXE_ms"));
+                c
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_ms")),
+        };
         if let Some(n) = opts.nofile {
             use std::os::unix::process::CommandExt;
             // SAFETY: only setrlimit between fork and exec, which is async-signal-safe.
@@ -475,6 +505,7 @@ impl Controller {
             }
         }
         let child = cmd
+            .envs(opts.env.iter().map(|(k, v)| (k, v)))
             .arg("controller")
             .arg("--dir")
             .arg(&self.dir)
@@ -562,6 +593,26 @@ impl Controller {
         path
     }
 
+    /// The controller's pid, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    /// Waits up to `timeout` for the controller to exit by itself; its status if it did.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.as_mut()?.try_wait().ok().flatten() {
+                self.child = None;
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Kills the controller (SIGKILL) and waits for it.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -600,6 +651,15 @@ impl Controller {
 impl Drop for Controller {
     fn drop(&mut self) {
         self.kill();
+        // Killed, it could not release its lease containers: they are this test's debris.
+        let lease = format!("microscaler-lease-{}", self.name);
+        for host in [docker_host_a(), docker_host_b()] {
+            let _ = docker(&host)
+                .args(["rm", "-f", &lease])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
         if std::thread::panicking() {
             eprintln!(
                 "----- controller log ({}) -----\n{}\n----- end of controller log -----",

@@ -8,5 +8,7 @@ mod common;
 mod engine_docker;
 mod gitops;
 mod reconcile;
+mod safety;
 mod status_files;
 mod tenants;
+mod torture;
