@@ -5,6 +5,10 @@
 //! directory stays the single source of truth and `git diff` shows every change an API call made.
 //! All validation happens before the first write: a request with one bad document writes nothing.
 
+pub mod ratelimit;
+pub mod serve;
+pub mod write_locks;
+
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -19,10 +23,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::controller::Shared;
+use crate::manifest::yamldoc;
 use crate::manifest::{parse_file_checked, Kind, ManifestError, Object, ObjectKey};
-use crate::store::{Desired, Entry};
-use crate::unpoisoned::RwLockExt;
-use crate::yamldoc;
+use crate::util::unpoisoned::RwLockExt;
+use crate::watch::store::{Desired, Entry};
 
 /// Header carrying the name of the file the client read, so errors name the user's file.
 pub const FILENAME_HEADER: &str = "x-ms-filename";
@@ -142,8 +146,9 @@ pub async fn serve_with(
     extra: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let limits = crate::serve::ConnLimits::new(&shared.config.api, crate::serve::fd_limit());
-    crate::serve::serve(listener, router(shared).merge(extra), limits, shutdown).await
+    let limits =
+        crate::apply::serve::ConnLimits::new(&shared.config.api, crate::apply::serve::fd_limit());
+    crate::apply::serve::serve(listener, router(shared).merge(extra), limits, shutdown).await
 }
 
 /// Checks the request carries a known token (when tokens are configured), for read routes
@@ -700,7 +705,7 @@ fn write_edits(edits: &BTreeMap<PathBuf, FileEdit>) -> ApiResult<bool> {
                 match edit::write_atomic(path, content, edit.original.as_deref()) {
                     Ok(true) => {}
                     Ok(false) => return Ok(false),
-                    Err(e @ crate::statusfile::EditError::ReadOnly { .. }) => {
+                    Err(e @ crate::files::EditError::ReadOnly { .. }) => {
                         return Err(ApiError::new(StatusCode::CONFLICT, e.to_string()))
                     }
                     Err(e) => {
@@ -1249,13 +1254,13 @@ async fn stop(
     .await
 }
 
-/// Document edits, through `crate::statusfile` (the byte-preserving writer the status uses).
+/// Document edits, through `crate::files` (the byte-preserving writer the status uses).
 mod edit {
     use std::path::Path;
 
-    use crate::statusfile::{self, EditError, WriteOutcome};
+    use crate::files::{self, EditError, WriteOutcome};
 
-    pub use statusfile::{append_document, remove_document, replace_document};
+    pub use files::{append_document, remove_document, replace_document};
 
     /// Sets `spec.<field>` of document `index` to `value` (JSON, written as one line of YAML).
     pub fn set_spec_field(
@@ -1273,7 +1278,7 @@ mod edit {
             }
             other => other.to_string(),
         };
-        statusfile::set_spec_field(text, index, field, &yaml)
+        files::set_spec_field(text, index, field, &yaml)
     }
 
     /// Writes `content` if the file still holds `expected` (`None`: the file must not exist).
@@ -1286,7 +1291,7 @@ mod edit {
         if expected.is_none() && path.exists() {
             return Ok(false);
         }
-        match statusfile::write_atomic(path, content, expected)? {
+        match files::write_atomic(path, content, expected)? {
             WriteOutcome::Written | WriteOutcome::Unchanged => Ok(true),
             WriteOutcome::UserEdited | WriteOutcome::Gone => Ok(false),
         }

@@ -19,19 +19,22 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
+use crate::config::tenancy::{ContainerLimits, Usage};
 use crate::controller::Shared;
+use crate::engine::observe::{short_id, Reach, Zone};
 use crate::engine::{labels, ContainerSpec, ContainerState, EngineError, Observed};
 use crate::manifest::{AutoScalingGroup, IntOrPercent, LaunchConfiguration, ObjectKey};
-use crate::observe::{short_id, Reach, Zone};
-use crate::plan::{self, CreateReason, Instance, Plan, RemoveReason, Target};
-use crate::queue::Queue;
-use crate::quota::QuotaLedger;
+use crate::reconcile::queue::Queue;
+use crate::reconcile::quota::QuotaLedger;
+use crate::status::sync::StatusSync;
 use crate::status::{self, Activity, Condition, GroupStatus, InstanceStatus, MAX_ACTIVITIES};
-use crate::status_sync::StatusSync;
-use crate::tenancy::{ContainerLimits, Usage};
-use crate::unpoisoned::{panic_message, LockExt, RwLockExt};
+use crate::util::unpoisoned::{panic_message, LockExt, RwLockExt};
+use plan::{CreateReason, Instance, Plan, RemoveReason, Target};
 
 mod orphans;
+pub mod plan;
+pub mod queue;
+pub mod quota;
 mod removals;
 
 /// A container that exits by itself within this time of starting counts as a crash (backoff).
@@ -289,7 +292,7 @@ impl Reconciler {
 
     /// One pass for one group. Returns when to run again (None: wait for a change or the resync).
     pub async fn reconcile(&self, key: &ObjectKey) -> Option<Instant> {
-        crate::failpoint::reconcile_panic(&format!("{}/{}", key.namespace, key.name));
+        crate::util::failpoint::reconcile_panic(&format!("{}/{}", key.namespace, key.name));
         let desired = self.shared.desired.borrow().clone();
         // Never act on a partial view: an empty store or an unlisted zone looks like "nothing".
         if !desired.loaded || self.zones.iter().any(|z| z.reach() == Reach::Unknown) {
@@ -492,7 +495,7 @@ impl Reconciler {
         }
     }
 
-    fn resolve(&self, key: &ObjectKey, desired: &crate::store::Desired) -> Resolved {
+    fn resolve(&self, key: &ObjectKey, desired: &crate::watch::store::Desired) -> Resolved {
         let all_zones: Vec<String> = self.zones.iter().map(|z| z.name.clone()).collect();
         let Some(group) = desired.group(key) else {
             // Deleted group: everything labelled with it goes.
@@ -603,7 +606,7 @@ impl Reconciler {
     /// What the containers of namespace `ns` use now, in the reachable zones: each group's
     /// running containers times its containers' limits (the namespace's defaults for a group
     /// no longer defined).
-    fn namespace_usage(&self, ns: &str, desired: &crate::store::Desired) -> Usage {
+    fn namespace_usage(&self, ns: &str, desired: &crate::watch::store::Desired) -> Usage {
         let tenancy = &self.shared.tenancy;
         let defaults = {
             let (c, m) = tenancy.default_resources(ns);
@@ -775,7 +778,7 @@ impl Reconciler {
             );
             let removals = self.removals.clone();
             self.removing.spawn(async move {
-                let res = if crate::failpoint::remove_error(&format!("{}/{}", k.namespace, k.name))
+                let res = if crate::util::failpoint::remove_error(&format!("{}/{}", k.namespace, k.name))
                 {
                     Err(EngineError::Other(
                         "the engine refused (failpoint remove-error)".into(),
@@ -936,7 +939,7 @@ impl Reconciler {
         unreachable: &[(String, String)],
         remaining: &Plan,
         held: Option<Instant>,
-        desired: &crate::store::Desired,
+        desired: &crate::watch::store::Desired,
     ) -> GroupStatus {
         let target = &resolved.target;
         let counts = plan::counts(target, instances);
@@ -1360,5 +1363,4 @@ pub fn container_spec(
 }
 
 #[cfg(test)]
-#[path = "reconcile_tests.rs"]
 mod tests;

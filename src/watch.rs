@@ -23,14 +23,17 @@ use tokio::time::{sleep, sleep_until, Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
+pub mod dirlock;
+pub mod prune;
+pub mod store;
 mod targets;
 
-use crate::liveness::Beat;
+use crate::health::liveness::Beat;
 use crate::manifest::{self, Kind, ManifestError, Object, ObjectKey, ParsedFile};
-use crate::prune;
-use crate::statusfile::OwnWrites;
-use crate::store::{Conflict, Desired, Entry};
-use crate::tenancy::Tenancy;
+
+use crate::config::tenancy::Tenancy;
+use crate::files::OwnWrites;
+use crate::watch::store::{Conflict, Desired, Entry};
 
 /// How the directory is watched.
 #[derive(Debug, Clone)]
@@ -1589,14 +1592,14 @@ mod tests {
         h.settle().await;
         let publishes = h.publishes();
         let rescans = h.rescans();
-        let out = crate::statusfile::write_status(
+        let out = crate::files::write_status(
             &h.path("web.yaml"),
             1,
             &gkey("web"),
             Some("status:\n  observedGeneration: abc\n  current: 2\n"),
         )
         .unwrap();
-        assert_eq!(out, crate::statusfile::WriteOutcome::Written);
+        assert_eq!(out, crate::files::WriteOutcome::Written);
         let deadline = Instant::now() + Duration::from_secs(5);
         while h.rescans() == rescans && Instant::now() < deadline {
             sleep(Duration::from_millis(10)).await;

@@ -13,7 +13,7 @@ use microscaler::client::{Client, ClientError};
 use microscaler::config::{Config, TokenConfig};
 use microscaler::controller::Shared;
 use microscaler::manifest::parse_file;
-use microscaler::store::{Desired, Entry};
+use microscaler::watch::store::{Desired, Entry};
 use serde_json::{json, Value};
 use tokio::sync::{oneshot, watch};
 
@@ -67,7 +67,7 @@ impl Server {
         let autoscaler = microscaler::autoscale::Autoscaler::new(
             shared.clone(),
             vec![],
-            Arc::new(microscaler::queue::Queue::new()),
+            Arc::new(microscaler::reconcile::queue::Queue::new()),
             microscaler::autoscale::Settings::from_config(&shared.config),
         );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

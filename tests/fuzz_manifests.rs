@@ -15,8 +15,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use microscaler::autoscale::policy::{GroupSample, GroupState, History};
 use microscaler::autoscale::{evaluate_group, CapacityOwner};
+use microscaler::config::tenancy::{Tenancy, Usage};
 use microscaler::manifest::{parse_file, parse_file_checked, DurationSpec, Object, ObjectKey};
-use microscaler::tenancy::{Tenancy, Usage};
 use proptest::prelude::*;
 
 fn cases() -> u32 {

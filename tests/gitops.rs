@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use microscaler::statusfile::{splice_status, strip_statuses};
+use microscaler::files::{splice_status, strip_statuses};
 
 const MS: &str = env!("CARGO_BIN_EXE_ms");
 

@@ -66,7 +66,7 @@ spec:
 ";
 
 fn snapshot(yaml: &str) -> Desired {
-    crate::store::test_snapshot(yaml)
+    crate::watch::store::test_snapshot(yaml)
 }
 
 fn autoscaler(yaml: &str) -> (Arc<Autoscaler>, watch::Sender<Arc<Desired>>) {

@@ -13,9 +13,9 @@ use chrono::{DateTime, Utc};
 use futures::stream::{self, StreamExt};
 use serde::{Deserialize, Serialize};
 
+use crate::engine::observe::{group_key, Reach, Zone};
 use crate::engine::{ContainerState, StatsSample};
 use crate::manifest::ObjectKey;
-use crate::observe::{group_key, Reach, Zone};
 
 use super::policy::GroupSample;
 
@@ -182,10 +182,10 @@ impl Collector {
 mod tests {
     use super::*;
     use crate::engine::memory::MemoryEngine;
+    use crate::engine::observe::{fixed_connector, observe};
     use crate::engine::{labels, ContainerSpec, Engine};
     use crate::manifest::Kind;
-    use crate::observe::{fixed_connector, observe};
-    use crate::queue::Queue;
+    use crate::reconcile::queue::Queue;
     use tokio_util::sync::CancellationToken;
 
     async fn zone_with(engine: &MemoryEngine, shutdown: &CancellationToken) -> Arc<Zone> {

@@ -26,14 +26,14 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use crate::controller::Shared;
+use crate::engine::observe::Zone;
 use crate::manifest::{
     AutoScalingGroup, AutoScalingGroupSpec, Kind, Object, ObjectKey, ScalingPolicySpec,
 };
-use crate::observe::Zone;
-use crate::queue::Queue;
+use crate::reconcile::queue::Queue;
 use crate::status::{GroupMetrics, GroupStatus};
-use crate::store::Desired;
-use crate::unpoisoned::{LockExt, RwLockExt};
+use crate::util::unpoisoned::{LockExt, RwLockExt};
+use crate::watch::store::Desired;
 
 use metrics::{Collector, GroupInfo, InstanceMetrics};
 use policy::{Decision, GroupInput, GroupState, History, SetBy};
@@ -194,7 +194,7 @@ pub struct Autoscaler {
 }
 
 /// The status a group had before this controller started, given the one in its manifest:
-/// [`crate::status_sync::StatusSync::previous`].
+/// [`crate::status::sync::StatusSync::previous`].
 pub type PreviousStatus =
     Arc<dyn Fn(&ObjectKey, Option<&serde_json::Value>) -> Option<serde_json::Value> + Send + Sync>;
 
@@ -465,7 +465,7 @@ impl Autoscaler {
                 Err(panic) => tracing::error!(
                     group = %key,
                     "evaluating the scaling policies failed unexpectedly (please report it): {}",
-                    crate::unpoisoned::panic_message(panic.as_ref())
+                    crate::util::unpoisoned::panic_message(panic.as_ref())
                 ),
             }
             if let Some(d) = self

@@ -17,13 +17,13 @@ use futures::StreamExt;
 use microscaler::config::{Config, ZoneConfig};
 use microscaler::controller::{spawn_zones, Shared};
 use microscaler::engine::memory::{CallCounts, Latencies, MemoryEngine};
+use microscaler::engine::observe::{fixed_connector, managed_filter};
+use microscaler::files::OwnWrites;
 use microscaler::manifest::ObjectKey;
-use microscaler::observe::{fixed_connector, managed_filter};
-use microscaler::queue::Queue;
+use microscaler::reconcile::queue::Queue;
 use microscaler::reconcile::Reconciler;
-use microscaler::status_sync::StatusSync;
-use microscaler::statusfile::OwnWrites;
-use microscaler::store::{Desired, Entry};
+use microscaler::status::sync::StatusSync;
+use microscaler::watch::store::{Desired, Entry};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -393,7 +393,7 @@ async fn model(args: &Args, groups: usize) -> anyhow::Result<Figures> {
         // not started: its first pass over every group is exactly what is measured below.
         while zones
             .iter()
-            .any(|z| z.reach() != microscaler::observe::Reach::Reachable)
+            .any(|z| z.reach() != microscaler::engine::observe::Reach::Reachable)
         {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }

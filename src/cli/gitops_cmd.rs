@@ -84,7 +84,7 @@ pub fn strip_status() -> CmdResult {
     let mut input = Vec::new();
     std::io::stdin().read_to_end(&mut input)?;
     let out = match std::str::from_utf8(&input) {
-        Ok(text) => crate::statusfile::strip_statuses(text).into_bytes(),
+        Ok(text) => crate::files::strip_statuses(text).into_bytes(),
         Err(_) => input,
     };
     let mut stdout = std::io::stdout().lock();

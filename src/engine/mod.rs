@@ -5,7 +5,9 @@
 //! without Docker.
 
 pub mod docker;
+pub mod lease;
 pub mod memory;
+pub mod observe;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -228,7 +230,7 @@ pub trait Engine: Send + Sync + 'static {
     /// One CPU/memory sample.
     async fn stats(&self, id: &str) -> Result<StatsSample>;
     /// Creates a container named `name` with `labels` that is never started: the engine's
-    /// atomic name registry used as a lock (see `crate::lease`). `Conflict` when the name is
+    /// atomic name registry used as a lock (see `crate::engine::lease`). `Conflict` when the name is
     /// taken. `inspect(name)` finds it, `remove(id, 0)` removes it.
     async fn create_marker(
         &self,

@@ -21,7 +21,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use super::{GitError, Result, WorkTree};
-use crate::statusfile::strip_statuses;
+use crate::files::strip_statuses;
 
 /// How many paths one git command line carries.
 const CHUNK: usize = 200;

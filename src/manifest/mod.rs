@@ -9,6 +9,7 @@ pub mod parse;
 pub mod schema;
 pub mod types;
 pub mod validate;
+pub mod yamldoc;
 
 pub use duration::DurationSpec;
 pub use parse::{parse_file, parse_file_checked, ManifestError, ParsedFile, ParsedObject};

@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use super::types::{Kind, Manifest, Object, ObjectKey, API_VERSION};
 use super::validate::{self, did_you_mean, Severity};
-use crate::yamldoc;
+use crate::manifest::yamldoc;
 
 /// One object read from a file.
 #[derive(Debug, Clone)]
@@ -59,13 +59,13 @@ pub struct ParsedFile {
 /// Parses and validates every document of `text` (the content of `path`).
 ///
 /// Empty documents (only comments) are skipped but counted in `doc_index`, so indexes agree
-/// with [`crate::yamldoc::split`]. If any document has an error, `objects` is empty.
+/// with [`crate::manifest::yamldoc::split`]. If any document has an error, `objects` is empty.
 pub fn parse_file(path: &Path, text: &str) -> ParsedFile {
     parse_file_checked(path, text, &|_| Vec::new())
 }
 
 /// [`parse_file`] with `extra` checks run beside validation, their problems located like
-/// validation's (the controller's per-namespace limits: `crate::tenancy`).
+/// validation's (the controller's per-namespace limits: `crate::config::tenancy`).
 pub fn parse_file_checked(
     path: &Path,
     text: &str,

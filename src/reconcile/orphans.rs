@@ -1,5 +1,5 @@
 //! Groups found on the engines that no snapshot of this process ever defined: deleted only when
-//! [`crate::prune::judge`] lets them go.
+//! [`crate::watch::prune::judge`] lets them go.
 //!
 //! The watcher holds the deletions it sees happen (a group in one snapshot, gone from the next).
 //! After a restart it has seen nothing: an empty directory, a wrong `--dir` or a manifest with a
@@ -13,11 +13,11 @@ use std::sync::{Arc, Mutex};
 
 use tracing::{error, info};
 
+use crate::engine::observe::Zone;
 use crate::manifest::ObjectKey;
-use crate::observe::Zone;
-use crate::prune::{self, Confirmations, Report};
-use crate::store::Desired;
-use crate::unpoisoned::LockExt;
+use crate::util::unpoisoned::LockExt;
+use crate::watch::prune::{self, Confirmations, Report};
+use crate::watch::store::Desired;
 
 /// The gate, shared by every reconcile.
 pub(super) struct OrphanGate {

@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::manifest::ObjectKey;
-use crate::unpoisoned::LockExt;
+use crate::util::unpoisoned::LockExt;
 
 /// First delay after a failed removal...
 const BASE: Duration = Duration::from_secs(1);

@@ -13,7 +13,7 @@ use notify::{RecursiveMode, Watcher};
 use tracing::warn;
 
 use super::EventTx;
-use crate::unpoisoned::LockExt;
+use crate::util::unpoisoned::LockExt;
 
 /// The real paths of the symlinked files among `files` (run off the async runtime: one `lstat`
 /// per file, one `realpath` per link).

@@ -12,8 +12,8 @@ use std::sync::Arc;
 
 use super::problems::Reason;
 use super::FileOutcome;
+use crate::files::{self, WriteOutcome};
 use crate::manifest::{Kind, ObjectKey, API_VERSION};
-use crate::statusfile::{self, WriteOutcome};
 
 /// First line of every sidecar file: what it is, and that it is ours to rewrite or remove.
 const HEADER: &str = "# Status written by microscaler (statusMode: sidecar) for ";
@@ -93,12 +93,12 @@ impl Sidecar {
                 );
             }
         }
-        match statusfile::write_atomic(&path, &content, None) {
+        match files::write_atomic(&path, &content, None) {
             Ok(WriteOutcome::Written) => FileOutcome::Written,
             Ok(_) => FileOutcome::Unchanged,
             Err(e) => FileOutcome::Problem(
                 match e {
-                    statusfile::EditError::ReadOnly { .. } => Reason::ReadOnly,
+                    files::EditError::ReadOnly { .. } => Reason::ReadOnly,
                     _ => Reason::WriteFailed,
                 },
                 format!("status is not written: {e}"),
@@ -130,7 +130,7 @@ impl Sidecar {
             if !text.starts_with(HEADER) {
                 continue;
             }
-            for span in crate::yamldoc::split(&text) {
+            for span in crate::manifest::yamldoc::split(&text) {
                 let Ok(v) = serde_yaml_ng::from_str::<serde_json::Value>(&text[span.body]) else {
                     continue;
                 };
@@ -229,7 +229,7 @@ mod tests {
         let path = sc.path_for(&manifest).unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
         assert!(text.starts_with(HEADER), "{text}");
-        let docs = crate::yamldoc::split(&text);
+        let docs = crate::manifest::yamldoc::split(&text);
         assert_eq!(docs.len(), 2);
         let loaded = sc.load();
         assert_eq!(loaded[&key("web")]["current"], 2);

@@ -15,7 +15,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, warn};
 
-use crate::unpoisoned::{panic_message, RwLockExt};
+use crate::util::unpoisoned::{panic_message, RwLockExt};
 
 /// Time between readiness failing and the shutdown that follows.
 pub const READINESS_GRACE: Duration = Duration::from_secs(1);
@@ -91,7 +91,7 @@ impl Supervisor {
         task: impl Future<Output = Result<(), E>> + Send + 'static,
     ) {
         let name = name.into();
-        let task = crate::failpoint::end_task_early(&name, task);
+        let task = crate::util::failpoint::end_task_early(&name, task);
         self.tasks.spawn(async move {
             let outcome = match AssertUnwindSafe(task).catch_unwind().await {
                 Ok(Some(Ok(()))) | Ok(None) => Ok(()),

@@ -67,7 +67,7 @@ pub struct Desired {
     /// valid version in `objects` (a typo never scales anything down).
     pub file_errors: BTreeMap<PathBuf, Vec<ManifestError>>,
     pub conflicts: Vec<Conflict>,
-    /// Groups whose deletion is held (see [`crate::prune`]): their last objects stay in
+    /// Groups whose deletion is held (see [`crate::watch::prune`]): their last objects stay in
     /// `objects`, and this says why and how to confirm.
     pub held: BTreeMap<ObjectKey, String>,
     /// True once the first full load of the directory is done (`/readyz`).

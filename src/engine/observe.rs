@@ -17,10 +17,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::engine::{labels, ContainerState, Engine, EngineEvent, EventKind, Observed};
-use crate::liveness::Beat;
+use crate::health::liveness::Beat;
 use crate::manifest::{Kind, ObjectKey};
-use crate::queue::Queue;
-use crate::unpoisoned::{LockExt, RwLockExt};
+use crate::reconcile::queue::Queue;
+use crate::util::unpoisoned::{LockExt, RwLockExt};
 
 /// Connects to a zone's engine; called again after each failure.
 pub type Connector = Arc<

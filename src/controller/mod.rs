@@ -12,24 +12,24 @@ use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::apply::ratelimit::RateLimiter;
+use crate::apply::write_locks::NamespaceLocks;
+use crate::config::tenancy::Tenancy;
 use crate::config::Config;
 use crate::engine::docker::DockerEngine;
+use crate::engine::lease::{Identity, Leases};
+use crate::engine::observe::{observe, Connector, Zone};
 use crate::engine::Engine;
-use crate::lease::{Identity, Leases};
-use crate::liveness::Liveness;
+use crate::files::OwnWrites;
+use crate::health::liveness::Liveness;
+use crate::health::supervise::Supervisor;
 use crate::manifest::{Kind, ObjectKey};
-use crate::observe::{observe, Connector, Zone};
-use crate::queue::Queue;
-use crate::ratelimit::RateLimiter;
+use crate::reconcile::queue::Queue;
 use crate::reconcile::Reconciler;
+use crate::status::sync::StatusSync;
 use crate::status::GroupStatus;
-use crate::status_sync::StatusSync;
-use crate::statusfile::OwnWrites;
-use crate::store::Desired;
-use crate::supervise::Supervisor;
-use crate::tenancy::Tenancy;
-use crate::unpoisoned::LockExt;
-use crate::write_locks::NamespaceLocks;
+use crate::util::unpoisoned::LockExt;
+use crate::watch::store::Desired;
 use futures::FutureExt;
 
 /// State shared by every part of a running controller.
@@ -45,13 +45,13 @@ pub struct Shared {
     /// `ms apply` does not wait for the debounce of file events.
     pub rescan: Notify,
     /// Deletions confirmed by name (`ms delete`): the watcher and the reconciler never hold them.
-    pub confirmations: Arc<crate::prune::Confirmations>,
+    pub confirmations: Arc<crate::watch::prune::Confirmations>,
     /// Groups on the engines whose deletion the reconciler holds or keeps failing at.
-    pub prune_report: Arc<crate::prune::Report>,
+    pub prune_report: Arc<crate::watch::prune::Report>,
     /// Set when an essential task ended: `/readyz` fails from then on.
-    pub health: Arc<crate::supervise::Health>,
+    pub health: Arc<crate::health::supervise::Health>,
     /// Manifests whose status cannot be written, and why (written by the status writer).
-    pub status_problems: crate::status_sync::WriteProblems,
+    pub status_problems: crate::status::sync::WriteProblems,
     /// Per-namespace limits (from `config.namespaces`).
     pub tenancy: Arc<Tenancy>,
     /// What `/healthz` reports: the loops' heartbeats and the queue's progress.
@@ -215,7 +215,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
             )
         })?;
     let _dir_lock =
-        crate::dirlock::lock(&config.dir, listener.local_addr()?, &config.controller_name)?;
+        crate::watch::dirlock::lock(&config.dir, listener.local_addr()?, &config.controller_name)?;
     // Every engine that answers must be ours (its lease taken) before anything acts.
     let leases = Leases::new(Identity::of_this_process(
         &config.controller_name,
@@ -232,9 +232,9 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     info!(dir = %config.dir.display(), listen = %listener.local_addr()?, zones = ?config.zone_names(), "controller starting");
     // Descriptor headroom: the soft limit up to the hard one, and API connections capped at
     // half of it, so a connection flood can never starve the engines or the directory.
-    let fd_limit = crate::serve::raise_fd_limit();
-    crate::serve::log_limits(
-        &crate::serve::ConnLimits::new(&config.api, fd_limit),
+    let fd_limit = crate::apply::serve::raise_fd_limit();
+    crate::apply::serve::log_limits(
+        &crate::apply::serve::ConnLimits::new(&config.api, fd_limit),
         fd_limit,
     );
 
@@ -348,7 +348,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     });
     let stop = shutdown.clone();
     let extra = crate::autoscale::pushed::routes(shared.clone(), autoscaler)
-        .merge(crate::lease::routes(leases.identity()));
+        .merge(crate::engine::lease::routes(leases.identity()));
     tasks.spawn_fallible(
         "api server",
         crate::apply::serve_with(

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::unpoisoned::LockExt;
+use crate::util::unpoisoned::LockExt;
 
 /// Buckets of one kind of request (writes, pushed metrics).
 #[derive(Debug)]

@@ -9,8 +9,8 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use crate::tenancy::{ContainerLimits, Tenancy, Usage};
-use crate::unpoisoned::LockExt;
+use crate::config::tenancy::{ContainerLimits, Tenancy, Usage};
+use crate::util::unpoisoned::LockExt;
 
 /// Creations in flight per namespace.
 #[derive(Debug, Default)]
@@ -81,7 +81,7 @@ mod tests {
 
     #[test]
     fn parallel_passes_of_one_namespace_share_its_quota() {
-        let limits: BTreeMap<String, crate::tenancy::NamespaceLimits> =
+        let limits: BTreeMap<String, crate::config::tenancy::NamespaceLimits> =
             serde_yaml_ng::from_str("{team-a: {maxContainers: 5}}").unwrap();
         let t = Tenancy::new(limits, None, vec![]);
         let ledger = QuotaLedger::default();

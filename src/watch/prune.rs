@@ -30,7 +30,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::manifest::ObjectKey;
-use crate::unpoisoned::LockExt;
+use crate::util::unpoisoned::LockExt;
 
 /// How long an explicit `ms delete` confirms the deletion of a group.
 pub const CONFIRMATION_WINDOW: Duration = Duration::from_secs(600);

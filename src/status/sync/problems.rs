@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::unpoisoned::LockExt;
+use crate::util::unpoisoned::LockExt;
 
 /// Condition type added to a group's status (in the API) while its file cannot take its status.
 pub const STATUS_WRITTEN: &str = "StatusWritten";

@@ -10,11 +10,11 @@ use tokio_util::sync::CancellationToken;
 use super::*;
 use crate::config::Config;
 use crate::engine::memory::MemoryEngine;
+use crate::engine::observe::fixed_connector;
 use crate::engine::{ContainerState, EngineError};
+use crate::files::OwnWrites;
 use crate::manifest::Kind;
-use crate::observe::fixed_connector;
-use crate::statusfile::OwnWrites;
-use crate::store::Desired;
+use crate::watch::store::Desired;
 
 struct Harness {
     shared: Arc<Shared>,
@@ -30,7 +30,7 @@ impl Drop for Harness {
 }
 
 fn snapshot(yaml: &str) -> Desired {
-    crate::store::test_snapshot(yaml)
+    crate::watch::store::test_snapshot(yaml)
 }
 
 impl Harness {

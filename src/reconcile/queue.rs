@@ -7,7 +7,7 @@ use std::sync::Mutex;
 
 use tokio::sync::Notify;
 
-use crate::unpoisoned::LockExt;
+use crate::util::unpoisoned::LockExt;
 use tokio::time::Instant;
 
 /// A delay queue keyed by object, in the manner of kube-runtime's scheduler + runner.

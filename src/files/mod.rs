@@ -3,7 +3,7 @@
 //! The controller writes into files people keep in git, so a status update must never reformat
 //! them: comments, key order, quoting, blank lines, other documents, CRLF line endings and a
 //! missing final newline all survive. The edits here work on lines, not on a re-serialized YAML
-//! tree; [`crate::yamldoc::split`] finds the documents.
+//! tree; [`crate::manifest::yamldoc::split`] finds the documents.
 //!
 //! # Where a new block goes
 //! A new `status:` block (or a new `spec:` field) is inserted right after the last *content* line
@@ -25,8 +25,8 @@ use std::sync::Mutex;
 
 use serde::Serialize;
 
+use crate::manifest::yamldoc::{split, DocSpan};
 use crate::manifest::ObjectKey;
-use crate::yamldoc::{split, DocSpan};
 
 /// Why an edit could not be made.
 #[derive(Debug, thiserror::Error)]

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::OwnedMutexGuard;
 
-use crate::unpoisoned::LockExt;
+use crate::util::unpoisoned::LockExt;
 
 /// One async lock per namespace, made on first use.
 #[derive(Debug, Default)]

@@ -15,8 +15,8 @@ use std::sync::Arc;
 
 use super::problems::Reason;
 use super::FileOutcome;
+use crate::files::{self, EditError, OwnWrites, WriteOutcome};
 use crate::manifest::{Kind, ObjectKey};
-use crate::statusfile::{self, EditError, OwnWrites, WriteOutcome};
 
 /// Writes status blocks into the manifests of one watched directory.
 pub struct InlineWriter {
@@ -71,7 +71,7 @@ impl InlineWriter {
                 Some((o.doc_index, Some(block.to_string())))
             })
             .collect();
-        let (new, failed) = statusfile::splice_statuses(&text, &blocks);
+        let (new, failed) = files::splice_statuses(&text, &blocks);
         let cannot_edit = failed
             .first()
             .map(|(i, e)| format!("{}: document {}: {e}", file.display(), i + 1));
@@ -93,7 +93,7 @@ impl InlineWriter {
                 ),
             );
         }
-        match statusfile::write_atomic_recorded(file, &new, Some(&text), &self.own) {
+        match files::write_atomic_recorded(file, &new, Some(&text), &self.own) {
             Ok(WriteOutcome::Written) => match cannot_edit {
                 Some(m) => FileOutcome::WrittenWithProblem(Reason::CannotEdit, m),
                 None => FileOutcome::Written,

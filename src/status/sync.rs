@@ -40,10 +40,10 @@ pub use problems::{Reason, WriteProblem, WriteProblems, STATUS_WRITTEN};
 
 use crate::config::StatusMode;
 use crate::controller::Shared;
+use crate::files::{self, OwnWrites};
 use crate::manifest::ObjectKey;
 use crate::status::GroupStatus;
-use crate::statusfile::{self, OwnWrites};
-use crate::unpoisoned::{LockExt, RwLockExt};
+use crate::util::unpoisoned::{LockExt, RwLockExt};
 use git_index::GitIndex;
 use inline::InlineWriter;
 use sidecar::Sidecar;
@@ -185,7 +185,7 @@ impl StatusSync {
         if map.get(key) == Some(&status) {
             return;
         }
-        let block: Arc<str> = Arc::from(statusfile::render_status(&status));
+        let block: Arc<str> = Arc::from(files::render_status(&status));
         map.insert(key.clone(), status);
         drop(map);
         self.blocks.locked().insert(key.clone(), block);
@@ -452,7 +452,7 @@ mod tests {
     use super::*;
     use crate::config::Config;
     use crate::manifest::Kind;
-    use crate::store::Desired;
+    use crate::watch::store::Desired;
 
     const LC: &str = "apiVersion: microscaler.io/v1\nkind: LaunchConfiguration\nmetadata:\n  name: lc\nspec:\n  image: busybox\n";
 
@@ -528,7 +528,7 @@ mod tests {
         assert_eq!(f.sync.flush(None), 1);
         let written = f.read("all.yaml");
         assert_eq!(written.matches("\nstatus:\n").count(), 1000);
-        assert_eq!(crate::statusfile::strip_statuses(&written), text);
+        assert_eq!(crate::files::strip_statuses(&written), text);
         // Nothing changed: nothing written.
         f.sync.files_changed([f.path("all.yaml")]);
         assert_eq!(f.sync.flush(None), 0);

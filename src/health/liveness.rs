@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::unpoisoned::LockExt;
+use crate::util::unpoisoned::LockExt;
 
 /// A pull check: `Err(why)` when the component is not making progress.
 type Check = Box<dyn Fn() -> Result<String, String> + Send + Sync>;

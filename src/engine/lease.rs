@@ -49,11 +49,11 @@ use futures::stream::BoxStream;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::engine::observe::Connector;
 use crate::engine::{
     ContainerSpec, Engine, EngineError, EngineEvent, EngineIdentity, Observed, StatsSample,
 };
-use crate::observe::Connector;
-use crate::unpoisoned::LockExt;
+use crate::util::unpoisoned::LockExt;
 
 /// A holder on another machine that does not answer for this long is gone.
 pub const TAKEOVER_AFTER: Duration = Duration::from_secs(6);
@@ -803,7 +803,7 @@ mod tests {
     ) -> crate::engine::Result<Arc<dyn Engine>> {
         let z = leases.zone(zone, "mem");
         let e: Arc<dyn Engine> = Arc::new(engine.clone());
-        z.connector(crate::observe::fixed_connector(e))().await
+        z.connector(crate::engine::observe::fixed_connector(e))().await
     }
 
     #[tokio::test]

@@ -1,5 +1,7 @@
 //! The `status:` block the controller owns: what it observed and did for each group.
 
+pub mod sync;
+
 use chrono::{DateTime, Utc};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -97,7 +99,7 @@ pub const PROGRESSING: &str = "Progressing";
 pub const DEGRADED: &str = "Degraded";
 pub const INVALID: &str = "Invalid";
 /// Present (True) only while the deletion of the group is held: no manifest defines it any more,
-/// but it keeps running until the deletion is confirmed (see `crate::prune`).
+/// but it keeps running until the deletion is confirmed (see `crate::watch::prune`).
 pub const DELETION_HELD: &str = "DeletionHeld";
 
 /// A Kubernetes-style condition.

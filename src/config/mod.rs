@@ -3,6 +3,8 @@
 //! Works with no file at all: one zone `local` on the local Docker socket (`DOCKER_HOST` respected),
 //! listening on 127.0.0.1:56785 with no tokens.
 
+pub mod tenancy;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -11,9 +13,9 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::apply::serve::ApiLimits;
+use crate::config::tenancy::{NamespaceLimits, Tenancy};
 use crate::manifest::DurationSpec;
-use crate::serve::ApiLimits;
-use crate::tenancy::{NamespaceLimits, Tenancy};
 
 /// The original microscaler's port.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:56785";
@@ -97,10 +99,10 @@ pub struct Config {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status_dir: Option<PathBuf>,
     /// Per-namespace limits (`"*"`: every namespace without its own entry): host access,
-    /// default container resources, quotas. See [`crate::tenancy`].
+    /// default container resources, quotas. See [`crate::config::tenancy`].
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub namespaces: BTreeMap<String, NamespaceLimits>,
-    /// Limits of the HTTP API: connections, timeouts, write rates. See [`crate::serve`].
+    /// Limits of the HTTP API: connections, timeouts, write rates. See [`crate::apply::serve`].
     #[serde(default)]
     pub api: ApiLimits,
     /// The file this configuration was read from (for messages naming a setting).
