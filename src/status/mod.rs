@@ -1,6 +1,17 @@
-//! The `status:` block the controller owns: what it observed and did for each group.
+//! The `status:` block the controller owns: what it observed and did for each group, and where
+//! it goes.
+//!
+//! The types here ([`GroupStatus`], its conditions, activities and the autoscaler's last
+//! [`Decision`]) are what the API serves and the files hold; [`sync`] is the status writer, which
+//! takes each group's status from the reconciler and hands it to the API at once ([`StatusBoard`])
+//! and to the files shortly after (inline, a sidecar tree, or nowhere). This stage sits above the
+//! directory watcher (it reads the desired state to know which file holds which group) and below
+//! the autoscaler and the reconciler, which publish into it.
 
 pub mod sync;
+
+use std::collections::BTreeMap;
+use std::fmt;
 
 use chrono::{DateTime, Utc};
 use schemars::JsonSchema;
@@ -48,7 +59,7 @@ pub struct GroupStatus {
     /// The latest policy evaluation whose outcome differed from the one before (kept while the
     /// outcome stays the same, so the file does not change on every evaluation).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_decision: Option<crate::autoscale::policy::Decision>,
+    pub last_decision: Option<Decision>,
     /// Current averages of the group's metrics (whole percent). Only for groups with policies.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics: Option<GroupMetrics>,
@@ -130,3 +141,77 @@ pub struct Activity {
 
 /// How many activities are kept in a status.
 pub const MAX_ACTIVITIES: usize = 10;
+
+/// One evaluation of a group's policies, with its inputs and the reason for its outcome.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Decision {
+    pub time: DateTime<Utc>,
+    /// Capacity before the evaluation.
+    pub capacity: u32,
+    /// Metric values read (rounded to 0.1), by metric name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub inputs: BTreeMap<String, f64>,
+    /// The largest recommendation of the policies before the group's guards (none: no opinion).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raw: Option<u32>,
+    /// The capacity decided.
+    pub desired: u32,
+    /// The guard that changed or held the outcome.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guard: Option<Guard>,
+    /// The policy whose recommendation won.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<String>,
+    /// The decision in words: "held at 3: scale-in cooldown until 12:04:10".
+    pub message: String,
+    /// One line per policy.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reasons: Vec<String>,
+}
+
+impl Decision {
+    /// True when `other` is the same outcome for the same reason (times and metric values
+    /// aside): used to keep the status quiet while nothing changes.
+    pub fn same_outcome(&self, other: &Decision) -> bool {
+        self.capacity == other.capacity
+            && self.desired == other.desired
+            && self.raw == other.raw
+            && self.guard == other.guard
+            && self.policy == other.policy
+    }
+}
+
+/// The guard that changed or held a recommendation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum Guard {
+    /// Target tracking: the metric is within the tolerance band of the target.
+    Tolerance,
+    /// Target tracking: a higher recommendation within the scale-in stabilization window.
+    Stabilization,
+    /// Target tracking: `maxScaleOutStep` / `maxScaleInStep`.
+    RateLimit,
+    /// Step: the threshold has not been breached for the whole breach duration yet.
+    BreachDuration,
+    /// A scale-out or scale-in cooldown of the group.
+    Cooldown,
+    MinSize,
+    MaxSize,
+    /// No (fresh) metric: never a reason to scale in.
+    MissingMetrics,
+}
+
+impl fmt::Display for Guard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Guard::Tolerance => "tolerance",
+            Guard::Stabilization => "stabilization window",
+            Guard::RateLimit => "rate limit",
+            Guard::BreachDuration => "breach duration",
+            Guard::Cooldown => "cooldown",
+            Guard::MinSize => "minSize",
+            Guard::MaxSize => "maxSize",
+            Guard::MissingMetrics => "missing metrics",
+        })
+    }
+}
