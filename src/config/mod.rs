@@ -3,6 +3,7 @@
 //! Works with no file at all: one zone `local` on the local Docker socket (`DOCKER_HOST` respected),
 //! listening on 127.0.0.1:56785 with no tokens.
 
+pub mod api;
 pub mod tenancy;
 
 use std::net::SocketAddr;
@@ -13,9 +14,9 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::apply::serve::ApiLimits;
 use crate::config::tenancy::{NamespaceLimits, Tenancy};
 use crate::manifest::DurationSpec;
+use api::ApiLimits;
 
 /// The original microscaler's port.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:56785";
