@@ -19,7 +19,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::controller::Shared;
@@ -27,9 +27,7 @@ use crate::manifest::yamldoc;
 use crate::manifest::{parse_file_checked, Kind, ManifestError, Object, ObjectKey};
 use crate::util::unpoisoned::RwLockExt;
 use crate::watch::store::{Desired, Entry};
-
-/// Header carrying the name of the file the client read, so errors name the user's file.
-pub const FILENAME_HEADER: &str = "x-ms-filename";
+use crate::wire::{ChangeResponse, ObjectResult, ScaleRequest, FILENAME_HEADER};
 
 /// Name used in errors when the client did not say which file it sent.
 const REQUEST_FILE: &str = "<request>";
@@ -614,27 +612,6 @@ struct ApplyQuery {
     dry_run: bool,
 }
 
-/// What happened to one object.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ObjectResult {
-    pub kind: Kind,
-    pub namespace: String,
-    pub name: String,
-    /// `created`, `configured`, `unchanged`, `deleted`, `scaled`, `started`, `stopped`.
-    pub action: String,
-    pub file: PathBuf,
-}
-
-/// Body of every successful change.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct ChangeResponse {
-    pub results: Vec<ObjectResult>,
-    #[serde(default)]
-    pub warnings: Vec<ManifestError>,
-    #[serde(default, rename = "dryRun")]
-    pub dry_run: bool,
-}
-
 /// A file edit computed before anything is written.
 #[derive(Debug)]
 struct FileEdit {
@@ -1130,12 +1107,6 @@ async fn reload_and_wait(shared: &Shared) {
     if shared.ready.load(std::sync::atomic::Ordering::Acquire) {
         let _ = tokio::time::timeout(RELOAD_WAIT, seen.changed()).await;
     }
-}
-
-/// Body of `POST /v1/asgs/{ns}/{name}/scale`.
-#[derive(Debug, Deserialize, Serialize)]
-pub struct ScaleRequest {
-    pub desired: u32,
 }
 
 /// Sets one spec field of a group in its file.

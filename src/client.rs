@@ -9,8 +9,8 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::apply::{ChangeResponse, ScaleRequest, FILENAME_HEADER};
 use crate::manifest::{Kind, ManifestError};
+use crate::wire::{ChangeResponse, ScaleRequest, FILENAME_HEADER};
 
 /// Default server when nothing is configured (the original microscaler's port).
 pub const DEFAULT_SERVER: &str = "http://127.0.0.1:56785";

@@ -36,3 +36,4 @@ pub mod reconcile;
 pub mod status;
 pub mod util;
 pub mod watch;
+pub mod wire;

@@ -12,40 +12,15 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::Utc;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::apply::{authorized, check_access, check_push, ApiError};
 use crate::controller::Shared;
 use crate::manifest::{Kind, ObjectKey};
+use crate::wire::PushedValue;
 
 use super::Autoscaler;
-
-/// Body of `POST /v1/metrics/{ns}/{group}`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PushedValue {
-    /// Metric name, as a policy's `pushedMetric`.
-    pub name: String,
-    /// The group's current total (e.g. queue depth).
-    pub value: f64,
-}
-
-impl PushedValue {
-    /// Checks name and value.
-    ///
-    /// # Errors
-    /// One sentence for the caller.
-    pub fn validate(&self) -> Result<(), String> {
-        if let Some(why) = crate::manifest::validate::metric_name_problem(&self.name) {
-            return Err(format!("metric name {why}"));
-        }
-        if !self.value.is_finite() {
-            return Err(format!("value must be a finite number, not {}", self.value));
-        }
-        Ok(())
-    }
-}
 
 #[derive(Clone)]
 struct Ctx {
@@ -132,31 +107,4 @@ async fn top(
         .collect();
     items.sort_by(|a, b| (&a.namespace, &a.group, &a.name).cmp(&(&b.namespace, &b.group, &b.name)));
     Ok(Json(json!({ "items": items })))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn pushed_values_need_a_name_and_a_finite_value() {
-        let ok = PushedValue {
-            name: "queue_depth".into(),
-            value: 12.5,
-        };
-        assert!(ok.validate().is_ok());
-        let bad_name = PushedValue {
-            name: "queue depth".into(),
-            value: 1.0,
-        };
-        assert!(bad_name
-            .validate()
-            .unwrap_err()
-            .contains("may contain only"));
-        let bad_value = PushedValue {
-            name: "q".into(),
-            value: f64::NAN,
-        };
-        assert!(bad_value.validate().unwrap_err().contains("finite"));
-    }
 }

@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 
 use super::{report, CmdResult, Failure};
-use crate::apply::ChangeResponse;
 use crate::client::Client;
+use crate::wire::ChangeResponse;
 
 /// Arguments of `ms apply`.
 #[derive(Debug, Args)]
