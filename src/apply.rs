@@ -5,6 +5,7 @@
 //! directory stays the single source of truth and `git diff` shows every change an API call made.
 //! All validation happens before the first write: a request with one bad document writes nothing.
 
+pub mod metrics;
 pub mod ratelimit;
 pub mod serve;
 pub mod write_locks;
@@ -22,12 +23,25 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::controller::Shared;
+use crate::autoscale::Autoscaler;
+use crate::config::tenancy::Tenancy;
+use crate::config::Config;
+use crate::engine::lease::Identity;
+use crate::health::liveness::Liveness;
+use crate::health::supervise::Health;
 use crate::manifest::yamldoc;
 use crate::manifest::{parse_file_checked, Kind, ManifestError, Object, ObjectKey};
+use crate::status::sync::WriteProblems;
+use crate::status::StatusBoard;
 use crate::util::unpoisoned::RwLockExt;
+use crate::watch::prune::{Confirmations, Report};
+use crate::watch::store::DesiredReader;
 use crate::watch::store::{Desired, Entry};
 use crate::wire::{ChangeResponse, ObjectResult, ScaleRequest, FILENAME_HEADER};
+use ratelimit::RateLimiter;
+use std::sync::atomic::AtomicBool;
+use tokio::sync::Notify;
+use write_locks::NamespaceLocks;
 
 /// Name used in errors when the client did not say which file it sent.
 const REQUEST_FILE: &str = "<request>";
@@ -99,9 +113,51 @@ pub fn file_kind(kind: Kind) -> &'static str {
     }
 }
 
+/// What the API is handed by the wiring: the handles it reads (it shows everything), the two it
+/// writes to outside the files (deletions confirmed by name, rescans), and its own limits.
+pub struct Context {
+    /// Tokens, `api:` limits, the watched directory, where the configuration came from.
+    pub config: Arc<Config>,
+    /// The latest desired-state snapshot.
+    pub desired: DesiredReader,
+    /// Each group's latest status.
+    pub status: Arc<StatusBoard>,
+    /// Manifests whose status cannot be written, and why.
+    pub status_problems: WriteProblems,
+    /// Set once the first full load of the directory is done (`/readyz`; a write waits for the
+    /// reload that follows it only from then on).
+    pub ready: Arc<AtomicBool>,
+    /// Asks the watcher to rescan now, after a write.
+    pub rescan: Arc<Notify>,
+    /// Deletions confirmed by name (`ms delete`).
+    pub confirmations: Arc<Confirmations>,
+    /// Groups on the engines whose deletion the reconciler holds or keeps failing at.
+    pub prune_report: Arc<Report>,
+    /// Set when an essential task ended (`/readyz`).
+    pub health: Arc<Health>,
+    /// The loops' heartbeats and checks (`/healthz`).
+    pub liveness: Arc<Liveness>,
+    /// Per-namespace limits (quotas, host access, pushed metric names).
+    pub tenancy: Arc<Tenancy>,
+    /// Pushed metric values go to it; `/v1/top` reads it.
+    pub autoscaler: Arc<Autoscaler>,
+    /// This controller's lease identity (`GET /lease`, read by a controller taking over).
+    pub lease: Option<Identity>,
+    /// Changes per token (`api.writesPerSecond`).
+    pub write_limit: RateLimiter,
+    /// Pushed metric values per token (`api.pushesPerSecond`).
+    pub push_limit: RateLimiter,
+    /// The API's file edits, serialized per namespace.
+    pub write_locks: NamespaceLocks,
+}
+
 /// The router of the endpoint. Every `/v1/*` route checks the bearer token itself.
-pub fn router(shared: Arc<Shared>) -> Router {
-    Router::new()
+pub fn router(ctx: Arc<Context>) -> Router {
+    let lease = ctx
+        .lease
+        .as_ref()
+        .map(|me| json!({ "holder": me.holder, "controllerName": me.controller }));
+    let router = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/v1/apply", post(apply))
@@ -118,8 +174,23 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/problems", get(problems))
         .route("/v1/instancetypes", get(instance_types))
         .route("/v1/{kind}/{ns}/{name}", delete(delete_object))
+        .route("/v1/metrics/{ns}/{group}", post(metrics::push))
+        .route("/v1/top", get(metrics::top));
+    // `GET /lease`: this controller's holder id, so a contender on another machine can tell
+    // that the holder of a lease still runs (only a controller that holds leases has one).
+    let router = match lease {
+        Some(body) => router.route(
+            "/lease",
+            get(move || {
+                let body = body.clone();
+                async move { Json(body) }
+            }),
+        ),
+        None => router,
+    };
+    router
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
-        .with_state(shared)
+        .with_state(ctx)
 }
 
 /// Serves the endpoint on `listener` until `shutdown` completes (tests bind `127.0.0.1:0`).
@@ -128,25 +199,11 @@ pub fn router(shared: Arc<Shared>) -> Router {
 /// Only I/O errors of the listener.
 pub async fn serve(
     listener: tokio::net::TcpListener,
-    shared: Arc<Shared>,
+    ctx: Arc<Context>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    serve_with(listener, shared, Router::new(), shutdown).await
-}
-
-/// Like [`serve`], with `extra` routes merged in (the autoscaler's pushed-metrics endpoint).
-///
-/// # Errors
-/// Only I/O errors of the listener.
-pub async fn serve_with(
-    listener: tokio::net::TcpListener,
-    shared: Arc<Shared>,
-    extra: Router,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    let limits =
-        crate::apply::serve::ConnLimits::new(&shared.config.api, crate::apply::serve::fd_limit());
-    crate::apply::serve::serve(listener, router(shared).merge(extra), limits, shutdown).await
+    let limits = serve::ConnLimits::new(&ctx.config.api, serve::fd_limit());
+    serve::serve(listener, router(ctx), limits, shutdown).await
 }
 
 /// Checks the request carries a known token (when tokens are configured), for read routes
@@ -154,8 +211,8 @@ pub async fn serve_with(
 ///
 /// # Errors
 /// 401 without a known token.
-pub fn authorized(shared: &Shared, headers: &HeaderMap) -> ApiResult<()> {
-    authorize(shared, headers).map(|_| ())
+pub fn authorized(ctx: &Context, headers: &HeaderMap) -> ApiResult<()> {
+    authorize(ctx, headers).map(|_| ())
 }
 
 /// Checks the request's bearer token for `namespace`, as every `/v1/*` route does (for routes
@@ -163,14 +220,14 @@ pub fn authorized(shared: &Shared, headers: &HeaderMap) -> ApiResult<()> {
 ///
 /// # Errors
 /// 401 without a known token, 403 when the token may not access `namespace`.
-pub fn check_access(shared: &Shared, headers: &HeaderMap, namespace: &str) -> ApiResult<()> {
-    authorize(shared, headers)?.check(namespace)
+pub fn check_access(ctx: &Context, headers: &HeaderMap, namespace: &str) -> ApiResult<()> {
+    authorize(ctx, headers)?.check(namespace)
 }
 
 /// Ok while every loop of the controller makes progress (the watcher, each zone's observer,
 /// the autoscaler, the reconcile queue); 503 naming the one that does not.
-async fn healthz(State(shared): State<Arc<Shared>>) -> Response {
-    let report = shared.liveness.report();
+async fn healthz(State(ctx): State<Arc<Context>>) -> Response {
+    let report = ctx.liveness.report();
     let mut body = if report.live { "ok\n" } else { "not live\n" }.to_string();
     for line in &report.lines {
         body.push_str(line);
@@ -184,11 +241,11 @@ async fn healthz(State(shared): State<Arc<Shared>>) -> Response {
     (status, body).into_response()
 }
 
-async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
-    if let Some(why) = shared.health.failure() {
+async fn readyz(State(ctx): State<Arc<Context>>) -> Response {
+    if let Some(why) = ctx.health.failure() {
         return (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}")).into_response();
     }
-    if shared.ready.load(std::sync::atomic::Ordering::Acquire) {
+    if ctx.ready.load(std::sync::atomic::Ordering::Acquire) {
         (StatusCode::OK, "ready").into_response()
     } else {
         (
@@ -254,8 +311,8 @@ fn find_token<'a>(
 }
 
 /// Checks the bearer token; returns what it may access and the caller's key for rate limits.
-fn authenticate(shared: &Shared, headers: &HeaderMap) -> ApiResult<(Access, String)> {
-    if shared.config.tokens.is_empty() {
+fn authenticate(ctx: &Context, headers: &HeaderMap) -> ApiResult<(Access, String)> {
+    if ctx.config.tokens.is_empty() {
         return Ok((Access::All, "anonymous".to_string()));
     }
     let unauthorized = |m: &str| ApiError::new(StatusCode::UNAUTHORIZED, m);
@@ -269,7 +326,7 @@ fn authenticate(shared: &Shared, headers: &HeaderMap) -> ApiResult<(Access, Stri
         .map(str::trim)
         .ok_or_else(|| unauthorized("the Authorization header must be `Bearer <token>`"))?;
     let (index, config) =
-        find_token(&shared.config.tokens, token).ok_or_else(|| unauthorized("unknown token"))?;
+        find_token(&ctx.config.tokens, token).ok_or_else(|| unauthorized("unknown token"))?;
     let access = if config.namespaces.iter().any(|n| n == "*") {
         Access::All
     } else {
@@ -278,14 +335,13 @@ fn authenticate(shared: &Shared, headers: &HeaderMap) -> ApiResult<(Access, Stri
     Ok((access, format!("token {index}")))
 }
 
-fn authorize(shared: &Shared, headers: &HeaderMap) -> ApiResult<Access> {
-    authenticate(shared, headers).map(|(access, _)| access)
+fn authorize(ctx: &Context, headers: &HeaderMap) -> ApiResult<Access> {
+    authenticate(ctx, headers).map(|(access, _)| access)
 }
 
 /// Where a setting of the controller configuration lives, for messages.
-fn config_file(shared: &Shared) -> String {
-    shared
-        .config
+fn config_file(ctx: &Context) -> String {
+    ctx.config
         .source
         .as_ref()
         .map(|p| p.display().to_string())
@@ -297,17 +353,17 @@ fn config_file(shared: &Shared) -> String {
 const BYTES_PER_WRITE_PERMIT: usize = 64 * 1024;
 
 /// [`authorize`] for a change of `bytes` bytes: also takes permits of the caller's write rate.
-fn authorize_write(shared: &Shared, headers: &HeaderMap, bytes: usize) -> ApiResult<Access> {
-    let (access, caller) = authenticate(shared, headers)?;
+fn authorize_write(ctx: &Context, headers: &HeaderMap, bytes: usize) -> ApiResult<Access> {
+    let (access, caller) = authenticate(ctx, headers)?;
     let permits = u32::try_from(1 + bytes / BYTES_PER_WRITE_PERMIT).unwrap_or(u32::MAX);
-    shared.write_limit.take_n(&caller, permits).map_err(|wait| {
+    ctx.write_limit.take_n(&caller, permits).map_err(|wait| {
         ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             format!(
                 "too many changes from this token: at most {} per second, {} at once, a change costing one per 64 KiB (api.writesPerSecond, api.writeBurst in {}); try again in {:.1}s",
-                shared.config.api.writes_per_second,
-                shared.config.api.write_burst,
-                config_file(shared),
+                ctx.config.api.writes_per_second,
+                ctx.config.api.write_burst,
+                config_file(ctx),
                 wait.as_secs_f64()
             ),
         )
@@ -319,17 +375,17 @@ fn authorize_write(shared: &Shared, headers: &HeaderMap, bytes: usize) -> ApiRes
 ///
 /// # Errors
 /// 401/403 as [`check_access`]; 429 when the token pushes faster than `api.pushesPerSecond`.
-pub fn check_push(shared: &Shared, headers: &HeaderMap, namespace: &str) -> ApiResult<()> {
-    let (access, caller) = authenticate(shared, headers)?;
+pub fn check_push(ctx: &Context, headers: &HeaderMap, namespace: &str) -> ApiResult<()> {
+    let (access, caller) = authenticate(ctx, headers)?;
     access.check(namespace)?;
-    shared.push_limit.take(&caller).map_err(|wait| {
+    ctx.push_limit.take(&caller).map_err(|wait| {
         ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             format!(
                 "too many metric values from this token: at most {} per second, {} at once (api.pushesPerSecond, api.pushBurst in {}); try again in {:.1}s",
-                shared.config.api.pushes_per_second,
-                shared.config.api.push_burst,
-                config_file(shared),
+                ctx.config.api.pushes_per_second,
+                ctx.config.api.push_burst,
+                config_file(ctx),
                 wait.as_secs_f64()
             ),
         )
@@ -339,8 +395,8 @@ pub fn check_push(shared: &Shared, headers: &HeaderMap, namespace: &str) -> ApiR
 // ---------------------------------------------------------------------------------------------
 // Reads
 
-fn snapshot(shared: &Shared) -> Arc<Desired> {
-    shared.desired.borrow().clone()
+fn snapshot(ctx: &Context) -> Arc<Desired> {
+    ctx.desired.borrow().clone()
 }
 
 /// Query of the list endpoints.
@@ -351,17 +407,17 @@ struct ListQuery {
 }
 
 /// One object as the read endpoints return it.
-fn item(shared: &Shared, desired: &Desired, key: &ObjectKey, entry: &Entry) -> Value {
+fn item(ctx: &Context, desired: &Desired, key: &ObjectKey, entry: &Entry) -> Value {
     let mut v = serde_json::to_value(&entry.object).unwrap_or(Value::Null);
     let status = if key.kind == Kind::AutoScalingGroup {
-        let mut status = shared
+        let mut status = ctx
             .status
             .read_locked()
             .get(key)
             .map(|st| json!(st))
             .unwrap_or(Value::Null);
         // A file that cannot take its status shows as a condition of each group in it.
-        if let Some(problem) = shared.status_problems.get(&entry.file) {
+        if let Some(problem) = ctx.status_problems.get(&entry.file) {
             if !status.is_object() {
                 status = json!({});
             }
@@ -391,103 +447,103 @@ fn item(shared: &Shared, desired: &Desired, key: &ObjectKey, entry: &Entry) -> V
 }
 
 fn list_kind(
-    shared: &Shared,
+    ctx: &Context,
     headers: &HeaderMap,
     query: &ListQuery,
     kind: Kind,
 ) -> ApiResult<Json<Value>> {
-    let access = authorize(shared, headers)?;
+    let access = authorize(ctx, headers)?;
     if let Some(ns) = &query.namespace {
         access.check(ns)?;
     }
-    let desired = snapshot(shared);
+    let desired = snapshot(ctx);
     let items: Vec<Value> = desired
         .objects
         .iter()
         .filter(|(k, _)| k.kind == kind && access.allows(&k.namespace))
         .filter(|(k, _)| query.namespace.as_ref().is_none_or(|ns| &k.namespace == ns))
-        .map(|(k, e)| item(shared, &desired, k, e))
+        .map(|(k, e)| item(ctx, &desired, k, e))
         .collect();
     Ok(Json(json!({ "items": items })))
 }
 
 fn get_one(
-    shared: &Shared,
+    ctx: &Context,
     headers: &HeaderMap,
     kind: Kind,
     ns: &str,
     name: &str,
 ) -> ApiResult<Json<Value>> {
-    let access = authorize(shared, headers)?;
+    let access = authorize(ctx, headers)?;
     access.check(ns)?;
-    let desired = snapshot(shared);
+    let desired = snapshot(ctx);
     let key = ObjectKey::new(kind, ns, name);
     let entry = desired
         .objects
         .get(&key)
         .ok_or_else(|| ApiError::not_found(kind, ns, name))?;
-    Ok(Json(item(shared, &desired, &key, entry)))
+    Ok(Json(item(ctx, &desired, &key, entry)))
 }
 
 async fn list_groups(
-    State(shared): State<Arc<Shared>>,
+    State(ctx): State<Arc<Context>>,
     headers: HeaderMap,
     Query(q): Query<ListQuery>,
 ) -> ApiResult<Json<Value>> {
-    list_kind(&shared, &headers, &q, Kind::AutoScalingGroup)
+    list_kind(&ctx, &headers, &q, Kind::AutoScalingGroup)
 }
 
 async fn list_lcs(
-    State(shared): State<Arc<Shared>>,
+    State(ctx): State<Arc<Context>>,
     headers: HeaderMap,
     Query(q): Query<ListQuery>,
 ) -> ApiResult<Json<Value>> {
-    list_kind(&shared, &headers, &q, Kind::LaunchConfiguration)
+    list_kind(&ctx, &headers, &q, Kind::LaunchConfiguration)
 }
 
 async fn list_policies(
-    State(shared): State<Arc<Shared>>,
+    State(ctx): State<Arc<Context>>,
     headers: HeaderMap,
     Query(q): Query<ListQuery>,
 ) -> ApiResult<Json<Value>> {
-    list_kind(&shared, &headers, &q, Kind::ScalingPolicy)
+    list_kind(&ctx, &headers, &q, Kind::ScalingPolicy)
 }
 
 async fn get_group(
-    State(shared): State<Arc<Shared>>,
+    State(ctx): State<Arc<Context>>,
     headers: HeaderMap,
     UrlPath((ns, name)): UrlPath<(String, String)>,
 ) -> ApiResult<Json<Value>> {
-    get_one(&shared, &headers, Kind::AutoScalingGroup, &ns, &name)
+    get_one(&ctx, &headers, Kind::AutoScalingGroup, &ns, &name)
 }
 
 async fn get_lc(
-    State(shared): State<Arc<Shared>>,
+    State(ctx): State<Arc<Context>>,
     headers: HeaderMap,
     UrlPath((ns, name)): UrlPath<(String, String)>,
 ) -> ApiResult<Json<Value>> {
-    get_one(&shared, &headers, Kind::LaunchConfiguration, &ns, &name)
+    get_one(&ctx, &headers, Kind::LaunchConfiguration, &ns, &name)
 }
 
 async fn get_policy(
-    State(shared): State<Arc<Shared>>,
+    State(ctx): State<Arc<Context>>,
     headers: HeaderMap,
     UrlPath((ns, name)): UrlPath<(String, String)>,
 ) -> ApiResult<Json<Value>> {
-    get_one(&shared, &headers, Kind::ScalingPolicy, &ns, &name)
+    get_one(&ctx, &headers, Kind::ScalingPolicy, &ns, &name)
 }
 
 async fn list_instances(
-    State(shared): State<Arc<Shared>>,
+    State(ctx): State<Arc<Context>>,
     headers: HeaderMap,
     Query(q): Query<ListQuery>,
 ) -> ApiResult<Json<Value>> {
-    let access = authorize(&shared, &headers)?;
+    let access = authorize(&ctx, &headers)?;
     if let Some(ns) = &q.namespace {
         access.check(ns)?;
     }
-    let desired = snapshot(&shared);
-    let status = shared.status.read_locked();
+    let desired = snapshot(&ctx);
+    let status = ctx.status.read_locked();
     let mut items = Vec::new();
     for (key, _, _) in desired.groups() {
         if !access.allows(&key.namespace)
@@ -507,10 +563,10 @@ async fn list_instances(
     Ok(Json(json!({ "items": items })))
 }
 
-async fn problems(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> ApiResult<Json<Value>> {
-    let access = authorize(&shared, &headers)?;
-    let desired = snapshot(&shared);
-    let dir = &shared.config.dir;
+async fn problems(State(ctx): State<Arc<Context>>, headers: HeaderMap) -> ApiResult<Json<Value>> {
+    let access = authorize(&ctx, &headers)?;
+    let desired = snapshot(&ctx);
+    let dir = &ctx.config.dir;
     // A restricted token sees the errors of files that hold its namespaces' objects or live in
     // its namespaces' directories: enough to debug its own manifests, nothing of others'.
     let visible = |file: &Path| -> bool {
@@ -552,8 +608,7 @@ async fn problems(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> ApiR
         })
         .collect();
     held.extend(
-        shared
-            .prune_report
+        ctx.prune_report
             .all()
             .into_iter()
             .filter(|(k, _)| access.allows(&k.namespace) && !desired.held.contains_key(k))
@@ -566,7 +621,7 @@ async fn problems(State(shared): State<Arc<Shared>>, headers: HeaderMap) -> ApiR
                 })
             }),
     );
-    let status_errors: Vec<_> = shared
+    let status_errors: Vec<_> = ctx
         .status_problems
         .all()
         .into_iter()
@@ -593,10 +648,10 @@ fn namespace_of_path(dir: &Path, file: &Path) -> Option<String> {
 }
 
 async fn instance_types(
-    State(shared): State<Arc<Shared>>,
+    State(ctx): State<Arc<Context>>,
     headers: HeaderMap,
 ) -> ApiResult<Json<Value>> {
-    authorize(&shared, &headers)?;
+    authorize(&ctx, &headers)?;
     Ok(Json(
         json!({ "items": crate::manifest::instance_types::INSTANCE_TYPES }),
     ))
@@ -719,28 +774,28 @@ fn write_edits(edits: &BTreeMap<PathBuf, FileEdit>) -> ApiResult<bool> {
 const RELOAD_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Edits of the namespaces in `namespaces` run one at a time (each reads what the previous one
-/// wrote); other namespaces' edits go on in parallel. Other writers of a shared file (another
+/// wrote); other namespaces' edits go on in parallel. Other writers of a ctx-by-many file (another
 /// namespace's edit, the status writer) are caught by `write_atomic`'s expected content.
 async fn plan_and_write<T>(
-    shared: &Shared,
+    ctx: &Context,
     namespaces: &[&str],
     dry_run: bool,
     mut plan: impl FnMut(&Desired) -> ApiResult<(BTreeMap<PathBuf, FileEdit>, T)>,
 ) -> ApiResult<T> {
-    let _guards = shared.write_locks.lock(namespaces.iter().copied()).await;
+    let _guards = ctx.write_locks.lock(namespaces.iter().copied()).await;
     for _ in 0..WRITE_ATTEMPTS {
-        let desired = snapshot(shared);
+        let desired = snapshot(ctx);
         let (edits, out) = plan(&desired)?;
         if dry_run || edits.is_empty() {
             return Ok(out);
         }
         // Answer once the watcher has loaded what we wrote, so an `ms get` right after an
         // `ms apply` sees it (only in a running controller: `ready` means a watcher publishes).
-        let mut seen = shared.desired.clone();
+        let mut seen = ctx.desired.clone();
         seen.borrow_and_update();
         if write_edits(&edits)? {
-            shared.rescan.notify_one();
-            if shared.ready.load(std::sync::atomic::Ordering::Acquire) {
+            ctx.rescan.notify_one();
+            if ctx.ready.load(std::sync::atomic::Ordering::Acquire) {
                 let _ = tokio::time::timeout(RELOAD_WAIT, seen.changed()).await;
             }
             return Ok(out);
@@ -772,19 +827,19 @@ fn current_text<'a>(
 }
 
 async fn apply(
-    State(shared): State<Arc<Shared>>,
+    State(ctx): State<Arc<Context>>,
     headers: HeaderMap,
     Query(q): Query<ApplyQuery>,
     body: String,
 ) -> ApiResult<Json<ChangeResponse>> {
-    let access = authorize_write(&shared, &headers, body.len())?;
+    let access = authorize_write(&ctx, &headers, body.len())?;
     let filename = headers
         .get(FILENAME_HEADER)
         .and_then(|v| v.to_str().ok())
         .filter(|v| !v.is_empty())
         .unwrap_or(REQUEST_FILE)
         .to_string();
-    let tenancy = shared.tenancy.clone();
+    let tenancy = ctx.tenancy.clone();
     let parsed = parse_file_checked(Path::new(&filename), &body, &|o| tenancy.check_object(o));
     if !parsed.errors.is_empty() {
         let n = parsed.errors.len();
@@ -837,7 +892,7 @@ async fn apply(
         texts.push((body_text, full));
     }
 
-    let dir = shared.config.dir.clone();
+    let dir = ctx.config.dir.clone();
     let namespaces: Vec<&str> = parsed
         .objects
         .iter()
@@ -848,8 +903,8 @@ async fn apply(
         .iter()
         .map(|o| (o.object.key(), Some(o.object.clone())))
         .collect();
-    let results = plan_and_write(&shared, &namespaces, q.dry_run, |desired| {
-        check_quotas(&shared, desired, &changes)?;
+    let results = plan_and_write(&ctx, &namespaces, q.dry_run, |desired| {
+        check_quotas(&ctx, desired, &changes)?;
         let mut edits: BTreeMap<PathBuf, FileEdit> = BTreeMap::new();
         let mut results = Vec::new();
         for (o, (body_text, full_text)) in parsed.objects.iter().zip(&texts) {
@@ -899,7 +954,7 @@ async fn apply(
     })
     .await?;
 
-    let warnings = reference_warnings(&snapshot(&shared), &filename, &parsed.objects);
+    let warnings = reference_warnings(&snapshot(&ctx), &filename, &parsed.objects);
     Ok(Json(ChangeResponse {
         results,
         warnings,
@@ -911,7 +966,7 @@ async fn apply(
 /// namespace beyond its `maxObjects`, `maxContainers`, `maxCpus` or `maxMemoryMiB`, counting
 /// what its groups ask for (desired capacity times each container's limits).
 fn check_quotas(
-    shared: &Shared,
+    ctx: &Context,
     desired: &Desired,
     changes: &BTreeMap<ObjectKey, Option<Object>>,
 ) -> ApiResult<()> {
@@ -931,7 +986,7 @@ fn check_quotas(
                 None => after.remove(k),
             };
         }
-        let t = &shared.tenancy;
+        let t = &ctx.tenancy;
         t.check_object_count(ns, before.len(), after.len())
             .and_then(|()| {
                 t.check_usage(
@@ -1036,11 +1091,11 @@ fn locate<'a>(
 }
 
 async fn delete_object(
-    State(shared): State<Arc<Shared>>,
+    State(ctx): State<Arc<Context>>,
     headers: HeaderMap,
     UrlPath((kind, ns, name)): UrlPath<(String, String, String)>,
 ) -> ApiResult<Json<ChangeResponse>> {
-    let access = authorize_write(&shared, &headers, 0)?;
+    let access = authorize_write(&ctx, &headers, 0)?;
     let kind = Kind::parse(&kind).ok_or_else(|| {
         ApiError::new(
             StatusCode::NOT_FOUND,
@@ -1049,19 +1104,19 @@ async fn delete_object(
     })?;
     access.check(&ns)?;
     let key = ObjectKey::new(kind, ns.as_str(), name.as_str());
-    let desired = snapshot(&shared);
+    let desired = snapshot(&ctx);
     // A group whose manifest is already gone (its deletion held), or that only the engines
     // still know, is deleted by name too: this is the confirmation the hold waits for.
-    let on_engines_only = !desired.objects.contains_key(&key) && shared.prune_report.contains(&key);
+    let on_engines_only = !desired.objects.contains_key(&key) && ctx.prune_report.contains(&key);
     if !desired.objects.contains_key(&key) && !on_engines_only {
         return Err(ApiError::not_found(kind, &ns, &name));
     }
     // Confirmed before the file changes, so the reload that follows lets it go at once.
-    shared.confirmations.confirm(&key);
+    ctx.confirmations.confirm(&key);
     let file = desired.objects.get(&key).map(|e| e.file.clone());
     drop(desired);
     if file.is_some() {
-        plan_and_write(&shared, &[ns.as_str()], false, |desired| {
+        plan_and_write(&ctx, &[ns.as_str()], false, |desired| {
             let Some(entry) = desired.objects.get(&key) else {
                 return Ok((BTreeMap::new(), ()));
             };
@@ -1083,8 +1138,8 @@ async fn delete_object(
         .await?;
     }
     // Nothing to write (the file was gone already): still wait for the reload that lets it go.
-    if snapshot(&shared).objects.contains_key(&key) {
-        reload_and_wait(&shared).await;
+    if snapshot(&ctx).objects.contains_key(&key) {
+        reload_and_wait(&ctx).await;
     }
     Ok(Json(ChangeResponse {
         results: vec![ObjectResult {
@@ -1100,27 +1155,27 @@ async fn delete_object(
 }
 
 /// Asks the watcher to reload and waits (at most [`RELOAD_WAIT`]) for what it publishes.
-async fn reload_and_wait(shared: &Shared) {
-    let mut seen = shared.desired.clone();
+async fn reload_and_wait(ctx: &Context) {
+    let mut seen = ctx.desired.clone();
     seen.borrow_and_update();
-    shared.rescan.notify_one();
-    if shared.ready.load(std::sync::atomic::Ordering::Acquire) {
+    ctx.rescan.notify_one();
+    if ctx.ready.load(std::sync::atomic::Ordering::Acquire) {
         let _ = tokio::time::timeout(RELOAD_WAIT, seen.changed()).await;
     }
 }
 
 /// Sets one spec field of a group in its file.
 async fn set_group_field(
-    shared: &Shared,
+    ctx: &Context,
     headers: &HeaderMap,
     ns: &str,
     name: &str,
     action: &'static str,
     check: impl Fn(&Desired, &crate::manifest::AutoScalingGroup) -> ApiResult<(&'static str, Value)>,
 ) -> ApiResult<Json<ChangeResponse>> {
-    let access = authorize_write(shared, headers, 0)?;
+    let access = authorize_write(ctx, headers, 0)?;
     access.check(ns)?;
-    let result = plan_and_write(shared, &[ns], false, |desired| {
+    let result = plan_and_write(ctx, &[ns], false, |desired| {
         let (key, entry) = locate(desired, Kind::AutoScalingGroup, ns, name)?;
         let Object::AutoScalingGroup(group) = &entry.object else {
             return Err(ApiError::not_found(Kind::AutoScalingGroup, ns, name));
@@ -1170,7 +1225,7 @@ async fn set_group_field(
 }
 
 async fn scale(
-    State(shared): State<Arc<Shared>>,
+    State(ctx): State<Arc<Context>>,
     headers: HeaderMap,
     UrlPath((ns, name)): UrlPath<(String, String)>,
     body: axum::body::Bytes,
@@ -1181,7 +1236,7 @@ async fn scale(
         ))
     })?;
     let n = req.desired;
-    set_group_field(&shared, &headers, &ns, &name, "scaled", |desired, g| {
+    set_group_field(&ctx, &headers, &ns, &name, "scaled", |desired, g| {
         if n < g.spec.min_size || n > g.spec.max_size {
             return Err(ApiError::unprocessable(format!(
                 "desired capacity {n} is outside [minSize {}, maxSize {}] of autoscaling group `{name}`",
@@ -1192,34 +1247,34 @@ async fn scale(
         scaled.spec.desired_capacity = Some(n);
         let key = ObjectKey::new(Kind::AutoScalingGroup, ns.as_str(), name.as_str());
         let changes = BTreeMap::from([(key, Some(Object::AutoScalingGroup(scaled)))]);
-        check_quotas(&shared, desired, &changes)?;
+        check_quotas(&ctx, desired, &changes)?;
         Ok(("desiredCapacity", json!(n)))
     })
     .await
 }
 
 async fn start(
-    State(shared): State<Arc<Shared>>,
+    State(ctx): State<Arc<Context>>,
     headers: HeaderMap,
     UrlPath((ns, name)): UrlPath<(String, String)>,
 ) -> ApiResult<Json<ChangeResponse>> {
-    set_group_field(&shared, &headers, &ns, &name, "started", |desired, g| {
+    set_group_field(&ctx, &headers, &ns, &name, "started", |desired, g| {
         let mut started = g.clone();
         started.spec.state = crate::manifest::GroupState::Started;
         let key = ObjectKey::new(Kind::AutoScalingGroup, ns.as_str(), name.as_str());
         let changes = BTreeMap::from([(key, Some(Object::AutoScalingGroup(started)))]);
-        check_quotas(&shared, desired, &changes)?;
+        check_quotas(&ctx, desired, &changes)?;
         Ok(("state", json!("Started")))
     })
     .await
 }
 
 async fn stop(
-    State(shared): State<Arc<Shared>>,
+    State(ctx): State<Arc<Context>>,
     headers: HeaderMap,
     UrlPath((ns, name)): UrlPath<(String, String)>,
 ) -> ApiResult<Json<ChangeResponse>> {
-    set_group_field(&shared, &headers, &ns, &name, "stopped", |_, _| {
+    set_group_field(&ctx, &headers, &ns, &name, "stopped", |_, _| {
         Ok(("state", json!("Stopped")))
     })
     .await

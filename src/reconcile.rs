@@ -19,8 +19,9 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
+use crate::autoscale::Autoscaler;
+use crate::config::tenancy::Tenancy;
 use crate::config::tenancy::{ContainerLimits, Usage};
-use crate::controller::Shared;
 use crate::engine::observe::{short_id, Reach, Zone};
 use crate::engine::{labels, ContainerSpec, ContainerState, EngineError, Observed};
 use crate::manifest::{AutoScalingGroup, IntOrPercent, LaunchConfiguration, ObjectKey};
@@ -28,9 +29,12 @@ use crate::reconcile::queue::Queue;
 use crate::reconcile::quota::QuotaLedger;
 use crate::status::sync::StatusSync;
 use crate::status::{self, Activity, Condition, GroupStatus, InstanceStatus, MAX_ACTIVITIES};
-use crate::util::unpoisoned::{panic_message, LockExt, RwLockExt};
+use crate::util::unpoisoned::{panic_message, LockExt};
+use crate::watch::prune::{Confirmations, Report};
+use crate::watch::store::DesiredReader;
 use plan::{CreateReason, Instance, Plan, RemoveReason, Target};
 
+pub mod changes;
 mod orphans;
 pub mod plan;
 pub mod queue;
@@ -139,20 +143,39 @@ impl GroupMemory {
     }
 }
 
+/// What the reconciler is handed by the wiring: each a narrow handle, none the wiring itself.
+pub struct Context {
+    /// The `controllerName` label value: only containers carrying it are ours.
+    pub controller_name: String,
+    /// Whether a group found only on the engines may be deleted without a confirmation
+    /// (`--allow-empty`).
+    pub allow_empty: bool,
+    /// The desired state (written by the watcher only).
+    pub desired: DesiredReader,
+    /// Per-namespace limits: default container resources and quotas.
+    pub tenancy: Arc<Tenancy>,
+    /// Deletions confirmed by name (`ms delete`): never held.
+    pub confirmations: Arc<Confirmations>,
+    /// Where held and failing deletions of groups no manifest defines are reported.
+    pub prune_report: Arc<Report>,
+    /// The status writer: each pass publishes the group's status into it.
+    pub status: Arc<StatusSync>,
+    /// The effective capacity of groups with scaling policies; without it (scenario tests,
+    /// the scale model), every group runs the capacity of its spec.
+    pub autoscaler: Option<Arc<Autoscaler>>,
+}
+
 /// The reconciler of every group.
 pub struct Reconciler {
-    shared: Arc<Shared>,
+    ctx: Context,
     zones: Vec<Arc<Zone>>,
     queue: Arc<Queue<ObjectKey>>,
-    sync: Arc<StatusSync>,
     memory: Mutex<HashMap<ObjectKey, GroupMemory>>,
     /// Container specs (by hash) that recently started a container: slow start protects against
     /// broken images and commands, which a recent success of the very same spec rules out.
     proven: Mutex<HashMap<String, Instant>>,
     /// Creations in flight per group at most (the slow-start window grows up to this).
     concurrency: usize,
-    /// The effective capacity of groups with scaling policies (set once, by the controller).
-    autoscaler: std::sync::OnceLock<Arc<crate::autoscale::Autoscaler>>,
     /// Whether a group found only on the engines may be deleted.
     orphans: orphans::OrphanGate,
     /// Backoff of failed removals per group (shared with the removal tasks).
@@ -176,37 +199,31 @@ struct Resolved {
 }
 
 impl Reconciler {
+    /// The reconciler of the groups of `ctx.desired` on `zones`, taking keys from `queue`, with
+    /// at most `concurrency` creations in flight per group.
     pub fn new(
-        shared: Arc<Shared>,
+        ctx: Context,
         zones: Vec<Arc<Zone>>,
         queue: Arc<Queue<ObjectKey>>,
-        sync: Arc<StatusSync>,
         concurrency: usize,
     ) -> Arc<Self> {
         let orphans = orphans::OrphanGate::new(
-            shared.confirmations.clone(),
-            shared.prune_report.clone(),
-            shared.config.allow_empty,
+            ctx.confirmations.clone(),
+            ctx.prune_report.clone(),
+            ctx.allow_empty,
         );
         Arc::new(Reconciler {
             orphans,
             removals: Arc::default(),
             removing: tokio_util::task::TaskTracker::new(),
-            shared,
+            ctx,
             zones,
             queue,
-            sync,
             memory: Mutex::new(HashMap::new()),
             proven: Mutex::new(HashMap::new()),
             concurrency: concurrency.max(1),
-            autoscaler: std::sync::OnceLock::new(),
             quotas: QuotaLedger::default(),
         })
-    }
-
-    /// Lets the autoscaler decide the capacity of groups with scaling policies.
-    pub fn set_autoscaler(&self, autoscaler: Arc<crate::autoscale::Autoscaler>) {
-        let _ = self.autoscaler.set(autoscaler);
     }
 
     /// Pops keys from the queue and reconciles them, up to `workers` groups at once.
@@ -253,7 +270,7 @@ impl Reconciler {
         );
         error!(group = %key, "{msg}");
         let hash = {
-            let desired = self.shared.desired.borrow().clone();
+            let desired = self.ctx.desired.borrow().clone();
             desired
                 .group(key)
                 .map(|_| self.resolve(key, &desired).target.spec_hash)
@@ -270,13 +287,7 @@ impl Reconciler {
         };
         if hash.is_some() {
             // The pass that panicked published nothing: say it now.
-            let mut st = self
-                .shared
-                .status
-                .read_locked()
-                .get(key)
-                .cloned()
-                .unwrap_or_default();
+            let mut st = self.ctx.status.get(key).unwrap_or_default();
             st.conditions.retain(|c| c.type_ != status::DEGRADED);
             st.conditions.push(Condition {
                 type_: status::DEGRADED.to_string(),
@@ -285,7 +296,7 @@ impl Reconciler {
                 message: msg,
                 last_transition_time: now_secs(),
             });
-            self.sync.publish(key, st);
+            self.ctx.status.publish(key, st);
         }
         hold.or_else(|| Some(Instant::now() + BACKOFF_BASE))
     }
@@ -293,7 +304,7 @@ impl Reconciler {
     /// One pass for one group. Returns when to run again (None: wait for a change or the resync).
     pub async fn reconcile(&self, key: &ObjectKey) -> Option<Instant> {
         crate::util::failpoint::reconcile_panic(&format!("{}/{}", key.namespace, key.name));
-        let desired = self.shared.desired.borrow().clone();
+        let desired = self.ctx.desired.borrow().clone();
         // Never act on a partial view: an empty store or an unlisted zone looks like "nothing".
         if !desired.loaded || self.zones.iter().any(|z| z.reach() == Reach::Unknown) {
             return Some(Instant::now() + Duration::from_millis(100));
@@ -320,7 +331,7 @@ impl Reconciler {
         }
         let instances: Vec<Instance> = observed
             .iter()
-            .map(|(z, o)| to_instance(z, o, &self.shared.config.controller_name))
+            .map(|(z, o)| to_instance(z, o, &self.ctx.controller_name))
             .collect();
         if resolved.group.is_none()
             && !observed.is_empty()
@@ -338,7 +349,7 @@ impl Reconciler {
                     crate::manifest::Object::AutoScalingGroup(g) => g.status.as_ref(),
                     _ => None,
                 });
-                mem.seed(self.sync.previous(key, in_file).as_ref());
+                mem.seed(self.ctx.status.previous(key, in_file).as_ref());
             }
             let now = Instant::now();
             if mem.last_failure.is_some_and(|t| now - t > FAILURE_MEMORY) {
@@ -380,7 +391,7 @@ impl Reconciler {
         let reservation = (!plan.create.is_empty()).then(|| {
             let running = self.namespace_usage(&key.namespace, &desired);
             self.quotas.reserve(
-                &self.shared.tenancy,
+                &self.ctx.tenancy,
                 &key.namespace,
                 running,
                 u32::try_from(plan.create.len()).unwrap_or(u32::MAX),
@@ -414,7 +425,7 @@ impl Reconciler {
             }
             let after_instances: Vec<Instance> = after
                 .iter()
-                .map(|(z, o)| to_instance(z, o, &self.shared.config.controller_name))
+                .map(|(z, o)| to_instance(z, o, &self.ctx.controller_name))
                 .collect();
             let remaining = if resolved.waiting_for.is_some() {
                 Plan::default()
@@ -431,7 +442,7 @@ impl Reconciler {
             (observed, instances, planned)
         };
         if resolved.group.is_none() {
-            self.sync.forget(key);
+            self.ctx.status.forget(key);
             self.memory.locked().remove(key);
             if after.is_empty() {
                 self.orphans.gone(key);
@@ -440,7 +451,7 @@ impl Reconciler {
             }
             // No status to carry a condition: failing removals of a deleted group are problems.
             if let Some((until, why)) = self.removals.last_error(key) {
-                self.shared.prune_report.set(
+                self.ctx.prune_report.set(
                     key,
                     Some(format!(
                         "deleting autoscaling group {}/{}: {why}; next attempt in {}s",
@@ -467,7 +478,7 @@ impl Reconciler {
             held,
             &desired,
         );
-        self.sync.publish(key, status);
+        self.ctx.status.publish(key, status);
 
         let hold = self
             .memory
@@ -556,7 +567,11 @@ impl Reconciler {
             )
         });
         // The autoscaler's effective capacity (a policy's decision, or the spec's).
-        let effective = self.autoscaler.get().map(|a| a.effective(key, group));
+        let effective = self
+            .ctx
+            .autoscaler
+            .as_ref()
+            .map(|a| a.effective(key, group));
         let desired_count = match spec.state {
             crate::manifest::GroupState::Stopped => 0,
             crate::manifest::GroupState::Started => match &effective {
@@ -569,11 +584,7 @@ impl Reconciler {
         };
         let limits = lc
             .as_ref()
-            .map(|l| {
-                self.shared
-                    .tenancy
-                    .container_limits(&key.namespace, &l.spec)
-            })
+            .map(|l| self.ctx.tenancy.container_limits(&key.namespace, &l.spec))
             .unwrap_or((None, None));
         let spec_hash = lc
             .as_ref()
@@ -607,7 +618,7 @@ impl Reconciler {
     /// running containers times its containers' limits (the namespace's defaults for a group
     /// no longer defined).
     fn namespace_usage(&self, ns: &str, desired: &crate::watch::store::Desired) -> Usage {
-        let tenancy = &self.shared.tenancy;
+        let tenancy = &self.ctx.tenancy;
         let defaults = {
             let (c, m) = tenancy.default_resources(ns);
             (Some(c), Some(m))
@@ -638,8 +649,9 @@ impl Reconciler {
         let desired = resolved.target.desired;
         // " by policy NAME" when a policy set the capacity (for the activity causes).
         let by = self
+            .ctx
             .autoscaler
-            .get()
+            .as_ref()
             .map(|a| a.cause_suffix(key))
             .unwrap_or_default();
         let (last_desired, group_stopped) = {
@@ -842,7 +854,7 @@ impl Reconciler {
                     group,
                     &zone.name,
                     &resolved.target.spec_hash,
-                    &self.shared.config.controller_name,
+                    &self.ctx.controller_name,
                     resolved.limits,
                 );
                 let reason = c.reason.clone();
@@ -1187,7 +1199,7 @@ impl Reconciler {
             ..GroupStatus::default()
         };
         drop(mem_guard);
-        if let Some(a) = self.autoscaler.get() {
+        if let Some(a) = self.ctx.autoscaler.as_ref() {
             a.fill_status(key, &mut status);
         }
         status

@@ -9,13 +9,15 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use microscaler::apply::Context;
 use microscaler::client::{Client, ClientError};
 use microscaler::config::{Config, TokenConfig};
-use microscaler::controller::Shared;
+use microscaler::controller::{Controller, Handle};
 use microscaler::manifest::parse_file;
 use microscaler::watch::store::{Desired, Entry};
 use serde_json::{json, Value};
-use tokio::sync::{oneshot, watch};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 const LC: &str = "\
 # the web tier's image
@@ -43,9 +45,9 @@ struct Server {
     url: String,
     dir: tempfile::TempDir,
     tx: watch::Sender<Arc<Desired>>,
-    shared: Arc<Shared>,
+    shared: Arc<Context>,
     http: reqwest::Client,
-    _stop: oneshot::Sender<()>,
+    _controller: Handle,
 }
 
 impl Server {
@@ -63,31 +65,23 @@ impl Server {
         let dir = tempfile::tempdir().unwrap();
         config.dir = dir.path().to_path_buf();
         let (tx, rx) = watch::channel(Arc::new(Desired::default()));
-        let shared = Arc::new(Shared::new(config, rx));
-        let autoscaler = microscaler::autoscale::Autoscaler::new(
-            shared.clone(),
-            vec![],
-            Arc::new(microscaler::reconcile::queue::Queue::new()),
-            microscaler::autoscale::Settings::from_config(&shared.config),
-        );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
-        let (stop, stopped) = oneshot::channel::<()>();
-        tokio::spawn(microscaler::apply::serve_with(
-            listener,
-            shared.clone(),
-            microscaler::autoscale::pushed::routes(shared.clone(), autoscaler),
-            async move {
-                let _ = stopped.await;
-            },
-        ));
+        // The controller's wiring with the API alone: no engine, no reconciler, no status files.
+        let controller = Controller::builder(config)
+            .desired(rx)
+            .without_reconciler()
+            .without_status_writer()
+            .without_autoscaler()
+            .serve(listener)
+            .spawn(CancellationToken::new());
         Server {
             url,
             dir,
             tx,
-            shared,
+            shared: controller.api.clone(),
             http: reqwest::Client::new(),
-            _stop: stop,
+            _controller: controller,
         }
     }
 

@@ -10,6 +10,7 @@ use super::policy::{GroupSample, SetBy};
 use super::simulate;
 use super::*;
 use crate::config::Config;
+use crate::reconcile::queue::Queue;
 
 const GROUP: &str = "\
 apiVersion: microscaler.io/v1
@@ -71,9 +72,9 @@ fn snapshot(yaml: &str) -> Desired {
 
 fn autoscaler(yaml: &str) -> (Arc<Autoscaler>, watch::Sender<Arc<Desired>>) {
     let (tx, rx) = watch::channel(Arc::new(snapshot(yaml)));
-    let shared = Arc::new(Shared::new(Config::default(), rx));
     let a = Autoscaler::new(
-        shared,
+        rx,
+        Arc::new(Config::default().tenancy()),
         vec![],
         Arc::new(Queue::new()),
         Settings {
@@ -90,7 +91,7 @@ fn web() -> ObjectKey {
 }
 
 fn group_of(a: &Autoscaler) -> AutoScalingGroup {
-    a.shared.desired.borrow().group(&web()).unwrap().clone()
+    a.desired.borrow().group(&web()).unwrap().clone()
 }
 
 #[test]
@@ -259,7 +260,7 @@ fn groups_without_policies_keep_a_quiet_status() {
 fn a_policy_set_capacity_survives_a_restart_from_the_previous_status_source() {
     let (a, _tx) = autoscaler(&format!("{GROUP}---\n{POLICIES}"));
     let key = web();
-    let generation = a.shared.desired.borrow().objects[&key].generation.clone();
+    let generation = a.desired.borrow().objects[&key].generation.clone();
     // As the sidecar tree would hold it (the manifest itself has no status block).
     let previous = serde_json::json!({
         "observedGeneration": generation,

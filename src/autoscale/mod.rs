@@ -1,8 +1,9 @@
-//! Elastic autoscaling: metrics collection, pushed metrics, policy decisions, the simulator.
+//! Elastic autoscaling: metrics collection, policy decisions, the simulator.
 //!
 //! # Layout
 //! - [`metrics`]: per-container CPU/memory samples from each zone's engine, group averages.
-//! - [`pushed`]: values pushed to the controller for a group (`POST /v1/metrics/NS/GROUP`).
+//! - Values pushed to the controller for a group arrive through the API
+//!   ([`crate::apply::metrics`], `POST /v1/metrics/NS/GROUP`) and are kept by [`Autoscaler::push`].
 //! - [`policy`]: the pure decision code (step, target tracking, scheduled, guards).
 //! - [`simulate`]: replays a CSV trace through [`policy`] (`ms simulate`).
 //!
@@ -14,7 +15,6 @@
 
 pub mod metrics;
 pub mod policy;
-pub mod pushed;
 pub mod simulate;
 
 use std::collections::{BTreeMap, HashMap};
@@ -25,15 +25,16 @@ use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
-use crate::controller::Shared;
+use crate::config::tenancy::Tenancy;
+use crate::engine::observe::Enqueue;
 use crate::engine::observe::Zone;
+use crate::health::liveness::Beat;
 use crate::manifest::{
     AutoScalingGroup, AutoScalingGroupSpec, Kind, Object, ObjectKey, ScalingPolicySpec,
 };
-use crate::reconcile::queue::Queue;
 use crate::status::{GroupMetrics, GroupStatus};
 use crate::util::unpoisoned::{LockExt, RwLockExt};
-use crate::watch::store::Desired;
+use crate::watch::store::{Desired, DesiredReader};
 
 use metrics::{Collector, GroupInfo, InstanceMetrics};
 use policy::{Decision, GroupInput, GroupState, History, SetBy};
@@ -180,9 +181,13 @@ pub fn policies_of(desired: &Desired, key: &ObjectKey) -> Vec<(String, ScalingPo
 
 /// Collects metrics, evaluates policies and holds each group's effective capacity.
 pub struct Autoscaler {
-    shared: Arc<Shared>,
+    /// The groups and their policies.
+    desired: DesiredReader,
+    /// The containers' real CPU limits (a namespace's default when the spec sets none).
+    tenancy: Arc<Tenancy>,
     zones: Vec<Arc<Zone>>,
-    queue: Arc<Queue<ObjectKey>>,
+    /// Groups whose capacity changed are reconciled at once.
+    queue: Arc<dyn Enqueue>,
     settings: Settings,
     groups: Mutex<HashMap<ObjectKey, GroupAuto>>,
     collector: tokio::sync::Mutex<Collector>,
@@ -200,13 +205,15 @@ pub type PreviousStatus =
 
 impl Autoscaler {
     pub fn new(
-        shared: Arc<Shared>,
+        desired: DesiredReader,
+        tenancy: Arc<Tenancy>,
         zones: Vec<Arc<Zone>>,
-        queue: Arc<Queue<ObjectKey>>,
+        queue: Arc<dyn Enqueue>,
         settings: Settings,
     ) -> Arc<Self> {
         Arc::new(Autoscaler {
-            shared,
+            desired,
+            tenancy,
             zones,
             queue,
             settings,
@@ -232,7 +239,7 @@ impl Autoscaler {
                 Some(p) => p(key, group.status.as_ref()),
                 None => group.status.clone(),
             };
-            g.owner.over = seed(group, previous, &self.shared.desired.borrow(), key);
+            g.owner.over = seed(group, previous, &self.desired.borrow(), key);
         }
         g.owner.effective(&group.spec)
     }
@@ -326,14 +333,10 @@ impl Autoscaler {
         self.instances.read_locked().clone()
     }
 
-    /// Samples and evaluates every period until `shutdown`.
-    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+    /// Samples and evaluates every period until `shutdown`, touching `beat` each time.
+    pub async fn run(self: Arc<Self>, beat: Beat, shutdown: CancellationToken) {
         let mut tick = tokio::time::interval(self.settings.period);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let beat = self.shared.liveness.beat(
-            "autoscaler",
-            crate::controller::silence_bound(self.settings.period),
-        );
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
@@ -346,7 +349,7 @@ impl Autoscaler {
 
     /// One period: collect, then evaluate every group's policies at `now`.
     pub async fn tick(&self, now: DateTime<Utc>) {
-        let desired = self.shared.desired.borrow().clone();
+        let desired = self.desired.borrow().clone();
         if !desired.loaded {
             return;
         }
@@ -354,12 +357,7 @@ impl Autoscaler {
         for (key, group, _) in desired.groups() {
             let lc = desired.launch_configuration(&key.namespace, &group.spec.launch_configuration);
             // The limit containers really run with (the namespace's default when unset).
-            let cpus = lc.and_then(|l| {
-                self.shared
-                    .tenancy
-                    .container_limits(&key.namespace, &l.spec)
-                    .0
-            });
+            let cpus = lc.and_then(|l| self.tenancy.container_limits(&key.namespace, &l.spec).0);
             let warm_up = group
                 .spec
                 .health_check_grace_period
@@ -451,7 +449,7 @@ impl Autoscaler {
     /// Evaluates every group of the current snapshot at `now` (no sampling); enqueues the
     /// groups whose capacity changed. Returns each group's latest decision.
     pub fn evaluate_all(&self, now: DateTime<Utc>) -> BTreeMap<ObjectKey, Decision> {
-        let desired = self.shared.desired.borrow().clone();
+        let desired = self.desired.borrow().clone();
         let mut out = BTreeMap::new();
         for (key, group, _) in desired.groups() {
             let policies = policies_of(&desired, key);
@@ -460,7 +458,7 @@ impl Autoscaler {
                 self.evaluate(key, group, &policies, now)
             }));
             match evaluated {
-                Ok(true) => self.queue.now(key.clone()),
+                Ok(true) => self.queue.enqueue(key.clone()),
                 Ok(false) => {}
                 Err(panic) => tracing::error!(
                     group = %key,

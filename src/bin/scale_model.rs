@@ -15,14 +15,10 @@ use anyhow::{bail, Context};
 use clap::Parser;
 use futures::StreamExt;
 use microscaler::config::{Config, ZoneConfig};
-use microscaler::controller::{spawn_zones, Shared};
+use microscaler::controller::Controller;
 use microscaler::engine::memory::{CallCounts, Latencies, MemoryEngine};
 use microscaler::engine::observe::{fixed_connector, managed_filter};
-use microscaler::files::OwnWrites;
-use microscaler::manifest::ObjectKey;
-use microscaler::reconcile::queue::Queue;
-use microscaler::reconcile::Reconciler;
-use microscaler::status::sync::StatusSync;
+use microscaler::manifest::{DurationSpec, ObjectKey};
 use microscaler::watch::store::{Desired, Entry};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
@@ -321,7 +317,8 @@ async fn model(args: &Args, groups: usize) -> anyhow::Result<Figures> {
         precreate(&snapshot, &engines, &zone_names, args.instances);
     }
 
-    // The wiring of `controller::run`, minus the directory watcher and the HTTP endpoint.
+    // The controller's own wiring, minus the directory watcher, the HTTP endpoint and the
+    // autoscaler (its metrics would sample every container).
     let (_tx, rx) = watch::channel(Arc::new(snapshot));
     let config = Config {
         zones: zone_names
@@ -332,15 +329,15 @@ async fn model(args: &Args, groups: usize) -> anyhow::Result<Figures> {
             })
             .collect(),
         concurrency: args.concurrency,
+        // The periodic resync is driven by hand below, so the observers' own is out of the way.
+        resync_period: DurationSpec::from_secs(24 * 3600),
         // The model measures the controller, not the quotas: no namespace limits.
         namespaces: serde_yaml_ng::from_str(
             "{'*': {allowUnlimitedResources: true, maxContainers: 4294967295, maxObjects: 4294967295}}",
         )?,
         ..Config::default()
     };
-    let shared = Arc::new(Shared::new(config, rx));
     let shutdown = CancellationToken::new();
-    let queue: Arc<Queue<ObjectKey>> = Arc::new(Queue::new());
     let cpu0 = cpu_seconds();
     let t0 = Instant::now();
     let connectors = zone_names
@@ -348,30 +345,19 @@ async fn model(args: &Args, groups: usize) -> anyhow::Result<Figures> {
         .zip(&engines)
         .map(|(name, e)| (name.clone(), fixed_connector(Arc::new(e.clone()))))
         .collect();
-    // The periodic resync is driven by hand below, so the observers' own is out of the way.
-    let zones = spawn_zones(
-        &shared,
-        connectors,
-        Duration::from_secs(24 * 3600),
-        &queue,
-        &shutdown,
-    );
-    let sync = StatusSync::new(
-        shared.clone(),
-        Arc::new(OwnWrites::new()),
-        Duration::from_millis(200),
-    );
-    tokio::spawn(sync.clone().run(shutdown.clone()));
-    let rec = Reconciler::new(
-        shared.clone(),
-        zones.clone(),
-        queue.clone(),
-        sync,
-        args.concurrency,
-    );
+    let mut controller = Controller::builder(config)
+        .desired(rx)
+        .zones(connectors)
+        .workers(args.workers)
+        .without_autoscaler();
+    if !converge {
+        // The runner is not started: its first pass over every group is what is measured.
+        controller = controller.without_reconciler();
+    }
+    let controller = controller.spawn(shutdown.clone());
+    let (zones, rec) = (controller.zones.clone(), controller.reconciler.clone());
     let want = (groups * args.instances) as u64;
     let (converge_seconds, converge_cpu_seconds) = if converge {
-        tokio::spawn(rec.clone().run(args.workers, shutdown.clone()));
         // Converge from zero: every container started.
         let deadline = Instant::now() + Duration::from_secs(3600);
         loop {

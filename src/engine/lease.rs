@@ -701,19 +701,6 @@ impl Engine for Fenced {
     }
 }
 
-/// `GET /lease`: this controller's holder id, so a contender on another machine can tell that
-/// the holder of a lease still runs.
-pub fn routes(me: &Identity) -> axum::Router {
-    let body = serde_json::json!({ "holder": me.holder, "controllerName": me.controller });
-    axum::Router::new().route(
-        "/lease",
-        axum::routing::get(move || {
-            let body = body.clone();
-            async move { axum::Json(body) }
-        }),
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -19,8 +19,14 @@ use tracing::{debug, info, warn};
 use crate::engine::{labels, ContainerState, Engine, EngineEvent, EventKind, Observed};
 use crate::health::liveness::Beat;
 use crate::manifest::{Kind, ObjectKey};
-use crate::reconcile::queue::Queue;
 use crate::util::unpoisoned::{LockExt, RwLockExt};
+
+/// Where an observer (or the autoscaler) sends the groups that need a look now: the reconcile
+/// queue. A trait here, so the engine layer never imports the reconciler, which implements it.
+pub trait Enqueue: Send + Sync {
+    /// `key` should be reconciled now (a key already due or running is not doubled).
+    fn enqueue(&self, key: ObjectKey);
+}
 
 /// Connects to a zone's engine; called again after each failure.
 pub type Connector = Arc<
@@ -367,14 +373,14 @@ pub async fn observe(
     zone: Arc<Zone>,
     connect: Connector,
     resync: Duration,
-    queue: Arc<Queue<ObjectKey>>,
+    queue: Arc<dyn Enqueue>,
     all_groups: Arc<dyn Fn() -> Vec<ObjectKey> + Send + Sync>,
     shutdown: CancellationToken,
 ) {
     let mut backoff = Duration::from_millis(200);
     let enqueue_all = |zone: &Zone| {
         for k in all_groups().into_iter().chain(zone.group_keys()) {
-            queue.now(k);
+            queue.enqueue(k);
         }
     };
     loop {
@@ -421,7 +427,7 @@ async fn observe_once(
     zone: &Arc<Zone>,
     connect: &Connector,
     resync: Duration,
-    queue: &Arc<Queue<ObjectKey>>,
+    queue: &Arc<dyn Enqueue>,
     enqueue_all: &impl Fn(&Zone),
     shutdown: &CancellationToken,
 ) -> crate::engine::Result<()> {
@@ -456,7 +462,7 @@ async fn observe_once(
                 Some(Ok(ev)) => {
                     zone.touch();
                     if let Some(k) = zone.apply_event(&ev) {
-                        queue.now(k);
+                        queue.enqueue(k);
                     }
                 }
                 Some(Err(e)) => return Err(e),

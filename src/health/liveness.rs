@@ -21,6 +21,13 @@ use crate::util::unpoisoned::LockExt;
 /// A pull check: `Err(why)` when the component is not making progress.
 type Check = Box<dyn Fn() -> Result<String, String> + Send + Sync>;
 
+/// How long a loop that wakes at least every `period` may stay silent before `/healthz` fails.
+pub fn silence_bound(period: Duration) -> Duration {
+    period
+        .saturating_mul(3)
+        .saturating_add(Duration::from_secs(30))
+}
+
 /// The registry of every component's liveness.
 pub struct Liveness {
     started: Instant,

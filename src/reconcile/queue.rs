@@ -57,6 +57,13 @@ impl<K: Clone + Eq + Hash + Ord> Inner<K> {
     }
 }
 
+/// Observers and the autoscaler tell the reconciler about a group through this.
+impl crate::engine::observe::Enqueue for Queue<crate::manifest::ObjectKey> {
+    fn enqueue(&self, key: crate::manifest::ObjectKey) {
+        self.now(key);
+    }
+}
+
 impl<K: Clone + Eq + Hash + Ord> Queue<K> {
     pub fn new() -> Self {
         Self::default()

@@ -9,10 +9,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::*;
 use crate::config::Config;
+use crate::controller::{Controller, Handle, Shared};
 use crate::engine::memory::MemoryEngine;
 use crate::engine::observe::fixed_connector;
 use crate::engine::{ContainerState, EngineError};
-use crate::files::OwnWrites;
 use crate::manifest::Kind;
 use crate::watch::store::Desired;
 
@@ -21,6 +21,7 @@ struct Harness {
     tx: watch::Sender<Arc<Desired>>,
     engines: Vec<MemoryEngine>,
     shutdown: CancellationToken,
+    _controller: Handle,
 }
 
 impl Drop for Harness {
@@ -43,6 +44,8 @@ impl Harness {
         Self::start_with(zone_names, engines, yaml).await
     }
 
+    /// The controller's own wiring over in-memory engines, the desired state fed by the test,
+    /// status kept in memory, capacities from the specs alone.
     async fn start_with(zone_names: &[&str], engines: Vec<MemoryEngine>, yaml: &str) -> Harness {
         let (tx, rx) = watch::channel(Arc::new(snapshot(yaml)));
         let mut config = Config::default();
@@ -53,38 +56,26 @@ impl Harness {
                 docker_host: None,
             })
             .collect();
-        let shared = Arc::new(Shared::new(config, rx));
+        config.concurrency = 8;
         let shutdown = CancellationToken::new();
-        let queue: Arc<Queue<ObjectKey>> = Arc::new(Queue::new());
         let connectors = zone_names
             .iter()
             .zip(&engines)
             .map(|(name, e)| (name.to_string(), fixed_connector(Arc::new(e.clone()))))
             .collect();
-        let zones = crate::controller::spawn_zones(
-            &shared,
-            connectors,
-            Duration::from_secs(30),
-            &queue,
-            &shutdown,
-        );
-        let sync = StatusSync::new(
-            shared.clone(),
-            Arc::new(OwnWrites::new()),
-            Duration::from_millis(100),
-        );
-        let rec = Reconciler::new(shared.clone(), zones, queue.clone(), sync, 8);
-        tokio::spawn(crate::controller::enqueue_changes(
-            shared.clone(),
-            queue.clone(),
-            shutdown.clone(),
-        ));
-        tokio::spawn(rec.run(8, shutdown.clone()));
+        let controller = Controller::builder(config)
+            .desired(rx)
+            .zones(connectors)
+            .workers(8)
+            .without_autoscaler()
+            .without_status_writer()
+            .spawn(shutdown.clone());
         Harness {
-            shared,
+            shared: controller.shared.clone(),
             tx,
             engines,
             shutdown,
+            _controller: controller,
         }
     }
 

@@ -17,6 +17,12 @@ use chrono::{DateTime, Utc};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::manifest::ObjectKey;
+
+/// The latest status of every group, as the API serves it: written by the status writer
+/// ([`sync::StatusSync::publish`]) only, read by the API and the reconciler.
+pub type StatusBoard = std::sync::RwLock<BTreeMap<ObjectKey, GroupStatus>>;
+
 /// Status of an `AutoScalingGroup`, written back into its manifest and served by the API.
 ///
 /// Holds nothing that changes without the world changing (no "last reconciled at"), so the file

@@ -1,4 +1,4 @@
-//! Publishes group status: into the shared state (API) at once, and into files shortly after:
+//! Publishes group status: onto the status board (the API) at once, and into files shortly after:
 //! coalesced, one write per file per flush, level-triggered against what the files hold now.
 //!
 //! # Where status goes (`statusMode`)
@@ -38,12 +38,12 @@ use tracing::{debug, info, warn};
 
 pub use problems::{Reason, WriteProblem, WriteProblems, STATUS_WRITTEN};
 
-use crate::config::StatusMode;
-use crate::controller::Shared;
+use crate::config::{Config, StatusMode};
 use crate::files::{self, OwnWrites};
 use crate::manifest::ObjectKey;
-use crate::status::GroupStatus;
+use crate::status::{GroupStatus, StatusBoard};
 use crate::util::unpoisoned::{LockExt, RwLockExt};
+use crate::watch::store::DesiredReader;
 use git_index::GitIndex;
 use inline::InlineWriter;
 use sidecar::Sidecar;
@@ -120,9 +120,24 @@ impl Dirty {
     }
 }
 
+/// What the status writer is handed by the wiring: its settings, its one input (the desired
+/// state, to know which file defines which group) and the handles it writes to.
+pub struct Context {
+    /// `statusMode`, `statusDir`, the watched directory, and the rescan period (the sweep).
+    pub config: Arc<Config>,
+    /// The desired state: which file holds each group now.
+    pub desired: DesiredReader,
+    /// Each group's latest status, shown by the API at once.
+    pub status: Arc<StatusBoard>,
+    /// Manifests whose status cannot be written, and why (`ms get problems`).
+    pub problems: WriteProblems,
+    /// Asks the watcher to reload a file whose user edit raced a status write.
+    pub rescan: Arc<Notify>,
+}
+
 /// Hands status from the reconciler to the API and to the files.
 pub struct StatusSync {
-    shared: Arc<Shared>,
+    ctx: Arc<Context>,
     sink: Sink,
     problems: WriteProblems,
     /// The rendered `status:` block of every group with a known status (rendered once per
@@ -141,9 +156,9 @@ pub struct StatusSync {
 }
 
 impl StatusSync {
-    /// A status sync writing as `shared.config` says (`statusMode`, `statusDir`, `dir`).
-    pub fn new(shared: Arc<Shared>, own: Arc<OwnWrites>, coalesce: Duration) -> Arc<Self> {
-        let config = &shared.config;
+    /// A status sync writing as `ctx.config` says (`statusMode`, `statusDir`, `dir`).
+    pub fn new(ctx: Arc<Context>, own: Arc<OwnWrites>, coalesce: Duration) -> Arc<Self> {
+        let config = &ctx.config;
         let mut previous = BTreeMap::new();
         let sink = match (config.status_mode, &config.status_dir) {
             (StatusMode::Inline, _) => Sink::Inline {
@@ -163,9 +178,9 @@ impl StatusSync {
         };
         let all = matches!(sink, Sink::Sidecar(_));
         Arc::new(StatusSync {
-            problems: shared.status_problems.clone(),
+            problems: ctx.problems.clone(),
             sweep: config.rescan_period.0.max(Duration::from_secs(1)),
-            shared,
+            ctx,
             sink,
             blocks: Mutex::new(HashMap::new()),
             dirty: Mutex::new(Dirty {
@@ -181,7 +196,7 @@ impl StatusSync {
 
     /// Records the latest status of `key`; schedules a look at its file if it changed.
     pub fn publish(&self, key: &ObjectKey, status: GroupStatus) {
-        let mut map = self.shared.status.write_locked();
+        let mut map = self.ctx.status.write_locked();
         if map.get(key) == Some(&status) {
             return;
         }
@@ -193,9 +208,14 @@ impl StatusSync {
         self.wake.notify_one();
     }
 
+    /// The latest status published for `key`.
+    pub fn get(&self, key: &ObjectKey) -> Option<GroupStatus> {
+        self.ctx.status.read_locked().get(key).cloned()
+    }
+
     /// Drops the status of a deleted group.
     pub fn forget(&self, key: &ObjectKey) {
-        self.shared.status.write_locked().remove(key);
+        self.ctx.status.write_locked().remove(key);
         self.blocks.locked().remove(key);
     }
 
@@ -255,7 +275,7 @@ impl StatusSync {
     /// pending. Returns how many files were written.
     pub fn flush(&self, deadline: Option<std::time::Instant>) -> usize {
         let _one_at_a_time = self.flushing.locked();
-        let desired = self.shared.desired.borrow().clone();
+        let desired = self.ctx.desired.borrow().clone();
         if !desired.loaded {
             return 0; // nothing is known yet; the first load reports every file
         }
@@ -403,7 +423,7 @@ impl StatusSync {
             FileOutcome::Skipped => {}
             FileOutcome::UserEdited => {
                 debug!(file = %file.display(), "file changed under us; the user's edit wins and is reloaded");
-                self.shared.rescan.notify_one();
+                self.ctx.rescan.notify_one();
             }
             FileOutcome::Busy => {
                 retry = Some(Retry {
@@ -491,8 +511,14 @@ mod tests {
             let config: Config =
                 serde_yaml_ng::from_str(&format!("dir: {}\n{extra}", root.display())).unwrap();
             let (tx, rx) = tokio::sync::watch::channel(Arc::new(Desired::default()));
-            let shared = Arc::new(Shared::new(config, rx));
-            let sync = StatusSync::new(shared, Arc::new(OwnWrites::new()), Duration::ZERO);
+            let ctx = Arc::new(Context {
+                config: Arc::new(config),
+                desired: rx,
+                status: Arc::default(),
+                problems: WriteProblems::default(),
+                rescan: Arc::default(),
+            });
+            let sync = StatusSync::new(ctx, Arc::new(OwnWrites::new()), Duration::ZERO);
             let f = Fixture { dir, sync, tx };
             f.reload();
             f
@@ -620,7 +646,7 @@ mod tests {
         );
         // A restart: the sidecar seeds the group, and is not removed before its status is known.
         let restarted = StatusSync::new(
-            f.sync.shared.clone(),
+            f.sync.ctx.clone(),
             Arc::new(OwnWrites::new()),
             Duration::ZERO,
         );
@@ -633,7 +659,7 @@ mod tests {
         f.sync.publish(&key("web"), status(3));
         assert_eq!(f.sync.flush(None), 0);
         assert_eq!(f.read("web.yaml"), text);
-        assert_eq!(f.sync.shared.status.read_locked()[&key("web")].current, 3);
+        assert_eq!(f.sync.ctx.status.read_locked()[&key("web")].current, 3);
     }
 
     #[test]

@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use serde::Serialize;
 
@@ -12,6 +13,10 @@ use crate::manifest::{
     AutoScalingGroup, LaunchConfiguration, ManifestError, Object, ObjectKey, ParsedObject,
     ScalingPolicy,
 };
+
+/// A reader of the latest desired state: what every stage after the watcher is handed (the
+/// watcher holds the only sender).
+pub type DesiredReader = tokio::sync::watch::Receiver<Arc<Desired>>;
 
 /// One object and its source.
 #[derive(Debug, Clone)]

@@ -3,46 +3,28 @@
 //! latest CPU/memory of every instance.
 //!
 //! A pushed value carries the time it arrived; policies treat values older than the
-//! controller's `pushedMetricMaxAge` as missing, never as zero (see [`super::policy::History`]).
+//! controller's `pushedMetricMaxAge` as missing, never as zero (see [`crate::autoscale::policy::History`]).
 
 use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use chrono::Utc;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::apply::{authorized, check_access, check_push, ApiError};
-use crate::controller::Shared;
+use super::{authorized, check_access, check_push, ApiError, Context};
 use crate::manifest::{Kind, ObjectKey};
 use crate::wire::PushedValue;
 
-use super::Autoscaler;
-
-#[derive(Clone)]
-struct Ctx {
-    shared: Arc<Shared>,
-    autoscaler: Arc<Autoscaler>,
-}
-
-/// The routes of this module, to merge into the API router.
-pub fn routes(shared: Arc<Shared>, autoscaler: Arc<Autoscaler>) -> Router {
-    Router::new()
-        .route("/v1/metrics/{ns}/{group}", post(push))
-        .route("/v1/top", get(top))
-        .with_state(Ctx { shared, autoscaler })
-}
-
-async fn push(
-    State(ctx): State<Ctx>,
+pub(super) async fn push(
+    State(ctx): State<Arc<Context>>,
     headers: HeaderMap,
     Path((ns, group)): Path<(String, String)>,
     body: Json<Value>,
 ) -> Result<Json<Value>, ApiError> {
-    check_push(&ctx.shared, &headers, &ns)?;
+    check_push(&ctx, &headers, &ns)?;
     let bad = |m: String| ApiError {
         status: StatusCode::UNPROCESSABLE_ENTITY,
         message: m,
@@ -55,22 +37,22 @@ async fn push(
     })?;
     v.validate().map_err(bad)?;
     let key = ObjectKey::new(Kind::AutoScalingGroup, ns.clone(), group.clone());
-    if !super::group_exists(&ctx.shared.desired.borrow(), &key) {
+    if !crate::autoscale::group_exists(&ctx.desired.borrow(), &key) {
         return Err(ApiError {
             status: StatusCode::NOT_FOUND,
             message: format!("autoscaling group `{group}` not found in namespace `{ns}`"),
             errors: vec![],
         });
     }
-    let max = ctx.shared.tenancy.max_metric_names(&ns);
+    let max = ctx.tenancy.max_metric_names(&ns);
     ctx.autoscaler
         .push(&key, &v.name, v.value, Utc::now(), max)
         .map_err(|held| ApiError {
             status: StatusCode::TOO_MANY_REQUESTS,
             message: format!(
                 "namespace `{ns}` already has {held} pushed metrics, its limit (maxMetricNames {max}, {}; each group's metrics count apart): push to a metric it has, or let unused ones expire ({}s after their last value)",
-                ctx.shared.tenancy.origin(&ns, "maxMetricNames"),
-                ctx.shared.config.pushed_metric_max_age.0.as_secs() + 60
+                ctx.tenancy.origin(&ns, "maxMetricNames"),
+                ctx.config.pushed_metric_max_age.0.as_secs() + 60
             ),
             errors: vec![],
         })?;
@@ -81,21 +63,21 @@ async fn push(
 
 /// Query of `GET /v1/top`.
 #[derive(Debug, Default, Deserialize)]
-struct TopQuery {
+pub(super) struct TopQuery {
     namespace: Option<String>,
     group: Option<String>,
 }
 
-async fn top(
-    State(ctx): State<Ctx>,
+pub(super) async fn top(
+    State(ctx): State<Arc<Context>>,
     headers: HeaderMap,
     Query(q): Query<TopQuery>,
 ) -> Result<Json<Value>, ApiError> {
     // Every read needs a token when tokens are configured: an unknown one is refused here
     // rather than answered with an empty list.
-    authorized(&ctx.shared, &headers)?;
+    authorized(&ctx, &headers)?;
     if let Some(ns) = &q.namespace {
-        check_access(&ctx.shared, &headers, ns)?;
+        check_access(&ctx, &headers, ns)?;
     }
     let mut items: Vec<_> = ctx
         .autoscaler
@@ -103,7 +85,7 @@ async fn top(
         .into_iter()
         .filter(|i| q.namespace.as_ref().is_none_or(|n| *n == i.namespace))
         .filter(|i| q.group.as_ref().is_none_or(|g| *g == i.group))
-        .filter(|i| check_access(&ctx.shared, &headers, &i.namespace).is_ok())
+        .filter(|i| check_access(&ctx, &headers, &i.namespace).is_ok())
         .collect();
     items.sort_by(|a, b| (&a.namespace, &a.group, &a.name).cmp(&(&b.namespace, &b.group, &b.name)));
     Ok(Json(json!({ "items": items })))
