@@ -1,25 +1,24 @@
 //! microscaler: autoscaling groups for Docker containers.
 //!
 //! # Layout
-//! - [`manifest`]: the three manifest kinds, parsing with precise errors, validation.
-//! - [`config`]: the controller's own configuration (zones, listen address, tokens).
-//! - [`store`]: the desired state, as immutable snapshots.
-//! - [`watch`]: loads and watches the manifest directory, publishes snapshots.
-//! - [`prune`]: when a group may be deleted for lack of a manifest, and confirmations.
-//! - [`statusfile`]: writes `status:` blocks (and CLI edits) into manifest files, byte-preserving.
-//! - [`status_sync`]: hands status to the API and to the files (inline, sidecar tree, or off).
+//! In pipeline order; a module imports only those above it in the layers of
+//! `docs/architecture.md` (checked by `tests/architecture.rs`).
+//! - [`util`]: leaves: locks that survive a panic, the e2e tests' failpoints.
+//! - [`health`]: the controller's own health: heartbeats (`/healthz`), essential tasks (`/readyz`).
+//! - [`manifest`]: the three manifest kinds, parsing with precise errors, validation, schemas.
+//! - [`engine`]: the narrow engine trait, Docker and in-memory engines, per-zone observers, leases.
+//! - [`files`]: byte-preserving edits of manifest files (status blocks, documents, atomic writes).
+//! - [`wire`]: the HTTP API's JSON bodies and headers, shared by server and client.
+//! - [`config`]: the controller's own configuration: zones, API limits, namespace limits.
 //! - [`gitops`]: watched git checkouts: the status clean filter, index refresh, `ms gitops init`.
-//! - [`status`]: the status types.
-//! - [`engine`]: the narrow engine trait, its Docker (bollard) and in-memory implementations.
-//! - [`plan`]: the pure planning function (desired + observed → create/remove).
-//! - [`reconcile`]: the level-triggered runner that executes plans.
-//! - [`apply`]: the HTTP apply/read endpoint.
-//! - [`client`] and [`cli`]: the `ms` command line.
-//! - [`controller`]: wiring of a running controller.
-//! - [`dirlock`]: one controller per manifest directory.
-//! - [`lease`]: one controller per `controllerName` per engine (a lease container, fencing).
-//! - [`supervise`]: essential tasks; one ending early fails readiness and exits non-zero.
-//! - [`failpoint`]: fault injection for end-to-end tests (`MS_FAILPOINTS`).
+//! - [`watch`]: the manifest directory → desired-state snapshots (store, prune, directory lock).
+//! - [`status`]: the status types, and the writer that puts status on the board and in files.
+//! - [`autoscale`]: metrics and scaling policies → each group's effective capacity.
+//! - [`reconcile`]: desired + observed → actions: queue, change feed, plan, executor.
+//! - [`apply`]: the HTTP API: reads everything, writes only manifest files.
+//! - [`client`]: the HTTP client the `ms` command line uses.
+//! - [`controller`]: wiring: one builder hands each part the handles it needs.
+//! - [`cli`]: the `ms` command line.
 
 pub mod apply;
 pub mod autoscale;
