@@ -4,6 +4,16 @@
 //! edits the manifest files in the watched directory and asks the watcher to rescan, so the
 //! directory stays the single source of truth and `git diff` shows every change an API call made.
 //! All validation happens before the first write: a request with one bad document writes nothing.
+//!
+//! # Layout
+//! The root of the HTTP API, beside the pipeline: it reads every stage and writes only files.
+//! - This file: [`Context`] (what the API is handed), [`router`] (every route), the handlers:
+//!   authentication, reads, writes.
+//! - [`metrics`]: pushed metric values and `/v1/top`.
+//! - [`mod@serve`]: serving within limits (connections, timeouts, file descriptors).
+//! - [`ratelimit`]: per-token rates of changes and pushes; [`write_locks`]: edits serialized per
+//!   namespace.
+//! - The JSON the client shares lives in [`crate::wire`].
 
 pub mod metrics;
 pub mod ratelimit;

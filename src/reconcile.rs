@@ -5,6 +5,17 @@
 //! expiry, the periodic resync): it always starts from the current state, so it is idempotent.
 //! The queue guarantees one reconcile per key at a time; errors requeue that key with
 //! exponential backoff without slowing any other group.
+//!
+//! # Layout
+//! The stage "desired + observed → actions".
+//! - This file: [`Context`] (what the reconciler is handed), [`Reconciler`]: the runner, one
+//!   pass (`reconcile`), the executor and the status it builds.
+//! - [`queue`]: one slot per group, never two reconciles of a group at once.
+//! - [`changes`]: the change feed: new snapshots and confirmations → the groups to look at.
+//! - [`plan`]: the pure planning function (desired + observed → create/remove), table-tested.
+//! - [`quota`]: creations in flight per namespace, against its quotas.
+//! - `orphans`: whether a group found only on the engines may be deleted.
+//! - `removals`: removals in the background, with backoff.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::panic::AssertUnwindSafe;

@@ -7,6 +7,14 @@
 //! The rules that make a typo or an accident harmless live in the pure [`build_snapshot`]:
 //! a file with errors keeps its last valid objects, and a reload that would delete every group at
 //! once is refused unless explicitly allowed.
+//!
+//! # Layout
+//! The first stage of the pipeline: the directory in, desired-state snapshots out.
+//! - This file: loading, the snapshot rules, the watch loop ([`run`]).
+//! - [`store`]: the snapshot itself ([`store::Desired`]) and its reader.
+//! - [`prune`]: when a group may be deleted for lack of a manifest, and confirmations by name.
+//! - [`dirlock`]: one controller per manifest directory.
+//! - `targets`: the files behind symlinks, watched too.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs;

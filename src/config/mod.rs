@@ -2,6 +2,12 @@
 //!
 //! Works with no file at all: one zone `local` on the local Docker socket (`DOCKER_HOST` respected),
 //! listening on 127.0.0.1:56785 with no tokens.
+//!
+//! # Layout
+//! - This file: [`Config`], loading and validation.
+//! - [`api`]: the `api:` section (connections, timeouts, per-token rates).
+//! - [`tenancy`]: the `namespaces:` section (host access, default resources, quotas) and the
+//!   checks that enforce it, used by the watcher, the reconciler and the API alike.
 
 pub mod api;
 pub mod tenancy;
@@ -103,7 +109,7 @@ pub struct Config {
     /// default container resources, quotas. See [`crate::config::tenancy`].
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub namespaces: BTreeMap<String, NamespaceLimits>,
-    /// Limits of the HTTP API: connections, timeouts, write rates. See [`crate::apply::serve`].
+    /// Limits of the HTTP API: connections, timeouts, write rates. See [`api`].
     #[serde(default)]
     pub api: ApiLimits,
     /// The file this configuration was read from (for messages naming a setting).

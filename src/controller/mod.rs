@@ -8,7 +8,7 @@
 //!   board, readiness, rescans, confirmations, problems, limits, health).
 //! - [`builder`]: [`Controller::builder`] → [`Builder::spawn`] → [`Handle`]: the one place the
 //!   parts are wired, used by the binary, the scenario tests, the API tests and the scale model.
-//! - [`run`]: `ms controller`: the configuration, the directory and engine locks, the listener,
+//! - [`mod@run`]: `ms controller`: the configuration, the directory and engine locks, the listener,
 //!   signals; then the builder.
 
 pub mod builder;

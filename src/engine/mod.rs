@@ -3,6 +3,15 @@
 //! Only `docker.rs` talks to bollard; `memory.rs` is the in-memory engine used by unit tests and
 //! the scale model. Keeping the trait this small is what lets the planning code be tested
 //! without Docker.
+//!
+//! # Layout
+//! - This file: the [`Engine`] trait and its types; [`labels`], the labels that make a container
+//!   ours.
+//! - [`docker`]: the Docker engine (bollard); [`memory`]: the in-memory engine (latencies,
+//!   failure injection).
+//! - [`observe`]: one observer per zone keeps a cache of our containers ([`observe::Zone`]) from
+//!   lists and events, and tells the reconciler which group changed ([`observe::Enqueue`]).
+//! - [`lease`]: one controller per `controllerName` per engine (a lease container, fencing).
 
 pub mod docker;
 pub mod lease;

@@ -1,4 +1,5 @@
 //! Edits of manifest files (status blocks, CLI changes) that keep every other byte as the user wrote it.
+//! Used by the status writer ([`crate::status::sync`]) and the API's writes ([`crate::apply`]).
 //!
 //! The controller writes into files people keep in git, so a status update must never reformat
 //! them: comments, key order, quoting, blank lines, other documents, CRLF line endings and a

@@ -2,6 +2,12 @@
 //!
 //! The types here are the user's vocabulary: field names are camelCase as in the YAML, unknown
 //! fields are rejected (`deny_unknown_fields`) so a typo is an error instead of a silent default.
+//!
+//! # Layout
+//! - [`types`]: the kinds and their fields; [`duration`], [`instance_types`]: their value types.
+//! - [`yamldoc`]: splits a file into its YAML documents (byte ranges, comments kept).
+//! - [`parse`]: a file → objects, with file:line:column errors; [`mod@validate`]: bounds and
+//!   references; [`schema`]: the JSON Schemas under `schema/`.
 
 pub mod duration;
 pub mod instance_types;
