@@ -65,7 +65,7 @@ pub fn parse_file(path: &Path, text: &str) -> ParsedFile {
 }
 
 /// [`parse_file`] with `extra` checks run beside validation, their problems located like
-/// validation's (the controller's per-namespace limits: `crate::config::tenancy`).
+/// validation's (the caller's own rules: the controller passes its per-namespace limits).
 pub fn parse_file_checked(
     path: &Path,
     text: &str,
