@@ -326,6 +326,7 @@ async fn model(args: &Args, groups: usize) -> anyhow::Result<Figures> {
             .map(|z| ZoneConfig {
                 name: z.clone(),
                 docker_host: None,
+                tls: None,
             })
             .collect(),
         concurrency: args.concurrency,

@@ -8,9 +8,11 @@
 //! - [`api`]: the `api:` section (connections, timeouts, per-token rates).
 //! - [`tenancy`]: the `namespaces:` section (host access, default resources, quotas) and the
 //!   checks that enforce it, used by the watcher, the reconciler and the API alike.
+//! - [`zone_tls`]: a zone's `tls:` files and the start-up check of its engine address.
 
 pub mod api;
 pub mod tenancy;
+pub mod zone_tls;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -35,6 +37,28 @@ pub struct ZoneConfig {
     /// `unix:///var/run/docker.sock`, `tcp://127.0.0.1:2375`; default: `DOCKER_HOST` or the local socket.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub docker_host: Option<String>,
+    /// TLS files for a `tcp://` engine started with `--tlsverify`. See [`zone_tls`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<zone_tls::ZoneTls>,
+}
+
+impl ZoneConfig {
+    /// How to reach this zone's engine (relative TLS paths from the configuration's directory).
+    ///
+    /// # Errors
+    /// See [`zone_tls::endpoint`].
+    pub fn endpoint(
+        &self,
+        config_file: Option<&Path>,
+    ) -> Result<crate::engine::docker::endpoint::Endpoint, zone_tls::ZoneError> {
+        let base = config_file.and_then(Path::parent);
+        zone_tls::endpoint(
+            &self.name,
+            self.docker_host.as_deref(),
+            self.tls.as_ref(),
+            base,
+        )
+    }
 }
 
 /// A bearer token and the namespaces it may act on (`*` for all).
@@ -156,6 +180,7 @@ fn default_zones() -> Vec<ZoneConfig> {
     vec![ZoneConfig {
         name: "local".into(),
         docker_host: None,
+        tls: None,
     }]
 }
 fn default_resync() -> DurationSpec {
@@ -246,6 +271,12 @@ impl Config {
             .as_ref()
             .map(|p| format!(" in {}", p.display()))
             .unwrap_or_default();
+        // Schemes and certificate files are checked now, never discovered at the first call.
+        let base = self.source.as_deref().and_then(Path::parent);
+        for z in &self.zones {
+            zone_tls::check(&z.name, z.docker_host.as_deref(), z.tls.as_ref(), base)
+                .map_err(|e| anyhow::anyhow!("invalid configuration{file}: {e}"))?;
+        }
         for (i, t) in self.tokens.iter().enumerate() {
             if t.token.chars().count() < MIN_TOKEN_LEN {
                 anyhow::bail!(
@@ -300,6 +331,7 @@ fn normalized_host(host: Option<&str>) -> String {
     match path
         .strip_prefix("tcp://")
         .or_else(|| path.strip_prefix("http://"))
+        .or_else(|| path.strip_prefix("https://"))
     {
         Some(addr) => format!("tcp://{}", addr.trim_end_matches('/')),
         None => format!("unix://{}", path.trim_end_matches('/')),
@@ -345,6 +377,7 @@ mod tests {
         let zone = |name: &str, host: &str| ZoneConfig {
             name: name.into(),
             docker_host: Some(host.into()),
+            tls: None,
         };
         let c = Config {
             zones: vec![

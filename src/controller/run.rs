@@ -127,16 +127,14 @@ async fn connect_zones(
 ) -> anyhow::Result<Vec<(String, Connector)>> {
     let mut out = Vec::new();
     for z in &config.zones {
-        let host = z.docker_host.clone();
-        let shown = host
-            .clone()
-            .or_else(|| std::env::var("DOCKER_HOST").ok())
-            .filter(|h| !h.trim().is_empty())
-            .unwrap_or_else(|| crate::engine::docker::DEFAULT_SOCKET.to_string());
+        // Checked by the configuration's validation already; an error here is Docker's
+        // variables changing in between.
+        let endpoint = z.endpoint(config.source.as_deref())?;
+        let shown = endpoint.host.clone();
         let plain: Connector = Arc::new(move || {
-            let host = host.clone();
+            let endpoint = endpoint.clone();
             Box::pin(async move {
-                let e = DockerEngine::connect(host.as_deref()).await?;
+                let e = DockerEngine::connect_endpoint(&endpoint).await?;
                 Ok(Arc::new(e) as Arc<dyn Engine>)
             })
         });

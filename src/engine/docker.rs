@@ -3,6 +3,14 @@
 //! Everything bollard returns is translated here into the domain types of [`super`], and every
 //! bollard error goes through [`classify`], so the rest of the crate decides on
 //! [`EngineError`] variants and never on HTTP status codes.
+//!
+//! # Layout
+//! - This file: [`DockerEngine`], the [`Engine`] trait over bollard, [`classify`].
+//! - [`endpoint`]: the address of a zone's engine (schemes, TLS, Docker's variables).
+//! - [`tls`]: the certificate files of a TLS zone and the rustls client.
+
+pub mod endpoint;
+pub mod tls;
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
@@ -22,6 +30,8 @@ use bollard::{Docker, API_DEFAULT_VERSION};
 use chrono::{DateTime, Utc};
 use futures::stream::BoxStream;
 use futures::StreamExt;
+
+use endpoint::{Endpoint, Transport};
 
 use super::{
     ContainerSpec, ContainerState, Engine, EngineError, EngineEvent, EngineIdentity, EventKind,
@@ -69,32 +79,40 @@ pub struct DockerEngine {
 
 impl DockerEngine {
     /// Connects to `docker_host` (`unix:///path`, a bare socket path, or `tcp://127.0.0.1:port`);
-    /// `None` means `DOCKER_HOST`, else the local socket. Negotiates the API version, so this
-    /// talks to the engine once.
+    /// `None` means the default zone's engine ([`Endpoint::from_env`]). Negotiates the API
+    /// version, so this talks to the engine once.
     ///
     /// # Errors
-    /// [`EngineError::Unreachable`] when the socket is missing or the engine does not answer;
-    /// [`EngineError::Other`] for an address scheme we do not support.
+    /// As [`DockerEngine::connect_endpoint`].
     pub async fn connect(docker_host: Option<&str>) -> Result<DockerEngine> {
-        let host = match docker_host {
-            Some(h) if !h.trim().is_empty() => h.trim().to_string(),
-            _ => std::env::var("DOCKER_HOST")
-                .ok()
-                .filter(|h| !h.trim().is_empty())
-                .unwrap_or_else(|| DEFAULT_SOCKET.to_string()),
+        let endpoint =
+            Endpoint::new(docker_host, None).map_err(|e| EngineError::Other(e.to_string()))?;
+        DockerEngine::connect_endpoint(&endpoint).await
+    }
+
+    /// Connects to an engine over its socket, plain TCP on loopback, or TCP with TLS.
+    ///
+    /// # Errors
+    /// [`EngineError::Unreachable`] when the socket is missing, the engine does not answer or
+    /// refuses our TLS handshake (wrong CA, no client certificate); [`EngineError::Other`] for
+    /// an address we do not support or unreadable certificate files.
+    pub async fn connect_endpoint(endpoint: &Endpoint) -> Result<DockerEngine> {
+        let host = endpoint.host.clone();
+        let transport = endpoint
+            .transport()
+            .map_err(|e| EngineError::Other(e.to_string()))?;
+        let docker = match transport {
+            Transport::Unix(path) => {
+                Docker::connect_with_unix(&path, REQUEST_TIMEOUT_SECS, API_DEFAULT_VERSION)
+                    .map_err(|e| with_host(classify(e), &host))?
+            }
+            Transport::Tcp(addr) => {
+                Docker::connect_with_http(&addr, REQUEST_TIMEOUT_SECS, API_DEFAULT_VERSION)
+                    .map_err(|e| with_host(classify(e), &host))?
+            }
+            Transport::Tls(addr, files) => tls::connect(&addr, &files, REQUEST_TIMEOUT_SECS)
+                .map_err(|e| EngineError::Other(format!("{host}: {e}")))?,
         };
-        let docker = if let Some(path) = host.strip_prefix("unix://") {
-            Docker::connect_with_unix(path, REQUEST_TIMEOUT_SECS, API_DEFAULT_VERSION)
-        } else if host.starts_with('/') {
-            Docker::connect_with_unix(&host, REQUEST_TIMEOUT_SECS, API_DEFAULT_VERSION)
-        } else if host.starts_with("tcp://") || host.starts_with("http://") {
-            Docker::connect_with_http(&host, REQUEST_TIMEOUT_SECS, API_DEFAULT_VERSION)
-        } else {
-            return Err(EngineError::Other(format!(
-                "unsupported Docker address `{host}`: use unix:///path/to/docker.sock or tcp://127.0.0.1:PORT"
-            )));
-        }
-        .map_err(|e| with_host(classify(e), &host))?;
         // bollard speaks a newer API than the engines we meet (20.10 speaks 1.41); without this
         // every request would be refused as "client version too new".
         let docker = docker
@@ -183,9 +201,25 @@ pub fn classify(err: BollardError) -> EngineError {
         | BollardError::IOError { .. }
         | BollardError::HyperResponseError { .. }
         | BollardError::HyperLegacyError { .. }
-        | BollardError::SocketNotFoundError(_)) => EngineError::Unreachable(e.to_string()),
+        | BollardError::SocketNotFoundError(_)) => EngineError::Unreachable(with_sources(&e)),
         e => EngineError::Other(e.to_string()),
     }
+}
+
+/// An error and its causes on one line: a refused TLS handshake is only in the causes
+/// ("client error (Connect): invalid peer certificate: UnknownIssuer").
+fn with_sources(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut cause = err.source();
+    while let Some(c) = cause {
+        let more = c.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        cause = c.source();
+    }
+    text
 }
 
 /// Docker filter map from `key=value` label pairs.

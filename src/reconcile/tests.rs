@@ -54,6 +54,7 @@ impl Harness {
             .map(|z| crate::config::ZoneConfig {
                 name: z.to_string(),
                 docker_host: None,
+                tls: None,
             })
             .collect();
         config.concurrency = 8;

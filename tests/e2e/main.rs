@@ -8,6 +8,8 @@ mod common;
 mod engine_docker;
 mod gitops;
 mod reconcile;
+mod remote;
+mod remote_engine;
 mod safety;
 mod status_files;
 mod tenants;
