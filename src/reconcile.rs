@@ -888,7 +888,7 @@ impl Reconciler {
                     self.proven.locked().remove(hash);
                     let why = match &e {
                         EngineError::NotFound(m) => format!(
-                            "cannot launch in zone {}: {m} (image `{}`; microscaler never pulls: load or build the image on that engine)",
+                            "cannot launch in zone {}: {m} (image `{}`; with imagePullPolicy: Never, load or build the image on that engine)",
                             zone.name, spec.image
                         ),
                         other => format!("cannot launch in zone {}: {other}", zone.name),
@@ -1382,6 +1382,7 @@ pub fn container_spec(
         stop_timeout: spec
             .stop_grace_period
             .map(|d| i64::try_from(d.0.as_secs()).unwrap_or(i64::MAX)),
+        pull_policy: spec.image_pull_policy.unwrap_or_default(),
     }
 }
 

@@ -8,9 +8,11 @@
 //! - [`api`]: the `api:` section (connections, timeouts, per-token rates).
 //! - [`tenancy`]: the `namespaces:` section (host access, default resources, quotas) and the
 //!   checks that enforce it, used by the watcher, the reconciler and the API alike.
+//! - [`registry`]: registry credentials for image pulls (`registryCredentials:`, Docker's config).
 //! - [`zone_tls`]: a zone's `tls:` files and the start-up check of its engine address.
 
 pub mod api;
+pub mod registry;
 pub mod tenancy;
 pub mod zone_tls;
 
@@ -133,6 +135,10 @@ pub struct Config {
     /// default container resources, quotas. See [`crate::config::tenancy`].
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub namespaces: BTreeMap<String, NamespaceLimits>,
+    /// Per-namespace registry credentials: a Docker `config.json` file per namespace; other
+    /// namespaces pull with the controller's own Docker config. See [`registry`].
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub registry_credentials: BTreeMap<String, PathBuf>,
     /// Limits of the HTTP API: connections, timeouts, write rates. See [`api`].
     #[serde(default)]
     pub api: ApiLimits,
@@ -285,6 +291,9 @@ impl Config {
                 );
             }
         }
+        self.registry_auth()
+            .check()
+            .map_err(|e| anyhow::anyhow!("invalid configuration{file}: {e}"))?;
         self.tenancy()
             .validate()
             .map_err(|e| anyhow::anyhow!("invalid configuration{file}: {e}"))?;
@@ -308,6 +317,14 @@ impl Config {
             self.namespaces.clone(),
             self.source.clone(),
             vec![self.listen.port()],
+        )
+    }
+
+    /// The registry credentials of every namespace (relative paths from this file's directory).
+    pub fn registry_auth(&self) -> registry::RegistryCredentials {
+        registry::RegistryCredentials::new(
+            &self.registry_credentials,
+            self.source.as_deref().and_then(Path::parent),
         )
     }
 

@@ -13,6 +13,7 @@ use tracing::{info, warn};
 
 use super::builder::Controller;
 use crate::config::Config;
+use crate::engine::docker::pull::RegistryAuth;
 use crate::engine::docker::DockerEngine;
 use crate::engine::lease::{Identity, Leases};
 use crate::engine::observe::Connector;
@@ -131,10 +132,14 @@ async fn connect_zones(
         // variables changing in between.
         let endpoint = z.endpoint(config.source.as_deref())?;
         let shown = endpoint.host.clone();
+        let auth: Arc<dyn RegistryAuth> = Arc::new(config.registry_auth());
         let plain: Connector = Arc::new(move || {
             let endpoint = endpoint.clone();
+            let auth = Arc::clone(&auth);
             Box::pin(async move {
-                let e = DockerEngine::connect_endpoint(&endpoint).await?;
+                let e = DockerEngine::connect_endpoint(&endpoint)
+                    .await?
+                    .with_registry_auth(auth);
                 Ok(Arc::new(e) as Arc<dyn Engine>)
             })
         });

@@ -8,9 +8,13 @@
 //! - This file: [`DockerEngine`], the [`Engine`] trait over bollard, [`classify`].
 //! - [`endpoint`]: the address of a zone's engine (schemes, TLS, Docker's variables).
 //! - [`tls`]: the certificate files of a TLS zone and the rustls client.
+//! - [`pull`]: image pulls (policy, one pull per engine and image, registry credentials).
 
 pub mod endpoint;
+pub mod pull;
 pub mod tls;
+
+use std::sync::Arc;
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
@@ -32,6 +36,8 @@ use futures::stream::BoxStream;
 use futures::StreamExt;
 
 use endpoint::{Endpoint, Transport};
+
+use crate::manifest::ImagePullPolicy;
 
 use super::{
     ContainerSpec, ContainerState, Engine, EngineError, EngineEvent, EngineIdentity, EventKind,
@@ -75,6 +81,10 @@ pub struct DockerEngine {
     /// CPUs of the engine's host: an instance type asking for more (m1.xlarge's 4 on a 2-core
     /// machine) is capped to it, since Docker refuses a `NanoCpus` above the host's CPUs.
     host_cpus: Option<i64>,
+    /// Pulls in flight on this engine, shared by every launch waiting for the same image.
+    pulls: Arc<pull::Pulls>,
+    /// Registry credentials for pulls (anonymous when `None`).
+    auth: Option<Arc<dyn pull::RegistryAuth>>,
 }
 
 impl DockerEngine {
@@ -129,7 +139,33 @@ impl DockerEngine {
             docker,
             host,
             host_cpus,
+            pulls: Arc::default(),
+            auth: None,
         })
+    }
+
+    /// Pulls with these registry credentials.
+    pub fn with_registry_auth(mut self, auth: Arc<dyn pull::RegistryAuth>) -> DockerEngine {
+        self.auth = Some(auth);
+        self
+    }
+
+    /// Pulls `spec`'s image with the credentials of its namespace.
+    async fn pull(&self, spec: &ContainerSpec) -> Result<()> {
+        let namespace = spec
+            .labels
+            .get(super::labels::NAMESPACE)
+            .map(String::as_str)
+            .unwrap_or("default");
+        let credentials = match &self.auth {
+            Some(auth) => auth
+                .credentials(namespace, pull::registry_of(&spec.image))
+                .map_err(|e| EngineError::Other(format!("cannot pull `{}`: {e}", spec.image)))?,
+            None => None,
+        };
+        self.pulls
+            .pull(&self.docker, &self.host, &spec.image, credentials)
+            .await
     }
 
     /// Imports [`MARKER_IMAGE`] (an empty tar archive) unless the engine has it.
@@ -484,11 +520,25 @@ impl Engine for DockerEngine {
                 .name(&spec.name)
                 .build()
         });
-        let created = self
-            .docker
-            .create_container(options, create_body(spec, self.host_cpus))
-            .await
-            .map_err(|e| with_host(classify(e), &self.host))?;
+        if spec.pull_policy == ImagePullPolicy::Always {
+            self.pull(spec).await?;
+        }
+        let create = || async {
+            self.docker
+                .create_container(options.clone(), create_body(spec, self.host_cpus))
+                .await
+                .map_err(|e| with_host(classify(e), &self.host))
+        };
+        let created = match create().await {
+            Err(e)
+                if spec.pull_policy == ImagePullPolicy::IfNotPresent
+                    && pull::is_missing_image(&e) =>
+            {
+                self.pull(spec).await?;
+                create().await?
+            }
+            r => r?,
+        };
         if let Err(e) = self.docker.start_container(&created.id, None).await {
             // A container that never ran is debris: remove it so the next attempt starts clean
             // (and the name is free again). Its own failure is secondary to the start error.

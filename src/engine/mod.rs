@@ -64,6 +64,8 @@ pub struct ContainerSpec {
     pub network: Option<String>,
     /// Seconds between SIGTERM and SIGKILL on stop.
     pub stop_timeout: Option<i64>,
+    /// When to pull the image from its registry.
+    pub pull_policy: crate::manifest::ImagePullPolicy,
 }
 
 /// Container state as the engine reports it.
@@ -201,7 +203,7 @@ impl std::fmt::Display for EngineIdentity {
 }
 
 /// Engine errors, classified once (404 / 409 / unreachable) so callers can decide on them.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum EngineError {
     #[error("no such container or image: {0}")]
     NotFound(String),

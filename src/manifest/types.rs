@@ -245,6 +245,23 @@ pub struct LaunchConfigurationSpec {
     /// Time between SIGTERM and SIGKILL when an instance is terminated. Default 10s (Docker's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stop_grace_period: Option<DurationSpec>,
+    /// When the engine pulls the image from its registry: `IfNotPresent` (the default: when the
+    /// engine does not have it), `Always` (before every launch, so a moved tag is followed) or
+    /// `Never` (the image must be loaded on every engine by hand).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_pull_policy: Option<ImagePullPolicy>,
+}
+
+/// When an engine pulls a launch configuration's image, as Kubernetes' `imagePullPolicy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+pub enum ImagePullPolicy {
+    /// Pull only when the engine does not have the image.
+    #[default]
+    IfNotPresent,
+    /// Pull before every launch (cheap when the registry's image has not changed).
+    Always,
+    /// Never pull: a missing image is a launch failure.
+    Never,
 }
 
 /// `Started` runs the group; `Stopped` keeps it but runs zero containers (start-asg / stop-asg).

@@ -893,6 +893,7 @@ mod tests {
             user_data: None,
             network: None,
             stop_grace_period: None,
+            image_pull_policy: None,
         }
     }
 

@@ -208,7 +208,10 @@ impl TlsEngine {
             .stdout(Stdio::null())
             .status()
             .unwrap();
-        assert!(save.wait().unwrap().success(), "docker save from zone a failed");
+        assert!(
+            save.wait().unwrap().success(),
+            "docker save from zone a failed"
+        );
         assert!(loaded.success(), "docker load into the TLS engine failed");
         engine
     }

@@ -1,0 +1,249 @@
+//! Image pulls inside the Docker engine: a missing image on create is pulled, once per engine,
+//! image and credentials, shared by every launch waiting for it.
+//!
+//! # Rules
+//! - `IfNotPresent`: create; on "No such image", pull, then create again. `Always`: pull, then
+//!   create. `Never`: create, and a missing image is the launch's failure.
+//! - Concurrent launches of one image on one engine share one pull ([`Pulls`]): a scale-out of
+//!   fifty asks the registry once. A finished pull is forgotten, so a failed one is tried again
+//!   at the group's next attempt (which the reconciler backs off).
+//! - A failed pull is [`EngineError::Other`] carrying the registry's own answer ("pull access
+//!   denied ...", "manifest unknown", "no basic auth credentials"), which the reconciler shows as
+//!   the group's `Degraded` condition; an engine that stops answering stays `Unreachable`.
+//! - Credentials come from a [`RegistryAuth`] the controller supplies (its Docker config, or a
+//!   namespace's own file), looked up at every pull so a rotated password is used at once.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bollard::auth::DockerCredentials;
+use bollard::query_parameters::CreateImageOptionsBuilder;
+use bollard::Docker;
+use futures::future::{BoxFuture, FutureExt, Shared};
+use futures::StreamExt;
+
+use super::{classify, with_host};
+use crate::engine::{EngineError, Result};
+use crate::util::unpoisoned::LockExt;
+
+/// How long one pull may take: layers of a large image over a slow link take minutes.
+const PULL_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// A user name and password for one registry.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials {
+    pub username: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .finish()
+    }
+}
+
+/// Where pulls find their credentials (the controller's configuration implements it).
+pub trait RegistryAuth: Send + Sync + std::fmt::Debug {
+    /// The credentials for `registry` (`host[:port]`, `docker.io` for Docker Hub) when pulling
+    /// an image for a group of `namespace`; `None` pulls anonymously.
+    ///
+    /// # Errors
+    /// A credentials file that cannot be read: the pull fails with this message.
+    fn credentials(
+        &self,
+        namespace: &str,
+        registry: &str,
+    ) -> std::result::Result<Option<Credentials>, String>;
+}
+
+/// The registry of an image reference, as Docker reads it: the first path component when it
+/// looks like a host (has a `.` or `:`, or is `localhost`), else Docker Hub.
+pub fn registry_of(image: &str) -> &str {
+    match image.split_once('/') {
+        Some((first, _)) if first.contains(['.', ':']) || first == "localhost" => first,
+        _ => "docker.io",
+    }
+}
+
+/// `name` and `tag` (or digest) of a reference; no tag means `latest`.
+pub fn split_reference(image: &str) -> (&str, &str) {
+    if let Some((name, digest)) = image.split_once('@') {
+        return (name, digest);
+    }
+    let last_slash = image.rfind('/').map_or(0, |i| i + 1);
+    match image[last_slash..].rfind(':') {
+        Some(i) => (&image[..last_slash + i], &image[last_slash + i + 1..]),
+        None => (image, "latest"),
+    }
+}
+
+type PullFuture = Shared<BoxFuture<'static, Result<()>>>;
+
+/// The pulls in flight on one engine, by image and credentials.
+#[derive(Default)]
+pub struct Pulls {
+    inflight: Mutex<HashMap<String, PullFuture>>,
+}
+
+impl std::fmt::Debug for Pulls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pulls")
+            .field("inflight", &self.inflight.locked().len())
+            .finish()
+    }
+}
+
+impl Pulls {
+    /// Pulls `image` onto the engine, joining a pull of the same image with the same
+    /// credentials already in flight.
+    ///
+    /// # Errors
+    /// [`EngineError::Unreachable`] when the engine stops answering; [`EngineError::Other`] with
+    /// the registry's message for everything else.
+    pub async fn pull(
+        self: &Arc<Self>,
+        docker: &Docker,
+        host: &str,
+        image: &str,
+        credentials: Option<Credentials>,
+    ) -> Result<()> {
+        let key = format!(
+            "{image}\n{}",
+            credentials
+                .as_ref()
+                .map(|c| crate::manifest::short_hash(
+                    format!("{}:{}", c.username, c.password).as_bytes()
+                ))
+                .unwrap_or_default()
+        );
+        let shared = {
+            let mut inflight = self.inflight.locked();
+            inflight
+                .entry(key.clone())
+                .or_insert_with(|| {
+                    let docker = docker.clone().with_timeout(PULL_TIMEOUT);
+                    let (host, image) = (host.to_string(), image.to_string());
+                    let pulls = Arc::clone(self);
+                    let key = key.clone();
+                    async move {
+                        let r = pull_once(&docker, &host, &image, credentials).await;
+                        // Forgotten once done: the next launch after a failure asks again.
+                        pulls.inflight.locked().remove(&key);
+                        r
+                    }
+                    .boxed()
+                    .shared()
+                })
+                .clone()
+        };
+        shared.await
+    }
+}
+
+async fn pull_once(
+    docker: &Docker,
+    host: &str,
+    image: &str,
+    credentials: Option<Credentials>,
+) -> Result<()> {
+    let (name, tag) = split_reference(image);
+    let options = CreateImageOptionsBuilder::default()
+        .from_image(name)
+        .tag(tag)
+        .build();
+    let auth = credentials.map(|c| DockerCredentials {
+        username: Some(c.username),
+        password: Some(c.password),
+        serveraddress: Some(registry_of(image).to_string()),
+        ..Default::default()
+    });
+    tracing::info!(%image, engine = %host, "pulling image");
+    let started = std::time::Instant::now();
+    let mut layers = std::collections::BTreeSet::new();
+    let mut progress = docker.create_image(Some(options), None, auth);
+    while let Some(step) = progress.next().await {
+        match step {
+            Ok(info) => {
+                let done = matches!(
+                    info.status.as_deref(),
+                    Some("Pull complete" | "Already exists")
+                );
+                if let Some(id) = info.id.filter(|_| done) {
+                    layers.insert(id);
+                }
+                if let Some(e) = info.error_detail.and_then(|d| d.message) {
+                    return Err(EngineError::Other(format!("cannot pull `{image}`: {e}")));
+                }
+            }
+            Err(e) => {
+                return Err(match with_host(classify(e), host) {
+                    e @ EngineError::Unreachable(_) => e,
+                    EngineError::NotFound(m) | EngineError::Conflict(m) | EngineError::Other(m) => {
+                        EngineError::Other(format!("cannot pull `{image}`: {m}"))
+                    }
+                })
+            }
+        }
+    }
+    tracing::info!(%image, engine = %host, layers = layers.len(), elapsed_ms = started.elapsed().as_millis() as u64, "image pulled");
+    Ok(())
+}
+
+/// Whether a create failure means the image is missing (rather than, say, a missing network).
+pub fn is_missing_image(err: &EngineError) -> bool {
+    matches!(err, EngineError::NotFound(m) if m.contains("No such image") || m.contains("no such image"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registries_are_read_as_docker_reads_them() {
+        assert_eq!(registry_of("127.0.0.1:5000/team/web:1"), "127.0.0.1:5000");
+        assert_eq!(
+            registry_of("registry.example.com/web"),
+            "registry.example.com"
+        );
+        assert_eq!(registry_of("localhost/web"), "localhost");
+        assert_eq!(registry_of("microscaler/busybox:latest"), "docker.io");
+        assert_eq!(registry_of("busybox"), "docker.io");
+    }
+
+    #[test]
+    fn references_split_into_name_and_tag_or_digest() {
+        assert_eq!(
+            split_reference("127.0.0.1:5000/web:1.2"),
+            ("127.0.0.1:5000/web", "1.2")
+        );
+        assert_eq!(
+            split_reference("127.0.0.1:5000/web"),
+            ("127.0.0.1:5000/web", "latest")
+        );
+        assert_eq!(split_reference("web@sha256:abcd"), ("web", "sha256:abcd"));
+        assert_eq!(split_reference("busybox"), ("busybox", "latest"));
+    }
+
+    #[test]
+    fn only_a_missing_image_triggers_a_pull() {
+        assert!(is_missing_image(&EngineError::NotFound(
+            "No such image: 127.0.0.1:5000/web:1".into()
+        )));
+        assert!(!is_missing_image(&EngineError::NotFound(
+            "network ms-net not found".into()
+        )));
+    }
+
+    #[test]
+    fn credentials_never_print_their_password() {
+        let c = Credentials {
+            username: "ci".into(),
+            password: "hunter2hunter2".into(),
+        };
+        assert!(!format!("{c:?}").contains("hunter2"));
+    }
+}
