@@ -18,6 +18,7 @@
 pub mod metrics;
 pub mod ratelimit;
 pub mod serve;
+pub mod tls;
 pub mod write_locks;
 
 use std::collections::BTreeMap;
@@ -213,7 +214,8 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let limits = serve::ConnLimits::new(&ctx.config.api, serve::fd_limit());
-    serve::serve(listener, router(ctx), limits, shutdown).await
+    let tls = tls::acceptor(&ctx.config)?;
+    serve::serve_with_tls(listener, router(ctx), limits, tls, shutdown).await
 }
 
 /// Checks the request carries a known token (when tokens are configured), for read routes

@@ -45,6 +45,9 @@ pub type Result<T, E = ClientError> = std::result::Result<T, E>;
 pub struct Login {
     pub target: Option<String>,
     pub token: Option<String>,
+    /// The CA that signed an `https://` target's certificate (`--certificate-authority`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate_authority: Option<PathBuf>,
 }
 
 /// `$XDG_CONFIG_HOME/microscaler/login.json`, else `~/.config/microscaler/login.json`.
@@ -144,11 +147,45 @@ pub fn kind_path(kind: Kind) -> &'static str {
 impl Client {
     /// A client of the controller at `server` (`http://host:port`).
     pub fn new(server: &str, token: Option<String>) -> Client {
+        crate::util::crypto::install_provider();
         Client {
             base: server.trim_end_matches('/').to_string(),
             token: token.filter(|t| !t.is_empty()),
             http: reqwest::Client::new(),
         }
+    }
+
+    /// Trusts only the CA in `pem_file` for an `https://` controller (a controller's own CA is
+    /// rarely in the system's roots).
+    ///
+    /// # Errors
+    /// The file cannot be read or holds no PEM certificate.
+    pub fn with_certificate_authority(mut self, pem_file: &Path) -> Result<Client, String> {
+        use rustls::pki_types::pem::PemObject;
+        let bytes = std::fs::read(pem_file).map_err(|e| {
+            format!(
+                "cannot read the certificate authority {}: {e}",
+                pem_file.display()
+            )
+        })?;
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in rustls::pki_types::CertificateDer::pem_slice_iter(&bytes) {
+            let cert = cert.map_err(|e| format!("{}: not PEM: {e:?}", pem_file.display()))?;
+            roots
+                .add(cert)
+                .map_err(|e| format!("{}: {e}", pem_file.display()))?;
+        }
+        if roots.is_empty() {
+            return Err(format!("{} holds no certificate", pem_file.display()));
+        }
+        let tls = rustls::ClientConfig::builder()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        self.http = reqwest::Client::builder()
+            .tls_backend_preconfigured(tls)
+            .build()
+            .map_err(|e| format!("cannot build the HTTPS client: {e}"))?;
+        Ok(self)
     }
 
     /// The server URL.

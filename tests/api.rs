@@ -80,7 +80,10 @@ impl Server {
             dir,
             tx,
             shared: controller.api.clone(),
-            http: reqwest::Client::new(),
+            http: {
+                microscaler::util::crypto::install_provider();
+                reqwest::Client::new()
+            },
             _controller: controller,
         }
     }

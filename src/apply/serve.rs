@@ -142,6 +142,21 @@ pub async fn serve(
     limits: ConnLimits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
+    serve_with_tls(listener, app, limits, None, shutdown).await
+}
+
+/// [`serve`], speaking TLS on every connection when `tls` is given (the handshake bounded by
+/// the header-read timeout).
+///
+/// # Errors
+/// As [`serve`].
+pub async fn serve_with_tls(
+    listener: TcpListener,
+    app: Router,
+    limits: ConnLimits,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> io::Result<()> {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let refusing = Arc::new(Semaphore::new(REFUSING_AT_ONCE));
     let stop = CancellationToken::new();
@@ -165,9 +180,18 @@ pub async fn serve(
         };
         match slots.clone().try_acquire_owned() {
             Ok(permit) => {
-                let (app, stop) = (app.clone(), stop.clone());
+                let (app, stop, tls) = (app.clone(), stop.clone(), tls.clone());
                 tracker.spawn(async move {
-                    serve_connection(stream, app, limits, stop).await;
+                    match tls {
+                        None => serve_connection(stream, app, limits, stop).await,
+                        Some(acceptor) => {
+                            let timeout = limits.header_read_timeout;
+                            if let Some(s) = super::tls::handshake(&acceptor, stream, timeout).await
+                            {
+                                serve_connection(s, app, limits, stop).await;
+                            }
+                        }
+                    }
                     drop(permit);
                 });
             }
@@ -226,8 +250,8 @@ impl Refusals {
 
 /// One connection: HTTP/1.1 with the header-read timeout, closed after `idle_timeout` without
 /// traffic, shut down gracefully when `stop` is cancelled.
-async fn serve_connection(
-    stream: TcpStream,
+async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
+    stream: S,
     app: Router,
     limits: ConnLimits,
     stop: CancellationToken,
@@ -294,12 +318,12 @@ impl Activity {
 }
 
 /// A stream that records each read and write in its [`Activity`].
-struct Tracked {
-    inner: TcpStream,
+struct Tracked<S> {
+    inner: S,
     activity: Arc<Activity>,
 }
 
-impl AsyncRead for Tracked {
+impl<S: AsyncRead + Unpin> AsyncRead for Tracked<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -314,7 +338,7 @@ impl AsyncRead for Tracked {
     }
 }
 
-impl AsyncWrite for Tracked {
+impl<S: AsyncWrite + Unpin> AsyncWrite for Tracked<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,

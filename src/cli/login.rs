@@ -13,17 +13,33 @@ pub(crate) struct LoginArgs {
     target: String,
 }
 
-/// Stores `--target` and the global `--token` (given by the controller's administrator).
-pub(crate) async fn run(args: LoginArgs, token: Option<String>) -> CmdResult {
+/// Stores `--target`, the global `--token` (given by the controller's administrator) and
+/// `--certificate-authority` (for an https:// target).
+pub(crate) async fn run(
+    args: LoginArgs,
+    token: Option<String>,
+    certificate_authority: Option<std::path::PathBuf>,
+) -> CmdResult {
     if !(args.target.starts_with("http://") || args.target.starts_with("https://")) {
         return Err(Failure::Message(format!(
             "--target must be a URL such as http://127.0.0.1:56785, not `{}`",
             args.target
         )));
     }
+    // Stored absolute, so later commands from another directory find it.
+    let certificate_authority = match certificate_authority {
+        Some(ca) => Some(std::fs::canonicalize(&ca).map_err(|e| {
+            Failure::Message(format!(
+                "cannot read the certificate authority {}: {e}",
+                ca.display()
+            ))
+        })?),
+        None => None,
+    };
     let login = Login {
         target: Some(args.target.trim_end_matches('/').to_string()),
         token,
+        certificate_authority,
     };
     let path = login
         .save()

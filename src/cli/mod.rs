@@ -62,6 +62,15 @@ pub struct Cli {
     /// Bearer token (client commands).
     #[arg(long, global = true, env = "MS_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// PEM file of the CA that signed an https:// controller's certificate (client commands;
+    /// stored by `ms login`).
+    #[arg(
+        long,
+        global = true,
+        env = "MS_CERTIFICATE_AUTHORITY",
+        value_name = "FILE"
+    )]
+    certificate_authority: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -117,6 +126,13 @@ struct ControllerArgs {
     /// Create the manifest directory if it does not exist (otherwise that is an error).
     #[arg(long)]
     create_dir: bool,
+    /// Listen beyond loopback without TLS (tokens still required): only on a trusted network.
+    #[arg(long)]
+    insecure_listen: bool,
+    /// Wait as a standby while another controller holds the engines' leases, serving reads,
+    /// and take over when it dies (same configuration on both).
+    #[arg(long)]
+    standby: bool,
 }
 
 /// Output format of `ms get`.
@@ -146,8 +162,24 @@ pub(crate) fn client(cli_server: Option<&str>, cli_token: Option<&str>) -> Clien
         .or_else(|| std::env::var("MS_SERVER").ok().filter(|s| !s.is_empty()))
         .unwrap_or_else(|| DEFAULT_SERVER.to_string());
     let token = cli_token.map(str::to_string).or(stored.token);
-    Client::new(&server, token)
+    let client = Client::new(&server, token);
+    match CERTIFICATE_AUTHORITY
+        .get()
+        .cloned()
+        .flatten()
+        .or(stored.certificate_authority)
+    {
+        None => client,
+        Some(ca) => client.with_certificate_authority(&ca).unwrap_or_else(|e| {
+            // Every client command starts here; a CA that cannot be read is the whole answer.
+            eprintln!("error: {e}");
+            std::process::exit(1)
+        }),
+    }
 }
+
+/// `--certificate-authority` (or `$MS_CERTIFICATE_AUTHORITY`), set once at start.
+static CERTIFICATE_AUTHORITY: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
 
 /// A failure of a command, already worded for the user.
 #[derive(Debug)]
@@ -219,6 +251,8 @@ pub(crate) fn report(f: &Failure) {
 /// Entry point of the `ms` binary.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    crate::util::crypto::install_provider();
+    let _ = CERTIFICATE_AUTHORITY.set(cli.certificate_authority.clone());
     let result = match cli.command {
         Command::Controller(args) => run_controller(args),
         Command::Simulate(args) => autoscale_cmd::simulate(args),
@@ -245,7 +279,14 @@ pub fn main() -> ExitCode {
                     | Command::StripStatus => {
                         unreachable!("handled above")
                     }
-                    Command::Login(a) => login::run(a, token.map(str::to_string)).await,
+                    Command::Login(a) => {
+                        login::run(
+                            a,
+                            token.map(str::to_string),
+                            cli.certificate_authority.clone(),
+                        )
+                        .await
+                    }
                     Command::Apply(a) => apply_cmd::run(client(server, token), a).await,
                     Command::Get(a) => get::run(client(server, token), a).await,
                     Command::Describe(a) => describe::run(client(server, token), a).await,
@@ -287,6 +328,8 @@ fn run_controller(args: ControllerArgs) -> CmdResult {
         listen: args.listen,
         allow_empty: args.allow_empty,
         create_dir: args.create_dir,
+        insecure_listen: args.insecure_listen,
+        standby: args.standby,
     }));
     // Whatever is still running (a directory load, a git command) is not waited for: the status
     // is flushed, containers keep running, and SIGTERM must end the process promptly.

@@ -8,10 +8,12 @@
 //! - [`api`]: the `api:` section (connections, timeouts, per-token rates).
 //! - [`tenancy`]: the `namespaces:` section (host access, default resources, quotas) and the
 //!   checks that enforce it, used by the watcher, the reconciler and the API alike.
+//! - [`api_tls`]: the API's own TLS and the rule for listening beyond loopback.
 //! - [`registry`]: registry credentials for image pulls (`registryCredentials:`, Docker's config).
 //! - [`zone_tls`]: a zone's `tls:` files and the start-up check of its engine address.
 
 pub mod api;
+pub mod api_tls;
 pub mod registry;
 pub mod tenancy;
 pub mod zone_tls;
@@ -135,6 +137,12 @@ pub struct Config {
     /// default container resources, quotas. See [`crate::config::tenancy`].
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub namespaces: BTreeMap<String, NamespaceLimits>,
+    /// The API's certificate and key: with them the API speaks only HTTPS. See [`api_tls`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<api_tls::ApiTls>,
+    /// Listen beyond loopback without TLS (`--insecure-listen`): only on a trusted network.
+    #[serde(default)]
+    pub insecure_listen: bool,
     /// Per-namespace registry credentials: a Docker `config.json` file per namespace; other
     /// namespaces pull with the controller's own Docker config. See [`registry`].
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -307,6 +315,16 @@ impl Config {
                 self.listen
             );
         }
+        if let Some(tls) = &self.tls {
+            tls.server_config(base)
+                .map_err(|e| anyhow::anyhow!("invalid configuration{file}: {e}"))?;
+        } else if !self.listen.ip().is_loopback() && !self.insecure_listen {
+            anyhow::bail!(
+                "refusing to listen on {} without TLS: the tokens would cross the network in clear. \
+                 Add `tls: {{cert, key}}` to the configuration, or pass --insecure-listen on a trusted network",
+                self.listen
+            );
+        }
         Ok(())
     }
 
@@ -430,6 +448,9 @@ mod tests {
             token: "0123456789abcdef".into(),
             namespaces: vec!["*".into()],
         });
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("without TLS"), "{err}");
+        c.insecure_listen = true;
         c.validate().unwrap();
     }
 

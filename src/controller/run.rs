@@ -29,6 +29,10 @@ pub struct RunOptions {
     pub allow_empty: bool,
     /// Create the manifest directory when it does not exist (otherwise an error).
     pub create_dir: bool,
+    /// Listen beyond loopback without TLS.
+    pub insecure_listen: bool,
+    /// Wait for the leases as a standby instead of refusing to start.
+    pub standby: bool,
 }
 
 /// Runs the controller until SIGINT/SIGTERM.
@@ -46,6 +50,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         config.listen = l;
     }
     config.allow_empty |= opts.allow_empty;
+    config.insecure_listen |= opts.insecure_listen;
     config.validate()?;
     // A directory that is not there is a mistake (a typo in --dir, a volume not mounted), not
     // an empty desired state.

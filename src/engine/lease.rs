@@ -302,6 +302,7 @@ pub struct Leases {
 impl Leases {
     /// No lease yet, for `me`.
     pub fn new(me: Identity) -> Arc<Leases> {
+        crate::util::crypto::install_provider();
         Arc::new(Leases {
             me: Arc::new(me),
             zones: Mutex::new(Vec::new()),

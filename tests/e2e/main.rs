@@ -2,6 +2,7 @@
 //!
 //! One test binary, one module per area; shared helpers live in `common`.
 
+mod api_tls;
 mod autoscale;
 mod cli;
 mod common;
