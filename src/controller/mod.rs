@@ -14,6 +14,7 @@
 pub mod builder;
 pub mod run;
 pub mod shared;
+pub mod standby;
 
 pub use builder::{Builder, Controller, Handle};
 pub use run::{run, RunOptions};

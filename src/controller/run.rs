@@ -79,19 +79,24 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
                 config.listen
             )
         })?;
-    let _dir_lock =
-        crate::watch::dirlock::lock(&config.dir, listener.local_addr()?, &config.controller_name)?;
-    // Every engine that answers must be ours (its lease taken) before anything acts.
-    let leases = Leases::new(Identity::of_this_process(
-        &config.controller_name,
-        listener.local_addr()?,
-        &config.dir,
-    ));
-    let connectors = match connect_zones(&config, &leases).await {
-        Ok(c) => c,
-        Err(refused) => {
-            leases.release().await;
-            return Err(refused);
+    let me =
+        Identity::of_this_process(&config.controller_name, listener.local_addr()?, &config.dir);
+    let (_dir_lock, leases, connectors) = if opts.standby {
+        super::standby::wait_turn(&config, &listener, &me).await?
+    } else {
+        let dir_lock = crate::watch::dirlock::lock(
+            &config.dir,
+            listener.local_addr()?,
+            &config.controller_name,
+        )?;
+        // Every engine that answers must be ours (its lease taken) before anything acts.
+        let leases = Leases::new(me);
+        match connect_zones(&config, &leases).await {
+            Ok(c) => (dir_lock, leases, c),
+            Err(refused) => {
+                leases.release().await;
+                return Err(refused);
+            }
         }
     };
     info!(dir = %config.dir.display(), listen = %listener.local_addr()?, zones = ?config.zone_names(), "controller starting");
@@ -127,7 +132,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
 ///
 /// # Errors
 /// A lease held by another live controller, or two zones that are one engine.
-async fn connect_zones(
+pub(super) async fn connect_zones(
     config: &Config,
     leases: &Arc<Leases>,
 ) -> anyhow::Result<Vec<(String, Connector)>> {

@@ -14,6 +14,7 @@ mod registry;
 mod remote;
 mod remote_engine;
 mod safety;
+mod standby;
 mod status_files;
 mod tenants;
 mod torture;
