@@ -215,7 +215,20 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let limits = serve::ConnLimits::new(&ctx.config.api, serve::fd_limit());
     let tls = tls::acceptor(&ctx.config)?;
-    serve::serve_with_tls(listener, router(ctx), limits, tls, shutdown).await
+    let mut app = router(ctx.clone());
+    if ctx.config.standby {
+        // A standby's answers are true reads, but a user should know who acts.
+        app = app.layer(axum::middleware::map_response(
+            |mut r: axum::response::Response| async move {
+                r.headers_mut().insert(
+                    crate::wire::ROLE_HEADER,
+                    axum::http::HeaderValue::from_static("standby"),
+                );
+                r
+            },
+        ));
+    }
+    serve::serve_with_tls(listener, app, limits, tls, shutdown).await
 }
 
 /// Checks the request carries a known token (when tokens are configured), for read routes

@@ -203,6 +203,19 @@ impl Client {
 
     async fn send<T: DeserializeOwned>(&self, req: reqwest::RequestBuilder) -> Result<T> {
         let resp = req.send().await.map_err(|e| self.transport(e))?;
+        if resp
+            .headers()
+            .get(crate::wire::ROLE_HEADER)
+            .is_some_and(|v| v == "standby")
+        {
+            static SAID: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+            if !SAID.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                eprintln!(
+                    "Warning: {} is a standby controller: it shows what the active controller acts on",
+                    self.base
+                );
+            }
+        }
         let status = resp.status();
         let text = resp.text().await.map_err(|e| self.transport(e))?;
         if status.is_success() {

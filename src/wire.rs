@@ -9,6 +9,8 @@ use crate::manifest::{Kind, ManifestError};
 
 /// Header carrying the name of the file the client read, so errors name the user's file.
 pub const FILENAME_HEADER: &str = "x-ms-filename";
+/// Response header of a standby controller (`standby`): it serves reads while another acts.
+pub const ROLE_HEADER: &str = "x-ms-role";
 
 /// What happened to one object.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

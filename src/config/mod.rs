@@ -153,6 +153,9 @@ pub struct Config {
     /// The file this configuration was read from (for messages naming a setting).
     #[serde(skip)]
     pub source: Option<PathBuf>,
+    /// Set on a standby's read-only controller: its API says so on every answer.
+    #[serde(skip)]
+    pub standby: bool,
 }
 
 /// The shortest bearer token accepted: shorter ones are guessable.

@@ -119,7 +119,9 @@ fn serve_reads(
         })
         .collect();
     let stop = CancellationToken::new();
-    let handle = Controller::builder(config.clone())
+    let mut config = config.clone();
+    config.standby = true;
+    let handle = Controller::builder(config)
         .zones(zones)
         .serve(copy)
         .without_reconciler()

@@ -92,6 +92,12 @@ fn the_standby_takes_over_a_scale_out_from_a_killed_active_and_the_old_one_comes
         "the new active finishes the scale-out; log:\n{}",
         second.log()
     );
+    let out = second.ms(&["get", "asgs", "-A"]);
+    assert!(out.status.success());
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains("standby"),
+        "the new active no longer says standby"
+    );
     // Exactly the desired count, and it stays so (no duplicate launched by either).
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(containers(&ns).len(), DESIRED, "no duplicate containers");
