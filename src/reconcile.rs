@@ -587,10 +587,7 @@ impl Reconciler {
             crate::manifest::GroupState::Stopped => 0,
             crate::manifest::GroupState::Started => match &effective {
                 Some(e) => e.desired,
-                None => spec
-                    .desired_capacity
-                    .unwrap_or(spec.min_size)
-                    .clamp(spec.min_size, spec.max_size.max(spec.min_size)),
+                None => spec.capacity(),
             },
         };
         let limits = lc
