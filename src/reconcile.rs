@@ -17,7 +17,7 @@
 //! - `orphans`: whether a group found only on the engines may be deleted.
 //! - `removals`: removals in the background, with backoff.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -384,7 +384,7 @@ impl Reconciler {
             // Without a launch configuration nothing can be launched; touch nothing else either.
             Plan::default()
         } else {
-            plan::plan(&resolved.target, &instances, &reachable, &BTreeMap::new())
+            plan::plan(&resolved.target, &instances, &reachable)
         };
         let wanted_creations = plan.create.len();
         // What the group still needs, whatever the backoff holds back (status and requeue).
@@ -441,12 +441,7 @@ impl Reconciler {
             let remaining = if resolved.waiting_for.is_some() {
                 Plan::default()
             } else {
-                plan::plan(
-                    &resolved.target,
-                    &after_instances,
-                    &reachable_now,
-                    &BTreeMap::new(),
-                )
+                plan::plan(&resolved.target, &after_instances, &reachable_now)
             };
             (after, after_instances, remaining)
         } else {
