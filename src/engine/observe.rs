@@ -62,6 +62,9 @@ pub struct Zone {
     state: Mutex<ZoneState>,
     /// Touched by the observer loop every time round (`/healthz`).
     beat: Mutex<Beat>,
+    /// Becomes true once the zone's reachability is known (listed, or found unreachable): the
+    /// reconciler's runner waits for it once instead of each pass checking.
+    known: tokio::sync::watch::Sender<bool>,
 }
 
 #[derive(Default)]
@@ -141,6 +144,7 @@ impl Zone {
             engine: RwLock::new(None),
             state: Mutex::new(ZoneState::default()),
             beat: Mutex::new(Beat::detached()),
+            known: tokio::sync::watch::Sender::new(false),
         }
     }
 
@@ -196,10 +200,22 @@ impl Zone {
     }
 
     fn set_reach(&self, reach: Reach) -> bool {
-        let mut st = self.state.locked();
-        let changed = st.reach.as_ref() != Some(&reach);
-        st.reach = Some(reach);
+        let changed = {
+            let mut st = self.state.locked();
+            let changed = st.reach.as_ref() != Some(&reach);
+            st.reach = Some(reach);
+            changed
+        };
+        self.known.send_replace(true);
         changed
+    }
+
+    /// Returns once the zone has been listed or found unreachable (its reachability is never
+    /// [`Reach::Unknown`] again).
+    pub async fn observed(&self) {
+        let mut rx = self.known.subscribe();
+        // The sender lives as long as the zone, so this ends only when the value turns true.
+        let _ = rx.wait_for(|known| *known).await;
     }
 
     /// The containers of one group (terminating ones excluded).

@@ -7,13 +7,15 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use super::pass::resolve_count;
 use super::*;
 use crate::config::Config;
 use crate::controller::{Controller, Handle, Shared};
 use crate::engine::memory::MemoryEngine;
 use crate::engine::observe::fixed_connector;
-use crate::engine::{ContainerState, EngineError};
-use crate::manifest::Kind;
+use crate::engine::{labels, ContainerState, EngineError};
+use crate::manifest::{IntOrPercent, Kind};
+use crate::status::GroupStatus;
 use crate::watch::store::Desired;
 
 struct Harness {
