@@ -347,16 +347,6 @@ impl Autoscaler {
         })
     }
 
-    /// `" by policy NAME"` (or schedule, pushed metric) when a policy set the group's current
-    /// capacity, for the causes of scaling activities; empty when the user did.
-    pub fn cause_suffix(&self, key: &ObjectKey) -> String {
-        self.groups
-            .locked()
-            .get(key)
-            .map(cause_of)
-            .unwrap_or_default()
-    }
-
     /// Records a pushed value for a group (validated by the caller).
     ///
     /// # Errors
