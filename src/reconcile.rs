@@ -28,6 +28,7 @@
 //! - `removals`: the backoff of refused removals.
 
 use std::collections::HashMap;
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, SubsecRound, Utc};
@@ -103,6 +104,8 @@ pub struct Reconciler {
     actuator: actuator::Actuator,
     /// Creations in flight per namespace, for the namespace quotas.
     quotas: QuotaLedger,
+    /// Set once the runner has seen the first full observation and started popping keys.
+    observed: AtomicBool,
 }
 
 /// What a group resolves to for one pass.
@@ -141,6 +144,7 @@ impl Reconciler {
             proven: Mutex::new(HashMap::new()),
             concurrency: concurrency.max(1),
             quotas: QuotaLedger::default(),
+            observed: AtomicBool::new(false),
         })
     }
 }

@@ -6,6 +6,7 @@
 //! runs, so it must be idempotent (level-triggered).
 
 use std::panic::AssertUnwindSafe;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -72,6 +73,7 @@ impl Reconciler {
             _ = self.first_observation() => {}
             _ = shutdown.cancelled() => return,
         }
+        self.observed.store(true, Ordering::SeqCst);
         let limit = Arc::new(tokio::sync::Semaphore::new(workers.max(1)));
         loop {
             let permit = tokio::select! {
@@ -101,6 +103,18 @@ impl Reconciler {
             });
         }
         self.actuator.finish_removals().await;
+    }
+
+    /// `Err` when the reconciler is not making progress (see [`Queue::stalled`](super::queue::Queue::stalled)); keys that
+    /// wait for the first full observation do not count. For `/healthz`.
+    ///
+    /// # Errors
+    /// A sentence naming the key and for how long.
+    pub fn stalled(&self, limit: Duration) -> Result<String, String> {
+        if !self.observed.load(Ordering::SeqCst) {
+            return Ok("waiting for the first full observation".into());
+        }
+        self.queue.stalled(limit)
     }
 
     /// Returns once the desired state is loaded and every zone has been listed (or found
