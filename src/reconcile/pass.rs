@@ -13,6 +13,7 @@ use super::error::ReconcileError;
 use super::execute::CRASH_WINDOW;
 use super::memory::GroupMemory;
 use super::plan::{self, Instance, Plan, Target};
+use super::quota::Reservation;
 use super::runner::Action;
 use super::{container_hash_with_limits, launch_mark, now_secs, Reconciler, Resolved};
 use crate::autoscale::{Effective, PassView};
@@ -99,35 +100,16 @@ impl Reconciler {
         // What the group still needs, whatever the backoff holds back (status and requeue).
         let planned = self.plan(&resolved, &before);
         let wanted_creations = planned.create.len();
-        let mut plan = planned.clone();
-        if held.is_some() {
-            plan.create.clear();
-        }
-        // Removals the engine refused wait out their own backoff.
-        let removal_hold = self.actuator.removals.held(key);
-        if removal_hold.is_some() {
-            plan.remove.clear();
-        }
-        // Namespace quotas: launch only what fits; the rest waits, visibly (Degraded).
-        let reservation = (!plan.create.is_empty()).then(|| {
-            let running = self.namespace_usage(&key.namespace, &desired);
-            self.quotas.reserve(
-                &self.ctx.tenancy,
-                &key.namespace,
-                running,
-                u32::try_from(plan.create.len()).unwrap_or(u32::MAX),
-                resolved.limits,
-            )
-        });
-        if let Some(r) = &reservation {
-            plan.create.truncate(r.granted as usize);
-        }
-        let refused = reservation.as_ref().and_then(|r| r.refused.clone());
-        if let Some(why) = &refused {
-            debug!(group = %key, "quota: {why}");
-        }
-        mem.quota = refused.map(ReconcileError::QuotaExceeded);
-
+        let removal_hold = self.actuator.removals.held(key).map(|(t, _)| t);
+        let (plan, reservation) = self.allowed(
+            key,
+            &resolved,
+            &desired,
+            &planned,
+            held,
+            removal_hold,
+            &mut mem,
+        );
         let acted = !plan.is_empty();
         let by = autoscale.as_ref().map_or("", |a| a.cause.as_str());
         let failure = self
@@ -148,7 +130,7 @@ impl Reconciler {
         };
         if resolved.group.is_none() {
             mem.forget();
-            return Ok(self.deleted(key, &after, removal_hold.map(|(t, _)| t)));
+            return Ok(self.deleted(key, &after, removal_hold));
         }
         let status = self.status(
             key,
@@ -178,8 +160,51 @@ impl Reconciler {
             hold,
             wanted_creations,
             young,
-            removal_hold: removal_hold.map(|(t, _)| t),
+            removal_hold,
         }))
+    }
+
+    /// What of `planned` this pass may do now: no creation during the group's backoff
+    /// (`held`), no removal during the backoff of refused removals, and only the creations the
+    /// namespace's quotas leave room for (reserved until the returned reservation is dropped;
+    /// the rest waits, visibly: `Degraded=True QuotaExceeded`).
+    #[allow(clippy::too_many_arguments)]
+    fn allowed<'q>(
+        &'q self,
+        key: &ObjectKey,
+        resolved: &Resolved,
+        desired: &Desired,
+        planned: &Plan,
+        held: Option<Instant>,
+        removal_hold: Option<Instant>,
+        mem: &mut GroupMemory,
+    ) -> (Plan, Option<Reservation<'q>>) {
+        let mut plan = planned.clone();
+        if held.is_some() {
+            plan.create.clear();
+        }
+        if removal_hold.is_some() {
+            plan.remove.clear();
+        }
+        let reservation = (!plan.create.is_empty()).then(|| {
+            let running = self.namespace_usage(&key.namespace, desired);
+            self.quotas.reserve(
+                &self.ctx.tenancy,
+                &key.namespace,
+                running,
+                u32::try_from(plan.create.len()).unwrap_or(u32::MAX),
+                resolved.limits,
+            )
+        });
+        if let Some(r) = &reservation {
+            plan.create.truncate(r.granted as usize);
+        }
+        let refused = reservation.as_ref().and_then(|r| r.refused.clone());
+        if let Some(why) = &refused {
+            debug!(group = %key, "quota: {why}");
+        }
+        mem.quota = refused.map(ReconcileError::QuotaExceeded);
+        (plan, reservation)
     }
 
     /// The group's containers on every zone now, and which zones answer.
