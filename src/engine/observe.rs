@@ -2,8 +2,10 @@
 //! list per zone (at start, on resync, after a reconnect) and by the engine's event stream.
 //!
 //! One list per zone serves every group (the number of engine calls per resync grows with zones,
-//! not groups). Our own creations and removals are written into the cache at once and win over a
-//! list that started before them (expectations), so a lagging view never causes a double creation.
+//! not groups). Our own creations and removals are written into the cache at once (by the
+//! reconciler's actuator, the only caller of `created`, `terminating` and `removed`) and win over
+//! a list that started before them (expectations), so a lagging view never causes a double
+//! creation.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::future::Future;
