@@ -97,11 +97,12 @@ impl GroupMemory {
         self.failed_hash = None;
     }
 
-    /// The start of a pass of a group running `spec_hash` (`None`: a deleted group): seeds the
+    /// The start of a pass of group `key` running `spec_hash` (`None`: a deleted group): seeds the
     /// memory from the status written before a restart (`previous`, read only the first time),
     /// lets old failures go, and returns until when creations are held back.
     pub fn begin(
         &mut self,
+        key: &ObjectKey,
         previous: impl FnOnce() -> Option<serde_json::Value>,
         spec_hash: Option<&str>,
     ) -> Option<Instant> {
@@ -116,7 +117,7 @@ impl GroupMemory {
         // A fixed launch configuration must not wait out the backoff of the broken one.
         if let Some(hash) = spec_hash {
             if self.failed_hash.as_ref().is_some_and(|h| h != hash) {
-                tracing::debug!("new launch configuration: failures and backoff forgotten");
+                tracing::debug!(group = %key, "new launch configuration: failures and backoff forgotten");
                 self.forget_failures();
             }
         }
@@ -250,8 +251,8 @@ mod tests {
         m.fail(err(), "h1");
         let hold = m.held().expect("held");
         assert_eq!(hold - Instant::now(), Duration::from_secs(2));
-        assert_eq!(m.begin(|| None, Some("h1")), Some(hold));
-        assert_eq!(m.begin(|| None, Some("h2")), None);
+        assert_eq!(m.begin(&key(), || None, Some("h1")), Some(hold));
+        assert_eq!(m.begin(&key(), || None, Some("h2")), None);
         assert!(m.degraded.is_none());
     }
 }

@@ -84,6 +84,7 @@ impl Reconciler {
 
         let mut mem = self.memory.lease(key);
         let held = mem.begin(
+            key,
             || {
                 let in_file = desired.objects.get(key).and_then(|e| match &e.object {
                     Object::AutoScalingGroup(g) => g.status.as_ref(),
