@@ -234,6 +234,8 @@ async fn a_missing_image_is_not_found_with_the_engines_message() {
     let engine = engine_a().await;
     let mut s = spec(&ns, "ghost", &["sleep", "1"]);
     s.image = "microscaler/no-such-image:latest".into();
+    // Never: the engine's own answer.
+    s.pull_policy = microscaler::manifest::ImagePullPolicy::Never;
     let err = engine.create_and_start(&s).await.unwrap_err();
     match err {
         EngineError::NotFound(m) => assert!(
@@ -242,6 +244,14 @@ async fn a_missing_image_is_not_found_with_the_engines_message() {
         ),
         e => panic!("expected NotFound, got {e:?}"),
     }
+    // IfNotPresent (the default): the engine tries its registry, and that answer comes back
+    // (here, with no registry reachable, the failed lookup).
+    s.pull_policy = microscaler::manifest::ImagePullPolicy::IfNotPresent;
+    let err = engine.create_and_start(&s).await.unwrap_err();
+    assert!(
+        matches!(&err, EngineError::Other(m) if m.contains("cannot pull `microscaler/no-such-image:latest`")),
+        "{err:?}"
+    );
     assert!(containers(&ns).is_empty());
 }
 
