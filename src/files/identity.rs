@@ -1,7 +1,8 @@
-//! What a document says it is (kind, namespace, name), read without the typed parse.
+//! What a document says it is (kind, namespace, name; a microscaler group or not), read as a
+//! generic YAML tree without the typed parse: the one place in the editor that reads YAML as
+//! more than lines.
 
 use crate::manifest::yamldoc::split;
-use crate::manifest::ObjectKey;
 
 /// Reads the `kind`, namespace (default `default`) and name of document `doc_index`, to check
 /// it still is the object we think before writing into it. `None` when the document is missing
@@ -19,10 +20,15 @@ pub fn doc_identity(text: &str, doc_index: usize) -> Option<(String, String, Str
     Some((kind, namespace, name))
 }
 
-pub(super) fn identity_matches(text: &str, doc_index: usize, key: &ObjectKey) -> bool {
-    doc_identity(text, doc_index).is_some_and(|(kind, ns, name)| {
-        kind == key.kind.as_str() && ns == key.namespace && name == key.name
-    })
+/// True when `body` (one document) is a microscaler `AutoScalingGroup`: `apiVersion:
+/// microscaler.io/...` and `kind: AutoScalingGroup`. False for anything that does not parse.
+pub(super) fn is_microscaler_group(body: &str) -> bool {
+    let Ok(v) = serde_yaml_ng::from_str::<serde_yaml_ng::Value>(body) else {
+        return false;
+    };
+    let api = v.get("apiVersion").and_then(|a| a.as_str()).unwrap_or("");
+    api.starts_with("microscaler.io/")
+        && v.get("kind").and_then(|k| k.as_str()) == Some("AutoScalingGroup")
 }
 
 #[cfg(test)]

@@ -6,12 +6,13 @@ use std::ops::Range;
 
 use serde::Serialize;
 
+use super::identity::is_microscaler_group;
 use super::lines::{
     check_block_mapping, content_lines, doc_span, find_top_level_block, is_key_line, lines_in,
     newline_of, normalized, Line,
 };
 use super::EditError;
-use crate::manifest::yamldoc::split;
+use crate::manifest::yamldoc::{split, DocSpan};
 
 /// Renders `status` as the YAML block `status:\n  ...\n` (two-space indent, final newline).
 ///
@@ -81,7 +82,16 @@ pub fn splice_statuses(
     text: &str,
     blocks: &BTreeMap<usize, Option<String>>,
 ) -> (String, Vec<(usize, EditError)>) {
-    let docs = split(text);
+    splice_statuses_in(text, &split(text), blocks)
+}
+
+/// [`splice_statuses`] on the documents `docs` of `text` (its [`split`]), for a caller that has
+/// split it already.
+fn splice_statuses_in(
+    text: &str,
+    docs: &[DocSpan],
+    blocks: &BTreeMap<usize, Option<String>>,
+) -> (String, Vec<(usize, EditError)>) {
     let nl = newline_of(text);
     let mut out = String::with_capacity(text.len() + 1024);
     let mut copied = 0usize;
@@ -124,7 +134,8 @@ pub fn splice_statuses(
 /// not parse, or one the editor cannot handle (a flow mapping) keeps every byte. Removing a
 /// block the controller inserted gives back the original bytes exactly (see the module docs).
 pub fn strip_statuses(text: &str) -> String {
-    let blocks: BTreeMap<usize, Option<String>> = split(text)
+    let docs = split(text);
+    let blocks: BTreeMap<usize, Option<String>> = docs
         .iter()
         .enumerate()
         .filter(|(_, span)| !span.empty && is_microscaler_group(&text[span.body.clone()]))
@@ -133,16 +144,7 @@ pub fn strip_statuses(text: &str) -> String {
     if blocks.is_empty() {
         return text.to_string();
     }
-    splice_statuses(text, &blocks).0
-}
-
-fn is_microscaler_group(body: &str) -> bool {
-    let Ok(v) = serde_yaml_ng::from_str::<serde_yaml_ng::Value>(body) else {
-        return false;
-    };
-    let api = v.get("apiVersion").and_then(|a| a.as_str()).unwrap_or("");
-    api.starts_with("microscaler.io/")
-        && v.get("kind").and_then(|k| k.as_str()) == Some("AutoScalingGroup")
+    splice_statuses_in(text, &docs, &blocks).0
 }
 
 /// The edit of one document (its content `lines`) that puts `block` (already normalized, `None`

@@ -1,10 +1,14 @@
 //! One checked status write: the document still is the object, the file still is valid, then an
 //! atomic write of the spliced text.
+//!
+//! This is the one place in `files` that runs the manifest parser: "never into a file with
+//! errors" needs the full parse and validation (a misspelt field is only an error to the typed
+//! parse), and the same parse says which object each document is, so the identity check reads
+//! nothing more.
 
 use std::path::Path;
 
 use super::atomic::{read_if_exists, write_atomic_inner};
-use super::identity::identity_matches;
 use super::{splice_status, EditError, OwnWrites, WriteOutcome};
 use crate::manifest::ObjectKey;
 
@@ -49,14 +53,17 @@ fn write_status_inner(
     let Some(text) = read_if_exists(path)? else {
         return Ok(WriteOutcome::Gone);
     };
-    if !identity_matches(&text, doc_index, identity) {
-        return Ok(WriteOutcome::UserEdited);
-    }
     // A file that does not parse or validate is the user's work in progress and is never
     // touched, even when the loaded snapshot still has its previous, valid version: the snapshot
     // lags the disk (debounce), so a typo saved just before a status write would otherwise get a
-    // status block spliced into it.
-    if !crate::manifest::parse_file(path, &text).errors.is_empty() {
+    // status block spliced into it. A valid file whose document `doc_index` is another object
+    // (documents moved, renamed) was edited too: the next status goes to the right place.
+    let parsed = crate::manifest::parse_file(path, &text);
+    let same_object = parsed
+        .objects
+        .iter()
+        .any(|o| o.doc_index == doc_index && o.object.key() == *identity);
+    if !parsed.errors.is_empty() || !same_object {
         return Ok(WriteOutcome::UserEdited);
     }
     let new = splice_status(&text, doc_index, block)?;
