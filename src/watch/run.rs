@@ -106,11 +106,12 @@ impl State {
         let mut loader = std::mem::take(&mut self.loader);
         let dir = self.dir.clone();
         let tenancy = self.tenancy.clone();
-        let (mut loader, files, links) = tokio::task::spawn_blocking(move || {
+        let (mut loader, files, links, exists) = tokio::task::spawn_blocking(move || {
             let mut files = loader.load(&dir);
             tenancy.limit_objects(&mut files);
             let links = targets::symlink_targets(files.keys());
-            (loader, files, links)
+            let exists = dir_identity(&dir).is_some();
+            (loader, files, links, exists)
         })
         .await
         .expect("the loader catches parser panics");
@@ -119,7 +120,6 @@ impl State {
         self.targets.update(links, &self.events);
         self.stats.rescans.fetch_add(1, Ordering::Relaxed);
 
-        let exists = dir_identity(&self.dir).is_some();
         if !exists && !self.missing_logged {
             warn!(dir = %self.dir.display(), "the manifest directory does not exist; treating it as empty");
         }
@@ -220,7 +220,7 @@ pub(crate) async fn run_with(
     };
     info!(dir = %dir.display(), "watching the manifest directory");
     // Watch first, then load: a change made during the load is then seen as an event.
-    dir_watch.ensure(&dir, &ev_tx);
+    dir_watch = ensure_watch(dir_watch, &dir, &ev_tx).await;
     let mut recheck = state.rescan(&tx).await;
 
     let period = opts.rescan_period.max(Duration::from_millis(10));
@@ -253,10 +253,22 @@ pub(crate) async fn run_with(
                 }
             }
         }
-        dir_watch.ensure(&dir, &ev_tx);
+        dir_watch = ensure_watch(dir_watch, &dir, &ev_tx).await;
         recheck = state.rescan(&tx).await;
         ticker.reset();
     }
+}
+
+/// [`DirWatch::ensure`] on a blocking thread, like the loads: it stats the directory, and a new
+/// recursive watch walks the whole tree below it (one inotify watch per directory).
+async fn ensure_watch(mut dir_watch: DirWatch, dir: &Path, events: &EventTx) -> DirWatch {
+    let (dir, events) = (dir.to_path_buf(), events.clone());
+    tokio::task::spawn_blocking(move || {
+        dir_watch.ensure(&dir, &events);
+        dir_watch
+    })
+    .await
+    .expect("setting up a watch does not panic")
 }
 
 fn far_future() -> Instant {
