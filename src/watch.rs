@@ -16,7 +16,7 @@
 //! - `snapshot`: the snapshot rules, pure ([`build_snapshot`], [`same_meaning`],
 //!   [`reference_warnings`]).
 //! - `dirwatch`: the OS watch on the directory, and which events matter.
-//! - `run`: the watch loop ([`run`]): debounce, rescan, settle deletions, publish.
+//! - `run`: the watch loop ([`run()`]): debounce, rescan, settle deletions, publish.
 //! - [`store`]: the snapshot itself ([`store::Desired`]) and its reader.
 //! - [`prune`]: when a group may be deleted for lack of a manifest, and confirmations by name.
 //! - [`dirlock`]: one controller per manifest directory.

@@ -17,10 +17,10 @@ impl Line<'_> {
     pub(super) fn has_terminator(&self) -> bool {
         self.end > self.start + self.text.len()
     }
-    pub(super) fn is_blank(&self) -> bool {
+    fn is_blank(&self) -> bool {
         self.text.trim().is_empty()
     }
-    pub(super) fn is_comment(&self) -> bool {
+    fn is_comment(&self) -> bool {
         self.text.trim_start().starts_with('#')
     }
     /// Blank or comment: carries no YAML content.

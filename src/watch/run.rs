@@ -188,6 +188,7 @@ impl State {
     }
 }
 
+/// [`run`] with its loader and counters given: the tests swap in a parser and read the counters.
 pub(crate) async fn run_with(
     opts: WatchOptions,
     tx: watch::Sender<Arc<Desired>>,
