@@ -38,6 +38,7 @@ mod targets;
 
 use crate::health::liveness::Beat;
 use crate::manifest::{self, Kind, ManifestError, Object, ObjectKey, ParsedFile};
+use crate::util::tickets::Tickets;
 
 use crate::config::tenancy::Tenancy;
 use crate::files::OwnWrites;
@@ -66,6 +67,9 @@ pub struct WatchOptions {
     pub tenancy: Arc<Tenancy>,
     /// Touched after every rescan (`/healthz`).
     pub beat: Beat,
+    /// Each load notes the last ticket taken before it began, and serves it once its snapshot
+    /// is published (or found unchanged): the API's writes wait for their own load.
+    pub loads: Arc<Tickets>,
 }
 
 impl WatchOptions {
@@ -81,6 +85,7 @@ impl WatchOptions {
             ignore: Vec::new(),
             tenancy: Arc::default(),
             beat: Beat::detached(),
+            loads: Arc::default(),
         }
     }
 }
@@ -503,7 +508,9 @@ fn with_dependencies(prev: &Desired, group: &ObjectKey) -> Vec<ObjectKey> {
 }
 
 /// [`manifest::missing_references`] as warnings located at each object's document.
-fn reference_warnings(objects: &BTreeMap<ObjectKey, Entry>) -> BTreeMap<ObjectKey, ManifestError> {
+pub fn reference_warnings(
+    objects: &BTreeMap<ObjectKey, Entry>,
+) -> BTreeMap<ObjectKey, ManifestError> {
     let plain: BTreeMap<ObjectKey, Object> = objects
         .iter()
         .map(|(k, e)| (k.clone(), e.object.clone()))
@@ -761,12 +768,14 @@ struct State {
     events: EventTx,
     tenancy: Arc<Tenancy>,
     beat: Beat,
+    loads: Arc<Tickets>,
 }
 
 impl State {
     /// Reloads the directory and publishes what changed. Returns when to read again to settle
     /// a deletion seen for the first time (see [`DELETION_SETTLE`]).
     async fn rescan(&mut self, tx: &watch::Sender<Arc<Desired>>) -> Option<Instant> {
+        let covered = self.loads.begin();
         let mut loader = std::mem::take(&mut self.loader);
         let dir = self.dir.clone();
         let tenancy = self.tenancy.clone();
@@ -817,6 +826,7 @@ impl State {
                 let _ = ch.send(changed);
             }
         }
+        self.loads.served(covered);
         self.beat.touch();
         recheck
     }
@@ -881,6 +891,7 @@ pub(crate) async fn run_with(
         events: ev_tx.clone(),
         tenancy: opts.tenancy.clone(),
         beat: opts.beat.clone(),
+        loads: opts.loads.clone(),
     };
     info!(dir = %dir.display(), "watching the manifest directory");
     // Watch first, then load: a change made during the load is then seen as an event.
