@@ -11,7 +11,7 @@
 //! - [`router`](mod@router): every route ([`router()`]), `/healthz`, `/readyz`, [`serve()`].
 //! - [`auth`]: bearer tokens → the namespaces a caller may access; rates of changes and pushes.
 //! - [`read`]: the read routes (groups, launch configurations, policies, instances, problems).
-//! - [`write`]: the write routes (apply, delete, scale, start, stop) and their wait for the
+//! - [`mod@write`]: the write routes (apply, delete, scale, start, stop) and their wait for the
 //!   watcher's load; [`edit`]: the files a change reads, plans over and writes back;
 //!   [`write_locks`]: changes serialized per file (and per namespace where a quota is checked).
 //! - [`error`]: [`ApiError`], the one error every route answers with.

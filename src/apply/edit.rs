@@ -1,7 +1,7 @@
 //! The files a change edits: read before planning, located by document identity, planned
 //! without I/O, written back only if nobody changed them since they were read.
 //!
-//! A change is planned over [`Files`], the texts read (off the async threads) under the change's
+//! A change is planned over `Files`, the texts read (off the async threads) under the change's
 //! file locks. Planning is pure: a file the plan asks for that was not read is recorded as
 //! wanted, and the change is planned again with it locked and read.
 
@@ -27,43 +27,52 @@ pub(super) struct FileEdit {
 #[derive(Debug, Default)]
 pub(super) struct Files {
     edits: BTreeMap<PathBuf, FileEdit>,
+    /// Files that exist but could not be read: an error only if the plan uses them.
+    unreadable: BTreeMap<PathBuf, ApiError>,
     /// Files the plan asked for that were not read (not locked): plan again with them.
     wanted: BTreeSet<PathBuf>,
 }
 
 impl Files {
     /// Reads `paths` (a missing file reads as `None`). Blocking: call it off the async threads.
-    ///
-    /// # Errors
-    /// 500 when a file exists but cannot be read.
-    pub fn read(paths: impl IntoIterator<Item = PathBuf>) -> ApiResult<Files> {
-        let mut edits = BTreeMap::new();
+    pub fn read(paths: impl IntoIterator<Item = PathBuf>) -> Files {
+        let mut files = Files::default();
         for path in paths {
-            let original = read_optional(&path)?;
-            let edit = FileEdit {
-                content: original.clone(),
-                original,
-            };
-            edits.insert(path, edit);
+            match read_optional(&path) {
+                Ok(original) => {
+                    let edit = FileEdit {
+                        content: original.clone(),
+                        original,
+                    };
+                    files.edits.insert(path, edit);
+                }
+                Err(e) => {
+                    files.unreadable.insert(path, e);
+                }
+            }
         }
-        Ok(Files {
-            edits,
-            wanted: BTreeSet::new(),
-        })
+        files
     }
 
     /// The text of `path` as read, with the plan's edits so far. A file that was not read is
     /// recorded as wanted and looks absent: the plan that asked for it is thrown away.
-    pub fn file(&mut self, path: &Path) -> &mut FileEdit {
+    ///
+    /// # Errors
+    /// 500 when the file exists but could not be read.
+    pub fn file(&mut self, path: &Path) -> ApiResult<&mut FileEdit> {
+        if let Some(e) = self.unreadable.get(path) {
+            return Err(e.clone());
+        }
         if !self.edits.contains_key(path) {
             self.wanted.insert(path.to_path_buf());
         }
-        self.edits
+        Ok(self
+            .edits
             .entry(path.to_path_buf())
             .or_insert_with(|| FileEdit {
                 original: None,
                 content: None,
-            })
+            }))
     }
 
     /// Files the plan asked for that were not read.
@@ -149,9 +158,9 @@ pub(super) fn create(
     key: &ObjectKey,
     body_text: &str,
     full_text: &str,
-) -> (&'static str, PathBuf) {
+) -> ApiResult<(&'static str, PathBuf)> {
     let path = new_object_path(dir, key);
-    let edit = files.file(&path);
+    let edit = files.file(&path)?;
     let new = match edit.content.as_deref() {
         None => with_newline(full_text),
         Some(text) if only_empty_documents(text) => with_newline(full_text),
@@ -161,7 +170,7 @@ pub(super) fn create(
         },
     };
     edit.content = Some(new);
-    ("created", path)
+    Ok(("created", path))
 }
 
 /// Sets `spec.<field>` of document `index` to `value` (JSON, written as one line of YAML).
@@ -311,7 +320,7 @@ spec: [broken
 
         // Not read yet: wanted, and the plan is not to be trusted.
         let mut files = Files::default();
-        create(&mut files, dir, &lc, "b", "# mine\nb");
+        create(&mut files, dir, &lc, "b", "# mine\nb").unwrap();
         assert_eq!(files.wanted().iter().collect::<Vec<_>>(), [&path]);
 
         // Absent, or only comments: the user's full text, comments included.
@@ -325,7 +334,7 @@ spec: [broken
                 },
             );
             assert_eq!(
-                create(&mut files, dir, &lc, "b", "# mine\nb"),
+                create(&mut files, dir, &lc, "b", "# mine\nb").unwrap(),
                 ("created", path.clone())
             );
             assert!(files.wanted().is_empty());
@@ -344,10 +353,22 @@ spec: [broken
             },
         );
         let body = "kind: LaunchConfiguration\nmetadata: {name: web, namespace: shop}\n";
-        create(&mut files, dir, &lc, body, body);
+        create(&mut files, dir, &lc, body, body).unwrap();
         let text = files.into_changes()[&path].content.clone().unwrap();
         assert!(text.starts_with(other));
         assert_eq!(find_document(&text, &lc), Some(1));
+    }
+
+    #[test]
+    fn a_file_that_cannot_be_read_is_an_error_only_for_the_plan_that_uses_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (absent, unreadable) = (dir.path().join("absent.yaml"), dir.path().to_path_buf());
+        let mut files = Files::read([absent.clone(), unreadable.clone()]);
+        assert_eq!(files.file(&absent).unwrap().original, None);
+        let e = files.file(&unreadable).unwrap_err();
+        assert_eq!(e.status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(e.message.starts_with("cannot read"), "{}", e.message);
+        assert!(files.wanted().is_empty());
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //! - A change is planned over the files it read under its locks ([`super::write_locks`]) and
 //!   written only where the files still hold what was read; otherwise it is planned again.
 //! - File reads and writes run off the async threads (`spawn_blocking`).
-//! - The answer waits (at most [`RELOAD_WAIT`]) for the watcher's first load that began after
+//! - The answer waits (at most `RELOAD_WAIT`, 2 s) for the watcher's first load that began after
 //!   the write, so an `ms get` right after an `ms apply` sees it.
 
 use std::collections::BTreeMap;
@@ -74,7 +74,7 @@ async fn plan_and_write<T>(
         // Taken under the locks: it includes what the previous holders wrote.
         let desired = snapshot(ctx);
         let paths = wanted.clone();
-        let mut files = blocking(move || Files::read(paths)).await?;
+        let mut files = blocking(move || Ok(Files::read(paths))).await?;
         let planned = plan(&desired, &mut files);
         if !files.wanted().is_empty() {
             wanted.extend(files.wanted().iter().cloned());
@@ -235,12 +235,12 @@ pub(super) async fn apply(
         .collect();
     let results = plan_and_write(&ctx, &namespaces, q.dry_run, |desired, files| {
         check_quotas(&ctx, desired, &changes)?;
-        Ok(parsed
+        parsed
             .objects
             .iter()
             .zip(&texts)
             .map(|(o, (body_text, full_text))| place(desired, files, &dir, o, body_text, full_text))
-            .collect())
+            .collect()
     })
     .await?;
 
@@ -279,7 +279,7 @@ fn place(
     o: &ParsedObject,
     body_text: &str,
     full_text: &str,
-) -> ObjectResult {
+) -> ApiResult<ObjectResult> {
     let key = o.object.key();
     let existing = desired.objects.get(&key);
     let broken = existing.is_some_and(|e| desired.file_errors.contains_key(&e.file));
@@ -287,7 +287,7 @@ fn place(
     // held, so it still runs) is written back.
     let unchanged = match existing {
         Some(e) if !broken && e.object.spec_hash() == o.object.spec_hash() => files
-            .file(&e.file)
+            .file(&e.file)?
             .content
             .as_deref()
             .is_some_and(|t| edit::find_document(t, &key).is_some()),
@@ -296,7 +296,7 @@ fn place(
     let (action, file) = match existing {
         Some(e) if unchanged => ("unchanged", e.file.clone()),
         Some(e) => {
-            let edit = files.file(&e.file);
+            let edit = files.file(&e.file)?;
             let at = edit
                 .content
                 .as_deref()
@@ -307,18 +307,18 @@ fn place(
                     ("configured", e.file.clone())
                 }
                 // Gone from its file since the snapshot: create it anew.
-                None => edit::create(files, dir, &key, body_text, full_text),
+                None => edit::create(files, dir, &key, body_text, full_text)?,
             }
         }
-        None => edit::create(files, dir, &key, body_text, full_text),
+        None => edit::create(files, dir, &key, body_text, full_text)?,
     };
-    ObjectResult {
+    Ok(ObjectResult {
         kind: key.kind,
         namespace: key.namespace.clone(),
         name: key.name.clone(),
         action: action.to_string(),
         file,
-    }
+    })
 }
 
 /// Refuses `changes` (a new version of each object, `None`: deleted) when they would take a
@@ -419,7 +419,7 @@ pub(super) async fn delete_object(
             let Some(entry) = desired.objects.get(&key) else {
                 return Ok(());
             };
-            let edit = files.file(&entry.file);
+            let edit = files.file(&entry.file)?;
             if let Some(text) = edit.content.as_deref() {
                 if let Some(index) = edit::find_document(text, &key) {
                     let rest = crate::files::remove_document(text, index);
@@ -477,7 +477,7 @@ async fn set_group_field(
             return Err(ApiError::not_found(Kind::AutoScalingGroup, ns, name));
         };
         let (field, value) = check(desired, group)?;
-        let edit = files.file(&entry.file);
+        let edit = files.file(&entry.file)?;
         let text = edit.content.as_deref().ok_or_else(|| {
             ApiError::new(
                 StatusCode::CONFLICT,
