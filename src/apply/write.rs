@@ -86,11 +86,13 @@ async fn plan_and_write<T>(
             return Ok(out);
         }
         let reload = Reload::before_write(ctx);
-        let changes = Arc::new(changes);
-        let written = {
-            let changes = changes.clone();
-            blocking(move || edit::write_edits(&changes)).await?
-        };
+        // The file locks go with the write: dropped mid-write (the client went away), this
+        // handler leaves the files locked until the blocking write is done.
+        let (written, _files) = blocking(move || {
+            let written = edit::write_edits(&changes)?;
+            Ok((written, _files))
+        })
+        .await?;
         if written {
             reload.wait(ctx).await;
             return Ok(out);
