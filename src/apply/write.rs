@@ -73,8 +73,12 @@ async fn plan_and_write<T>(
         let _files = ctx.file_locks.lock(wanted.iter()).await;
         // Taken under the locks: it includes what the previous holders wrote.
         let desired = snapshot(ctx);
-        let paths = wanted.clone();
-        let mut files = blocking(move || Ok(Files::read(paths))).await?;
+        let mut files = if wanted.is_empty() {
+            Files::default()
+        } else {
+            let paths = wanted.clone();
+            blocking(move || Ok(Files::read(paths))).await?
+        };
         let planned = plan(&desired, &mut files);
         if !files.wanted().is_empty() {
             wanted.extend(files.wanted().iter().cloned());
