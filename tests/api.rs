@@ -1007,6 +1007,7 @@ async fn a_write_answers_once_the_watcher_loaded_it_even_while_other_files_keep_
             }
         })
     };
+    microscaler::util::crypto::install_provider();
     let http = reqwest::Client::new();
     for i in 0..20 {
         let applied = http
