@@ -9,15 +9,19 @@
 //! The root of the HTTP API, beside the pipeline: it reads every stage and writes only files.
 //! - This file: [`Context`] (what the API is handed), [`router`] (every route), the handlers:
 //!   authentication, reads, writes.
-//! - [`metrics`]: pushed metric values and `/v1/top`.
+//! - [`metrics`]: pushed metric values and `/v1/top`; [`prometheus`]: `/metrics`.
+//! - [`stream`]: `/v1/watch` (changes as they happen); [`logs`]: instance output and exec.
 //! - [`mod@serve`]: serving within limits (connections, timeouts, file descriptors).
 //! - [`ratelimit`]: per-token rates of changes and pushes; [`write_locks`]: edits serialized per
 //!   namespace.
 //! - The JSON the client shares lives in [`crate::wire`].
 
+pub mod logs;
 pub mod metrics;
+pub mod prometheus;
 pub mod ratelimit;
 pub mod serve;
+pub mod stream;
 pub mod write_locks;
 
 use std::collections::BTreeMap;
@@ -185,7 +189,12 @@ pub fn router(ctx: Arc<Context>) -> Router {
         .route("/v1/instancetypes", get(instance_types))
         .route("/v1/{kind}/{ns}/{name}", delete(delete_object))
         .route("/v1/metrics/{ns}/{group}", post(metrics::push))
-        .route("/v1/top", get(metrics::top));
+        .route("/v1/top", get(metrics::top))
+        .route("/v1/logs/{ns}/{name}", get(logs::instance_logs))
+        .route("/v1/logs/{ns}/asg/{group}", get(logs::group_logs))
+        .route("/v1/exec/{ns}/{name}", post(logs::exec))
+        .merge(stream::routes(&ctx))
+        .merge(prometheus::routes(&ctx));
     // `GET /lease`: this controller's holder id, so a contender on another machine can tell
     // that the holder of a lease still runs (only a controller that holds leases has one).
     let router = match lease {

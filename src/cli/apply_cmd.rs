@@ -19,6 +19,17 @@ pub(crate) struct ApplyArgs {
     /// Validate and show what would change, write nothing.
     #[arg(long)]
     dry_run: bool,
+    /// Wait until every applied group (and every group of an applied launch configuration) is
+    /// converged on the new spec; fail at once when one turns Degraded.
+    #[arg(long)]
+    wait: bool,
+    /// With --wait: give up after this long (`90s`, `5m`).
+    #[arg(long, default_value = "5m", value_parser = super::wait::parse_timeout, requires = "wait")]
+    timeout: std::time::Duration,
+    /// With --wait: ready only once every instance has been running this long (the
+    /// controller's crash window by default: an instance that exits sooner is a crash).
+    #[arg(long, default_value = "10s", value_parser = super::wait::parse_timeout, requires = "wait")]
+    min_ready: std::time::Duration,
 }
 
 /// The files named by `-f`: a directory expands to its `*.yaml`/`*.yml` files, sorted.
@@ -90,11 +101,13 @@ pub(crate) async fn run(client: Client, args: ApplyArgs) -> CmdResult {
     // as kubectl does; the exit status says something failed.
     let mut failed = 0usize;
     let mut last = None;
+    let mut applied = Vec::new();
     for file in &files {
         let outcome = async {
             let (name, text) = read(file)?;
             let r = client.apply(&name, text, args.dry_run).await?;
             print_changes(&r);
+            applied.extend(r.results);
             Ok::<(), Failure>(())
         }
         .await;
@@ -114,12 +127,55 @@ pub(crate) async fn run(client: Client, args: ApplyArgs) -> CmdResult {
     }
     match (failed, last) {
         (_, Some(f)) => Err(f),
+        (0, None) if args.wait && !args.dry_run => {
+            let groups = groups_to_wait_for(&client, &applied).await?;
+            super::wait::wait_for(
+                &client,
+                &groups,
+                super::wait::Goal::Ready,
+                args.timeout,
+                args.min_ready,
+            )
+            .await
+        }
         (0, None) => Ok(()),
         (n, None) => Err(Failure::Message(format!(
             "{n} of {} files could not be applied",
             files.len()
         ))),
     }
+}
+
+/// The groups an apply changes: the applied groups, and the groups (on the controller) of each
+/// applied launch configuration.
+async fn groups_to_wait_for(
+    client: &Client,
+    applied: &[crate::wire::ObjectResult],
+) -> Result<Vec<(String, String)>, Failure> {
+    use crate::manifest::Kind;
+    let mut groups: Vec<(String, String)> = applied
+        .iter()
+        .filter(|o| o.kind == Kind::AutoScalingGroup && o.action != "deleted")
+        .map(|o| (o.namespace.clone(), o.name.clone()))
+        .collect();
+    for lc in applied
+        .iter()
+        .filter(|o| o.kind == Kind::LaunchConfiguration)
+    {
+        for g in client
+            .list(Kind::AutoScalingGroup, Some(&lc.namespace))
+            .await?
+        {
+            if g["spec"]["launchConfiguration"].as_str() == Some(lc.name.as_str()) {
+                if let Some(name) = g["metadata"]["name"].as_str() {
+                    groups.push((lc.namespace.clone(), name.to_string()));
+                }
+            }
+        }
+    }
+    groups.sort();
+    groups.dedup();
+    Ok(groups)
 }
 
 #[cfg(test)]
