@@ -12,23 +12,51 @@ use crate::manifest::Kind;
 
 /// Arguments of `ms describe`.
 #[derive(Debug, Args)]
+#[command(after_help = "\
+Examples:
+  ms describe asg web
+  ms describe asg/web -n shop
+  ms describe lc/web")]
 pub(crate) struct DescribeArgs {
-    /// asg, lc or policy.
+    /// asg, lc or policy; or KIND/NAME.
     kind: String,
-    /// Name of the object.
-    name: String,
+    /// Name of the object (unless given as KIND/NAME).
+    name: Option<String>,
     #[command(flatten)]
     ns: NamespaceArgs,
 }
 
-pub(crate) async fn run(client: Client, args: DescribeArgs) -> CmdResult {
+pub(crate) async fn run(client: Client, mut args: DescribeArgs) -> CmdResult {
+    let name = match (args.kind.split_once('/'), args.name.take()) {
+        (Some((kind, name)), None) => {
+            let name = name.to_string();
+            args.kind = kind.to_string();
+            name
+        }
+        (None, Some(name)) => name,
+        (Some(_), Some(_)) => {
+            return Err(Failure::Code(
+                2,
+                format!(
+                    "`{}` already names the object: give no second name",
+                    args.kind
+                ),
+            ))
+        }
+        (None, None) => {
+            return Err(Failure::Code(
+                2,
+                "name the object: ms describe asg web (or asg/web)".into(),
+            ))
+        }
+    };
     let kind = Kind::parse(&args.kind).ok_or_else(|| {
         Failure::Message(format!(
             "unknown kind `{}`: use asg, lc or policy",
             args.kind
         ))
     })?;
-    let item = client.get(kind, &args.ns.namespace, &args.name).await?;
+    let item = client.get(kind, &args.ns.namespace, &name).await?;
     let now = Utc::now();
     let text = match kind {
         Kind::AutoScalingGroup => {

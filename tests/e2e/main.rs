@@ -7,6 +7,7 @@ mod cli;
 mod common;
 mod engine_docker;
 mod gitops;
+mod ops;
 mod reconcile;
 mod safety;
 mod status_files;
