@@ -12,7 +12,8 @@
 //! # Rules
 //! - Level-triggered: one hub per API compares what the API would serve now (the desired store
 //!   and the status board, the same sources as the read routes) with what it served at its last
-//!   look, every [`TICK`], and only while someone watches. A group's conditions, counts and
+//!   look, at once when the desired state changes and every [`TICK`] otherwise (the status board
+//!   has no change signal), and only while someone watches. A group's conditions, counts and
 //!   activities are part of its object, so each of their changes is a `MODIFIED` group.
 //! - Bounded: each watcher has a buffer of [`BUFFER`] events. A watcher that falls that far
 //!   behind is dropped (its stream ends with an `ERROR` line) so that it never slows the hub,
@@ -104,6 +105,31 @@ struct HubState {
     /// What was last sent (valid while `running`).
     last: BTreeMap<Key, Value>,
     running: bool,
+}
+
+/// Hands `lines` to every watcher that wants them, without ever waiting: a watcher whose buffer
+/// is full is dropped (flagged, so its stream says why), one that went away is forgotten.
+fn deliver(watchers: &mut Vec<Watcher>, lines: &[(&Key, Bytes)]) {
+    watchers.retain(|w| {
+        for (k, line) in lines {
+            if !w.wants(k) {
+                continue;
+            }
+            match w.tx.try_send(line.clone()) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    tracing::info!(
+                        buffer = BUFFER,
+                        "a watch client fell behind: its stream is ended"
+                    );
+                    w.dropped.store(true, Ordering::Release);
+                    return false;
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => return false,
+            }
+        }
+        true
+    });
 }
 
 /// Everything the API serves that a watcher may see, as `key → object`.
@@ -226,8 +252,19 @@ impl Hub {
     async fn run(self: Arc<Self>, ctx: Arc<Context>) {
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut desired = ctx.desired.clone();
+        desired.mark_unchanged();
         loop {
-            tick.tick().await;
+            // A new desired state is looked at at once; the status board has no signal of its
+            // own, so its changes wait for the tick.
+            tokio::select! {
+                _ = tick.tick() => {}
+                r = desired.changed() => {
+                    if r.is_err() {
+                        tick.tick().await; // the sender is gone: fall back to ticks
+                    }
+                }
+            }
             let now = current(&ctx);
             let mut guard = self.inner.locked();
             let st = &mut *guard;
@@ -243,26 +280,7 @@ impl Hub {
                     .iter()
                     .map(|(t, k, v)| (*k, event(t, k, v)))
                     .collect();
-                st.watchers.retain(|w| {
-                    for (k, line) in &lines {
-                        if !w.wants(k) {
-                            continue;
-                        }
-                        match w.tx.try_send(line.clone()) {
-                            Ok(()) => {}
-                            Err(mpsc::error::TrySendError::Full(_)) => {
-                                tracing::info!(
-                                    buffer = BUFFER,
-                                    "a watch client fell behind: its stream is ended"
-                                );
-                                w.dropped.store(true, Ordering::Release);
-                                return false;
-                            }
-                            Err(mpsc::error::TrySendError::Closed(_)) => return false,
-                        }
-                    }
-                    true
-                });
+                deliver(&mut st.watchers, &lines);
             }
             st.last = now;
         }
@@ -381,6 +399,58 @@ mod tests {
             .collect();
         assert_eq!(c, [("MODIFIED", "b"), ("ADDED", "c"), ("DELETED", "a")]);
         assert!(changes(&after, &after).is_empty());
+    }
+
+    fn watcher(capacity: usize) -> (Watcher, mpsc::Receiver<Bytes>) {
+        let (tx, rx) = mpsc::channel(capacity);
+        let w = Watcher {
+            kinds: vec![StreamKind::Instance],
+            namespace: None,
+            tx,
+            dropped: Arc::new(AtomicBool::new(false)),
+        };
+        (w, rx)
+    }
+
+    #[test]
+    fn a_watcher_that_falls_behind_is_dropped_and_the_others_get_everything() {
+        let (slow, _slow_rx) = watcher(BUFFER);
+        let slow_flag = slow.dropped.clone();
+        let (fast, mut fast_rx) = watcher(BUFFER * 4);
+        let mut watchers = vec![slow, fast];
+        let k = key("a");
+        // One more event than the slow watcher's buffer holds, in batches as the hub sends.
+        for _ in 0..=BUFFER {
+            let line = event("MODIFIED", &k, &json!(1));
+            deliver(&mut watchers, &[(&k, line)]);
+        }
+        assert_eq!(watchers.len(), 1, "the slow watcher is dropped");
+        assert!(slow_flag.load(Ordering::Acquire), "and told why");
+        let mut got = 0;
+        while fast_rx.try_recv().is_ok() {
+            got += 1;
+        }
+        assert_eq!(got, BUFFER + 1, "the other watcher missed nothing");
+    }
+
+    #[test]
+    fn a_watcher_gets_only_its_kinds_and_namespace() {
+        let (mut w, mut rx) = watcher(8);
+        w.namespace = Some("shop".into());
+        let mut watchers = vec![w];
+        let other_ns: Key = (StreamKind::Instance, "other".into(), "x".into());
+        let other_kind: Key = (
+            StreamKind::Object(Kind::AutoScalingGroup),
+            "shop".into(),
+            "x".into(),
+        );
+        let mine: Key = (StreamKind::Instance, "shop".into(), "x".into());
+        for k in [&other_ns, &other_kind, &mine] {
+            deliver(&mut watchers, &[(k, event("ADDED", k, &json!(1)))]);
+        }
+        let only = rx.try_recv().unwrap();
+        assert!(String::from_utf8_lossy(&only).contains("\"kind\":\"Instance\""));
+        assert!(rx.try_recv().is_err());
     }
 
     #[test]
