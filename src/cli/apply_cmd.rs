@@ -105,9 +105,10 @@ pub(crate) async fn run(client: Client, args: ApplyArgs) -> CmdResult {
     for file in &files {
         let outcome = async {
             let (name, text) = read(file)?;
-            let r = client.apply(&name, text, args.dry_run).await?;
+            let mut r = client.apply(&name, text.clone(), args.dry_run).await?;
+            drop_resolved_references(&mut r, &name, &text, &applied);
             print_changes(&r);
-            applied.extend(r.results);
+            applied.extend(r.results.iter().cloned());
             Ok::<(), Failure>(())
         }
         .await;
@@ -144,6 +145,41 @@ pub(crate) async fn run(client: Client, args: ApplyArgs) -> CmdResult {
             files.len()
         ))),
     }
+}
+
+/// Drops the "does not exist (yet)" warnings about references to objects this same command
+/// applied from an earlier file (`ms apply -f lc.yaml -f asg.yaml`): the controller answered
+/// before it had loaded the earlier file, but the reference does resolve.
+fn drop_resolved_references(
+    r: &mut ChangeResponse,
+    name: &str,
+    text: &str,
+    earlier: &[crate::wire::ObjectResult],
+) {
+    use crate::manifest::{Kind, Object};
+    let parsed = crate::manifest::parse_file(Path::new(name), text);
+    let resolved = |line: usize, field: &str| -> bool {
+        parsed.objects.iter().any(|o| {
+            if o.line != line {
+                return false;
+            }
+            let ns = &o.object.metadata().namespace;
+            let (kind, target) = match (&o.object, field) {
+                (Object::AutoScalingGroup(g), "spec.launchConfiguration") => {
+                    (Kind::LaunchConfiguration, &g.spec.launch_configuration)
+                }
+                (Object::ScalingPolicy(p), "spec.autoScalingGroup") => {
+                    (Kind::AutoScalingGroup, &p.spec.auto_scaling_group)
+                }
+                _ => return false,
+            };
+            earlier
+                .iter()
+                .any(|e| e.kind == kind && &e.namespace == ns && &e.name == target)
+        })
+    };
+    r.warnings
+        .retain(|w| !(w.message.contains("does not exist (yet)") && resolved(w.line, &w.field)));
 }
 
 /// The groups an apply changes: the applied groups, and the groups (on the controller) of each
@@ -194,6 +230,36 @@ mod tests {
             .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
             .collect();
         assert_eq!(names, ["a.yml", "b.yaml", "c.yaml"]);
+    }
+
+    #[test]
+    fn a_reference_to_an_object_applied_from_an_earlier_file_is_not_warned_about() {
+        use crate::manifest::{Kind, ManifestError};
+        use crate::wire::ObjectResult;
+        let group = "apiVersion: microscaler.io/v1\nkind: AutoScalingGroup\nmetadata:\n  name: web\nspec:\n  launchConfiguration: web\n  minSize: 1\n  maxSize: 2\n";
+        let warning = ManifestError {
+            file: "asg.yaml".into(),
+            line: 1,
+            column: 1,
+            field: "spec.launchConfiguration".into(),
+            message: "launch configuration `web` does not exist (yet) in namespace `default`"
+                .into(),
+        };
+        let lc = |name: &str| ObjectResult {
+            kind: Kind::LaunchConfiguration,
+            namespace: "default".into(),
+            name: name.into(),
+            action: "created".into(),
+            file: "lc.yaml".into(),
+        };
+        let mut r = ChangeResponse {
+            warnings: vec![warning.clone()],
+            ..Default::default()
+        };
+        drop_resolved_references(&mut r, "asg.yaml", group, &[lc("other")]);
+        assert_eq!(r.warnings.len(), 1, "another LC does not resolve it");
+        drop_resolved_references(&mut r, "asg.yaml", group, &[lc("web")]);
+        assert!(r.warnings.is_empty());
     }
 
     #[test]

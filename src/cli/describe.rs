@@ -105,7 +105,7 @@ fn header(out: &mut String, item: &Value, now: DateTime<Utc>) {
             cell(item["source"].get("line"))
         ),
     );
-    field(out, "Age", age_of(item.get("firstSeen"), now));
+    field(out, "Age", super::get::object_age(item, now));
 }
 
 fn section(out: &mut String, title: &str, table: Option<Table>) {
@@ -183,18 +183,30 @@ fn describe_group(item: &Value, lc: Option<&Value>, now: DateTime<Utc>) -> Strin
             },
         );
     field(&mut out, "Zones", zones);
-    let desired = spec
+    let spec_desired = spec
         .get("desiredCapacity")
         .filter(|v| !v.is_null())
         .or_else(|| spec.get("minSize"));
+    // A policy's capacity is the one the controller runs: show it, and the spec's beside it.
+    let by_policy = status["desiredCapacitySetBy"]
+        .as_str()
+        .filter(|by| *by != "user")
+        .zip(status.get("desiredCapacity"));
+    let desired = match by_policy {
+        Some((by, d)) => format!(
+            "{} (set by {by}; spec.desiredCapacity {})",
+            cell(Some(d)),
+            cell(spec_desired)
+        ),
+        None => cell(spec_desired),
+    };
     field(
         &mut out,
         "Min/Max/Desired",
         format!(
-            "{} / {} / {}",
+            "{} / {} / {desired}",
             cell(spec.get("minSize")),
             cell(spec.get("maxSize")),
-            cell(desired)
         ),
     );
     field(
@@ -285,10 +297,10 @@ fn describe_group(item: &Value, lc: Option<&Value>, now: DateTime<Utc>) -> Strin
     section(&mut out, "Instances", instances);
 
     let activities = status["activities"].as_array().map(|a| {
-        let mut t = Table::new(&["TIME", "ACTION", "INSTANCE", "ZONE", "CAUSE"]);
+        let mut t = Table::new(&["AGE", "ACTION", "INSTANCE", "ZONE", "CAUSE"]);
         for x in a {
             t.row(vec![
-                cell(x.get("time")),
+                age_of(x.get("time"), now),
                 cell(x.get("action")),
                 cell(x.get("instance")),
                 cell(x.get("zone")),

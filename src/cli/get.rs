@@ -476,6 +476,28 @@ fn with_namespace(table: Table, items: &[Value]) -> Table {
     out
 }
 
+/// Age of an object: since the controller first saw it, or since its oldest instance started
+/// if that is earlier (the controller forgets when it first saw an object when it restarts;
+/// the containers it left running remember).
+pub(crate) fn object_age(item: &Value, now: DateTime<Utc>) -> String {
+    let parse = |v: &Value| {
+        v.as_str()
+            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| t.with_timezone(&Utc))
+    };
+    let oldest = item["status"]["instances"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|i| parse(&i["startedAt"]))
+        .chain(parse(&item["firstSeen"]))
+        .min();
+    match oldest {
+        Some(t) => age_of(Some(&Value::String(t.to_rfc3339())), now),
+        None => "<unknown>".into(),
+    }
+}
+
 fn name(i: &Value) -> String {
     cell(i["metadata"].get("name"))
 }
@@ -511,7 +533,7 @@ fn groups(items: &[Value], wide: bool, now: DateTime<Utc>) -> Table {
             cell(desired),
             cell(status.get("current")),
             cell(status.get("ready")),
-            age_of(i.get("firstSeen"), now),
+            object_age(i, now),
         ];
         if wide {
             row.push(cell(spec.get("launchConfiguration")));
@@ -699,6 +721,23 @@ fn problems(items: &[Value]) -> Table {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn an_objects_age_survives_a_controller_restart_through_its_instances() {
+        let now = DateTime::parse_from_rfc3339("2026-01-01T01:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let item = json!({
+            "firstSeen": "2026-01-01T00:59:00Z",
+            "status": {"instances": [{"startedAt": "2026-01-01T00:00:00Z"}, {"startedAt": null}]},
+        });
+        assert_eq!(object_age(&item, now), "1h");
+        assert_eq!(
+            object_age(&json!({"firstSeen": "2026-01-01T00:59:00Z"}), now),
+            "60s"
+        );
+    }
+
     use super::*;
 
     #[test]

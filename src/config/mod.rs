@@ -438,10 +438,14 @@ mod tests {
         assert_eq!(c.tokens[0].token, "0123456789abcdef0123");
         assert_eq!(c.tokens[1].token, "fedcba9876543210fedc");
         let both = "tokens:\n  - token: x\n    tokenEnv: Y\n    namespaces: [a]\n";
-        let err = serde_yaml_ng::from_str::<Config>(both).unwrap_err().to_string();
+        let err = serde_yaml_ng::from_str::<Config>(both)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("exactly one of"), "{err}");
         let missing = "tokens:\n  - tokenEnv: MS_TEST_NOT_SET_14\n    namespaces: [a]\n";
-        let err = serde_yaml_ng::from_str::<Config>(missing).unwrap_err().to_string();
+        let err = serde_yaml_ng::from_str::<Config>(missing)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("MS_TEST_NOT_SET_14"), "{err}");
     }
 
