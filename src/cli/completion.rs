@@ -52,3 +52,59 @@ pub(crate) fn man(args: ManArgs) -> CmdResult {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn completions_name_every_subcommand() {
+        let mut out = Vec::new();
+        clap_complete::generate(
+            clap_complete::Shell::Bash,
+            &mut Cli::command(),
+            "ms",
+            &mut out,
+        );
+        let text = String::from_utf8(out).unwrap();
+        for sub in [
+            "apply",
+            "validate",
+            "diff",
+            "wait",
+            "logs",
+            "exec",
+            "completion",
+        ] {
+            assert!(text.contains(sub), "{sub} missing from the bash completion");
+        }
+    }
+
+    #[test]
+    fn man_pages_are_written_one_per_command() {
+        let dir = tempfile::tempdir().unwrap();
+        man(ManArgs {
+            dir: Some(dir.path().to_path_buf()),
+        })
+        .unwrap();
+        let page = std::fs::read_to_string(dir.path().join("ms-validate.1")).unwrap();
+        assert!(page.contains(".TH ms-validate"), "{page}");
+        assert!(dir.path().join("ms.1").exists());
+    }
+
+    #[test]
+    fn every_client_command_has_examples_in_its_help() {
+        let cmd = Cli::command();
+        for sub in cmd.get_subcommands() {
+            let name = sub.get_name();
+            let help = sub
+                .get_after_help()
+                .map(|h| h.to_string())
+                .unwrap_or_default();
+            assert!(
+                help.contains("Examples:"),
+                "ms {name} --help has no examples"
+            );
+        }
+    }
+}

@@ -89,10 +89,19 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the controller: watch the manifest directory, reconcile groups, serve the API.
+    #[command(
+        after_help = "Examples:\n  ms controller --dir /srv/manifests\n  MS_DIR=/srv/manifests MS_CONFIG=/etc/microscaler/config.yaml ms controller --log-format json\n  ms controller --dir ./manifests --create-dir --listen 127.0.0.1:56785"
+    )]
     Controller(ControllerArgs),
     /// Store the controller URL and token for later commands (file mode 0600).
+    #[command(
+        after_help = "Examples:\n  ms login --target http://10.0.0.5:56785 --token \"$(cat ~/.ms-token)\"\n  ms login --target http://127.0.0.1:56785 --namespace shop"
+    )]
     Login(login::LoginArgs),
     /// Create or update objects from manifest files (FILE, DIR of *.yaml/*.yml, or - for stdin).
+    #[command(
+        after_help = "Examples:\n  ms apply -f manifests/examples/launch-configuration.yaml -f manifests/examples/autoscaling-group.yaml\n  ms apply -f manifests/ --dry-run\n  ms apply -f manifests/ --wait --timeout 5m     # until Ready; exit 1 at once on Degraded\n  cat web.yaml | ms apply -f -"
+    )]
     Apply(apply_cmd::ApplyArgs),
     /// List objects: asgs, lcs, policies, instances, instancetypes, problems.
     Get(get::GetArgs),
@@ -113,22 +122,41 @@ enum Command {
     /// Show one autoscaling group in detail: source, conditions, instances, activities, errors.
     Describe(describe::DescribeArgs),
     /// Delete objects named in manifest files (-f), or one object by kind and name.
+    #[command(
+        after_help = "Examples:\n  ms delete asg web\n  ms delete -f web.yaml\n  ms delete lc web -n shop"
+    )]
     Delete(change::DeleteArgs),
     /// Set the desired capacity of an autoscaling group (written into its manifest).
+    #[command(
+        after_help = "Examples:\n  ms scale asg web --desired 3\n  ms scale asg web --desired 0 -n shop"
+    )]
     Scale(change::ScaleArgs),
     /// Start an autoscaling group (state: Started in its manifest).
+    #[command(after_help = "Examples:\n  ms start asg web")]
     Start(change::GroupArgs),
     /// Stop an autoscaling group: it keeps its definition and runs no instance (state: Stopped).
+    #[command(
+        after_help = "Examples:\n  ms stop asg web\n  ms stop asg web -n shop && ms wait asg/web -n shop --for=condition=Ready"
+    )]
     Stop(change::GroupArgs),
     /// Push a metric value for a group (for policies with `pushedMetric`).
+    #[command(
+        after_help = "Examples:\n  ms push-metric workers queue_depth 1000\n  ms push-metric workers queue_depth 0 -n shop"
+    )]
     PushMetric(autoscale_cmd::PushMetricArgs),
     /// Show CPU and memory of instances: `ms top instances [GROUP]`.
+    #[command(after_help = "Examples:\n  ms top instances\n  ms top instances web -n shop")]
     Top(autoscale_cmd::TopArgs),
     /// Replay a CSV metric trace through policies and print the capacity timeline (local).
+    #[command(
+        after_help = "Examples:\n  ms simulate -f manifests/examples/target-tracking-policy.yaml --metrics manifests/examples/cpu-trace.csv\n  ms simulate -f policy.yaml --metrics trace.csv --group-file web-group.yaml --all"
+    )]
     Simulate(autoscale_cmd::SimulateArgs),
     /// Git checkouts as the watched directory: `ms gitops init DIR` hides status blocks from git.
+    #[command(after_help = "Examples:\n  ms gitops init /srv/checkout/manifests")]
     Gitops(gitops_cmd::GitopsArgs),
     /// Copy stdin to stdout without the status blocks of groups (git's clean filter; local).
+    #[command(after_help = "Examples:\n  ms strip-status < web.yaml > web.clean.yaml")]
     StripStatus,
 }
 

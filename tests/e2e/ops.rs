@@ -582,3 +582,63 @@ fn metrics_are_served_in_prometheus_text_and_scripts_get_names_and_lists() {
     let described = ms(&ctl, &["describe", "asg/web", "-n", &ns.name]);
     assert!(described.ok().contains("web"), "{described:#?}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// The controller's own logs
+
+/// Starts `ms controller` with `extra` arguments, stderr into a file, no NO_COLOR; returns its
+/// log once it was ready and stopped.
+fn controller_log(extra: &[&str]) -> String {
+    let ctl = crate::common::Controller::prepare_with(&ControllerOptions::default());
+    let log = ctl.tmp_path().join("own.log");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ms"))
+        .arg("controller")
+        .args(extra)
+        // The flags from the environment, as a systemd unit sets them.
+        .env("MS_DIR", &ctl.dir)
+        .env("MS_CONFIG", &ctl.config_path)
+        .env("MS_LISTEN", format!("127.0.0.1:{}", ctl.port))
+        .env_remove("NO_COLOR")
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("spawn ms controller");
+    let ready = crate::common::wait_until(CONVERGE, || {
+        matches!(http_get(ctl.port, "/readyz"), Some((200, _)))
+    });
+    // SIGTERM: the controller stops cleanly.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    let status = child.wait().unwrap();
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(ready, "not ready from MS_DIR/MS_CONFIG/MS_LISTEN: {text}");
+    assert!(status.success(), "{status:?}: {text}");
+    text
+}
+
+#[test]
+fn controller_logs_are_plain_text_in_a_file_or_json_and_name_the_version() {
+    let text = controller_log(&[]);
+    assert!(
+        !text.contains('\x1b'),
+        "colour codes in a redirected log:\n{text}"
+    );
+    let version = format!("version=\"{}\"", env!("CARGO_PKG_VERSION"));
+    assert!(
+        text.lines().next().unwrap_or("").contains(&version),
+        "{text}"
+    );
+
+    let json = controller_log(&["--log-format", "json"]);
+    let mut lines = 0;
+    for line in json.lines() {
+        let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(v["level"].is_string() && v["fields"].is_object(), "{line}");
+        lines += 1;
+    }
+    assert!(lines >= 2, "{json}");
+    let first: Value = serde_json::from_str(json.lines().next().unwrap()).unwrap();
+    assert_eq!(first["fields"]["version"], env!("CARGO_PKG_VERSION"));
+}
