@@ -16,6 +16,7 @@
 //!   namespace.
 //! - The JSON the client shares lives in [`crate::wire`].
 
+pub mod access_log;
 pub mod logs;
 pub mod metrics;
 pub mod prometheus;
@@ -209,6 +210,7 @@ pub fn router(ctx: Arc<Context>) -> Router {
     };
     router
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
+        .layer(axum::middleware::from_fn(access_log::log_writes))
         .with_state(ctx)
 }
 

@@ -210,6 +210,21 @@ fn diff_shows_changed_fields_and_what_the_controller_would_do() {
         "{run:#?}"
     );
 
+    // The controller logged the API write and the launch, with its cause, at INFO.
+    let log = ctl.log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("INFO") && l.contains("API write") && l.contains("path=/v1/apply")),
+        "{log}"
+    );
+    assert!(
+        log.lines().any(|l| l.contains("INFO")
+            && l.contains("action=Launch")
+            && l.contains(&format!("namespace={}", ns.name))
+            && l.contains("cause=")),
+        "{log}"
+    );
+
     // A file that does not validate is an error (2), not a difference.
     std::fs::write(&file, changed.replace("minSize: 1", "minSize: 9")).unwrap();
     let err = ms(&ctl, &["diff", "-f", f]);
