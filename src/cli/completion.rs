@@ -33,8 +33,19 @@ pub(crate) struct ManArgs {
 
 pub(crate) fn completion(args: CompletionArgs) -> CmdResult {
     let mut cmd = Cli::command();
-    clap_complete::generate(args.shell, &mut cmd, "ms", &mut std::io::stdout());
-    Ok(())
+    // Into a buffer first: clap_complete panics on a write error (`| head` closing the pipe).
+    let mut text = Vec::new();
+    clap_complete::generate(args.shell, &mut cmd, "ms", &mut text);
+    write_stdout(&text)
+}
+
+/// Writes `bytes` to stdout; a closed pipe is not an error.
+fn write_stdout(bytes: &[u8]) -> CmdResult {
+    use std::io::Write;
+    match std::io::stdout().lock().write_all(bytes) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
 }
 
 pub(crate) fn man(args: ManArgs) -> CmdResult {
@@ -48,7 +59,11 @@ pub(crate) fn man(args: ManArgs) -> CmdResult {
             })?;
             println!("man pages written to {}", dir.display());
         }
-        None => clap_mangen::Man::new(cmd).render(&mut std::io::stdout())?,
+        None => {
+            let mut text = Vec::new();
+            clap_mangen::Man::new(cmd).render(&mut text)?;
+            write_stdout(&text)?;
+        }
     }
     Ok(())
 }
