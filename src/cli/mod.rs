@@ -15,6 +15,7 @@ mod gitops_cmd;
 mod jsonpath;
 mod login;
 mod logs;
+mod progress;
 mod selector;
 pub mod table;
 mod validate;

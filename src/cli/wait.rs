@@ -18,7 +18,6 @@
 //! ready on the previous configuration.
 
 use std::collections::BTreeMap;
-use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -236,8 +235,8 @@ pub(crate) async fn wait_for(
     min_ready: Duration,
 ) -> CmdResult {
     let deadline = Instant::now() + timeout;
-    let tty = std::io::stderr().is_terminal();
-    let mut shown: BTreeMap<(String, String), String> = BTreeMap::new();
+    let mut progress = super::progress::Progress::new();
+    let mut finished: BTreeMap<(String, String), bool> = BTreeMap::new();
     loop {
         let held: Vec<(String, String)> = if goal == Goal::Deleted {
             held_groups(client).await?
@@ -260,31 +259,27 @@ pub(crate) async fn wait_for(
                 min_ready,
             ) {
                 Verdict::Done => {
-                    if shown.get(&key).map(String::as_str) != Some("done") {
+                    if !finished.get(&key).copied().unwrap_or(false) {
+                        progress.done(name);
                         let what = match goal {
                             Goal::Ready => "condition met (Ready)",
                             Goal::Degraded => "condition met (Degraded)",
                             Goal::Deleted => "deleted",
                         };
                         println!("autoscalinggroup/{name} {what}");
-                        shown.insert(key, "done".into());
+                        finished.insert(key, true);
                     }
                 }
                 Verdict::Failed(why) => {
+                    progress.abandon();
                     return Err(Failure::Message(format!(
                         "autoscalinggroup/{name} in namespace {ns}: {why}"
-                    )))
+                    )));
                 }
                 Verdict::Waiting(line) => {
-                    // Plain lines, one per change: readable in a CI log and on a terminal.
-                    if shown.get(&key) != Some(&line) {
-                        if tty {
-                            eprintln!("\x1b[2m… autoscalinggroup/{name}: {line}\x1b[0m");
-                        } else {
-                            eprintln!("autoscalinggroup/{name}: {line}");
-                        }
-                        shown.insert(key.clone(), line.clone());
-                    }
+                    let st = item.as_ref().map(|i| &i["status"]);
+                    let n = |k: &str| st.and_then(|s| s[k].as_u64()).unwrap_or(0);
+                    progress.update(name, n("ready"), n("desiredCapacity"), &line);
                     pending.push((key, line));
                 }
             }
@@ -293,6 +288,7 @@ pub(crate) async fn wait_for(
             return Ok(());
         }
         if Instant::now() >= deadline {
+            progress.abandon();
             let (k, line) = &pending[0];
             return Err(Failure::Message(format!(
                 "timed out after {}s waiting for autoscalinggroup/{} in namespace {}: {line}",
