@@ -10,7 +10,8 @@
 //! - This file: [`Context`] (what the API is handed), [`router`] (every route), the handlers:
 //!   authentication, reads, writes.
 //! - [`metrics`]: pushed metric values and `/v1/top`; [`prometheus`]: `/metrics`.
-//! - [`stream`]: `/v1/watch` (changes as they happen); [`logs`]: instance output and exec.
+//! - [`stream`]: `/v1/watch` (changes as they happen); [`logs`]: instance output and exec;
+//!   [`access_log`]: an INFO line per write.
 //! - [`mod@serve`]: serving within limits (connections, timeouts, file descriptors).
 //! - [`ratelimit`]: per-token rates of changes and pushes; [`write_locks`]: edits serialized per
 //!   namespace.

@@ -160,6 +160,12 @@ pub fn render(ctx: &Context, counters: &Counters) -> Result<String, std::fmt::Er
         "group_memory_percent",
         "Average memory of each group's measured instances, percent of their limit",
     );
+    let pushed_g = Family::<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+    r.register(
+        "group_pushed_metric",
+        "Latest fresh value of each pushed metric of each group",
+        pushed_g.clone(),
+    );
     let zone_g = gauge_family(
         &mut r,
         "zone_reachable",
@@ -268,6 +274,11 @@ pub fn render(ctx: &Context, counters: &Counters) -> Result<String, std::fmt::Er
             }
             if let Some(c) = m.memory_percent {
                 mem_g.get_or_create(&l).set(i64::from(c));
+            }
+            for (metric, v) in &m.pushed {
+                let mut lp = l.clone();
+                lp.push(("metric", metric.clone()));
+                pushed_g.get_or_create(&lp).set(*v);
             }
         }
         for z in &st.unreachable_zones {
