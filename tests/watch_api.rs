@@ -124,6 +124,90 @@ async fn a_watch_sends_the_state_then_synced_then_each_change() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_status_change_is_a_modified_group_and_its_instances_come_and_go() {
+    use microscaler::status::{GroupStatus, InstanceStatus};
+    use microscaler::util::unpoisoned::RwLockExt;
+    let (url, tx, h) = start(vec![]).await;
+    let d = desired(&[
+        lc("shop", "web"),
+        group("shop", "web"),
+        group("shop", "api"),
+    ]);
+    let key = d
+        .objects
+        .keys()
+        .find(|k| k.name == "web" && k.kind.as_str() == "AutoScalingGroup")
+        .unwrap()
+        .clone();
+    tx.send_replace(d);
+    let mut rx = pump(
+        Client::new(&url, None)
+            .watch("asgs,instances", Some("shop"))
+            .await
+            .unwrap(),
+    );
+    let mut initial = 0;
+    while next(&mut rx).await["type"] != "SYNCED" {
+        initial += 1;
+    }
+    assert_eq!(initial, 2, "two groups, no instance yet");
+    let instance = |name: &str| InstanceStatus {
+        name: name.into(),
+        container_id: "0123456789ab".into(),
+        zone: "a".into(),
+        state: "running".into(),
+        started_at: None,
+        ports: vec![],
+        up_to_date: true,
+    };
+    let publish = |names: &[&str]| {
+        h.api.status.write_locked().insert(
+            key.clone(),
+            GroupStatus {
+                current: names.len() as u32,
+                instances: names.iter().map(|n| instance(n)).collect(),
+                ..GroupStatus::default()
+            },
+        );
+    };
+    publish(&["web-1"]);
+    let mut got: Vec<(String, String, String)> = Vec::new();
+    for _ in 0..2 {
+        let ev = next(&mut rx).await;
+        let name = ev["object"]["metadata"]["name"]
+            .as_str()
+            .or(ev["object"]["name"].as_str())
+            .unwrap()
+            .to_string();
+        got.push((
+            ev["type"].as_str().unwrap().into(),
+            ev["kind"].as_str().unwrap().into(),
+            name,
+        ));
+    }
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            ("ADDED".into(), "Instance".into(), "web-1".into()),
+            ("MODIFIED".into(), "AutoScalingGroup".into(), "web".into()),
+        ]
+    );
+    publish(&["web-2"]);
+    let mut types: Vec<String> = Vec::new();
+    for _ in 0..3 {
+        let ev = next(&mut rx).await;
+        types.push(format!(
+            "{} {}",
+            ev["type"].as_str().unwrap(),
+            ev["object"]["name"].as_str().unwrap_or("group")
+        ));
+    }
+    types.sort();
+    assert_eq!(types, ["ADDED web-2", "DELETED web-1", "MODIFIED group"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_watches_only_its_namespaces() {
     let tokens = vec![
         TokenConfig {
@@ -177,4 +261,74 @@ async fn a_token_watches_only_its_namespaces() {
         Client::new(&url, None).watch("lcs", None).await,
         Err(ClientError::Api { status: 401, .. })
     ));
+}
+
+fn group(ns: &str, name: &str) -> String {
+    format!(
+        "apiVersion: microscaler.io/v1\nkind: AutoScalingGroup\nmetadata:\n  name: {name}\n  namespace: {ns}\nspec:\n  launchConfiguration: web\n  minSize: 1\n  maxSize: 10\n  desiredCapacity: 5\n"
+    )
+}
+
+/// CPU the watch hub costs while a watcher is connected and nothing changes, with `groups`
+/// groups of 5 instances each (`cargo test --release --test watch_api -- --ignored --nocapture`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement, not a check"]
+async fn measure_the_cost_of_an_idle_watch() {
+    use microscaler::status::{GroupStatus, InstanceStatus};
+    use microscaler::util::unpoisoned::RwLockExt;
+    for groups in [100usize, 1000, 3000] {
+        let (url, tx, h) = start(vec![]).await;
+        let texts: Vec<String> = (0..groups)
+            .map(|i| group("bench", &format!("g{i}")))
+            .collect();
+        let d = desired(&texts);
+        {
+            let mut board = h.api.status.write_locked();
+            for key in d.objects.keys() {
+                let instances = (0..5)
+                    .map(|j| InstanceStatus {
+                        name: format!("{}-{j}", key.name),
+                        container_id: "0123456789ab".into(),
+                        zone: "a".into(),
+                        state: "running".into(),
+                        started_at: Some(chrono::Utc::now()),
+                        ports: vec!["127.0.0.1:30000->80/tcp".into()],
+                        up_to_date: true,
+                    })
+                    .collect();
+                board.insert(
+                    key.clone(),
+                    GroupStatus {
+                        desired_capacity: 5,
+                        current: 5,
+                        ready: 5,
+                        instances,
+                        ..GroupStatus::default()
+                    },
+                );
+            }
+        }
+        tx.send_replace(d);
+        let mut rx = pump(
+            Client::new(&url, None)
+                .watch("asgs,instances", None)
+                .await
+                .unwrap(),
+        );
+        while next(&mut rx).await["type"] != "SYNCED" {}
+        let cpu = || {
+            let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+            unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) };
+            Duration::from_secs(u.ru_utime.tv_sec as u64 + u.ru_stime.tv_sec as u64)
+                + Duration::from_micros(u.ru_utime.tv_usec as u64 + u.ru_stime.tv_usec as u64)
+        };
+        let (c0, t0) = (cpu(), Instant::now());
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let used = cpu() - c0;
+        eprintln!(
+            "idle watch, {groups} groups x 5 instances: {:.1}% of one core",
+            100.0 * used.as_secs_f64() / t0.elapsed().as_secs_f64()
+        );
+        drop(rx);
+    }
 }
