@@ -269,8 +269,9 @@ fn group(ns: &str, name: &str) -> String {
     )
 }
 
-/// CPU the watch hub costs while a watcher is connected and nothing changes, with `groups`
-/// groups of 5 instances each (`cargo test --release --test watch_api -- --ignored --nocapture`).
+/// CPU the watch hub costs while a watcher is connected and nothing changes, and the time of a
+/// `/metrics` scrape, with `groups` groups of 5 instances each
+/// (`cargo test --release --test watch_api -- --ignored --nocapture`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a measurement, not a check"]
 async fn measure_the_cost_of_an_idle_watch() {
@@ -330,5 +331,23 @@ async fn measure_the_cost_of_an_idle_watch() {
             100.0 * used.as_secs_f64() / t0.elapsed().as_secs_f64()
         );
         drop(rx);
+        let http = reqwest::Client::new();
+        let t = Instant::now();
+        let mut bytes = 0;
+        for _ in 0..5 {
+            bytes = http
+                .get(format!("{url}/metrics"))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap()
+                .len();
+        }
+        eprintln!(
+            "/metrics, {groups} groups x 5 instances: {:?} per scrape, {bytes} bytes",
+            t.elapsed() / 5
+        );
     }
 }
