@@ -14,7 +14,7 @@
 //! - [`watch`]: the manifest directory → desired-state snapshots (store, prune, directory lock).
 //! - [`status`]: the status types, and the writer that puts status on the board and in files.
 //! - [`autoscale`]: metrics and scaling policies → each group's effective capacity.
-//! - [`reconcile`]: desired + observed → actions: queue, change feed, plan, executor.
+//! - [`reconcile`]: desired + observed → actions: runner, pass, plan, executor, conditions.
 //! - [`apply`]: the HTTP API: reads everything, writes only manifest files.
 //! - [`client`]: the HTTP client the `ms` command line uses.
 //! - [`controller`]: wiring: one builder hands each part the handles it needs.

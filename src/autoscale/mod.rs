@@ -170,6 +170,44 @@ pub struct Effective {
     pub set_by: SetBy,
 }
 
+/// What one reconcile pass reads from the autoscaler ([`Autoscaler::for_pass`]).
+#[derive(Debug, Clone)]
+pub struct PassView {
+    /// The capacity to converge to, and its bounds.
+    pub effective: Effective,
+    /// `" by policy NAME"` when a policy set the capacity (empty when the user did).
+    pub cause: String,
+    /// The autoscaling fields of the status; `None` for groups without policies.
+    pub status: Option<StatusFields>,
+}
+
+/// The autoscaling fields of a group's status.
+#[derive(Debug, Clone)]
+pub struct StatusFields {
+    set_by: String,
+    last_decision: Option<Decision>,
+    metrics: GroupMetrics,
+}
+
+impl StatusFields {
+    /// Writes these fields into `status`.
+    pub fn fill(self, status: &mut GroupStatus) {
+        status.desired_capacity_set_by = Some(self.set_by);
+        status.last_decision = self.last_decision;
+        status.metrics = Some(self.metrics);
+    }
+}
+
+/// The cause suffix of a group's scaling activities: who set its capacity.
+fn cause_of(g: &GroupAuto) -> String {
+    match g.owner.over.as_ref().map(|o| &o.set_by) {
+        Some(SetBy::Policy(n)) => format!(" by policy {n}"),
+        Some(SetBy::Pushed(n)) => format!(" by policy {n} (pushed metric)"),
+        Some(SetBy::Schedule(n)) => format!(" by a scheduled action of policy {n}"),
+        Some(SetBy::User) | None => String::new(),
+    }
+}
+
 /// The policies attached to a group (sorted by name), from a snapshot.
 pub fn policies_of(desired: &Desired, key: &ObjectKey) -> Vec<(String, ScalingPolicySpec)> {
     desired
@@ -232,6 +270,30 @@ impl Autoscaler {
     /// The capacity the reconciler should converge `group` to (before `state: Stopped`).
     pub fn effective(&self, key: &ObjectKey, group: &AutoScalingGroup) -> Effective {
         let mut groups = self.groups.locked();
+        self.seeded(&mut groups, key, group)
+            .owner
+            .effective(&group.spec)
+    }
+
+    /// Everything one reconcile pass needs from the autoscaler, under one lock: the effective
+    /// capacity, the cause suffix of scaling activities and the status fields.
+    pub fn for_pass(&self, key: &ObjectKey, group: &AutoScalingGroup) -> PassView {
+        let mut groups = self.groups.locked();
+        let g = self.seeded(&mut groups, key, group);
+        PassView {
+            effective: g.owner.effective(&group.spec),
+            cause: cause_of(g),
+            status: self.status_of(g),
+        }
+    }
+
+    /// The group's entry, seeded from the status written before a restart on first use.
+    fn seeded<'g>(
+        &self,
+        groups: &'g mut HashMap<ObjectKey, GroupAuto>,
+        key: &ObjectKey,
+        group: &AutoScalingGroup,
+    ) -> &'g mut GroupAuto {
         let g = groups.entry(key.clone()).or_default();
         if !g.seeded {
             g.seeded = true;
@@ -241,56 +303,48 @@ impl Autoscaler {
             };
             g.owner.over = seed(group, previous, &self.desired.borrow(), key);
         }
-        g.owner.effective(&group.spec)
+        g
     }
 
     /// Adds the autoscaling fields to a group's status (nothing for groups without policies,
     /// so their status stays as quiet as before).
     pub fn fill_status(&self, key: &ObjectKey, status: &mut GroupStatus) {
-        let groups = self.groups.locked();
-        let Some(g) = groups.get(key) else { return };
-        if g.owner.bounds.is_none() {
-            return;
+        let fields = self
+            .groups
+            .locked()
+            .get(key)
+            .and_then(|g| self.status_of(g));
+        if let Some(f) = fields {
+            f.fill(status);
         }
-        status.desired_capacity_set_by = Some(
-            g.owner
+    }
+
+    fn status_of(&self, g: &GroupAuto) -> Option<StatusFields> {
+        g.owner.bounds?;
+        let latest = g.history.latest();
+        let now = Utc::now();
+        let fresh = chrono::Duration::from_std(self.settings.pushed_max_age).unwrap_or_default();
+        Some(StatusFields {
+            set_by: g
+                .owner
                 .over
                 .as_ref()
                 .map(|o| o.set_by.to_string())
                 .unwrap_or_else(|| "user".into()),
-        );
-        status.last_decision = g.last_decision.clone();
-        let latest = g.history.latest();
-        let now = Utc::now();
-        let fresh = chrono::Duration::from_std(self.settings.pushed_max_age).unwrap_or_default();
-        status.metrics = Some(GroupMetrics {
-            cpu_percent: latest.and_then(|s| s.cpu).map(|v| v.round() as u32),
-            memory_percent: latest.and_then(|s| s.memory).map(|v| v.round() as u32),
-            instances: latest.map(|s| s.instances).unwrap_or(0),
-            pushed: g
-                .history
-                .latest_pushed()
-                .into_iter()
-                .filter(|(_, (t, _))| now - *t <= fresh)
-                .map(|(k, (_, v))| (k, v))
-                .collect(),
-        });
-    }
-
-    /// `" by policy NAME"` (or schedule, pushed metric) when a policy set the group's current
-    /// capacity, for the causes of scaling activities; empty when the user did.
-    pub fn cause_suffix(&self, key: &ObjectKey) -> String {
-        let groups = self.groups.locked();
-        match groups
-            .get(key)
-            .and_then(|g| g.owner.over.as_ref())
-            .map(|o| &o.set_by)
-        {
-            Some(SetBy::Policy(n)) => format!(" by policy {n}"),
-            Some(SetBy::Pushed(n)) => format!(" by policy {n} (pushed metric)"),
-            Some(SetBy::Schedule(n)) => format!(" by a scheduled action of policy {n}"),
-            Some(SetBy::User) | None => String::new(),
-        }
+            last_decision: g.last_decision.clone(),
+            metrics: GroupMetrics {
+                cpu_percent: latest.and_then(|s| s.cpu).map(|v| v.round() as u32),
+                memory_percent: latest.and_then(|s| s.memory).map(|v| v.round() as u32),
+                instances: latest.map(|s| s.instances).unwrap_or(0),
+                pushed: g
+                    .history
+                    .latest_pushed()
+                    .into_iter()
+                    .filter(|(_, (t, _))| now - *t <= fresh)
+                    .map(|(k, (_, v))| (k, v))
+                    .collect(),
+            },
+        })
     }
 
     /// Records a pushed value for a group (validated by the caller).

@@ -370,11 +370,7 @@ impl Tenancy {
                 _ => None,
             });
             let Some(lc) = lc else { continue };
-            let s = &g.spec;
-            let n = s
-                .desired_capacity
-                .unwrap_or(s.min_size)
-                .clamp(s.min_size, s.max_size.max(s.min_size));
+            let n = g.spec.capacity();
             usage.add(Usage::of(n, self.container_limits(ns, &lc.spec)));
         }
         usage

@@ -306,10 +306,10 @@ impl Builder {
         );
         if reconciling {
             {
-                let queue = queue.clone();
+                let reconciler = reconciler.clone();
                 shared
                     .liveness
-                    .check("reconciler", move || queue.stalled(RECONCILE_STALL));
+                    .check("reconciler", move || reconciler.stalled(RECONCILE_STALL));
             }
             tasks.spawn(
                 "change feed",

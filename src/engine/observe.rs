@@ -2,8 +2,10 @@
 //! list per zone (at start, on resync, after a reconnect) and by the engine's event stream.
 //!
 //! One list per zone serves every group (the number of engine calls per resync grows with zones,
-//! not groups). Our own creations and removals are written into the cache at once and win over a
-//! list that started before them (expectations), so a lagging view never causes a double creation.
+//! not groups). Our own creations and removals are written into the cache at once (by the
+//! reconciler's actuator, the only caller of `created`, `terminating` and `removed`) and win over
+//! a list that started before them (expectations), so a lagging view never causes a double
+//! creation.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::future::Future;
@@ -62,6 +64,9 @@ pub struct Zone {
     state: Mutex<ZoneState>,
     /// Touched by the observer loop every time round (`/healthz`).
     beat: Mutex<Beat>,
+    /// Becomes true once the zone's reachability is known (listed, or found unreachable): the
+    /// reconciler's runner waits for it once instead of each pass checking.
+    known: tokio::sync::watch::Sender<bool>,
 }
 
 #[derive(Default)]
@@ -141,6 +146,7 @@ impl Zone {
             engine: RwLock::new(None),
             state: Mutex::new(ZoneState::default()),
             beat: Mutex::new(Beat::detached()),
+            known: tokio::sync::watch::Sender::new(false),
         }
     }
 
@@ -196,10 +202,22 @@ impl Zone {
     }
 
     fn set_reach(&self, reach: Reach) -> bool {
-        let mut st = self.state.locked();
-        let changed = st.reach.as_ref() != Some(&reach);
-        st.reach = Some(reach);
+        let changed = {
+            let mut st = self.state.locked();
+            let changed = st.reach.as_ref() != Some(&reach);
+            st.reach = Some(reach);
+            changed
+        };
+        self.known.send_replace(true);
         changed
+    }
+
+    /// Returns once the zone has been listed or found unreachable (its reachability is never
+    /// [`Reach::Unknown`] again).
+    pub async fn observed(&self) {
+        let mut rx = self.known.subscribe();
+        // The sender lives as long as the zone, so this ends only when the value turns true.
+        let _ = rx.wait_for(|known| *known).await;
     }
 
     /// The containers of one group (terminating ones excluded).

@@ -302,6 +302,17 @@ pub struct AutoScalingGroupSpec {
     pub health_check_grace_period: Option<DurationSpec>,
 }
 
+impl AutoScalingGroupSpec {
+    /// The capacity this spec asks for: `desiredCapacity` (default `minSize`) clamped to
+    /// [minSize, maxSize]; a `maxSize` below `minSize` counts as `minSize`, so no input panics.
+    /// The one clamp the reconciler (without policies) and the namespace quotas both use.
+    pub fn capacity(&self) -> u32 {
+        self.desired_capacity
+            .unwrap_or(self.min_size)
+            .clamp(self.min_size, self.max_size.max(self.min_size))
+    }
+}
+
 /// Metric a policy scales on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub enum Metric {
@@ -463,5 +474,30 @@ impl<'de> Deserialize<'de> for PortSpec {
                 protocol: f.protocol,
             }),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(min: u32, max: u32, desired: Option<u32>) -> AutoScalingGroupSpec {
+        serde_json::from_value(serde_json::json!({
+            "launchConfiguration": "web",
+            "minSize": min,
+            "maxSize": max,
+            "desiredCapacity": desired,
+        }))
+        .expect("a valid spec")
+    }
+
+    #[test]
+    fn capacity_defaults_to_min_size_and_stays_within_the_bounds() {
+        assert_eq!(spec(2, 5, None).capacity(), 2);
+        assert_eq!(spec(2, 5, Some(4)).capacity(), 4);
+        assert_eq!(spec(2, 5, Some(9)).capacity(), 5);
+        assert_eq!(spec(2, 5, Some(0)).capacity(), 2);
+        // A maximum below the minimum counts as the minimum (no panic in `clamp`).
+        assert_eq!(spec(3, 1, Some(7)).capacity(), 3);
     }
 }

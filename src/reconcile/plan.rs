@@ -139,20 +139,17 @@ fn is_current(target: &Target, i: &Instance) -> bool {
 ///
 /// `instances` are the group's containers in reachable zones (containers in unreachable zones
 /// are unknown and must not be passed: their capacity is made up elsewhere). `reachable` is the
-/// set of zones whose engine answers; `pending` counts creations still in flight per zone
-/// (expectations), which count as instances so a lagging cache never causes double creation.
+/// set of zones whose engine answers. Creations still in flight need no parameter: the actuator
+/// writes each container it creates into the zone's cache at once (the expectations), so it is
+/// among `instances` before any event or list reports it, and a lagging view never causes a
+/// double creation.
 ///
 /// # Guarantees
 /// - Failed instances are always removed and always replaced (cooldowns never gate this).
 /// - A rollout never drops below `desired - max_unavailable` ready instances and never exceeds
 ///   `desired + max_surge` instances.
 /// - Rebalancing launches at most one instance above `desired` (so at most `max_size + 1`).
-pub fn plan(
-    target: &Target,
-    instances: &[Instance],
-    reachable: &BTreeSet<String>,
-    pending: &BTreeMap<String, u32>,
-) -> Plan {
+pub fn plan(target: &Target, instances: &[Instance], reachable: &BTreeSet<String>) -> Plan {
     let mut out = Plan::default();
     let zones: Vec<&String> = target
         .zones
@@ -175,24 +172,14 @@ pub fn plan(
     let (current, obsolete): (Vec<&Instance>, Vec<&Instance>) =
         alive.iter().partition(|i| is_current(target, i));
 
-    // Per-zone counts of current instances, pending creations included.
+    // Per-zone counts of current instances.
     let mut per_zone: BTreeMap<&str, u32> = zones.iter().map(|z| (z.as_str(), 0)).collect();
     for i in &current {
         if let Some(n) = per_zone.get_mut(i.zone.as_str()) {
             *n += 1;
         }
     }
-    let pending_total: u32 = pending
-        .iter()
-        .filter(|(z, _)| per_zone.contains_key(z.as_str()))
-        .map(|(_, n)| *n)
-        .sum();
-    for (z, n) in pending {
-        if let Some(c) = per_zone.get_mut(z.as_str()) {
-            *c += n;
-        }
-    }
-    let cur = current.len() as u32 + pending_total;
+    let cur = current.len() as u32;
     let desired = target.desired;
     if zones.is_empty() {
         // Nowhere to launch. Still remove what no longer belongs (failed, or a deleted group).
@@ -287,7 +274,7 @@ pub fn plan(
     // 5. Right number but uneven zones (a zone came back, or was added): launch one into the
     // emptiest zone; the next pass scales in from the fullest. Only when everything is settled,
     // so a rebalance never competes with a scale-out or a rollout.
-    if cur == desired && pending_total == 0 && current_ready == cur && !failed_any {
+    if cur == desired && current_ready == cur && !failed_any {
         let min = per_zone.values().copied().min().unwrap_or(0);
         let max = per_zone.values().copied().max().unwrap_or(0);
         if max > min.saturating_add(1) && desired <= target.max_size {
@@ -425,12 +412,7 @@ mod tests {
 
     #[test]
     fn scale_out_from_zero_spreads_over_zones_in_order() {
-        let p = plan(
-            &target(5, &["a", "b"]),
-            &[],
-            &zones(&["a", "b"]),
-            &BTreeMap::new(),
-        );
+        let p = plan(&target(5, &["a", "b"]), &[], &zones(&["a", "b"]));
         assert_eq!(create_zones(&p), vec!["a", "b", "a", "b", "a"]);
         assert!(p.create.iter().all(|c| c.reason == CreateReason::ScaleOut));
         assert!(p.remove.is_empty());
@@ -442,12 +424,7 @@ mod tests {
             inst(1, "a", "new", Running, 0),
             inst(2, "a", "new", Running, 1),
         ];
-        let p = plan(
-            &target(4, &["a", "b"]),
-            &i,
-            &zones(&["a", "b"]),
-            &BTreeMap::new(),
-        );
+        let p = plan(&target(4, &["a", "b"]), &i, &zones(&["a", "b"]));
         assert_eq!(create_zones(&p), vec!["b", "b"]);
     }
 
@@ -459,12 +436,7 @@ mod tests {
             inst(3, "b", "new", Running, 1),
             inst(4, "b", "new", Running, 7),
         ];
-        let p = plan(
-            &target(2, &["a", "b"]),
-            &i,
-            &zones(&["a", "b"]),
-            &BTreeMap::new(),
-        );
+        let p = plan(&target(2, &["a", "b"]), &i, &zones(&["a", "b"]));
         assert_eq!(removed(&p), vec!["id3", "id2"]);
         assert!(p.create.is_empty());
     }
@@ -474,7 +446,7 @@ mod tests {
         let mut dead = inst(2, "a", "new", Exited, 2);
         dead.exit_code = Some(137);
         let i = vec![inst(1, "a", "new", Running, 1), dead];
-        let p = plan(&target(2, &["a"]), &i, &zones(&["a"]), &BTreeMap::new());
+        let p = plan(&target(2, &["a"]), &i, &zones(&["a"]));
         assert_eq!(removed(&p), vec!["id2"]);
         assert_eq!(
             p.create,
@@ -486,13 +458,17 @@ mod tests {
     }
 
     #[test]
-    fn pending_creations_prevent_double_creation() {
-        let pending = BTreeMap::from([("a".to_string(), 2)]);
+    fn creations_not_yet_started_count_so_none_is_doubled() {
+        // What the actuator just created is in the cache as `created` before its start event:
+        // it counts towards the capacity, in its zone, and is not judged before it runs.
         let p = plan(
-            &target(3, &["a"]),
-            &[inst(1, "a", "new", Running, 0)],
-            &zones(&["a"]),
-            &pending,
+            &target(3, &["a", "b"]),
+            &[
+                inst(1, "a", "new", Running, 0),
+                inst(2, "b", "new", Created, 0),
+                inst(3, "a", "new", Created, 0),
+            ],
+            &zones(&["a", "b"]),
         );
         assert!(p.is_empty(), "{p:?}");
     }
@@ -503,12 +479,7 @@ mod tests {
             inst(1, "a", "new", Running, 0),
             inst(2, "b", "old", Running, 0),
         ];
-        let p = plan(
-            &target(0, &["a", "b"]),
-            &i,
-            &zones(&["a", "b"]),
-            &BTreeMap::new(),
-        );
+        let p = plan(&target(0, &["a", "b"]), &i, &zones(&["a", "b"]));
         let mut r = removed(&p);
         r.sort();
         assert_eq!(r, vec!["id1", "id2"]);
@@ -521,18 +492,13 @@ mod tests {
             inst(1, "a", "new", Running, 0),
             inst(2, "a", "", Created, 5),
         ];
-        assert!(plan(&target(1, &["a"]), &i, &zones(&["a"]), &BTreeMap::new()).is_empty());
+        assert!(plan(&target(1, &["a"]), &i, &zones(&["a"])).is_empty());
         let i = vec![
             inst(1, "a", "new", Running, 0),
             inst(2, "a", "", Running, 5),
         ];
         assert_eq!(
-            removed(&plan(
-                &target(1, &["a"]),
-                &i,
-                &zones(&["a"]),
-                &BTreeMap::new()
-            )),
+            removed(&plan(&target(1, &["a"]), &i, &zones(&["a"]))),
             vec!["id2"]
         );
     }
@@ -547,12 +513,7 @@ mod tests {
             inst(2, "a", "new", Running, 1),
             copy,
         ];
-        let p = plan(
-            &target(2, &["a", "b"]),
-            &i,
-            &zones(&["a", "b"]),
-            &BTreeMap::new(),
-        );
+        let p = plan(&target(2, &["a", "b"]), &i, &zones(&["a", "b"]));
         assert_eq!(removed(&p), vec!["id3"]);
         // Among our own: not ready before ready, whatever the zones and ages say.
         let mut starting = inst(6, "b", "new", Running, 9);
@@ -562,12 +523,7 @@ mod tests {
             inst(5, "a", "new", Running, 1),
             starting,
         ];
-        let p = plan(
-            &target(2, &["a", "b"]),
-            &i,
-            &zones(&["a", "b"]),
-            &BTreeMap::new(),
-        );
+        let p = plan(&target(2, &["a", "b"]), &i, &zones(&["a", "b"]));
         assert_eq!(removed(&p), vec!["id6"]);
     }
 
@@ -577,13 +533,10 @@ mod tests {
         copy.foreign = true;
         let i = vec![inst(1, "a", "new", Running, 0), copy.clone()];
         let t = target(1, &["a"]);
-        assert!(plan(&t, &i, &zones(&["a"]), &BTreeMap::new()).is_empty());
+        assert!(plan(&t, &i, &zones(&["a"])).is_empty());
         copy.state = Running;
         let i = vec![inst(1, "a", "new", Running, 0), copy];
-        assert_eq!(
-            removed(&plan(&t, &i, &zones(&["a"]), &BTreeMap::new())),
-            vec!["id2"]
-        );
+        assert_eq!(removed(&plan(&t, &i, &zones(&["a"]))), vec!["id2"]);
     }
 
     #[test]
@@ -592,13 +545,7 @@ mod tests {
             inst(1, "a", "new", Running, 0),
             inst(2, "b", "new", Running, 0),
         ];
-        assert!(plan(
-            &target(2, &["a", "b"]),
-            &i,
-            &zones(&["a", "b"]),
-            &BTreeMap::new()
-        )
-        .is_empty());
+        assert!(plan(&target(2, &["a", "b"]), &i, &zones(&["a", "b"])).is_empty());
     }
 
     #[test]
@@ -608,7 +555,7 @@ mod tests {
             .collect();
         let t = target(3, &["a"]);
         // Pass 1: one new instance (surge 1), no old one removed yet (max unavailable 0).
-        let p = plan(&t, &i, &zones(&["a"]), &BTreeMap::new());
+        let p = plan(&t, &i, &zones(&["a"]));
         assert_eq!(
             p.create,
             vec![Create {
@@ -620,7 +567,7 @@ mod tests {
         // Pass 2: the new one is running: exactly one old one (the oldest) goes.
         let mut i2 = i.clone();
         i2.push(inst(10, "a", "new", Running, 20));
-        let p = plan(&t, &i2, &zones(&["a"]), &BTreeMap::new());
+        let p = plan(&t, &i2, &zones(&["a"]));
         assert_eq!(removed(&p), vec!["id0"]);
         assert!(p.create.is_empty());
     }
@@ -633,7 +580,7 @@ mod tests {
         let mut fresh = inst(9, "a", "new", Running, 9);
         fresh.health = Some(Health::Starting);
         i.push(fresh);
-        assert!(plan(&target(2, &["a"]), &i, &zones(&["a"]), &BTreeMap::new()).is_empty());
+        assert!(plan(&target(2, &["a"]), &i, &zones(&["a"])).is_empty());
     }
 
     #[test]
@@ -643,13 +590,13 @@ mod tests {
             inst(2, "c", "new", Running, 0),
         ];
         let t = target(2, &["a", "b"]);
-        let p = plan(&t, &i, &zones(&["a", "b", "c"]), &BTreeMap::new());
+        let p = plan(&t, &i, &zones(&["a", "b", "c"]));
         assert_eq!(create_zones(&p), vec!["b"]);
         assert!(p.remove.is_empty());
         let mut i2 = i.clone();
         i2.push(inst(3, "b", "new", Running, 1));
         assert_eq!(
-            removed(&plan(&t, &i2, &zones(&["a", "b", "c"]), &BTreeMap::new())),
+            removed(&plan(&t, &i2, &zones(&["a", "b", "c"]))),
             vec!["id2"]
         );
     }
@@ -658,12 +605,7 @@ mod tests {
     fn an_unreachable_zone_capacity_is_made_up_in_the_others() {
         // Zone b is down: its instances are unknown (not passed); a gets all the capacity.
         let i = vec![inst(1, "a", "new", Running, 0)];
-        let p = plan(
-            &target(3, &["a", "b"]),
-            &i,
-            &zones(&["a"]),
-            &BTreeMap::new(),
-        );
+        let p = plan(&target(3, &["a", "b"]), &i, &zones(&["a"]));
         assert_eq!(create_zones(&p), vec!["a", "a"]);
     }
 
@@ -675,7 +617,7 @@ mod tests {
         let i: Vec<Instance> = (0..4)
             .map(|n| inst(n, "a", "new", Running, n as i64))
             .collect();
-        let p = plan(&t, &i, &zones(&["a", "b"]), &BTreeMap::new());
+        let p = plan(&t, &i, &zones(&["a", "b"]));
         assert_eq!(
             p.create,
             vec![Create {
@@ -687,7 +629,7 @@ mod tests {
         // Next pass: 5 = max + 1 instances; scale in from a (oldest first), nothing created.
         let mut i2 = i.clone();
         i2.push(inst(9, "b", "new", Running, 9));
-        let p = plan(&t, &i2, &zones(&["a", "b"]), &BTreeMap::new());
+        let p = plan(&t, &i2, &zones(&["a", "b"]));
         assert_eq!(removed(&p), vec!["id0"]);
         assert!(p.create.is_empty());
     }
@@ -700,18 +642,13 @@ mod tests {
             .collect();
         i.push(inst(7, "b", "new", Running, 0));
         i.push(inst(8, "b", "new", Running, 1));
-        let p = plan(
-            &target(4, &["a", "b"]),
-            &i,
-            &zones(&["a", "b"]),
-            &BTreeMap::new(),
-        );
+        let p = plan(&target(4, &["a", "b"]), &i, &zones(&["a", "b"]));
         assert_eq!(removed(&p), vec!["id0", "id1"]);
     }
 
     #[test]
     fn no_reachable_zone_means_no_creation() {
-        let p = plan(&target(3, &["a"]), &[], &zones(&[]), &BTreeMap::new());
+        let p = plan(&target(3, &["a"]), &[], &zones(&[]));
         assert!(p.is_empty());
     }
 

@@ -7,13 +7,15 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use super::pass::resolve_count;
 use super::*;
 use crate::config::Config;
 use crate::controller::{Controller, Handle, Shared};
 use crate::engine::memory::MemoryEngine;
 use crate::engine::observe::fixed_connector;
-use crate::engine::{ContainerState, EngineError};
-use crate::manifest::Kind;
+use crate::engine::{labels, ContainerState, EngineError};
+use crate::manifest::{IntOrPercent, Kind};
+use crate::status::GroupStatus;
 use crate::watch::store::Desired;
 
 struct Harness {
@@ -402,6 +404,28 @@ async fn a_group_waits_for_its_launch_configuration() {
         ready.message
     );
     assert_eq!(h.total_running(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn no_group_is_reconciled_before_every_zone_has_been_listed_once() {
+    // Zone b answers its first list after 3 s. Until then the view is partial (an unlisted zone
+    // looks like "nothing runs there"), so the runner starts no pass, not even for a group
+    // that lives in zone a only.
+    let slow = MemoryEngine::with_id_offset(1_000_000);
+    slow.set_latencies(crate::engine::memory::Latencies {
+        list_base: SECS(3),
+        ..Default::default()
+    });
+    let engines = vec![MemoryEngine::new(), slow];
+    let h = Harness::start_with(&["a", "b"], engines, &manifests(2, "img", "a")).await;
+    tokio::time::sleep(SECS(2)).await;
+    assert_eq!(h.total_running(), 0, "launched on a partial view");
+    assert!(h.status("web").is_none(), "a pass ran on a partial view");
+    h.until("2 running once zone b is listed", SECS(5), |h| {
+        h.total_running() == 2
+    })
+    .await;
+    assert_eq!(h.running(0).len(), 2);
 }
 
 #[test]

@@ -1,0 +1,142 @@
+//! The actuator: the one place that acts on the engines, and records each action in the zone's
+//! cache as it does it (the expectations), so a lagging view never causes a double creation.
+//!
+//! Like the ReplicaSet controller's `PodControl` with its expectations folded in: a creation
+//! enters the cache the moment the engine answers, before its event; a container being removed
+//! is hidden from planning until its removal ends (`engine::observe::Zone` keeps these entries
+//! against lists that started earlier). Nothing else in the reconciler calls an engine.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+use super::error::ReconcileError;
+use super::plan::Remove;
+use super::queue::Queue;
+use super::removals::Removals;
+use crate::engine::observe::{short_id, Zone};
+use crate::engine::{ContainerSpec, Engine, EngineError, Observed};
+use crate::manifest::ObjectKey;
+
+/// How long a clean shutdown waits for removals in flight (the supervisor drains for 10 s).
+const SHUTDOWN_REMOVALS: Duration = Duration::from_secs(9);
+
+/// Acts on the zones' engines for the reconciler.
+pub(super) struct Actuator {
+    zones: Vec<Arc<Zone>>,
+    /// A finished removal enqueues its group; a refused one schedules it after its backoff.
+    queue: Arc<Queue<ObjectKey>>,
+    /// Backoff of refused removals per group (shared with the removal tasks).
+    pub removals: Arc<Removals>,
+    /// The removal tasks in flight, waited for at shutdown.
+    removing: TaskTracker,
+}
+
+/// A zone to launch into, with its connected engine.
+pub(super) struct Target {
+    pub zone: Arc<Zone>,
+    engine: Arc<dyn Engine>,
+}
+
+impl Actuator {
+    pub fn new(zones: Vec<Arc<Zone>>, queue: Arc<Queue<ObjectKey>>) -> Self {
+        Actuator {
+            zones,
+            queue,
+            removals: Arc::default(),
+            removing: TaskTracker::new(),
+        }
+    }
+
+    /// The zone named `name` if its engine is connected.
+    pub fn target(&self, name: &str) -> Option<Target> {
+        let zone = self.zones.iter().find(|z| z.name == name)?.clone();
+        let engine = zone.engine()?;
+        Some(Target { zone, engine })
+    }
+
+    /// The last `n` log lines of container `id` in zone `zone` (empty when unavailable).
+    pub async fn logs(&self, zone: &str, id: &str, n: usize) -> String {
+        match self.target(zone) {
+            Some(t) => t.engine.logs_tail(id, n).await.unwrap_or_default(),
+            None => String::new(),
+        }
+    }
+
+    /// Creates and starts `spec` in `target`'s zone and writes the container into the zone's
+    /// cache at once (the expectation).
+    ///
+    /// # Errors
+    /// `LaunchFailed` with the engine's answer.
+    pub async fn launch(target: Target, spec: ContainerSpec) -> Result<Observed, ReconcileError> {
+        match target.engine.create_and_start(&spec).await {
+            Ok(o) => {
+                target.zone.created(o.clone());
+                Ok(o)
+            }
+            Err(e) => Err(ReconcileError::launch_failed(
+                &target.zone.name,
+                &spec.image,
+                e,
+            )),
+        }
+    }
+
+    /// Removes `r` of group `key` in the background (a stop may wait for `grace`, which must
+    /// not hold up the group's convergence): hidden from planning at once, shown again if the
+    /// engine refuses, which is retried after the group's removal backoff.
+    pub fn remove(&self, key: &ObjectKey, r: &Remove, grace: Duration) {
+        let Some(Target { zone, engine }) = self.target(&r.zone) else {
+            return;
+        };
+        zone.terminating(&r.id);
+        let (id, name, queue, key) = (
+            r.id.clone(),
+            r.name.clone(),
+            self.queue.clone(),
+            key.clone(),
+        );
+        let removals = self.removals.clone();
+        self.removing.spawn(async move {
+            let group = format!("{}/{}", key.namespace, key.name);
+            let res = if crate::util::failpoint::remove_error(&group) {
+                Err(EngineError::Other(
+                    "the engine refused (failpoint remove-error)".into(),
+                ))
+            } else {
+                engine.remove(&id, grace).await
+            };
+            zone.removed(&id, res.is_ok());
+            match res {
+                Ok(()) => {
+                    removals.succeeded(&key);
+                    queue.now(key);
+                }
+                Err(e) => {
+                    let retry = removals.failed(&key, &name, &e.to_string());
+                    let secs = retry
+                        .saturating_duration_since(Instant::now())
+                        .as_secs_f64();
+                    warn!(group = %key, container = short_id(&id), error = %e, "removal failed; retrying in {secs:.0}s");
+                    queue.schedule(key, retry);
+                }
+            }
+        });
+    }
+
+    /// Waits (bounded) for the removals already asked for, so a confirmed deletion is not left
+    /// half done by a clean shutdown.
+    pub async fn finish_removals(&self) {
+        self.removing.close();
+        if !self.removing.is_empty() {
+            info!(
+                removals = self.removing.len(),
+                "finishing the removals in flight before stopping"
+            );
+            let _ = tokio::time::timeout(SHUTDOWN_REMOVALS, self.removing.wait()).await;
+        }
+    }
+}

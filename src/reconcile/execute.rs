@@ -1,0 +1,279 @@
+//! The executor: carries out one pass's plan through the actuator, in named steps (find out why
+//! failed instances ended, remove, launch with slow start) and records each in the group's
+//! memory as an activity.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use chrono::Utc;
+use futures::stream::{FuturesUnordered, StreamExt};
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+use super::actuator::Actuator;
+use super::error::ReconcileError;
+use super::memory::GroupMemory;
+use super::pass::View;
+use super::plan::{self, CreateReason, Instance, Plan, RemoveReason};
+use super::{container_spec, Reconciler, Resolved};
+use crate::manifest::{GroupState, ObjectKey};
+use crate::util::unpoisoned::LockExt;
+
+/// A container that exits by itself within this time of starting counts as a crash (backoff).
+pub(super) const CRASH_WINDOW: Duration = Duration::from_secs(10);
+/// How long a spec that started a container skips the slow start.
+const PROVEN_FOR: Duration = Duration::from_secs(600);
+
+/// One launched instance: its name, zone and why.
+type Launched = (String, String, CreateReason);
+
+impl Reconciler {
+    /// Carries out `plan` for `key` (observed as `view` before it), recording activities,
+    /// crashes and failures in `mem`; `by` is the autoscaler's cause suffix.
+    ///
+    /// # Errors
+    /// `LaunchFailed` when a launch failed (already recorded in `mem`, with its backoff).
+    pub(super) async fn execute(
+        &self,
+        key: &ObjectKey,
+        resolved: &Resolved,
+        plan: &Plan,
+        view: &View,
+        mem: &mut GroupMemory,
+        by: &str,
+    ) -> Result<(), ReconcileError> {
+        let desired = resolved.target.desired;
+        let hash = &resolved.target.spec_hash;
+        if let Some(crash) = self.crash_of(plan, view).await {
+            mem.fail(crash, hash);
+            self.proven.locked().remove(hash);
+        }
+        let grace = mem.grace(resolved.lc.as_ref());
+        for r in &plan.remove {
+            let cause = removal_cause(r, resolved, &view.instances, mem.last_desired, by);
+            mem.record("Terminate", &r.name, &r.zone, &cause);
+            if r.reason == RemoveReason::ScaleIn && resolved.group.is_some() {
+                mem.last_scale_in = Some(super::now_secs());
+            }
+            // A failed container has nothing left to stop gracefully.
+            let g = if r.reason == RemoveReason::Failed {
+                Duration::ZERO
+            } else {
+                grace
+            };
+            self.actuator.remove(key, r, g);
+        }
+        if plan.create.is_empty() {
+            mem.last_desired = Some(desired);
+            return Ok(());
+        }
+        if resolved.lc.is_none() || resolved.group.is_none() {
+            return Ok(());
+        }
+        let (launched, failure) = self.slow_start(key, resolved, &plan.create).await;
+        let replaced: Vec<&str> = plan
+            .remove
+            .iter()
+            .filter(|r| r.reason == RemoveReason::Failed)
+            .map(|r| r.name.as_str())
+            .collect();
+        for (name, zone, reason) in &launched {
+            let cause = launch_cause(reason, resolved, mem.last_desired, &replaced, by);
+            mem.record("Launch", name, zone, &cause);
+            if *reason == CreateReason::ScaleOut {
+                mem.last_scale_out = Some(super::now_secs());
+            }
+        }
+        if !launched.is_empty() {
+            info!(group = %key, launched = launched.len(), "launched instances");
+        }
+        mem.last_desired = Some(desired);
+        let Some(failure) = failure else {
+            return Ok(());
+        };
+        let msg = failure.to_string();
+        if mem.degraded.as_ref().map(ToString::to_string) != Some(msg.clone()) {
+            mem.record("LaunchFailed", "-", "-", &msg);
+        }
+        mem.fail(failure.clone(), hash);
+        Err(failure)
+    }
+
+    /// Why the first failed instance of `plan` that crashed (exited by itself within
+    /// [`CRASH_WINDOW`] of its start) ended, with its last log lines; killed ones do not count.
+    async fn crash_of(&self, plan: &Plan, view: &View) -> Option<ReconcileError> {
+        for r in plan
+            .remove
+            .iter()
+            .filter(|r| r.reason == RemoveReason::Failed)
+        {
+            let Some(o) = view
+                .observed
+                .iter()
+                .find(|(_, o)| o.id == r.id)
+                .map(|(_, o)| o)
+            else {
+                continue;
+            };
+            let ran_for = o
+                .started_at
+                .map(|s| Utc::now() - s)
+                .and_then(|d| d.to_std().ok());
+            let killed = matches!(o.exit_code, Some(137) | Some(143));
+            if o.exit_code.is_some() && !killed && ran_for.is_none_or(|d| d < CRASH_WINDOW) {
+                let logs = self.actuator.logs(&r.zone, &r.id, 5).await;
+                return Some(ReconcileError::CrashLoop {
+                    instance: r.name.clone(),
+                    code: o.exit_code,
+                    ran_for,
+                    logs: logs.trim().replace('\n', " | "),
+                });
+            }
+        }
+        None
+    }
+
+    /// Launches `creates` with slow start: one creation first, then the window grows by one per
+    /// success (doubling per round trip) up to the reconciler's concurrency; the first failure
+    /// stops further launches, so a broken image costs one failed create per backoff period, not
+    /// a hundred. A spec that started a container within [`PROVEN_FOR`] starts at full speed.
+    async fn slow_start(
+        &self,
+        key: &ObjectKey,
+        resolved: &Resolved,
+        creates: &[plan::Create],
+    ) -> (Vec<Launched>, Option<ReconcileError>) {
+        let (Some(lc), Some(group)) = (&resolved.lc, &resolved.group) else {
+            return (Vec::new(), None);
+        };
+        let hash = &resolved.target.spec_hash;
+        let proven = self
+            .proven
+            .locked()
+            .get(hash)
+            .is_some_and(|t| t.elapsed() < PROVEN_FOR);
+        let mut todo: VecDeque<&plan::Create> = creates.iter().collect();
+        let mut inflight = FuturesUnordered::new();
+        let mut window = if proven { self.concurrency } else { 1 };
+        let mut failure: Option<ReconcileError> = None;
+        let mut launched: Vec<Launched> = Vec::new();
+        loop {
+            while failure.is_none() && inflight.len() < window.min(self.concurrency) {
+                let Some(c) = todo.pop_front() else { break };
+                let Some(target) = self.actuator.target(&c.zone) else {
+                    continue;
+                };
+                let spec = container_spec(
+                    key,
+                    lc,
+                    group,
+                    &c.zone,
+                    hash,
+                    &self.ctx.controller_name,
+                    resolved.limits,
+                );
+                let (zone, reason) = (c.zone.clone(), c.reason.clone());
+                inflight.push(async move { (zone, reason, Actuator::launch(target, spec).await) });
+            }
+            let Some((zone, reason, result)) = inflight.next().await else {
+                break;
+            };
+            match result {
+                Ok(o) => {
+                    window += 1;
+                    self.proven.locked().insert(hash.clone(), Instant::now());
+                    launched.push((o.name, zone, reason));
+                }
+                Err(e) => {
+                    self.proven.locked().remove(hash);
+                    warn!(group = %key, error = %e, "launch failed");
+                    failure.get_or_insert(e);
+                }
+            }
+        }
+        (launched, failure)
+    }
+}
+
+/// The activity cause of removing `r`.
+fn removal_cause(
+    r: &plan::Remove,
+    resolved: &Resolved,
+    before: &[Instance],
+    last_desired: Option<u32>,
+    by: &str,
+) -> String {
+    let desired = resolved.target.desired;
+    let stopped = resolved
+        .group
+        .as_ref()
+        .is_some_and(|g| g.spec.state == GroupState::Stopped);
+    match r.reason {
+        RemoveReason::Failed => match before
+            .iter()
+            .find(|i| i.id == r.id)
+            .and_then(|i| i.exit_code)
+        {
+            Some(c) => format!("instance exited with code {c}; it is replaced"),
+            None => "instance failed; it is replaced".to_string(),
+        },
+        RemoveReason::ScaleIn if resolved.group.is_none() => "group deleted".to_string(),
+        RemoveReason::ScaleIn if stopped => "group stopped".to_string(),
+        RemoveReason::ScaleIn => match last_desired {
+            Some(l) if l > desired => {
+                format!("desired capacity lowered from {l} to {desired}{by}")
+            }
+            _ => format!("more instances than desired ({desired}): zone with most, oldest first"),
+        },
+        RemoveReason::Rollout => {
+            if !resolved.target.zones.contains(&r.zone) {
+                format!("zone {} is no longer in the group", r.zone)
+            } else if before
+                .iter()
+                .any(|i| i.id == r.id && i.spec_hash.is_empty())
+            {
+                "container started outside microscaler".to_string()
+            } else {
+                "rolling update: replaced by an instance of the new launch configuration"
+                    .to_string()
+            }
+        }
+        RemoveReason::Rebalance => "rebalancing zones".to_string(),
+    }
+}
+
+/// The activity cause of a launch for `reason`; `replaced` are the failed instances removed in
+/// the same pass.
+fn launch_cause(
+    reason: &CreateReason,
+    resolved: &Resolved,
+    last_desired: Option<u32>,
+    replaced: &[&str],
+    by: &str,
+) -> String {
+    let desired = resolved.target.desired;
+    match reason {
+        CreateReason::ScaleOut => match last_desired {
+            Some(l) if l < desired => {
+                format!("desired capacity raised from {l} to {desired}{by}")
+            }
+            None => format!("group started with desired capacity {desired}"),
+            _ => format!("fewer instances than desired ({desired})"),
+        },
+        CreateReason::Replace if !replaced.is_empty() => {
+            format!("replacing failed instance {}", replaced.join(", "))
+        }
+        CreateReason::Replace => "replacing a failed instance".to_string(),
+        CreateReason::Rollout => format!(
+            "rolling update to launch configuration {} ({})",
+            resolved
+                .lc
+                .as_ref()
+                .map_or("", |l| l.metadata.name.as_str()),
+            resolved.target.spec_hash
+        ),
+        CreateReason::Rebalance => {
+            "rebalancing zones: launching into the zone with fewest".to_string()
+        }
+    }
+}

@@ -1,0 +1,610 @@
+//! One pass for one group: read desired and observed state, plan, execute, publish the status,
+//! and say when to look again.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use chrono::{SubsecRound, Utc};
+use tokio::time::Instant;
+use tracing::debug;
+
+use super::conditions::{self, Inputs};
+use super::error::ReconcileError;
+use super::execute::CRASH_WINDOW;
+use super::memory::GroupMemory;
+use super::plan::{self, Instance, Plan, Target};
+use super::quota::Reservation;
+use super::runner::Action;
+use super::{container_hash_with_limits, launch_mark, now_secs, Reconciler, Resolved};
+use crate::autoscale::{Effective, PassView};
+use crate::config::tenancy::Usage;
+use crate::engine::observe::{short_id, Reach};
+use crate::engine::{labels, ContainerState, Observed};
+use crate::manifest::{GroupState, IntOrPercent, Object, ObjectKey};
+use crate::status::{GroupStatus, InstanceStatus};
+use crate::watch::store::Desired;
+
+/// How often a group whose deletion is held is looked at again (a confirmation or a change of
+/// the desired state also enqueues it at once).
+const ORPHAN_RECHECK: Duration = Duration::from_secs(5);
+/// How long a container may stay `created` before it counts as failed.
+const STUCK_CREATED: Duration = Duration::from_secs(10);
+/// How soon a pass that acted looks at the result.
+const AFTER_ACTING: Duration = Duration::from_millis(20);
+/// How often a group waiting for readiness (a rollout) or for removals is looked at.
+const WHILE_WAITING: Duration = Duration::from_secs(1);
+/// How often a deleted group whose containers are still going is looked at.
+const WHILE_DELETING: Duration = Duration::from_millis(500);
+
+/// What one group looks like on the engines now.
+pub(super) struct View {
+    /// Zones whose engine answers.
+    pub reachable: BTreeSet<String>,
+    /// Zones that do not, with the last error.
+    pub unreachable: Vec<(String, String)>,
+    /// The group's containers in reachable zones, with their zone.
+    pub observed: Vec<(String, Observed)>,
+    /// The same, as the planner sees them.
+    pub instances: Vec<Instance>,
+    /// False while a zone has never been listed (a pass must not act on that view).
+    pub complete: bool,
+}
+
+impl Reconciler {
+    /// One pass for one group (the `reconcile` of kube-runtime's contract; `self` is its
+    /// context): returns when to look again.
+    ///
+    /// # Errors
+    /// The failure of its own actions (`LaunchFailed`), returned after the status that shows it
+    /// is published; [`Reconciler::error_policy`] turns it into the group's backoff.
+    /// `NotObserved` when called before the first full observation (the runner never does).
+    pub async fn reconcile(&self, key: &ObjectKey) -> Result<Action, ReconcileError> {
+        crate::util::failpoint::reconcile_panic(&format!("{}/{}", key.namespace, key.name));
+        let desired = self.ctx.desired.borrow().clone();
+        let before = self.view(key);
+        if !desired.loaded || !before.complete {
+            return Err(ReconcileError::NotObserved);
+        }
+        // The autoscaler is asked once per pass: capacity, activity cause and status fields.
+        let autoscale = match (&self.ctx.autoscaler, desired.group(key)) {
+            (Some(a), Some(g)) => Some(a.for_pass(key, g)),
+            _ => None,
+        };
+        let resolved = self.resolve(key, &desired, autoscale.as_ref().map(|a| &a.effective));
+        if resolved.group.is_some() {
+            self.orphans.defined(key);
+        }
+        if resolved.group.is_none()
+            && !before.observed.is_empty()
+            && self.orphans.may_prune(key, &desired, &self.zones).is_err()
+        {
+            // Held (reported): touch nothing; look again when something may have changed.
+            return Ok(Action::requeue(ORPHAN_RECHECK));
+        }
+
+        let mut mem = self.memory.lease(key);
+        let held = mem.begin(
+            key,
+            || {
+                let in_file = desired.objects.get(key).and_then(|e| match &e.object {
+                    Object::AutoScalingGroup(g) => g.status.as_ref(),
+                    _ => None,
+                });
+                self.ctx.status.previous(key, in_file)
+            },
+            resolved
+                .group
+                .is_some()
+                .then_some(resolved.target.spec_hash.as_str()),
+        );
+
+        // What the group still needs, whatever the backoff holds back (status and requeue).
+        let planned = self.plan(&resolved, &before);
+        let wanted_creations = planned.create.len();
+        let removal_hold = self.actuator.removals.held(key).map(|(t, _)| t);
+        let (plan, reservation) = self.allowed(
+            key,
+            &resolved,
+            &desired,
+            &planned,
+            held,
+            removal_hold,
+            &mut mem,
+        );
+        let acted = !plan.is_empty();
+        let by = autoscale.as_ref().map_or("", |a| a.cause.as_str());
+        let failure = self
+            .execute(key, &resolved, &plan, &before, &mut mem, by)
+            .await
+            .err();
+        drop(reservation);
+
+        // Status from what we see now (our own actions are already in the caches). A pass that
+        // did nothing (every periodic resync of a converged group) reuses what it read.
+        let unreachable = before.unreachable.clone();
+        let (after, remaining) = if acted {
+            let after = self.view(key);
+            let remaining = self.plan(&resolved, &after);
+            (after, remaining)
+        } else {
+            (before, planned)
+        };
+        if resolved.group.is_none() {
+            mem.forget();
+            return Ok(self.deleted(key, &after, removal_hold));
+        }
+        let status = self.status(
+            key,
+            &resolved,
+            &after,
+            &unreachable,
+            &remaining,
+            held,
+            &desired,
+            &mut mem,
+            autoscale,
+        );
+        self.ctx.status.publish(key, status);
+        let hold = mem.held();
+        drop(mem);
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        // A young `created` container is looked at again once it would count as stuck.
+        let young = after
+            .observed
+            .iter()
+            .any(|(_, o)| o.state == ContainerState::Created);
+        Ok(next_action(Next {
+            acted,
+            remaining: &remaining,
+            hold,
+            wanted_creations,
+            young,
+            removal_hold,
+        }))
+    }
+
+    /// What of `planned` this pass may do now: no creation during the group's backoff
+    /// (`held`), no removal during the backoff of refused removals, and only the creations the
+    /// namespace's quotas leave room for (reserved until the returned reservation is dropped;
+    /// the rest waits, visibly: `Degraded=True QuotaExceeded`).
+    #[allow(clippy::too_many_arguments)]
+    fn allowed<'q>(
+        &'q self,
+        key: &ObjectKey,
+        resolved: &Resolved,
+        desired: &Desired,
+        planned: &Plan,
+        held: Option<Instant>,
+        removal_hold: Option<Instant>,
+        mem: &mut GroupMemory,
+    ) -> (Plan, Option<Reservation<'q>>) {
+        let mut plan = planned.clone();
+        if held.is_some() {
+            plan.create.clear();
+        }
+        if removal_hold.is_some() {
+            plan.remove.clear();
+        }
+        let reservation = (!plan.create.is_empty()).then(|| {
+            let running = self.namespace_usage(&key.namespace, desired);
+            self.quotas.reserve(
+                &self.ctx.tenancy,
+                &key.namespace,
+                running,
+                u32::try_from(plan.create.len()).unwrap_or(u32::MAX),
+                resolved.limits,
+            )
+        });
+        if let Some(r) = &reservation {
+            plan.create.truncate(r.granted as usize);
+        }
+        let refused = reservation.as_ref().and_then(|r| r.refused.clone());
+        if let Some(why) = &refused {
+            debug!(group = %key, "quota: {why}");
+        }
+        mem.quota = refused.map(ReconcileError::QuotaExceeded);
+        (plan, reservation)
+    }
+
+    /// The group's containers on every zone now, and which zones answer.
+    pub(super) fn view(&self, key: &ObjectKey) -> View {
+        let mut v = View {
+            reachable: BTreeSet::new(),
+            unreachable: Vec::new(),
+            observed: Vec::new(),
+            instances: Vec::new(),
+            complete: true,
+        };
+        for z in &self.zones {
+            match z.reach() {
+                Reach::Reachable => {
+                    v.reachable.insert(z.name.clone());
+                    v.observed
+                        .extend(z.instances_of(key).into_iter().map(|o| (z.name.clone(), o)));
+                }
+                Reach::Unreachable(e) => v.unreachable.push((z.name.clone(), e)),
+                Reach::Unknown => v.complete = false,
+            }
+        }
+        v.instances = v
+            .observed
+            .iter()
+            .map(|(z, o)| to_instance(z, o, &self.ctx.controller_name))
+            .collect();
+        v
+    }
+
+    /// The plan for `view` (nothing while the launch configuration is missing: then nothing can
+    /// be launched, and nothing else is touched either).
+    fn plan(&self, resolved: &Resolved, view: &View) -> Plan {
+        if resolved.waiting_for.is_some() {
+            return Plan::default();
+        }
+        plan::plan(&resolved.target, &view.instances, &view.reachable)
+    }
+
+    /// The end of a pass of a group no manifest defines: forgotten once its containers are
+    /// gone; until then, failing removals are reported as problems (no status to carry them).
+    fn deleted(&self, key: &ObjectKey, after: &View, removal_hold: Option<Instant>) -> Action {
+        self.ctx.status.forget(key);
+        if after.observed.is_empty() {
+            self.orphans.gone(key);
+            self.actuator.removals.forget(key);
+            return Action::await_change();
+        }
+        if let Some((until, why)) = self.actuator.removals.last_error(key) {
+            self.ctx.prune_report.set(
+                key,
+                Some(format!(
+                    "deleting autoscaling group {}/{}: {why}; next attempt in {}s",
+                    key.namespace,
+                    key.name,
+                    until
+                        .saturating_duration_since(Instant::now())
+                        .as_secs_f64()
+                        .ceil()
+                )),
+            );
+        }
+        removal_hold.map_or(Action::requeue(WHILE_DELETING), Action::requeue_at)
+    }
+
+    /// The group's status after the pass; forgets failures when the group converged on a
+    /// healthy spec.
+    #[allow(clippy::too_many_arguments)]
+    fn status(
+        &self,
+        key: &ObjectKey,
+        resolved: &Resolved,
+        after: &View,
+        unreachable: &[(String, String)],
+        remaining: &Plan,
+        held: Option<Instant>,
+        desired: &Desired,
+        mem: &mut GroupMemory,
+        autoscale: Option<PassView>,
+    ) -> GroupStatus {
+        let target = &resolved.target;
+        let counts = plan::counts(target, &after.instances);
+        // Containers being stopped still run: never Ready while any of them is left.
+        let stopping: usize = self.zones.iter().map(|z| z.terminating_of(key)).sum();
+        if conditions::is_ready(target.desired, counts, stopping)
+            && remaining.is_empty()
+            && resolved.waiting_for.is_none()
+        {
+            heal(key, mem, &target.spec_hash, &after.observed);
+        }
+        let now = Instant::now();
+        let removal = self.actuator.removals.last_error(key).map(|(until, why)| {
+            ReconcileError::RemovalFailed {
+                why,
+                retry_in: until.saturating_duration_since(now),
+            }
+        });
+        let manifest_error = desired.errors_for(key).first().map(ToString::to_string);
+        let conditions = conditions::conditions(
+            &Inputs {
+                desired: target.desired,
+                zones: &target.zones,
+                counts,
+                stopping,
+                waiting_for: resolved.waiting_for.as_deref(),
+                remaining,
+                problems: &resolved.problems,
+                quota: mem.quota.as_ref(),
+                unreachable,
+                removal: removal.as_ref(),
+                failure: mem
+                    .degraded
+                    .as_ref()
+                    .map(|e| (e, held.map(|t| t.saturating_duration_since(now)))),
+                manifest_error: manifest_error.as_deref(),
+                deletion_held: desired.held.get(key).map(String::as_str),
+            },
+            &mem.conditions,
+            now_secs(),
+        );
+        mem.conditions = conditions.clone();
+        if let Some(e) = &mem.degraded {
+            debug!(group = %key, reason = %e.reason(), "degraded");
+        }
+        let mut instances: Vec<InstanceStatus> = after
+            .observed
+            .iter()
+            .map(|(zone, o)| InstanceStatus {
+                name: o.name.clone(),
+                container_id: short_id(&o.id).to_string(),
+                zone: zone.clone(),
+                state: o.state.as_str().to_string(),
+                started_at: o.started_at.map(|t| t.trunc_subsecs(0)),
+                ports: o.ports.clone(),
+                up_to_date: o.labels.get(labels::SPEC_HASH) == Some(&target.spec_hash)
+                    && target.zones.contains(zone),
+            })
+            .collect();
+        instances.sort_by(|a, b| a.zone.cmp(&b.zone).then(a.name.cmp(&b.name)));
+        let mut status = GroupStatus {
+            observed_generation: desired
+                .objects
+                .get(key)
+                .map(|e| e.generation.clone())
+                .unwrap_or_default(),
+            desired_capacity: target.desired,
+            current: counts.current,
+            ready: counts.ready,
+            updated: counts.updated,
+            zones: target.zones.clone(),
+            instances,
+            conditions,
+            unreachable_zones: unreachable
+                .iter()
+                .filter(|(z, _)| target.zones.contains(z))
+                .map(|(z, _)| z.clone())
+                .collect(),
+            last_scale_out: mem.last_scale_out,
+            last_scale_in: mem.last_scale_in,
+            activities: mem.activities.iter().cloned().collect(),
+            ..GroupStatus::default()
+        };
+        if let Some(fields) = autoscale.and_then(|a| a.status) {
+            fields.fill(&mut status);
+        }
+        status
+    }
+
+    /// What `key` resolves to for one pass: its target, launch configuration, the problems of
+    /// its spec; `effective` is the autoscaler's capacity (without it, the spec's).
+    pub(super) fn resolve(
+        &self,
+        key: &ObjectKey,
+        desired: &Desired,
+        effective: Option<&Effective>,
+    ) -> Resolved {
+        let all_zones: Vec<String> = self.zones.iter().map(|z| z.name.clone()).collect();
+        let Some(group) = desired.group(key) else {
+            // Deleted group: everything labelled with it goes.
+            return Resolved {
+                target: Target {
+                    desired: 0,
+                    max_size: 0,
+                    zones: all_zones,
+                    spec_hash: String::new(),
+                    max_surge: 1,
+                    max_unavailable: 0,
+                },
+                lc: None,
+                group: None,
+                problems: vec![],
+                waiting_for: None,
+                limits: (None, None),
+            };
+        };
+        let spec = &group.spec;
+        let mut problems = Vec::new();
+        let zones: Vec<String> = if spec.availability_zones.is_empty() {
+            all_zones.iter().take(1).cloned().collect()
+        } else {
+            let mut zs = Vec::new();
+            for z in &spec.availability_zones {
+                if all_zones.contains(z) {
+                    zs.push(z.clone());
+                } else {
+                    let hint =
+                        crate::manifest::did_you_mean(z, all_zones.iter().map(String::as_str))
+                            .map(|s| format!(" (did you mean `{s}`?)"))
+                            .unwrap_or_default();
+                    problems.push(ReconcileError::UnknownZone(format!(
+                        "zone `{z}` is not in the controller configuration{hint}; configured zones: {}",
+                        all_zones.join(", ")
+                    )));
+                }
+            }
+            zs
+        };
+        let lc = desired
+            .launch_configuration(&key.namespace, &spec.launch_configuration)
+            .cloned();
+        let waiting_for = lc.is_none().then(|| {
+            let names: Vec<&str> = desired
+                .launch_configurations()
+                .filter(|(k, _, _)| k.namespace == key.namespace)
+                .map(|(k, _, _)| k.name.as_str())
+                .collect();
+            let hint =
+                crate::manifest::did_you_mean(&spec.launch_configuration, names.iter().copied())
+                    .map(|s| format!(" (did you mean `{s}`?)"))
+                    .unwrap_or_default();
+            format!(
+                "waiting for launch configuration `{}` in namespace `{}`{hint}",
+                spec.launch_configuration, key.namespace
+            )
+        });
+        let desired_count = match spec.state {
+            GroupState::Stopped => 0,
+            GroupState::Started => effective.map_or_else(|| spec.capacity(), |e| e.desired),
+        };
+        let limits = lc
+            .as_ref()
+            .map(|l| self.ctx.tenancy.container_limits(&key.namespace, &l.spec))
+            .unwrap_or((None, None));
+        let spec_hash = lc
+            .as_ref()
+            .map(|l| container_hash_with_limits(l, group, limits))
+            .unwrap_or_default();
+        let max_surge = resolve_count(spec.max_surge.as_ref(), desired_count, 25, true);
+        let max_unavailable = resolve_count(spec.max_unavailable.as_ref(), desired_count, 0, false);
+        let max_surge = if max_surge == 0 && max_unavailable == 0 {
+            1
+        } else {
+            max_surge
+        };
+        Resolved {
+            target: Target {
+                desired: desired_count,
+                max_size: effective.map_or(spec.max_size, |e| e.max_size),
+                zones,
+                spec_hash,
+                max_surge,
+                max_unavailable,
+            },
+            lc,
+            group: Some(group.clone()),
+            problems,
+            waiting_for,
+            limits,
+        }
+    }
+
+    /// What the containers of namespace `ns` use now, in the reachable zones: each group's
+    /// running containers times its containers' limits (the namespace's defaults for a group
+    /// no longer defined).
+    fn namespace_usage(&self, ns: &str, desired: &Desired) -> Usage {
+        let tenancy = &self.ctx.tenancy;
+        let defaults = {
+            let (c, m) = tenancy.default_resources(ns);
+            (Some(c), Some(m))
+        };
+        let mut usage = Usage::default();
+        for z in self.zones.iter().filter(|z| z.reach() == Reach::Reachable) {
+            for (key, n) in z.namespace_usage(ns) {
+                let limits = desired
+                    .group(&key)
+                    .and_then(|g| desired.launch_configuration(ns, &g.spec.launch_configuration))
+                    .map(|l| tenancy.container_limits(ns, &l.spec))
+                    .unwrap_or(defaults);
+                usage.add(Usage::of(n, limits));
+            }
+        }
+        usage
+    }
+}
+
+/// Failures heal as fast as they broke: converged on a spec that is not failing (a new one, or
+/// one whose instances outlived the crash window) clears Degraded and the backoff.
+fn heal(key: &ObjectKey, mem: &mut GroupMemory, spec_hash: &str, observed: &[(String, Observed)]) {
+    let Some(degraded) = &mem.degraded else {
+        return;
+    };
+    let crash_of_this_spec = matches!(degraded, ReconcileError::CrashLoop { .. })
+        && mem.failed_hash.as_deref() == Some(spec_hash);
+    let now = Utc::now();
+    let outlived = observed.iter().all(|(_, o)| {
+        (now - o.started_at.unwrap_or(o.created))
+            .to_std()
+            .is_ok_and(|up| up >= CRASH_WINDOW)
+    });
+    if !crash_of_this_spec || outlived {
+        debug!(group = %key, "converged on a healthy spec: failures forgotten");
+        mem.forget_failures();
+    }
+}
+
+/// What decides when a pass that succeeded looks again.
+struct Next<'a> {
+    acted: bool,
+    remaining: &'a Plan,
+    /// The group's backoff, if still ahead.
+    hold: Option<Instant>,
+    /// Creations the plan wanted before the backoff held them back.
+    wanted_creations: usize,
+    /// A container of the group is still `created`.
+    young: bool,
+    /// The backoff of refused removals, if any.
+    removal_hold: Option<Instant>,
+}
+
+fn next_action(n: Next<'_>) -> Action {
+    if let Some(t) = n.removal_hold {
+        if n.remaining.create.is_empty() && !n.remaining.remove.is_empty() {
+            return Action::requeue_at(t);
+        }
+    }
+    match (n.acted, n.remaining.is_empty(), n.hold) {
+        (_, false, Some(t)) if n.wanted_creations > 0 || !n.remaining.create.is_empty() => {
+            Action::requeue_at(t)
+        }
+        (false, true, _) if n.young => Action::requeue(STUCK_CREATED),
+        (true, _, _) => Action::requeue(AFTER_ACTING),
+        // Waiting for readiness (rollout) or for removals in the background.
+        (false, false, _) => Action::requeue(WHILE_WAITING),
+        (false, true, _) => Action::await_change(),
+    }
+}
+
+fn is_stuck(o: &Observed) -> bool {
+    (Utc::now() - o.created)
+        .to_std()
+        .is_ok_and(|age| age >= STUCK_CREATED)
+}
+
+fn to_instance(zone: &str, o: &Observed, controller: &str) -> Instance {
+    Instance {
+        foreign: o.labels.get(labels::INSTANCE) != Some(&launch_mark(controller, &o.name)),
+        id: o.id.clone(),
+        name: o.name.clone(),
+        zone: zone.to_string(),
+        // A container still `created` long after its creation will never be started by anyone
+        // (a controller killed between create and start): it counts as failed and is replaced.
+        // A young one may be a `docker run` in progress, or an engine that is slow to start.
+        state: if o.state == ContainerState::Created && is_stuck(o) {
+            ContainerState::Dead
+        } else {
+            o.state
+        },
+        health: o.health,
+        created: o.created,
+        spec_hash: o.labels.get(labels::SPEC_HASH).cloned().unwrap_or_default(),
+        exit_code: o.exit_code,
+    }
+}
+
+/// Resolves `maxSurge`/`maxUnavailable` (count or percent of `desired`) to a count.
+pub(super) fn resolve_count(
+    v: Option<&IntOrPercent>,
+    desired: u32,
+    default_percent: u32,
+    round_up: bool,
+) -> u32 {
+    let percent = match v {
+        Some(IntOrPercent::Int(n)) => return *n,
+        Some(IntOrPercent::Percent(p)) => p
+            .trim_end_matches('%')
+            .trim()
+            .parse::<u32>()
+            .unwrap_or(default_percent),
+        None => default_percent,
+    };
+    let scaled = desired as u64 * percent as u64;
+    let n = if round_up {
+        scaled.div_ceil(100)
+    } else {
+        scaled / 100
+    } as u32;
+    if round_up && v.is_none() {
+        n.max(1)
+    } else {
+        n
+    }
+}
