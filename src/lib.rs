@@ -3,7 +3,7 @@
 //! # Layout
 //! In pipeline order; a module imports only those above it in the layers of
 //! `docs/architecture.md` (checked by `tests/architecture.rs`).
-//! - [`util`]: leaves: locks that survive a panic, the e2e tests' failpoints.
+//! - [`util`]: leaves: locks that survive a panic, the e2e tests' failpoints, tickets.
 //! - [`health`]: the controller's own health: heartbeats (`/healthz`), essential tasks (`/readyz`).
 //! - [`manifest`]: the three manifest kinds, parsing with precise errors, validation, schemas.
 //! - [`engine`]: the narrow engine trait, Docker and in-memory engines, per-zone observers, leases.

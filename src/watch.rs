@@ -41,6 +41,7 @@ mod targets;
 
 use crate::config::tenancy::Tenancy;
 use crate::health::liveness::Beat;
+use crate::util::tickets::Tickets;
 use dirwatch::EventTx;
 
 pub use load::{load_dir, Loader, ParseFn};
@@ -70,6 +71,9 @@ pub struct WatchOptions {
     pub tenancy: Arc<Tenancy>,
     /// Touched after every rescan (`/healthz`).
     pub beat: Beat,
+    /// Each load notes the last ticket taken before it began, and serves it once its snapshot
+    /// is published (or found unchanged): the API's writes wait for their own load.
+    pub loads: Arc<Tickets>,
 }
 
 impl WatchOptions {
@@ -85,6 +89,7 @@ impl WatchOptions {
             ignore: Vec::new(),
             tenancy: Arc::default(),
             beat: Beat::detached(),
+            loads: Arc::default(),
         }
     }
 }

@@ -1,7 +1,8 @@
 //! API tests: the real HTTP endpoint on 127.0.0.1:0 over a temporary manifest directory.
 //!
 //! The watcher is replaced by `Server::reload`, which parses the directory the way the watcher
-//! does and publishes the snapshot, so each test controls exactly what the endpoint sees.
+//! does and publishes the snapshot, so each test controls exactly what the endpoint sees; the
+//! tests of a write's wait for its load run the real watcher (`watched`).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -910,4 +911,119 @@ async fn every_read_needs_a_token_and_health_reports_stalled_loops() {
             .contains("zone a observer: NOT LIVE (no progress for"),
         "{body}"
     );
+}
+
+#[tokio::test]
+async fn stopping_a_group_waits_for_its_own_file_not_for_its_namespace() {
+    let s = tenants("{}", "{}").await;
+    let a = format!(
+        "{}---\n{}",
+        lc_in("team-a", "web", ""),
+        group_in("team-a", "web", 0, 5, 1)
+    );
+    assert_eq!(s.apply(Some(TOKEN_A), "web.yaml", &a).await.0, 200);
+    s.reload();
+    let stop = |verb: &'static str| {
+        let (http, url) = (s.http.clone(), s.url.clone());
+        tokio::spawn(async move {
+            http.post(format!("{url}/v1/asgs/team-a/web/{verb}"))
+                .bearer_auth(TOKEN_A)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        })
+    };
+    // Team A's namespace is held (as by a slow apply of other files, whose quota check needs
+    // it): stopping, which checks no quota, edits the group's file at once.
+    let namespace = s.shared.write_locks.lock(["team-a"]).await;
+    let stopped = tokio::time::timeout(Duration::from_secs(5), stop("stop"))
+        .await
+        .expect("a stop does not wait for the namespace");
+    assert_eq!(stopped.unwrap(), 200);
+    drop(namespace);
+    assert!(s
+        .read("team-a/autoscaling-group-web.yaml")
+        .contains("state: Stopped"));
+    s.reload();
+    // The group's file is held by another edit: the start waits for it.
+    let file = s.path("team-a/autoscaling-group-web.yaml");
+    let held = s.shared.file_locks.lock([file.as_path()]).await;
+    let started = stop("start");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!started.is_finished(), "an edit of a held file waits");
+    drop(held);
+    assert_eq!(started.await.unwrap(), 200);
+    assert!(s
+        .read("team-a/autoscaling-group-web.yaml")
+        .contains("state: Started"));
+}
+
+/// A controller with the API and the real directory watcher (no engines, no reconciler).
+async fn watched(dir: &Path) -> (String, Handle) {
+    let config = Config {
+        dir: dir.to_path_buf(),
+        debounce: microscaler::manifest::DurationSpec(Duration::from_millis(1)),
+        ..Config::default()
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let controller = Controller::builder(config)
+        .without_reconciler()
+        .without_status_writer()
+        .without_autoscaler()
+        .serve(listener)
+        .spawn(CancellationToken::new());
+    let mut desired = controller.api.desired.clone();
+    tokio::time::timeout(Duration::from_secs(30), desired.wait_for(|d| d.loaded))
+        .await
+        .expect("the first load")
+        .unwrap();
+    // Without the change feed, readiness is the caller's to set.
+    controller.api.ready.store(true, Ordering::Release);
+    (url, controller)
+}
+
+#[tokio::test]
+async fn a_write_answers_once_the_watcher_loaded_it_even_while_other_files_keep_changing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (url, _controller) = watched(dir.path()).await;
+    // Another file changes all the time, so the watcher keeps loading and publishing: a load
+    // that began before a write publishes after it, and must not count as the write's.
+    let churning = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let churn = {
+        let (churning, path) = (churning.clone(), dir.path().join("churn.yaml"));
+        std::thread::spawn(move || {
+            let mut i = 0u64;
+            while churning.load(Ordering::Relaxed) {
+                i += 1;
+                let spec = format!("  env: {{N: \"{i}\"}}\n");
+                std::fs::write(&path, lc_in("churn", "churn", &spec)).unwrap();
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        })
+    };
+    let http = reqwest::Client::new();
+    for i in 0..20 {
+        let applied = http
+            .post(format!("{url}/v1/apply"))
+            .body(lc_in("default", &format!("web-{i}"), ""))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(applied.status().as_u16(), 200);
+        let got = http
+            .get(format!("{url}/v1/lcs/default/web-{i}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            got.status().as_u16(),
+            200,
+            "write {i} was answered before the watcher had loaded it"
+        );
+    }
+    churning.store(false, Ordering::Relaxed);
+    churn.join().unwrap();
 }

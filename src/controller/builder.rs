@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use super::shared::Shared;
 use crate::apply;
 use crate::apply::ratelimit::RateLimiter;
-use crate::apply::write_locks::NamespaceLocks;
+use crate::apply::write_locks::{FileLocks, NamespaceLocks};
 use crate::autoscale::{Autoscaler, Settings};
 use crate::config::{Config, StatusMode};
 use crate::engine::lease::Leases;
@@ -37,6 +37,7 @@ use crate::reconcile::changes::enqueue_changes;
 use crate::reconcile::queue::Queue;
 use crate::reconcile::{self, Reconciler};
 use crate::status::sync::{self, StatusSync};
+use crate::util::tickets::Tickets;
 use crate::watch::store::{Desired, DesiredReader};
 use crate::watch::WatchOptions;
 
@@ -186,7 +187,9 @@ impl Builder {
             STATUS_COALESCE,
         );
 
-        // The directory watcher: the only writer of desired state.
+        // The directory watcher: the only writer of desired state. The API's writes wait for
+        // its loads.
+        let loads = watcher_tx.is_some().then(|| Arc::new(Tickets::default()));
         if let Some(tx) = watcher_tx {
             let (changed_tx, mut changed_rx) = mpsc::unbounded_channel();
             let opts = WatchOptions {
@@ -201,6 +204,7 @@ impl Builder {
                 beat: shared
                     .liveness
                     .beat("watcher", silence_bound(config.rescan_period.0)),
+                loads: loads.clone().unwrap_or_default(),
             };
             tasks.spawn(
                 "watcher",
@@ -336,6 +340,7 @@ impl Builder {
             status_problems: shared.status_problems.clone(),
             ready: shared.ready.clone(),
             rescan: shared.rescan.clone(),
+            loads,
             confirmations: shared.confirmations.clone(),
             prune_report: shared.prune_report.clone(),
             health: shared.health.clone(),
@@ -346,6 +351,7 @@ impl Builder {
             write_limit: RateLimiter::new(config.api.writes_per_second, config.api.write_burst),
             push_limit: RateLimiter::new(config.api.pushes_per_second, config.api.push_burst),
             write_locks: NamespaceLocks::default(),
+            file_locks: FileLocks::default(),
         });
         if let Some(listener) = listener {
             let stop = shutdown.clone();

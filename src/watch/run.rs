@@ -22,6 +22,7 @@ use crate::config::tenancy::Tenancy;
 use crate::files::OwnWrites;
 use crate::health::liveness::Beat;
 use crate::manifest::ObjectKey;
+use crate::util::tickets::Tickets;
 
 /// A burst of events never delays a reload by more than this after its first event.
 const MAX_DEBOUNCE: Duration = Duration::from_secs(1);
@@ -97,12 +98,15 @@ struct State {
     events: EventTx,
     tenancy: Arc<Tenancy>,
     beat: Beat,
+    /// The API's writes wait for the load that began after them.
+    loads: Arc<Tickets>,
 }
 
 impl State {
     /// Reloads the directory and publishes what changed. Returns when to read again to settle
     /// a deletion seen for the first time (see [`DELETION_SETTLE`]).
     async fn rescan(&mut self, tx: &watch::Sender<Arc<Desired>>) -> Option<Instant> {
+        let covered = self.loads.begin();
         let mut loader = std::mem::take(&mut self.loader);
         let dir = self.dir.clone();
         let tenancy = self.tenancy.clone();
@@ -153,6 +157,7 @@ impl State {
                 let _ = ch.send(changed);
             }
         }
+        self.loads.served(covered);
         self.beat.touch();
         recheck
     }
@@ -218,6 +223,7 @@ pub(crate) async fn run_with(
         events: ev_tx.clone(),
         tenancy: opts.tenancy.clone(),
         beat: opts.beat.clone(),
+        loads: opts.loads.clone(),
     };
     info!(dir = %dir.display(), "watching the manifest directory");
     // Watch first, then load: a change made during the load is then seen as an event.
