@@ -15,20 +15,26 @@
 //!   watcher's load; [`edit`]: the files a change reads, plans over and writes back;
 //!   [`write_locks`]: changes serialized per file (and per namespace where a quota is checked).
 //! - [`error`]: [`ApiError`], the one error every route answers with.
-//! - [`metrics`]: pushed metric values and `/v1/top`.
+//! - [`metrics`]: pushed metric values and `/v1/top`; [`prometheus`]: `/metrics`.
+//! - [`stream`]: `/v1/watch` (changes as they happen); [`logs`]: instance output and exec;
+//!   [`access_log`]: an INFO line per write.
 //! - [`mod@serve`]: serving within limits (connections, timeouts, file descriptors).
 //! - [`tls`]: the API over TLS (the acceptor from `tls:`, the bounded handshake).
 //! - [`ratelimit`]: per-token rates of changes and pushes.
 //! - The JSON the client shares lives in [`crate::wire`].
 
+pub mod access_log;
 pub mod auth;
 pub mod edit;
 pub mod error;
+pub mod logs;
 pub mod metrics;
+pub mod prometheus;
 pub mod ratelimit;
 pub mod read;
 pub mod router;
 pub mod serve;
+pub mod stream;
 pub mod tls;
 pub mod write;
 pub mod write_locks;

@@ -48,6 +48,9 @@ pub struct Login {
     /// The CA that signed an `https://` target's certificate (`--certificate-authority`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub certificate_authority: Option<PathBuf>,
+    /// Default namespace of client commands (`ms login --namespace`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
 }
 
 /// `$XDG_CONFIG_HOME/microscaler/login.json`, else `~/.config/microscaler/login.json`.
@@ -224,27 +227,95 @@ impl Client {
                 message: e.to_string(),
             });
         }
+        Err(self.api_error(status, &text))
+    }
+
+    /// A request whose answer is read as a stream ([`Stream::next_chunk`]); an error answer
+    /// becomes a [`ClientError`] as for every other request.
+    async fn open(&self, req: reqwest::RequestBuilder) -> Result<Stream> {
+        let resp = req.send().await.map_err(|e| self.transport(e))?;
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(Stream {
+                resp,
+                client: self.clone(),
+            });
+        }
+        let text = resp.text().await.map_err(|e| self.transport(e))?;
+        Err(self.api_error(status, &text))
+    }
+
+    fn api_error(&self, status: reqwest::StatusCode, text: &str) -> ClientError {
         #[derive(Deserialize)]
         struct ErrorBody {
             error: String,
             #[serde(default)]
             errors: Vec<ManifestError>,
         }
-        match serde_json::from_str::<ErrorBody>(&text) {
-            Ok(b) => Err(ClientError::Api {
+        match serde_json::from_str::<ErrorBody>(text) {
+            Ok(b) => ClientError::Api {
                 status: status.as_u16(),
                 message: b.error,
                 errors: b.errors,
-            }),
-            Err(_) => Err(ClientError::Api {
+            },
+            Err(_) => ClientError::Api {
                 status: status.as_u16(),
                 message: format!(
                     "the controller answered {status}: {}",
                     text.lines().next().unwrap_or("").trim()
                 ),
                 errors: Vec::new(),
-            }),
+            },
         }
+    }
+
+    /// `GET /v1/watch`: the current state, then every change, as JSON lines.
+    pub async fn watch(&self, kinds: &str, namespace: Option<&str>) -> Result<Stream> {
+        let path = format!(
+            "/v1/watch{}",
+            query(&[("kind", Some(kinds)), ("namespace", namespace)])
+        );
+        self.open(self.request(reqwest::Method::GET, &path)).await
+    }
+
+    /// `GET /v1/logs/{ns}/{instance}` or, with `group`, `GET /v1/logs/{ns}/asg/{group}`.
+    pub async fn logs(
+        &self,
+        namespace: &str,
+        name: &str,
+        group: bool,
+        follow: bool,
+        since_secs: Option<u64>,
+        tail: Option<usize>,
+    ) -> Result<Stream> {
+        let since = since_secs.map(|s| s.to_string());
+        let tail = tail.map(|t| t.to_string());
+        let path = format!(
+            "/v1/logs/{}/{}{}{}",
+            enc(namespace),
+            if group { "asg/" } else { "" },
+            enc(name),
+            query(&[
+                ("follow", follow.then_some("true")),
+                ("since", since.as_deref()),
+                ("tail", tail.as_deref()),
+            ])
+        );
+        self.open(self.request(reqwest::Method::GET, &path)).await
+    }
+
+    /// `POST /v1/exec/{ns}/{instance}`: output chunks and the exit code, as JSON lines.
+    pub async fn exec(
+        &self,
+        namespace: &str,
+        instance: &str,
+        command: &[String],
+    ) -> Result<Stream> {
+        let path = format!("/v1/exec/{}/{}", enc(namespace), enc(instance));
+        let req = self
+            .request(reqwest::Method::POST, &path)
+            .json(&serde_json::json!({ "command": command }));
+        self.open(req).await
     }
 
     fn transport(&self, e: reqwest::Error) -> ClientError {
@@ -402,6 +473,47 @@ impl Client {
             .await
             .map_err(|e| self.transport(e))?;
         Ok(resp.status().is_success())
+    }
+}
+
+/// The body of a streamed answer, read chunk by chunk or line by line.
+pub struct Stream {
+    resp: reqwest::Response,
+    client: Client,
+}
+
+impl Stream {
+    /// The next chunk of the body; `None` at its end.
+    ///
+    /// # Errors
+    /// A transport error (the connection broke).
+    pub async fn next_chunk(&mut self) -> Result<Option<bytes::Bytes>> {
+        self.resp
+            .chunk()
+            .await
+            .map_err(|e| self.client.transport(e))
+    }
+
+    /// Reads the body line by line, calling `line` with each (without its `\n`) until the end
+    /// or until `line` returns false.
+    ///
+    /// # Errors
+    /// A transport error.
+    pub async fn lines(&mut self, mut line: impl FnMut(&str) -> bool) -> Result<()> {
+        let mut partial: Vec<u8> = Vec::new();
+        while let Some(chunk) = self.next_chunk().await? {
+            partial.extend_from_slice(&chunk);
+            while let Some(end) = partial.iter().position(|b| *b == b'\n') {
+                let l: Vec<u8> = partial.drain(..=end).collect();
+                if !line(String::from_utf8_lossy(&l[..l.len() - 1]).as_ref()) {
+                    return Ok(());
+                }
+            }
+        }
+        if !partial.is_empty() {
+            line(String::from_utf8_lossy(&partial).as_ref());
+        }
+        Ok(())
     }
 }
 

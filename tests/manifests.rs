@@ -18,7 +18,7 @@ fn committed_schemas_match_the_types() {
         let committed = std::fs::read_to_string(&path).unwrap_or_default();
         assert!(
             committed == fresh,
-            "schema/{name} is stale: run `cargo run --bin gen-schema`"
+            "schema/{name} is stale: run `cargo run --example gen-schema`"
         );
     }
 }

@@ -37,7 +37,12 @@ pub fn router(ctx: Arc<Context>) -> Router {
         .route("/v1/instancetypes", get(read::instance_types))
         .route("/v1/{kind}/{ns}/{name}", delete(write::delete_object))
         .route("/v1/metrics/{ns}/{group}", post(metrics::push))
-        .route("/v1/top", get(metrics::top));
+        .route("/v1/top", get(metrics::top))
+        .route("/v1/logs/{ns}/{name}", get(super::logs::instance_logs))
+        .route("/v1/logs/{ns}/asg/{group}", get(super::logs::group_logs))
+        .route("/v1/exec/{ns}/{name}", post(super::logs::exec))
+        .merge(super::stream::routes(&ctx))
+        .merge(super::prometheus::routes(&ctx));
     // `GET /lease`: this controller's holder id, so a contender on another machine can tell
     // that the holder of a lease still runs (only a controller that holds leases has one).
     let router = match lease {
@@ -52,6 +57,7 @@ pub fn router(ctx: Arc<Context>) -> Router {
     };
     router
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
+        .layer(axum::middleware::from_fn(super::access_log::log_writes))
         .with_state(ctx)
 }
 

@@ -13,26 +13,54 @@ pub(crate) struct DeleteArgs {
     /// Delete the objects defined in these manifest files (FILE, DIR or -).
     #[arg(short = 'f', long = "filename", value_name = "FILE", conflicts_with_all = ["kind", "name"])]
     files: Vec<String>,
-    /// asg, lc or policy.
+    /// asg, lc or policy; or KIND/NAME.
     #[arg(required_unless_present = "files")]
     kind: Option<String>,
-    /// Name of the object.
-    #[arg(required_unless_present = "files")]
+    /// Name of the object (unless given as KIND/NAME).
     name: Option<String>,
     #[command(flatten)]
     ns: NamespaceArgs,
 }
 
-/// Arguments naming one autoscaling group (`ms start asg NAME`).
+/// Arguments naming one autoscaling group (`ms start asg NAME` or `ms start asg/NAME`).
 #[derive(Debug, Args)]
 pub(crate) struct GroupArgs {
-    /// Always `asg` (kubectl style).
-    #[arg(value_parser = ["asg", "asgs", "autoscalinggroup"])]
+    /// `asg` (kubectl style), or `asg/NAME`.
     kind: String,
-    /// Name of the group.
-    name: String,
+    /// Name of the group (unless given as asg/NAME).
+    name: Option<String>,
     #[command(flatten)]
     ns: NamespaceArgs,
+}
+
+/// `(kind, name)` from `KIND NAME` or `KIND/NAME`.
+fn kind_and_name(kind: &str, name: Option<&str>) -> Result<(String, String), Failure> {
+    match (kind.split_once('/'), name) {
+        (Some((k, n)), None) => Ok((k.to_string(), n.to_string())),
+        (None, Some(n)) => Ok((kind.to_string(), n.to_string())),
+        (Some(_), Some(_)) => Err(Failure::Code(
+            2,
+            format!("`{kind}` already names the object: give no second name"),
+        )),
+        (None, None) => Err(Failure::Code(
+            2,
+            format!("name the object: `{kind} NAME` or `{kind}/NAME`"),
+        )),
+    }
+}
+
+impl GroupArgs {
+    /// The group's name (the kind must be an autoscaling group).
+    fn group(&self) -> Result<String, Failure> {
+        let (kind, name) = kind_and_name(&self.kind, self.name.as_deref())?;
+        if Kind::parse(&kind) != Some(Kind::AutoScalingGroup) {
+            return Err(Failure::Code(
+                2,
+                format!("`{kind}`: this command acts on autoscaling groups (asg NAME or asg/NAME)"),
+            ));
+        }
+        Ok(name)
+    }
 }
 
 /// Arguments of `ms scale`.
@@ -52,9 +80,12 @@ fn parse_kind(s: &str) -> Result<Kind, Failure> {
 
 pub(crate) async fn delete(client: Client, args: DeleteArgs) -> CmdResult {
     if args.files.is_empty() {
-        let kind = parse_kind(args.kind.as_deref().unwrap_or_default())?;
-        let name = args.name.as_deref().unwrap_or_default();
-        let r = client.delete(kind, &args.ns.namespace, name).await?;
+        let (kind, name) = kind_and_name(
+            args.kind.as_deref().unwrap_or_default(),
+            args.name.as_deref(),
+        )?;
+        let kind = parse_kind(&kind)?;
+        let r = client.delete(kind, &args.ns.namespace, &name).await?;
         print_changes(&r);
         return Ok(());
     }
@@ -103,17 +134,47 @@ pub(crate) async fn delete(client: Client, args: DeleteArgs) -> CmdResult {
 }
 
 pub(crate) async fn scale(client: Client, args: ScaleArgs) -> CmdResult {
+    let name = args.group.group()?;
     let r = client
-        .scale(&args.group.ns.namespace, &args.group.name, args.desired)
+        .scale(&args.group.ns.namespace, &name, args.desired)
         .await?;
     print_changes(&r);
     Ok(())
 }
 
 pub(crate) async fn start_stop(client: Client, args: GroupArgs, start: bool) -> CmdResult {
-    let r = client
-        .set_started(&args.ns.namespace, &args.name, start)
-        .await?;
+    let name = args.group()?;
+    let r = client.set_started(&args.ns.namespace, &name, start).await?;
     print_changes(&r);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn objects_are_named_as_kind_name_or_kind_slash_name() {
+        assert_eq!(
+            kind_and_name("asg", Some("web")).unwrap(),
+            ("asg".to_string(), "web".to_string())
+        );
+        assert_eq!(
+            kind_and_name("asg/web", None).unwrap(),
+            ("asg".to_string(), "web".to_string())
+        );
+        assert_eq!(
+            kind_and_name("asg/web", Some("x")).unwrap_err().exit_code(),
+            2
+        );
+        assert_eq!(kind_and_name("asg", None).unwrap_err().exit_code(), 2);
+        let g = GroupArgs {
+            kind: "lc/web".into(),
+            name: None,
+            ns: NamespaceArgs {
+                namespace: "default".into(),
+            },
+        };
+        assert_eq!(g.group().unwrap_err().exit_code(), 2);
+    }
 }

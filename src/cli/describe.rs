@@ -12,23 +12,51 @@ use crate::manifest::Kind;
 
 /// Arguments of `ms describe`.
 #[derive(Debug, Args)]
+#[command(after_help = "\
+Examples:
+  ms describe asg web
+  ms describe asg/web -n shop
+  ms describe lc/web")]
 pub(crate) struct DescribeArgs {
-    /// asg, lc or policy.
+    /// asg, lc or policy; or KIND/NAME.
     kind: String,
-    /// Name of the object.
-    name: String,
+    /// Name of the object (unless given as KIND/NAME).
+    name: Option<String>,
     #[command(flatten)]
     ns: NamespaceArgs,
 }
 
-pub(crate) async fn run(client: Client, args: DescribeArgs) -> CmdResult {
+pub(crate) async fn run(client: Client, mut args: DescribeArgs) -> CmdResult {
+    let name = match (args.kind.split_once('/'), args.name.take()) {
+        (Some((kind, name)), None) => {
+            let name = name.to_string();
+            args.kind = kind.to_string();
+            name
+        }
+        (None, Some(name)) => name,
+        (Some(_), Some(_)) => {
+            return Err(Failure::Code(
+                2,
+                format!(
+                    "`{}` already names the object: give no second name",
+                    args.kind
+                ),
+            ))
+        }
+        (None, None) => {
+            return Err(Failure::Code(
+                2,
+                "name the object: ms describe asg web (or asg/web)".into(),
+            ))
+        }
+    };
     let kind = Kind::parse(&args.kind).ok_or_else(|| {
         Failure::Message(format!(
             "unknown kind `{}`: use asg, lc or policy",
             args.kind
         ))
     })?;
-    let item = client.get(kind, &args.ns.namespace, &args.name).await?;
+    let item = client.get(kind, &args.ns.namespace, &name).await?;
     let now = Utc::now();
     let text = match kind {
         Kind::AutoScalingGroup => {
@@ -77,7 +105,7 @@ fn header(out: &mut String, item: &Value, now: DateTime<Utc>) {
             cell(item["source"].get("line"))
         ),
     );
-    field(out, "Age", age_of(item.get("firstSeen"), now));
+    field(out, "Age", super::get::object_age(item, now));
 }
 
 fn section(out: &mut String, title: &str, table: Option<Table>) {
@@ -155,18 +183,30 @@ fn describe_group(item: &Value, lc: Option<&Value>, now: DateTime<Utc>) -> Strin
             },
         );
     field(&mut out, "Zones", zones);
-    let desired = spec
+    let spec_desired = spec
         .get("desiredCapacity")
         .filter(|v| !v.is_null())
         .or_else(|| spec.get("minSize"));
+    // A policy's capacity is the one the controller runs: show it, and the spec's beside it.
+    let by_policy = status["desiredCapacitySetBy"]
+        .as_str()
+        .filter(|by| *by != "user")
+        .zip(status.get("desiredCapacity"));
+    let desired = match by_policy {
+        Some((by, d)) => format!(
+            "{} (set by {by}; spec.desiredCapacity {})",
+            cell(Some(d)),
+            cell(spec_desired)
+        ),
+        None => cell(spec_desired),
+    };
     field(
         &mut out,
         "Min/Max/Desired",
         format!(
-            "{} / {} / {}",
+            "{} / {} / {desired}",
             cell(spec.get("minSize")),
             cell(spec.get("maxSize")),
-            cell(desired)
         ),
     );
     field(
@@ -257,10 +297,10 @@ fn describe_group(item: &Value, lc: Option<&Value>, now: DateTime<Utc>) -> Strin
     section(&mut out, "Instances", instances);
 
     let activities = status["activities"].as_array().map(|a| {
-        let mut t = Table::new(&["TIME", "ACTION", "INSTANCE", "ZONE", "CAUSE"]);
+        let mut t = Table::new(&["AGE", "ACTION", "INSTANCE", "ZONE", "CAUSE"]);
         for x in a {
             t.row(vec![
-                cell(x.get("time")),
+                age_of(x.get("time"), now),
                 cell(x.get("action")),
                 cell(x.get("instance")),
                 cell(x.get("zone")),

@@ -14,20 +14,41 @@ use crate::manifest::Kind;
 
 /// Arguments of `ms get`.
 #[derive(Debug, Args)]
+#[command(after_help = "\
+Examples:
+  ms get asgs                          # the groups of the namespace
+  ms get asg/web -o yaml               # one object as a manifest (kind/name)
+  ms get instances -l app=web -A       # instances of groups labelled app=web, all namespaces
+  ms get asgs -o name                  # autoscalinggroup/web, one per line
+  ms get asgs -o jsonpath='{range .items[*]}{.metadata.name} {.status.ready}{\"\\n\"}{end}'
+  ms get instances -w                  # the table, then one line per change
+  ms get asgs --no-headers | wc -l")]
 pub(crate) struct GetArgs {
-    /// asgs, lcs, policies, instances, instancetypes or problems (singular forms accepted).
+    /// asgs, lcs, policies, instances, instancetypes or problems (singular forms accepted),
+    /// or KIND/NAME.
     resource: String,
     /// Show only this object (for instances: this instance).
     name: Option<String>,
-    /// Namespace.
-    #[arg(short = 'n', long, default_value = "default")]
+    /// Namespace (default: $MS_NAMESPACE, else the one stored by `ms login`, else `default`).
+    #[arg(short = 'n', long, env = "MS_NAMESPACE", default_value = "default")]
     namespace: String,
     /// List across all namespaces (adds a NAMESPACE column).
-    #[arg(short = 'A', long, conflicts_with = "namespace")]
+    #[arg(short = 'A', long)]
     pub(crate) all_namespaces: bool,
-    /// Output format.
-    #[arg(short = 'o', long, value_enum, default_value_t = Output::Table)]
+    /// Output format: table, wide, yaml, json, name, jsonpath=TEMPLATE (kubectl's JSONPath:
+    /// `{.items[*].metadata.name}`, `{range .items[*]}...{end}`).
+    #[arg(short = 'o', long, default_value = "table", value_parser = super::parse_output)]
     pub(crate) output: Output,
+    /// Only objects whose labels match: `key=value[,key2=value2]`, `key!=value`, `key`
+    /// (instances: those of groups that match).
+    #[arg(short = 'l', long, value_name = "SELECTOR")]
+    selector: Option<String>,
+    /// Tables without the header line.
+    #[arg(long)]
+    no_headers: bool,
+    /// After listing, print a line per change until interrupted (asgs, lcs, policies, instances).
+    #[arg(short = 'w', long)]
+    watch: bool,
 }
 
 /// What `ms get` can list.
@@ -53,11 +74,37 @@ fn resource(s: &str) -> Result<Resource, Failure> {
     }
 }
 
-pub(crate) async fn run(client: Client, args: GetArgs) -> CmdResult {
+pub(crate) async fn run(client: Client, mut args: GetArgs) -> CmdResult {
+    // `asg/web` is `asg web`, as in kubectl.
+    if let Some((kind, name)) = args.resource.clone().split_once('/') {
+        if args.name.is_some() {
+            return Err(Failure::Code(
+                2,
+                format!(
+                    "`{}` already names the object: give no second name",
+                    args.resource
+                ),
+            ));
+        }
+        args.resource = kind.to_string();
+        args.name = Some(name.to_string());
+    }
+    if args.all_namespaces && namespace_on_command_line(std::env::args()) {
+        return Err(Failure::Code(
+            2,
+            "-A (all namespaces) and -n NAMESPACE exclude each other".into(),
+        ));
+    }
     let res = resource(&args.resource)?;
+    let selector = args
+        .selector
+        .as_deref()
+        .map(super::selector::Selector::parse)
+        .transpose()
+        .map_err(|e| Failure::Code(2, e))?;
     let ns = (!args.all_namespaces).then_some(args.namespace.as_str());
     let now = Utc::now();
-    let items: Vec<Value> = match res {
+    let mut items: Vec<Value> = match res {
         Resource::Object(kind) => match &args.name {
             Some(name) => vec![client.get(kind, &args.namespace, name).await?],
             None => client.list(kind, ns).await?,
@@ -90,16 +137,65 @@ pub(crate) async fn run(client: Client, args: GetArgs) -> CmdResult {
             problem_items(&p)
         }
     };
+    if let Some(sel) = &selector {
+        match res {
+            Resource::Object(_) => items.retain(|i| sel.matches(&i["metadata"]["labels"])),
+            Resource::Instances => {
+                let groups = client.list(Kind::AutoScalingGroup, ns).await?;
+                let chosen: BTreeSet<(String, String)> = groups
+                    .iter()
+                    .filter(|g| sel.matches(&g["metadata"]["labels"]))
+                    .map(|g| {
+                        (
+                            g["metadata"]["namespace"]
+                                .as_str()
+                                .unwrap_or("default")
+                                .to_string(),
+                            name(g),
+                        )
+                    })
+                    .collect();
+                items
+                    .retain(|i| chosen.contains(&(cell(i.get("namespace")), cell(i.get("group")))));
+            }
+            _ => {
+                return Err(Failure::Code(
+                    2,
+                    "-l selects objects and instances, not instance types or problems".into(),
+                ))
+            }
+        }
+    }
+    if args.watch {
+        return super::watch_cmd::run(&client, &args_view(&args, res, ns), items).await;
+    }
 
-    match args.output {
+    match &args.output {
         Output::Json => {
             let v = match (&args.name, res) {
                 (Some(_), Resource::Object(_)) => items.into_iter().next().unwrap_or(Value::Null),
-                _ => Value::Array(items),
+                // A list object, as kubectl's: scripts read `.items`.
+                _ => json!({ "kind": "List", "items": items }),
             };
             println!("{}", serde_json::to_string_pretty(&v).expect("json prints"));
         }
         Output::Yaml => print!("{}", yaml(res, &items)),
+        Output::Name => {
+            for i in &items {
+                println!("{}", object_name(res, i));
+            }
+        }
+        Output::JsonPath(t) => {
+            let v = match (&args.name, res) {
+                (Some(_), Resource::Object(_)) => items.into_iter().next().unwrap_or(Value::Null),
+                _ => json!({ "kind": "List", "items": items }),
+            };
+            let text = t.render(&v);
+            print!("{text}");
+            if !text.ends_with('\n') {
+                println!();
+            }
+        }
         Output::Table | Output::Wide => {
             let wide = args.output == Output::Wide;
             let table = match res {
@@ -130,6 +226,8 @@ pub(crate) async fn run(client: Client, args: GetArgs) -> CmdResult {
                     }
                     _ => eprintln!("No resources found."),
                 }
+            } else if args.no_headers {
+                print!("{}", without_header(&table.render()));
             } else {
                 print!("{}", table.render());
             }
@@ -139,6 +237,116 @@ pub(crate) async fn run(client: Client, args: GetArgs) -> CmdResult {
         }
     }
     Ok(())
+}
+
+/// Whether `-n`/`--namespace` was typed (a namespace from $MS_NAMESPACE or the login is only a
+/// default, which `-A` overrides).
+pub(crate) fn namespace_on_command_line(argv: impl Iterator<Item = String>) -> bool {
+    argv.take_while(|a| a != "--").any(|a| {
+        a == "--namespace"
+            || a.starts_with("--namespace=")
+            || (a.starts_with("-n") && !a.starts_with("--"))
+    })
+}
+
+/// What `ms get -w` needs to print rows like `ms get` does.
+pub(crate) struct View {
+    resource: Resource,
+    pub(crate) namespace: Option<String>,
+    pub(crate) name: Option<String>,
+    wide: bool,
+    all_namespaces: bool,
+    no_headers: bool,
+    selector: Option<super::selector::Selector>,
+    pub(crate) output: Output,
+}
+
+fn args_view(args: &GetArgs, resource: Resource, ns: Option<&str>) -> View {
+    View {
+        resource,
+        namespace: ns.map(str::to_string),
+        name: args.name.clone(),
+        wide: args.output == Output::Wide,
+        all_namespaces: args.all_namespaces,
+        no_headers: args.no_headers,
+        selector: args
+            .selector
+            .as_deref()
+            .and_then(|s| super::selector::Selector::parse(s).ok()),
+        output: args.output.clone(),
+    }
+}
+
+impl View {
+    /// The `kind` query of `/v1/watch` for this resource.
+    pub(crate) fn watch_kind(&self) -> Result<&'static str, Failure> {
+        match self.resource {
+            Resource::Object(Kind::AutoScalingGroup) => Ok("asgs"),
+            Resource::Object(Kind::LaunchConfiguration) => Ok("lcs"),
+            Resource::Object(Kind::ScalingPolicy) => Ok("policies"),
+            Resource::Instances => Ok("instances"),
+            _ => Err(Failure::Code(
+                2,
+                "-w watches asgs, lcs, policies and instances".into(),
+            )),
+        }
+    }
+
+    /// Whether a streamed object is one this view shows (its name; labels for objects; for
+    /// instances, the selector is applied to their group at the start only).
+    pub(crate) fn shows(&self, object: &Value) -> bool {
+        let n = match self.resource {
+            Resource::Instances => cell(object.get("name")),
+            _ => name(object),
+        };
+        self.name.as_ref().is_none_or(|want| *want == n)
+            && match (&self.selector, self.resource) {
+                (Some(sel), Resource::Object(_)) => sel.matches(&object["metadata"]["labels"]),
+                _ => true,
+            }
+    }
+
+    /// The table of `items` (with its header unless --no-headers), as `ms get` prints it.
+    pub(crate) fn table(&self, items: &[Value], header: bool) -> String {
+        let now = Utc::now();
+        let t = match self.resource {
+            Resource::Object(Kind::AutoScalingGroup) => groups(items, self.wide, now),
+            Resource::Object(Kind::LaunchConfiguration) => lcs(items, now),
+            Resource::Object(Kind::ScalingPolicy) => policies(items),
+            Resource::Instances => instances(items, self.wide, self.all_namespaces, now),
+            Resource::InstanceTypes => types(items),
+            Resource::Problems => problems(items),
+        };
+        let t = if self.all_namespaces && self.resource != Resource::Instances {
+            with_namespace(t, items)
+        } else {
+            t
+        };
+        let text = t.render();
+        if header && !self.no_headers {
+            text
+        } else {
+            without_header(&text).to_string()
+        }
+    }
+
+    /// `autoscalinggroup/web` for `-o name`.
+    pub(crate) fn object_name(&self, item: &Value) -> String {
+        object_name(self.resource, item)
+    }
+}
+
+fn without_header(text: &str) -> &str {
+    text.split_once('\n').map_or("", |(_, rest)| rest)
+}
+
+fn object_name(res: Resource, i: &Value) -> String {
+    match res {
+        Resource::Object(k) => format!("{}/{}", k.as_str().to_ascii_lowercase(), name(i)),
+        Resource::Instances => format!("instance/{}", cell(i.get("name"))),
+        Resource::InstanceTypes => format!("instancetype/{}", cell(i.get("name"))),
+        Resource::Problems => format!("problem/{}", cell(i.get("file"))),
+    }
 }
 
 /// What a newcomer's first `ms get asgs` says next to an empty list.
@@ -268,6 +476,28 @@ fn with_namespace(table: Table, items: &[Value]) -> Table {
     out
 }
 
+/// Age of an object: since the controller first saw it, or since its oldest instance started
+/// if that is earlier (the controller forgets when it first saw an object when it restarts;
+/// the containers it left running remember).
+pub(crate) fn object_age(item: &Value, now: DateTime<Utc>) -> String {
+    let parse = |v: &Value| {
+        v.as_str()
+            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| t.with_timezone(&Utc))
+    };
+    let oldest = item["status"]["instances"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|i| parse(&i["startedAt"]))
+        .chain(parse(&item["firstSeen"]))
+        .min();
+    match oldest {
+        Some(t) => age_of(Some(&Value::String(t.to_rfc3339())), now),
+        None => "<unknown>".into(),
+    }
+}
+
 fn name(i: &Value) -> String {
     cell(i["metadata"].get("name"))
 }
@@ -303,7 +533,7 @@ fn groups(items: &[Value], wide: bool, now: DateTime<Utc>) -> Table {
             cell(desired),
             cell(status.get("current")),
             cell(status.get("ready")),
-            age_of(i.get("firstSeen"), now),
+            object_age(i, now),
         ];
         if wide {
             row.push(cell(spec.get("launchConfiguration")));
@@ -491,6 +721,23 @@ fn problems(items: &[Value]) -> Table {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn an_objects_age_survives_a_controller_restart_through_its_instances() {
+        let now = DateTime::parse_from_rfc3339("2026-01-01T01:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let item = json!({
+            "firstSeen": "2026-01-01T00:59:00Z",
+            "status": {"instances": [{"startedAt": "2026-01-01T00:00:00Z"}, {"startedAt": null}]},
+        });
+        assert_eq!(object_age(&item, now), "1h");
+        assert_eq!(
+            object_age(&json!({"firstSeen": "2026-01-01T00:59:00Z"}), now),
+            "60s"
+        );
+    }
+
     use super::*;
 
     #[test]

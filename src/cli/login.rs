@@ -11,6 +11,9 @@ pub(crate) struct LoginArgs {
     /// Controller URL, e.g. http://127.0.0.1:56785.
     #[arg(long, value_name = "URL")]
     target: String,
+    /// Default namespace of later commands (below -n and $MS_NAMESPACE).
+    #[arg(long = "namespace", value_name = "NS")]
+    default_namespace: Option<String>,
 }
 
 /// Stores `--target`, the global `--token` (given by the controller's administrator) and
@@ -40,6 +43,7 @@ pub(crate) async fn run(
         target: Some(args.target.trim_end_matches('/').to_string()),
         token,
         certificate_authority,
+        namespace: args.default_namespace,
     };
     let path = login
         .save()

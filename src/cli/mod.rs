@@ -7,17 +7,26 @@
 mod apply_cmd;
 mod autoscale_cmd;
 mod change;
+mod completion;
 mod describe;
+mod diff;
 mod get;
 mod gitops_cmd;
+mod jsonpath;
 mod login;
+mod logs;
+mod progress;
+mod selector;
 pub mod table;
+mod validate;
+mod wait;
+mod watch_cmd;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
 
 use crate::client::{Client, ClientError, Login, DEFAULT_SERVER};
 
@@ -37,12 +46,20 @@ Output (stable; scripts should prefer `-o json`):
   ms get instancetypes   NAME CPUS MEMORY(MiB)
   ms get problems        LOCATION (file:line:col) FIELD MESSAGE
   With -A a NAMESPACE column comes first. `-o yaml` prints manifests (apiVersion, kind,
-  metadata, spec, status) that `ms apply` accepts back; `-o json` prints the API's items.
+  metadata, spec, status) that `ms apply` accepts back; `-o json` prints a list object
+  {kind: List, items: [...]} (one object when a name is given); `-o name` prints
+  `kind/name` lines; `-o jsonpath=TEMPLATE` kubectl's JSONPath ({.items[*].metadata.name},
+  {range .items[*]}...{end}); --no-headers drops the header; -l app=web selects by labels;
+  -w prints a line per change after the table. Objects may be named kind/name (asg/web).
   ms apply/delete/scale/start/stop print `<kind>/<name> <action>` per object
   (`autoscalinggroup/web created`), warnings as `Warning: ...` on stderr.
 
-Exit status: 0 on success, 1 on any error (one `error: ...` line on stderr); manifest errors
-print one line each, `file:line:col: field: message`.
+Exit status: 0 on success; 1 on any error (one `error: ...` line on stderr; manifest errors
+print one line each, `file:line:col: field: message`); 2 on a usage error (unknown flag or
+command, a bad value). `ms diff`: 1 means differences, 2 an error. `ms exec`: the command's.
+
+Namespace of client commands: -n, else $MS_NAMESPACE, else the one stored by
+`ms login --namespace`, else `default`.
 
 HTTP API of the controller (JSON; `Authorization: Bearer <token>` when tokens are configured):
   GET /healthz, GET /readyz, POST /v1/apply[?dryRun=true] (YAML body, header X-Ms-Filename),
@@ -50,6 +67,10 @@ HTTP API of the controller (JSON; `Authorization: Bearer <token>` when tokens ar
   GET /v1/instances[?namespace=NS&group=G], GET /v1/problems, GET /v1/instancetypes,
   DELETE /v1/{asg|lc|policy}/NS/NAME, POST /v1/asgs/NS/NAME/{scale|start|stop},
   POST /v1/metrics/NS/GROUP (JSON {name, value}), GET /v1/top[?namespace=NS&group=G],
+  GET /v1/watch[?kind=asgs,instances&namespace=NS] (JSON lines: the state, SYNCED, changes),
+  GET /v1/logs/NS/INSTANCE and /v1/logs/NS/asg/GROUP [?follow=true&since=SECS&tail=N],
+  POST /v1/exec/NS/INSTANCE (JSON {command: [...]}; JSON lines of output, then {exitCode}),
+  GET /metrics (Prometheus/OpenMetrics text, no token),
   GET /lease (no token: this controller's lease holder id, for another controller to check).";
 
 /// Autoscaling groups for Docker containers, declared in YAML manifests.
@@ -78,32 +99,74 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the controller: watch the manifest directory, reconcile groups, serve the API.
+    #[command(
+        after_help = "Examples:\n  ms controller --dir /srv/manifests\n  MS_DIR=/srv/manifests MS_CONFIG=/etc/microscaler/config.yaml ms controller --log-format json\n  ms controller --dir ./manifests --create-dir --listen 127.0.0.1:56785"
+    )]
     Controller(ControllerArgs),
     /// Store the controller URL and token for later commands (file mode 0600).
+    #[command(
+        after_help = "Examples:\n  ms login --target http://10.0.0.5:56785 --token \"$(cat ~/.ms-token)\"\n  ms login --target http://127.0.0.1:56785 --namespace shop"
+    )]
     Login(login::LoginArgs),
     /// Create or update objects from manifest files (FILE, DIR of *.yaml/*.yml, or - for stdin).
+    #[command(
+        after_help = "Examples:\n  ms apply -f manifests/examples/launch-configuration.yaml -f manifests/examples/autoscaling-group.yaml\n  ms apply -f manifests/ --dry-run\n  ms apply -f manifests/ --wait --timeout 5m     # until Ready; exit 1 at once on Degraded\n  cat web.yaml | ms apply -f -"
+    )]
     Apply(apply_cmd::ApplyArgs),
     /// List objects: asgs, lcs, policies, instances, instancetypes, problems.
     Get(get::GetArgs),
+    /// Check manifest files offline, as the controller would load them (for CI; no controller).
+    Validate(validate::ValidateArgs),
+    /// Show what applying files would change, field by field, and what the controller would do.
+    Diff(diff::DiffArgs),
+    /// Wait until groups are Ready (converged), Degraded, or deleted.
+    Wait(wait::WaitArgs),
+    /// Print the output of an instance, or of every instance of a group (asg/NAME).
+    Logs(logs::LogsArgs),
+    /// Run a command in an instance, on its zone's engine.
+    Exec(logs::ExecArgs),
+    /// Print a shell completion script: `ms completion bash|zsh|fish`.
+    Completion(completion::CompletionArgs),
+    /// Write man pages (one per subcommand) into a directory, or print `ms.1` to stdout.
+    Man(completion::ManArgs),
     /// Show one autoscaling group in detail: source, conditions, instances, activities, errors.
     Describe(describe::DescribeArgs),
     /// Delete objects named in manifest files (-f), or one object by kind and name.
+    #[command(
+        after_help = "Examples:\n  ms delete asg web\n  ms delete -f web.yaml\n  ms delete lc web -n shop"
+    )]
     Delete(change::DeleteArgs),
     /// Set the desired capacity of an autoscaling group (written into its manifest).
+    #[command(
+        after_help = "Examples:\n  ms scale asg web --desired 3\n  ms scale asg web --desired 0 -n shop"
+    )]
     Scale(change::ScaleArgs),
     /// Start an autoscaling group (state: Started in its manifest).
+    #[command(after_help = "Examples:\n  ms start asg web")]
     Start(change::GroupArgs),
     /// Stop an autoscaling group: it keeps its definition and runs no instance (state: Stopped).
+    #[command(
+        after_help = "Examples:\n  ms stop asg web\n  ms stop asg web -n shop && ms wait asg/web -n shop --for=condition=Ready"
+    )]
     Stop(change::GroupArgs),
     /// Push a metric value for a group (for policies with `pushedMetric`).
+    #[command(
+        after_help = "Examples:\n  ms push-metric workers queue_depth 1000\n  ms push-metric workers queue_depth 0 -n shop"
+    )]
     PushMetric(autoscale_cmd::PushMetricArgs),
     /// Show CPU and memory of instances: `ms top instances [GROUP]`.
+    #[command(after_help = "Examples:\n  ms top instances\n  ms top instances web -n shop")]
     Top(autoscale_cmd::TopArgs),
     /// Replay a CSV metric trace through policies and print the capacity timeline (local).
+    #[command(
+        after_help = "Examples:\n  ms simulate -f manifests/examples/target-tracking-policy.yaml --metrics manifests/examples/cpu-trace.csv\n  ms simulate -f policy.yaml --metrics trace.csv --group-file web-group.yaml --all"
+    )]
     Simulate(autoscale_cmd::SimulateArgs),
     /// Git checkouts as the watched directory: `ms gitops init DIR` hides status blocks from git.
+    #[command(after_help = "Examples:\n  ms gitops init /srv/checkout/manifests")]
     Gitops(gitops_cmd::GitopsArgs),
     /// Copy stdin to stdout without the status blocks of groups (git's clean filter; local).
+    #[command(after_help = "Examples:\n  ms strip-status < web.yaml > web.clean.yaml")]
     StripStatus,
 }
 
@@ -111,14 +174,17 @@ enum Command {
 #[derive(Debug, Args)]
 struct ControllerArgs {
     /// Manifest directory to watch (overrides the configuration file).
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", env = "MS_DIR")]
     dir: Option<PathBuf>,
     /// Listen address of the API (default 127.0.0.1:56785).
-    #[arg(long, value_name = "ADDR")]
+    #[arg(long, value_name = "ADDR", env = "MS_LISTEN")]
     listen: Option<SocketAddr>,
     /// Configuration file (zones, tokens, periods).
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", env = "MS_CONFIG")]
     config: Option<PathBuf>,
+    /// Log lines as text or as JSON objects (one per line, for log shippers).
+    #[arg(long, value_enum, default_value = "text", env = "MS_LOG_FORMAT")]
+    log_format: LogFormat,
     /// Confirm in advance deletions that look like accidents: an emptied directory, a whole
     /// namespace or most groups gone at once (otherwise held until `ms delete` confirms them).
     #[arg(long)]
@@ -135,21 +201,51 @@ struct ControllerArgs {
     standby: bool,
 }
 
+/// `--log-format` of the controller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines; coloured only when stderr is a terminal (and NO_COLOR is unset).
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
 /// Output format of `ms get`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub(crate) enum Output {
     #[default]
     Table,
     Wide,
     Yaml,
     Json,
+    /// `kind/name` per line.
+    Name,
+    /// `jsonpath=TEMPLATE` (kubectl's JSONPath subset, see `cli::jsonpath`).
+    JsonPath(jsonpath::Template),
+}
+
+/// Parses `-o`: table, wide, yaml, json, name, jsonpath=TEMPLATE.
+pub(crate) fn parse_output(s: &str) -> Result<Output, String> {
+    if let Some(t) = s.strip_prefix("jsonpath=") {
+        return jsonpath::Template::parse(t).map(Output::JsonPath);
+    }
+    match s {
+        "table" => Ok(Output::Table),
+        "wide" => Ok(Output::Wide),
+        "yaml" => Ok(Output::Yaml),
+        "json" => Ok(Output::Json),
+        "name" => Ok(Output::Name),
+        _ => Err(format!(
+            "`{s}`: use table, wide, yaml, json, name or jsonpath=TEMPLATE"
+        )),
+    }
 }
 
 /// Namespace selection shared by client commands.
 #[derive(Debug, Clone, Args)]
 pub(crate) struct NamespaceArgs {
-    /// Namespace.
-    #[arg(short = 'n', long, default_value = "default")]
+    /// Namespace (default: $MS_NAMESPACE, else the one stored by `ms login`, else `default`).
+    #[arg(short = 'n', long, env = "MS_NAMESPACE", default_value = "default")]
     pub namespace: String,
 }
 
@@ -191,6 +287,20 @@ pub(crate) enum Failure {
         errors: Vec<crate::manifest::ManifestError>,
         summary: String,
     },
+    /// One line, and this exit status instead of 1 (2: usage, as clap's own usage errors).
+    Code(u8, String),
+    /// Nothing more to print (the command said it all); this exit status (`ms diff`: 1).
+    Quiet(u8),
+}
+
+impl Failure {
+    /// The exit status of this failure.
+    pub(crate) fn exit_code(&self) -> u8 {
+        match self {
+            Failure::Code(c, _) | Failure::Quiet(c) => *c,
+            _ => 1,
+        }
+    }
 }
 
 impl From<ClientError> for Failure {
@@ -238,7 +348,8 @@ pub(crate) fn manifest_summary(
 /// Prints a failure to stderr.
 pub(crate) fn report(f: &Failure) {
     match f {
-        Failure::Message(m) => eprintln!("error: {m}"),
+        Failure::Message(m) | Failure::Code(_, m) => eprintln!("error: {m}"),
+        Failure::Quiet(_) => {}
         Failure::Manifest { errors, summary } => {
             for e in errors {
                 eprintln!("{e}");
@@ -250,6 +361,13 @@ pub(crate) fn report(f: &Failure) {
 
 /// Entry point of the `ms` binary.
 pub fn main() -> ExitCode {
+    // The namespace stored by `ms login` is the default of every `-n` (through the variable
+    // clap reads), below an explicit MS_NAMESPACE.
+    if std::env::var_os("MS_NAMESPACE").is_none() {
+        if let Some(ns) = Login::load().namespace.filter(|n| !n.is_empty()) {
+            std::env::set_var("MS_NAMESPACE", ns);
+        }
+    }
     let cli = Cli::parse();
     crate::util::crypto::install_provider();
     let _ = CERTIFICATE_AUTHORITY.set(cli.certificate_authority.clone());
@@ -258,6 +376,9 @@ pub fn main() -> ExitCode {
         Command::Simulate(args) => autoscale_cmd::simulate(args),
         Command::Gitops(args) => gitops_cmd::run(args),
         Command::StripStatus => gitops_cmd::strip_status(),
+        Command::Validate(args) => validate::run(args),
+        Command::Completion(args) => completion::completion(args),
+        Command::Man(args) => completion::man(args),
         command => {
             let runtime = match tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -276,7 +397,10 @@ pub fn main() -> ExitCode {
                     Command::Controller(_)
                     | Command::Simulate(_)
                     | Command::Gitops(_)
-                    | Command::StripStatus => {
+                    | Command::StripStatus
+                    | Command::Validate(_)
+                    | Command::Completion(_)
+                    | Command::Man(_) => {
                         unreachable!("handled above")
                     }
                     Command::Login(a) => {
@@ -298,6 +422,10 @@ pub fn main() -> ExitCode {
                         autoscale_cmd::push_metric(client(server, token), a).await
                     }
                     Command::Top(a) => autoscale_cmd::top(client(server, token), a).await,
+                    Command::Diff(a) => diff::run(client(server, token), a).await,
+                    Command::Wait(a) => wait::run(client(server, token), a).await,
+                    Command::Logs(a) => logs::logs(client(server, token), a).await,
+                    Command::Exec(a) => logs::exec(client(server, token), a).await,
                 }
             })
         }
@@ -306,19 +434,35 @@ pub fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
             report(&f);
-            ExitCode::FAILURE
+            ExitCode::from(f.exit_code())
         }
     }
 }
 
 fn run_controller(args: ControllerArgs) -> CmdResult {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .try_init();
+    use std::io::IsTerminal;
+    let filter = || {
+        tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
+    };
+    // Colour codes only for a person at a terminal: never in a redirected log file or journal.
+    let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    let _ = match args.log_format {
+        LogFormat::Text => tracing_subscriber::fmt()
+            .with_env_filter(filter())
+            .with_ansi(colour)
+            .with_writer(std::io::stderr)
+            .try_init(),
+        LogFormat::Json => tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter())
+            .with_writer(std::io::stderr)
+            .try_init(),
+    };
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        "microscaler controller starting"
+    );
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -361,7 +505,45 @@ mod tests {
     }
 
     #[test]
-    fn namespace_and_all_namespaces_conflict() {
-        assert!(Cli::try_parse_from(["ms", "get", "asgs", "-A", "-n", "x"]).is_err());
+    fn namespace_and_all_namespaces_conflict_only_when_both_are_typed() {
+        let argv = |a: &[&str]| {
+            a.iter()
+                .map(|s| s.to_string())
+                .collect::<Vec<_>>()
+                .into_iter()
+        };
+        assert!(get::namespace_on_command_line(argv(&[
+            "ms", "get", "asgs", "-A", "-n", "x"
+        ])));
+        assert!(get::namespace_on_command_line(argv(&[
+            "ms", "get", "asgs", "-nx", "-A"
+        ])));
+        assert!(get::namespace_on_command_line(argv(&[
+            "ms",
+            "get",
+            "-A",
+            "--namespace=x"
+        ])));
+        assert!(!get::namespace_on_command_line(argv(&[
+            "ms", "get", "asgs", "-A"
+        ])));
+    }
+
+    #[test]
+    fn output_formats_parse_kubectl_style() {
+        assert_eq!(parse_output("name").unwrap(), Output::Name);
+        assert!(matches!(
+            parse_output("jsonpath={.items[*].metadata.name}").unwrap(),
+            Output::JsonPath(_)
+        ));
+        assert!(parse_output("go-template={{.x}}").is_err());
+    }
+
+    #[test]
+    fn usage_errors_exit_2_and_failures_exit_1() {
+        let e = Cli::try_parse_from(["ms", "get"]).unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        assert_eq!(Failure::Message("x".into()).exit_code(), 1);
+        assert_eq!(Failure::Code(2, "x".into()).exit_code(), 2);
     }
 }

@@ -66,11 +66,52 @@ impl ZoneConfig {
 }
 
 /// A bearer token and the namespaces it may act on (`*` for all).
+///
+/// In the file, the token is given inline (`token:`), or better kept out of it: `tokenFile:` (a
+/// file holding the token, e.g. a systemd credential or a mounted secret; surrounding
+/// whitespace ignored) or `tokenEnv:` (the name of an environment variable holding it).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase", try_from = "TokenSource")]
 pub struct TokenConfig {
     pub token: String,
     pub namespaces: Vec<String>,
+}
+
+/// A token entry as written in the configuration file.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct TokenSource {
+    token: Option<String>,
+    token_file: Option<PathBuf>,
+    token_env: Option<String>,
+    namespaces: Vec<String>,
+}
+
+impl TryFrom<TokenSource> for TokenConfig {
+    type Error = String;
+
+    fn try_from(s: TokenSource) -> Result<Self, Self::Error> {
+        let token = match (s.token, s.token_file, s.token_env) {
+            (Some(t), None, None) => t,
+            (None, Some(f), None) => std::fs::read_to_string(&f)
+                .map_err(|e| format!("tokenFile {}: {e}", f.display()))?
+                .trim()
+                .to_string(),
+            (None, None, Some(v)) => std::env::var(&v)
+                .map_err(|_| format!("tokenEnv {v}: the environment variable is not set"))?
+                .trim()
+                .to_string(),
+            _ => {
+                return Err(
+                    "give each token exactly one of `token`, `tokenFile` or `tokenEnv`".into(),
+                )
+            }
+        };
+        Ok(TokenConfig {
+            token,
+            namespaces: s.namespaces,
+        })
+    }
 }
 
 impl TokenConfig {
@@ -455,6 +496,31 @@ mod tests {
         assert!(err.contains("without TLS"), "{err}");
         c.insecure_listen = true;
         c.validate().unwrap();
+    }
+
+    #[test]
+    fn tokens_come_from_a_file_or_the_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("token");
+        std::fs::write(&file, "0123456789abcdef0123\n").unwrap();
+        std::env::set_var("MS_TEST_TOKEN_14", "fedcba9876543210fedc");
+        let yaml = format!(
+            "tokens:\n  - tokenFile: {}\n    namespaces: [a]\n  - tokenEnv: MS_TEST_TOKEN_14\n    namespaces: [b]\n",
+            file.display()
+        );
+        let c: Config = serde_yaml_ng::from_str(&yaml).unwrap();
+        assert_eq!(c.tokens[0].token, "0123456789abcdef0123");
+        assert_eq!(c.tokens[1].token, "fedcba9876543210fedc");
+        let both = "tokens:\n  - token: x\n    tokenEnv: Y\n    namespaces: [a]\n";
+        let err = serde_yaml_ng::from_str::<Config>(both)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("exactly one of"), "{err}");
+        let missing = "tokens:\n  - tokenEnv: MS_TEST_NOT_SET_14\n    namespaces: [a]\n";
+        let err = serde_yaml_ng::from_str::<Config>(missing)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("MS_TEST_NOT_SET_14"), "{err}");
     }
 
     #[test]

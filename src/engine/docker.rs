@@ -733,6 +733,112 @@ impl Engine for DockerEngine {
     }
 }
 
+/// Which stream of a container a chunk of output came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputStream {
+    Stdout,
+    Stderr,
+}
+
+/// Output of a container or of a command run in it, chunk by chunk as the engine sends it.
+pub type Output = BoxStream<'static, Result<(OutputStream, bytes::Bytes)>>;
+
+fn output_chunk(
+    host: &str,
+    item: std::result::Result<bollard::container::LogOutput, BollardError>,
+) -> Result<(OutputStream, bytes::Bytes)> {
+    use bollard::container::LogOutput;
+    match item {
+        Ok(LogOutput::StdErr { message }) => Ok((OutputStream::Stderr, message)),
+        Ok(LogOutput::StdOut { message } | LogOutput::Console { message }) => {
+            Ok((OutputStream::Stdout, message))
+        }
+        Ok(LogOutput::StdIn { message }) => Ok((OutputStream::Stdout, message)),
+        Err(e) => Err(with_host(classify(e), host)),
+    }
+}
+
+/// Reading output and running commands, for `ms logs` and `ms exec` (not part of [`Engine`]:
+/// the reconciler never needs them).
+impl DockerEngine {
+    /// The output of container `id`: the last `tail` lines (all when `None`), only what was
+    /// written at or after `since` (Unix seconds), and, with `follow`, everything it writes
+    /// until it stops.
+    pub fn output(
+        &self,
+        id: &str,
+        follow: bool,
+        since: Option<i64>,
+        tail: Option<usize>,
+    ) -> Output {
+        let mut options = LogsOptionsBuilder::default()
+            .stdout(true)
+            .stderr(true)
+            .follow(follow)
+            .tail(&tail.map_or_else(|| "all".to_string(), |n| n.to_string()));
+        if let Some(s) = since {
+            options = options.since(i32::try_from(s).unwrap_or(i32::MAX));
+        }
+        let host = self.host.clone();
+        self.docker
+            .logs(id, Some(options.build()))
+            .map(move |item| output_chunk(&host, item))
+            .boxed()
+    }
+
+    /// Runs `cmd` in container `id` (no terminal, no input); returns the exec id (for
+    /// [`DockerEngine::exec_exit_code`]) and its output.
+    ///
+    /// # Errors
+    /// [`EngineError::NotFound`] when the container is gone; others as classified.
+    pub async fn exec(&self, id: &str, cmd: Vec<String>) -> Result<(String, Output)> {
+        use bollard::exec::{CreateExecOptions, StartExecResults};
+        let created = self
+            .docker
+            .create_exec(
+                id,
+                CreateExecOptions {
+                    attach_stdout: Some(true),
+                    attach_stderr: Some(true),
+                    cmd: Some(cmd),
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|e| with_host(classify(e), &self.host))?;
+        let started = self
+            .docker
+            .start_exec(&created.id, None)
+            .await
+            .map_err(|e| with_host(classify(e), &self.host))?;
+        let host = self.host.clone();
+        match started {
+            StartExecResults::Attached { output, .. } => Ok((
+                created.id,
+                output.map(move |item| output_chunk(&host, item)).boxed(),
+            )),
+            StartExecResults::Detached => Ok((created.id, futures::stream::empty().boxed())),
+        }
+    }
+
+    /// The exit code of a finished exec (`None` while it runs).
+    ///
+    /// # Errors
+    /// As classified.
+    pub async fn exec_exit_code(&self, exec_id: &str) -> Result<Option<i64>> {
+        let r = self
+            .docker
+            .inspect_exec(exec_id)
+            .await
+            .map_err(|e| with_host(classify(e), &self.host))?;
+        Ok(if r.running == Some(true) {
+            None
+        } else {
+            r.exit_code
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

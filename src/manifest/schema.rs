@@ -12,7 +12,7 @@ use super::types::{AutoScalingGroup, Kind, LaunchConfiguration, ScalingPolicy, A
 use super::validate::{MAX_GROUP_SIZE, MIN_MEMORY_MIB};
 
 /// `(file name, pretty JSON)` for each kind's schema, as committed under `schema/`
-/// (`cargo run --bin gen-schema` rewrites them).
+/// (`cargo run --example gen-schema` rewrites them).
 pub fn schemas() -> Vec<(&'static str, String)> {
     vec![
         (

@@ -8,6 +8,7 @@
 //! directory watcher (it reads the desired state to know which file holds which group) and below
 //! the autoscaler and the reconciler, which publish into it.
 
+pub mod activity_log;
 pub mod sync;
 
 use std::collections::BTreeMap;

@@ -201,6 +201,7 @@ impl StatusSync {
             return;
         }
         let block: Arc<str> = Arc::from(files::render_status(&status));
+        super::activity_log::log_new(key, map.get(key), &status);
         map.insert(key.clone(), status);
         drop(map);
         self.blocks.locked().insert(key.clone(), block);

@@ -569,7 +569,8 @@ fn a_typo_in_a_running_groups_manifest_is_reported_and_scales_nothing() {
     assert_eq!(rows.len(), 1, "one problem expected: {rows:?}");
     assert_eq!(rows[0]["LOCATION"], location);
     let json = ms(&ctl, &["get", "problems", "-o", "json"]);
-    let items: Value = serde_json::from_str(json.ok()).expect("problems parse as JSON");
+    let list: Value = serde_json::from_str(json.ok()).expect("problems parse as JSON");
+    let items = &list["items"];
     assert_eq!(items[0]["column"], 3, "{items}");
 
     // `ms describe` and `ms get asgs` show `file:line:col: field: message`.
@@ -1184,7 +1185,8 @@ fn health_instance_types_output_formats_and_an_unreachable_controller() {
 
     let run = ms(&ctl, &["get", "asgs", "-n", &ns.name, "-o", "json"]);
     let json: Value = serde_json::from_str(run.ok()).expect("-o json parses");
-    let items = json.as_array().expect("a JSON array");
+    assert_eq!(json["kind"], "List", "a list object, as kubectl's");
+    let items = json["items"].as_array().expect("a JSON array of items");
     assert_eq!(items.len(), 1);
     assert_eq!(items[0]["metadata"]["name"], "web");
     assert_eq!(items[0]["spec"]["desiredCapacity"], 1);

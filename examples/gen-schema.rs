@@ -1,4 +1,4 @@
-//! Writes the manifest JSON Schemas into `schema/` (run `cargo run --bin gen-schema` after changing the types).
+//! Writes the manifest JSON Schemas into `schema/` (run `cargo run --example gen-schema` after changing the types).
 
 use std::path::PathBuf;
 
