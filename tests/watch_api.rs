@@ -331,6 +331,7 @@ async fn measure_the_cost_of_an_idle_watch() {
             100.0 * used.as_secs_f64() / t0.elapsed().as_secs_f64()
         );
         drop(rx);
+        microscaler::util::crypto::install_provider();
         let http = reqwest::Client::new();
         let t = Instant::now();
         let mut bytes = 0;
