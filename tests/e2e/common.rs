@@ -791,3 +791,20 @@ pub fn snapshot_files(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
     walk(dir, &mut out);
     out
 }
+
+/// A launch configuration and a group of `sleep 3600` containers (stop grace 0 s) in namespace
+/// `ns`; `lc_extra` and `group_extra` are lines added to each spec (2-space indented by the
+/// caller). The manifest most e2e tests start from.
+pub fn sleepers(ns: &str, desired: u32, max: u32, lc_extra: &str, group_extra: &str) -> String {
+    format!(
+        "apiVersion: microscaler.io/v1\n\
+         kind: LaunchConfiguration\n\
+         metadata:\n  name: web\n  namespace: {ns}\n\
+         spec:\n  image: {TEST_IMAGE}\n  command: [\"sleep\", \"3600\"]\n  stopGracePeriod: 0s\n{lc_extra}\
+         ---\n\
+         apiVersion: microscaler.io/v1\n\
+         kind: AutoScalingGroup\n\
+         metadata:\n  name: web\n  namespace: {ns}\n\
+         spec:\n  launchConfiguration: web\n  minSize: 0\n  maxSize: {max}\n  desiredCapacity: {desired}\n{group_extra}"
+    )
+}

@@ -6,22 +6,6 @@ use std::time::{Duration, Instant};
 
 use crate::common::*;
 
-/// A launch configuration and a group in namespace `ns`. `lc_extra` and `group_extra` are
-/// lines added to each spec (2-space indented by the caller).
-fn manifests(ns: &str, desired: u32, max: u32, lc_extra: &str, group_extra: &str) -> String {
-    format!(
-        "apiVersion: microscaler.io/v1\n\
-         kind: LaunchConfiguration\n\
-         metadata:\n  name: web\n  namespace: {ns}\n\
-         spec:\n  image: {TEST_IMAGE}\n  command: [\"sleep\", \"3600\"]\n  stopGracePeriod: 0s\n{lc_extra}\
-         ---\n\
-         apiVersion: microscaler.io/v1\n\
-         kind: AutoScalingGroup\n\
-         metadata:\n  name: web\n  namespace: {ns}\n\
-         spec:\n  launchConfiguration: web\n  minSize: 0\n  maxSize: {max}\n  desiredCapacity: {desired}\n{group_extra}"
-    )
-}
-
 fn running_on(host: &str, ns: &TestNs) -> Vec<DockerContainer> {
     containers_on(host, &ns.name)
         .into_iter()
@@ -74,7 +58,7 @@ fn the_original_health_manager_scenarios_pass() {
     let ns = TestNs::new();
     let mut ctl = Controller::start();
     ctl.wait_ready();
-    let file = ctl.write_manifest("web.yaml", &manifests(&ns.name, 1, 5, "", ""));
+    let file = ctl.write_manifest("web.yaml", &sleepers(&ns.name, 1, 5, "", ""));
 
     // Start a group of 1 and see it running, with the ownership labels users can filter on.
     expect(&ctl, &ns, "1 running", Duration::from_secs(15), || {
@@ -210,7 +194,7 @@ fn a_controller_killed_mid_scale_out_converges_to_exactly_the_desired_count() {
     let ns = TestNs::new();
     let mut ctl = Controller::start();
     ctl.wait_ready();
-    ctl.write_manifest("web.yaml", &manifests(&ns.name, 30, 40, "", ""));
+    ctl.write_manifest("web.yaml", &sleepers(&ns.name, 30, 40, "", ""));
     expect(
         &ctl,
         &ns,
@@ -263,7 +247,7 @@ fn a_restarted_dockerd_is_reconnected_and_converged_without_restarting_the_contr
         ..Default::default()
     });
     ctl.wait_ready();
-    ctl.write_manifest("web.yaml", &manifests(&ns.name, 2, 5, "", ""));
+    ctl.write_manifest("web.yaml", &sleepers(&ns.name, 2, 5, "", ""));
     expect(&ctl, &ns, "2 running on b", Duration::from_secs(15), || {
         running_on(&host_b, &ns).len() == 2
     });
@@ -300,7 +284,7 @@ fn zones_are_balanced_made_up_when_one_is_down_and_rebalanced_when_it_returns() 
     let mut ctl = Controller::start_with(ControllerOptions::two_zones());
     ctl.wait_ready();
     let zones = "  availabilityZones: [a, b]\n";
-    ctl.write_manifest("web.yaml", &manifests(&ns.name, 4, 4, "", zones));
+    ctl.write_manifest("web.yaml", &sleepers(&ns.name, 4, 4, "", zones));
     expect(&ctl, &ns, "2 + 2", Duration::from_secs(20), || {
         running_on(&host_a, &ns).len() == 2 && running_on(&host_b, &ns).len() == 2
     });
@@ -343,7 +327,7 @@ fn zones_are_balanced_made_up_when_one_is_down_and_rebalanced_when_it_returns() 
     // Removing zone b from the group moves its instances to a.
     ctl.write_manifest(
         "web.yaml",
-        &manifests(&ns.name, 4, 4, "", "  availabilityZones: [a]\n"),
+        &sleepers(&ns.name, 4, 4, "", "  availabilityZones: [a]\n"),
     );
     expect(
         &ctl,
@@ -361,12 +345,12 @@ fn a_launch_configuration_change_rolls_out_without_losing_capacity() {
     ctl.wait_ready();
     let v1 = "  env:\n    VERSION: \"1\"\n";
     let v2 = "  env:\n    VERSION: \"2\"\n";
-    ctl.write_manifest("web.yaml", &manifests(&ns.name, 3, 5, v1, ""));
+    ctl.write_manifest("web.yaml", &sleepers(&ns.name, 3, 5, v1, ""));
     expect(&ctl, &ns, "3 running v1", Duration::from_secs(15), || {
         running(&ns).len() == 3
     });
     let old = ids(&running(&ns));
-    ctl.write_manifest("web.yaml", &manifests(&ns.name, 3, 5, v2, ""));
+    ctl.write_manifest("web.yaml", &sleepers(&ns.name, 3, 5, v2, ""));
     let deadline = Instant::now() + Duration::from_secs(40);
     let mut max_seen = 0;
     loop {
@@ -410,7 +394,7 @@ fn a_missing_image_and_a_crashing_container_are_contained_and_explained() {
     ctl.wait_ready();
     // A missing image: Degraded with the engine's own error, nothing created.
     let missing =
-        manifests(&ns.name, 3, 5, "", "").replace(TEST_IMAGE, "microscaler/does-not-exist:1");
+        sleepers(&ns.name, 3, 5, "", "").replace(TEST_IMAGE, "microscaler/does-not-exist:1");
     ctl.write_manifest("web.yaml", &missing);
     expect(
         &ctl,
@@ -426,7 +410,7 @@ fn a_missing_image_and_a_crashing_container_are_contained_and_explained() {
     assert!(containers(&ns).is_empty());
 
     // A container that exits at once: slow start + backoff, Degraded with exit code and log.
-    let crash = manifests(&ns.name, 3, 5, "", "").replace(
+    let crash = sleepers(&ns.name, 3, 5, "", "").replace(
         "command: [\"sleep\", \"3600\"]",
         "command: [\"sh\", \"-c\", \"echo boom-from-the-app; exit 3\"]",
     );

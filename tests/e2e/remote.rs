@@ -13,16 +13,12 @@ use crate::common::*;
 use crate::remote_engine::TlsEngine;
 
 fn group(ns: &str, zone: &str, desired: u32) -> String {
-    format!(
-        "apiVersion: microscaler.io/v1\n\
-         kind: LaunchConfiguration\n\
-         metadata:\n  name: web\n  namespace: {ns}\n\
-         spec:\n  image: {TEST_IMAGE}\n  command: [\"sleep\", \"3600\"]\n  stopGracePeriod: 0s\n\
-         ---\n\
-         apiVersion: microscaler.io/v1\n\
-         kind: AutoScalingGroup\n\
-         metadata:\n  name: web\n  namespace: {ns}\n\
-         spec:\n  launchConfiguration: web\n  minSize: 0\n  maxSize: 4\n  desiredCapacity: {desired}\n  availabilityZones: [{zone}]\n"
+    sleepers(
+        ns,
+        desired,
+        4,
+        "",
+        &format!("  availabilityZones: [{zone}]\n"),
     )
 }
 

@@ -9,17 +9,7 @@ use crate::common::*;
 const DESIRED: usize = 10;
 
 fn group(ns: &str) -> String {
-    format!(
-        "apiVersion: microscaler.io/v1\n\
-         kind: LaunchConfiguration\n\
-         metadata:\n  name: web\n  namespace: {ns}\n\
-         spec:\n  image: {TEST_IMAGE}\n  command: [\"sleep\", \"3600\"]\n  stopGracePeriod: 0s\n\
-         ---\n\
-         apiVersion: microscaler.io/v1\n\
-         kind: AutoScalingGroup\n\
-         metadata:\n  name: web\n  namespace: {ns}\n\
-         spec:\n  launchConfiguration: web\n  minSize: 0\n  maxSize: {DESIRED}\n  desiredCapacity: {DESIRED}\n"
-    )
+    sleepers(ns, DESIRED as u32, DESIRED as u32, "", "")
 }
 
 fn wait_log(ctl: &Controller, needle: &str, timeout: Duration) -> bool {
