@@ -463,12 +463,7 @@ async fn observe_once(
     };
     // Subscribe before listing so nothing that happens in between is missed.
     let mut events = engine.events(&managed_filter()).await?;
-    let started = Instant::now();
-    let list = tokio::time::timeout(Duration::from_secs(10), engine.list(&managed_filter()))
-        .await
-        .map_err(|_| crate::engine::EngineError::Unreachable("list timed out".into()))??;
-    zone.apply_list(started, list);
-    zone.touch();
+    relist(zone, engine.as_ref()).await?;
     if zone.set_reach(Reach::Reachable) {
         info!(zone = %zone.name, containers = zone.len(), "zone reachable");
     }
@@ -487,17 +482,24 @@ async fn observe_once(
                 None => return Ok(()),
             },
             _ = tick.tick() => {
-                let started = Instant::now();
-                let list = tokio::time::timeout(Duration::from_secs(10), engine.list(&managed_filter()))
-                    .await
-                    .map_err(|_| crate::engine::EngineError::Unreachable("list timed out".into()))??;
-                zone.apply_list(started, list);
-                zone.touch();
+                relist(zone, engine.as_ref()).await?;
                 enqueue_all(zone);
             }
             _ = shutdown.cancelled() => return Ok(()),
         }
     }
+}
+
+/// Lists the zone's managed containers (bounded by 10 s: a hung engine must not hold the
+/// observer) and makes the list the zone's truth, as of when it was asked for.
+async fn relist(zone: &Zone, engine: &dyn Engine) -> crate::engine::Result<()> {
+    let started = Instant::now();
+    let list = tokio::time::timeout(Duration::from_secs(10), engine.list(&managed_filter()))
+        .await
+        .map_err(|_| crate::engine::EngineError::Unreachable("list timed out".into()))??;
+    zone.apply_list(started, list);
+    zone.touch();
+    Ok(())
 }
 
 #[cfg(test)]
