@@ -528,6 +528,7 @@ async fn the_cli_lists_describes_and_reports_errors_one_line_each() {
                 started_at: None,
                 ports: vec![],
                 up_to_date: true,
+                image_id: None,
             }],
             ..GroupStatus::default()
         },

@@ -159,6 +159,7 @@ async fn a_status_change_is_a_modified_group_and_its_instances_come_and_go() {
         started_at: None,
         ports: vec![],
         up_to_date: true,
+        image_id: None,
     };
     let publish = |names: &[&str]| {
         h.api.status.write_locked().insert(
@@ -295,6 +296,7 @@ async fn measure_the_cost_of_an_idle_watch() {
                         started_at: Some(chrono::Utc::now()),
                         ports: vec!["127.0.0.1:30000->80/tcp".into()],
                         up_to_date: true,
+                        image_id: None,
                     })
                     .collect();
                 board.insert(

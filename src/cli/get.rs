@@ -645,7 +645,7 @@ fn instances(items: &[Value], wide: bool, all: bool, now: DateTime<Utc>) -> Tabl
         if !all {
             h.push("NAMESPACE");
         }
-        h.extend(["CPU", "MEM"]);
+        h.extend(["CPU", "MEM", "IMAGE-ID"]);
     }
     let mut t = Table::new(&h);
     for i in items {
@@ -678,11 +678,23 @@ fn instances(items: &[Value], wide: bool, all: bool, now: DateTime<Utc>) -> Tabl
                 .get("metrics")
                 .and_then(|m| Some((m.get(0)?.as_str()?, m.get(1)?.as_str()?)))
                 .unwrap_or(("-", "-"));
-            row.extend([cpu.to_string(), mem.to_string()]);
+            row.extend([cpu.to_string(), mem.to_string(), image_id(i)]);
         }
         t.row(row);
     }
     t
+}
+
+/// The image an instance runs, as `docker images` shows an ID: `sha256:` and 12 hex digits
+/// (`-` when the engine has not said yet).
+fn image_id(i: &Value) -> String {
+    match i.get("imageId").and_then(Value::as_str) {
+        Some(id) => {
+            let hex = id.strip_prefix("sha256:").unwrap_or(id);
+            format!("sha256:{}", &hex[..hex.len().min(12)])
+        }
+        None => "-".into(),
+    }
 }
 
 fn types(items: &[Value]) -> Table {

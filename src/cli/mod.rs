@@ -41,7 +41,7 @@ Output (stable; scripts should prefer `-o json`):
   ms get lcs             NAME IMAGE INSTANCE-TYPE CPUS MEMORY AGE
   ms get policies        NAME GROUP TYPE METRIC RULE
   ms get instances       NAME GROUP ZONE STATE CONTAINER PORTS AGE
-                         (wide adds UP-TO-DATE NAMESPACE CPU MEM)
+                         (wide adds UP-TO-DATE NAMESPACE CPU MEM IMAGE-ID)
   ms top instances       NAME GROUP ZONE CPU% MEMORY MEM%
   ms get instancetypes   NAME CPUS MEMORY(MiB)
   ms get problems        LOCATION (file:line:col) FIELD MESSAGE

@@ -19,6 +19,8 @@ use std::sync::Arc;
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
+use crate::util::unpoisoned::LockExt;
+
 use async_trait::async_trait;
 use bollard::errors::Error as BollardError;
 use bollard::models::{
@@ -85,6 +87,9 @@ pub struct DockerEngine {
     pulls: Arc<pull::Pulls>,
     /// Registry credentials for pulls (anonymous when `None`).
     auth: Option<Arc<dyn pull::RegistryAuth>>,
+    /// Image IDs by reference, for the launch hot path (one image inspect per reference, not
+    /// per launch); a pull of the reference forgets it, since the tag may have moved.
+    image_ids: Arc<std::sync::Mutex<HashMap<String, String>>>,
 }
 
 impl DockerEngine {
@@ -141,6 +146,7 @@ impl DockerEngine {
             host_cpus,
             pulls: Arc::default(),
             auth: None,
+            image_ids: Arc::default(),
         })
     }
 
@@ -163,9 +169,25 @@ impl DockerEngine {
                 .map_err(|e| EngineError::Other(format!("cannot pull `{}`: {e}", spec.image)))?,
             None => None,
         };
-        self.pulls
+        let pulled = self
+            .pulls
             .pull(&self.docker, &self.host, &spec.image, credentials)
-            .await
+            .await;
+        self.image_ids.locked().remove(&spec.image);
+        pulled
+    }
+
+    /// The ID of the image `reference` names on this engine (cached); `None` if the engine
+    /// does not say (the next list fills it in).
+    async fn image_id(&self, reference: &str) -> Option<String> {
+        if let Some(id) = self.image_ids.locked().get(reference) {
+            return Some(id.clone());
+        }
+        let id = self.docker.inspect_image(reference).await.ok()?.id?;
+        self.image_ids
+            .locked()
+            .insert(reference.to_string(), id.clone());
+        Some(id)
     }
 
     /// Imports [`MARKER_IMAGE`] (an empty tar archive) unless the engine has it.
@@ -324,6 +346,7 @@ fn observed_from_summary(c: ContainerSummary) -> Observed {
         started_at: None,
         ports,
         exit_code: None,
+        image_id: c.image_id.filter(|i| !i.is_empty()),
     }
 }
 
@@ -386,6 +409,7 @@ fn observed_from_inspect(c: ContainerInspectResponse) -> Observed {
         } else {
             None
         },
+        image_id: c.image.filter(|i| !i.is_empty()),
     }
 }
 
@@ -553,6 +577,7 @@ impl Engine for DockerEngine {
             return self.inspect(&created.id).await;
         }
         // The hot path (self-heal): no second round trip, we know what we just created.
+        let image_id = self.image_id(&spec.image).await;
         let now = Utc::now();
         Ok(Observed {
             id: created.id,
@@ -564,6 +589,7 @@ impl Engine for DockerEngine {
             started_at: Some(now),
             ports: Vec::new(),
             exit_code: None,
+            image_id,
         })
     }
 

@@ -385,6 +385,7 @@ impl MemoryEngine {
             started_at: Some(created),
             ports: Vec::new(),
             exit_code: None,
+            image_id: None,
         };
         s.containers.insert(
             id.clone(),
@@ -557,6 +558,7 @@ impl Engine for MemoryEngine {
                 started_at: None,
                 ports,
                 exit_code: None,
+                image_id: None,
             };
             s.emit(EventKind::Create, &observed);
             s.containers.insert(
@@ -681,6 +683,7 @@ impl Engine for MemoryEngine {
             started_at: None,
             ports: Vec::new(),
             exit_code: None,
+            image_id: None,
         };
         s.containers.insert(
             id,

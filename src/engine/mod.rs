@@ -139,6 +139,9 @@ pub struct Observed {
     /// Published ports as `127.0.0.1:32768->80/tcp`.
     pub ports: Vec<String>,
     pub exit_code: Option<i64>,
+    /// The image it runs, by content (`sha256:...`, Docker's image ID): the tag it was launched
+    /// from may have moved since. `None` when the engine did not say.
+    pub image_id: Option<String>,
 }
 
 /// What happened to a container, from the engine's event stream.

@@ -354,6 +354,7 @@ impl Zone {
                         started_at: None,
                         ports: Vec::new(),
                         exit_code: None,
+                        image_id: None,
                     });
                 }
                 let entry = st.containers.get_mut(&ev.id).expect("inserted above");
@@ -523,6 +524,7 @@ mod tests {
             started_at: None,
             ports: vec![],
             exit_code: None,
+            image_id: None,
         }
     }
 

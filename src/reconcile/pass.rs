@@ -342,6 +342,7 @@ impl Reconciler {
                 ports: o.ports.clone(),
                 up_to_date: o.labels.get(labels::SPEC_HASH) == Some(&target.spec_hash)
                     && target.zones.contains(zone),
+                image_id: o.image_id.clone(),
             })
             .collect();
         instances.sort_by(|a, b| a.zone.cmp(&b.zone).then(a.name.cmp(&b.name)));

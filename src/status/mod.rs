@@ -109,6 +109,9 @@ pub struct InstanceStatus {
     /// Whether it runs the current launch configuration.
     #[serde(default)]
     pub up_to_date: bool,
+    /// The image it runs, by content (`sha256:...`): which build a moving tag resolved to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_id: Option<String>,
 }
 
 /// Condition types, as in Kubernetes.

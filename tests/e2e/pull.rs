@@ -119,6 +119,21 @@ fn images_are_pulled_from_a_registry_with_the_right_credentials_and_failures_are
         (1..=2).contains(&pulls),
         "one pull per engine at most, saw {pulls}"
     );
+    // `-o wide` names the image each instance runs by content: the ID the engine pulled.
+    let id = docker(&docker_host_a())
+        .args(["image", "inspect", "-f", "{{.Id}}", &image])
+        .output()
+        .unwrap();
+    let id = String::from_utf8_lossy(&id.stdout).trim().to_string();
+    let short = format!("sha256:{}", &id.trim_start_matches("sha256:")[..12]);
+    let mut wide = String::new();
+    let shown = wait_until(Duration::from_secs(30), || {
+        let out = ctl.ms(&["get", "instances", "-n", &own.name, "-o", "wide"]);
+        wide = String::from_utf8_lossy(&out.stdout).into_owned();
+        wide.lines().next().is_some_and(|h| h.contains("IMAGE-ID"))
+            && wide.lines().skip(1).filter(|l| l.contains(&short)).count() == 3
+    });
+    assert!(shown, "every instance shows {short}:\n{wide}");
 
     wait_described(
         &ctl,

@@ -120,17 +120,30 @@ impl Pulls {
                 ))
                 .unwrap_or_default()
         );
+        let docker = docker.clone().with_timeout(PULL_TIMEOUT);
+        let (host, image) = (host.to_string(), image.to_string());
+        self.join(key, move || {
+            async move { pull_once(&docker, &host, &image, credentials).await }.boxed()
+        })
+        .await
+    }
+
+    /// Runs `start()`'s pull unless one under `key` is in flight, and waits for that one:
+    /// every caller gets the one outcome. The engine-free core of [`Pulls::pull`].
+    async fn join(
+        self: &Arc<Self>,
+        key: String,
+        start: impl FnOnce() -> BoxFuture<'static, Result<()>>,
+    ) -> Result<()> {
         let shared = {
             let mut inflight = self.inflight.locked();
             inflight
                 .entry(key.clone())
                 .or_insert_with(|| {
-                    let docker = docker.clone().with_timeout(PULL_TIMEOUT);
-                    let (host, image) = (host.to_string(), image.to_string());
                     let pulls = Arc::clone(self);
-                    let key = key.clone();
+                    let pull = start();
                     async move {
-                        let r = pull_once(&docker, &host, &image, credentials).await;
+                        let r = pull.await;
                         // Forgotten once done: the next launch after a failure asks again.
                         pulls.inflight.locked().remove(&key);
                         r
@@ -236,6 +249,76 @@ mod tests {
         assert!(!is_missing_image(&EngineError::NotFound(
             "network ms-net not found".into()
         )));
+    }
+
+    /// A fake pull that counts its starts and finishes when `release` is notified.
+    fn slow_pull(
+        starts: &Arc<std::sync::atomic::AtomicUsize>,
+        release: &Arc<tokio::sync::Notify>,
+        outcome: Result<()>,
+    ) -> impl FnOnce() -> BoxFuture<'static, Result<()>> {
+        let (starts, release) = (Arc::clone(starts), Arc::clone(release));
+        move || {
+            starts.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            async move {
+                release.notified().await;
+                outcome
+            }
+            .boxed()
+        }
+    }
+
+    #[tokio::test]
+    async fn concurrent_launches_of_one_image_share_one_pull_and_its_outcome() {
+        use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+        let pulls = Arc::new(Pulls::default());
+        let starts = Arc::new(AtomicUsize::new(0));
+        let release = Arc::new(tokio::sync::Notify::new());
+        let failed = Err(EngineError::Other(
+            "cannot pull `web:1`: manifest unknown".into(),
+        ));
+        // Five launches of one image with one set of credentials, all waiting on the pull.
+        let waiting: Vec<_> = (0..5)
+            .map(|_| {
+                let pulls = Arc::clone(&pulls);
+                let start = slow_pull(&starts, &release, failed.clone());
+                tokio::spawn(async move { pulls.join("web:1\nA".into(), start).await })
+            })
+            .collect();
+        // Another credentials hash is another pull (a refused login must not serve another's).
+        let other = {
+            let pulls = Arc::clone(&pulls);
+            let start = slow_pull(&starts, &release, Ok(()));
+            tokio::spawn(async move { pulls.join("web:1\nB".into(), start).await })
+        };
+        while pulls.inflight.locked().len() < 2 {
+            tokio::task::yield_now().await;
+        }
+        for _ in 0..100 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(starts.load(SeqCst), 2, "one pull per image and credentials");
+        release.notify_waiters();
+        for w in waiting {
+            assert_eq!(
+                format!("{:?}", w.await.unwrap()),
+                format!("{failed:?}"),
+                "every waiter sees the one outcome"
+            );
+        }
+        assert!(other.await.unwrap().is_ok());
+        // Finished pulls are forgotten: the next launch asks the registry again.
+        assert!(pulls.inflight.locked().is_empty());
+        let again = slow_pull(&starts, &release, Ok(()));
+        let next = tokio::spawn({
+            let pulls = Arc::clone(&pulls);
+            async move { pulls.join("web:1\nA".into(), again).await }
+        });
+        while starts.load(SeqCst) < 3 {
+            tokio::task::yield_now().await;
+        }
+        release.notify_waiters();
+        assert!(next.await.unwrap().is_ok());
     }
 
     #[test]
