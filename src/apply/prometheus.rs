@@ -8,6 +8,8 @@
 //!   newest [`crate::status::MAX_ACTIVITIES`] are kept): a counter moves at the scrape after the
 //!   activity, and activities that scrolled out of the status between two scrapes (more than
 //!   ten in one scrape interval) are not counted.
+//! - The reconcile, engine-call and status-write series are recorded where they happen, through
+//!   [`crate::health::telemetry::Telemetry`], and only registered here.
 //! - No token is needed (like `/healthz`): the metrics name groups and namespaces, so expose
 //!   the API port only where that is acceptable, or scrape through a proxy.
 
@@ -218,6 +220,7 @@ pub fn render(ctx: &Context, counters: &Counters) -> Result<String, std::fmt::Er
         counters.scrapes.clone(),
     );
     counters.scrapes.inc();
+    ctx.telemetry.register(&mut r);
 
     let desired = ctx.desired.borrow().clone();
     for kind in Kind::ALL {
