@@ -18,8 +18,40 @@ const BUCKETS: [f64; 14] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 60.0,
 ];
 
+fn group_labels(namespace: &str, group: &str, cause: Option<&str>) -> Labels {
+    let mut l = vec![
+        ("namespace", namespace.to_string()),
+        ("group", group.to_string()),
+    ];
+    if let Some(c) = cause {
+        l.push(("cause", cause_label(c).to_string()));
+    }
+    l
+}
+
 fn histogram() -> Histogram {
     Histogram::new(BUCKETS)
+}
+
+/// A short, bounded label for an activity's cause (the cause itself is a sentence).
+pub fn cause_label(cause: &str) -> &'static str {
+    let c = cause.to_ascii_lowercase();
+    if c.contains("rolling update") || c.contains("no longer in the group") {
+        "rollout"
+    } else if c.contains("replacing") {
+        "replace"
+    } else if c.contains("rebalanc") {
+        "rebalance"
+    } else if c.contains("started outside") {
+        "foreign"
+    } else if c.contains("desired capacity")
+        || c.contains("than desired")
+        || c.contains("group started")
+    {
+        "scale"
+    } else {
+        "other"
+    }
 }
 
 /// The handle: cheap to clone into each stage (every metric is an `Arc` inside).
@@ -30,6 +62,9 @@ pub struct Telemetry {
     engine_requests: Family<Labels, Histogram, fn() -> Histogram>,
     status_writes: Counter,
     status_write_failures: Counter,
+    launches: Family<Labels, Counter>,
+    terminations: Family<Labels, Counter>,
+    launch_failures: Family<Labels, Counter>,
 }
 
 impl Default for Telemetry {
@@ -40,6 +75,9 @@ impl Default for Telemetry {
             engine_requests: Family::new_with_constructor(histogram),
             status_writes: Counter::default(),
             status_write_failures: Counter::default(),
+            launches: Family::default(),
+            terminations: Family::default(),
+            launch_failures: Family::default(),
         }
     }
 }
@@ -74,6 +112,28 @@ impl Telemetry {
         }
     }
 
+    /// The reconciler launched an instance of `namespace`/`group` (`cause`: the activity's
+    /// sentence, labelled by [`cause_label`]).
+    pub fn launched(&self, namespace: &str, group: &str, cause: &str) {
+        self.launches
+            .get_or_create(&group_labels(namespace, group, Some(cause)))
+            .inc();
+    }
+
+    /// The reconciler terminated an instance of `namespace`/`group`.
+    pub fn terminated(&self, namespace: &str, group: &str, cause: &str) {
+        self.terminations
+            .get_or_create(&group_labels(namespace, group, Some(cause)))
+            .inc();
+    }
+
+    /// A pass of `namespace`/`group` failed to launch.
+    pub fn launch_failed(&self, namespace: &str, group: &str) {
+        self.launch_failures
+            .get_or_create(&group_labels(namespace, group, None))
+            .inc();
+    }
+
     /// Adds every series to `registry` (prefixed `microscaler_` by the caller's registry).
     pub fn register(&self, r: &mut Registry) {
         r.register_with_unit(
@@ -103,6 +163,21 @@ impl Telemetry {
             "Status writes that failed (see status_write_problems for the files now failing)",
             self.status_write_failures.clone(),
         );
+        r.register(
+            "instance_launches",
+            "Instances launched, by group and cause",
+            self.launches.clone(),
+        );
+        r.register(
+            "instance_terminations",
+            "Instances terminated, by group and cause",
+            self.terminations.clone(),
+        );
+        r.register(
+            "instance_launch_failures",
+            "Reconcile passes whose launch failed, by group",
+            self.launch_failures.clone(),
+        );
     }
 }
 
@@ -118,6 +193,9 @@ mod tests {
         t.engine_call("list", "a", Duration::from_millis(2));
         t.status_write(true);
         t.status_write(false);
+        t.launched("ns", "web", "group started with desired capacity 2");
+        t.terminated("ns", "web", "replacing failed instance web-1");
+        t.launch_failed("ns", "web");
         let mut r = Registry::with_prefix("microscaler");
         t.register(&mut r);
         let mut out = String::new();
@@ -128,8 +206,26 @@ mod tests {
             "microscaler_engine_request_duration_seconds_count{operation=\"list\",zone=\"a\"} 1",
             "microscaler_status_writes_total 1",
             "microscaler_status_write_failures_total 1",
+            "microscaler_instance_launches_total{namespace=\"ns\",group=\"web\",cause=\"scale\"} 1",
+            "microscaler_instance_terminations_total{namespace=\"ns\",group=\"web\",cause=\"replace\"} 1",
+            "microscaler_instance_launch_failures_total{namespace=\"ns\",group=\"web\"} 1",
         ] {
             assert!(out.lines().any(|l| l == line), "{line} missing from\n{out}");
         }
+    }
+
+    #[test]
+    fn causes_become_a_few_labels() {
+        assert_eq!(
+            cause_label("rolling update to launch configuration web (abc)"),
+            "rollout"
+        );
+        assert_eq!(
+            cause_label("desired capacity raised from 1 to 3 by policy/cpu"),
+            "scale"
+        );
+        assert_eq!(cause_label("replacing failed instance web-1"), "replace");
+        assert_eq!(cause_label("fewer instances than desired (2)"), "scale");
+        assert_eq!(cause_label("something new"), "other");
     }
 }
