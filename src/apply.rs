@@ -104,4 +104,6 @@ pub struct Context {
     pub write_locks: NamespaceLocks,
     /// The API's file edits, serialized per file.
     pub file_locks: FileLocks,
+    /// The counters and latencies the stages record, served at `/metrics`.
+    pub telemetry: Arc<crate::health::telemetry::Telemetry>,
 }

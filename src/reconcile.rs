@@ -84,6 +84,8 @@ pub struct Context {
     /// The effective capacity of groups with scaling policies; without it (scenario tests,
     /// the scale model), every group runs the capacity of its spec.
     pub autoscaler: Option<Arc<Autoscaler>>,
+    /// Where each pass's duration and error reason are counted (`/metrics`).
+    pub telemetry: Arc<crate::health::telemetry::Telemetry>,
 }
 
 /// The reconciler of every group.

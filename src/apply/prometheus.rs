@@ -4,22 +4,20 @@
 //! # Rules
 //! - Gauges are rebuilt at every scrape from the current state, so a deleted group's series
 //!   disappear with it.
-//! - Launches and terminations are counted from the activities of each group's status (the
-//!   newest [`crate::status::MAX_ACTIVITIES`] are kept): a counter moves at the scrape after the
-//!   activity, and activities that scrolled out of the status between two scrapes (more than
-//!   ten in one scrape interval) are not counted.
+//! - Launches, terminations, the reconcile, engine-call and status-write series are counted
+//!   where they happen (not derived from the status at the scrape), through
+//!   [`crate::health::telemetry::Telemetry`], and only registered here.
 //! - No token is needed (like `/healthz`): the metrics name groups and namespaces, so expose
 //!   the API port only where that is acceptable, or scrape through a proxy.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use chrono::{DateTime, Utc};
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -28,44 +26,15 @@ use prometheus_client::registry::Registry;
 
 use super::Context;
 use crate::manifest::{Kind, ObjectKey};
-use crate::util::unpoisoned::{LockExt, RwLockExt};
+use crate::util::unpoisoned::RwLockExt;
 
 type Labels = Vec<(&'static str, String)>;
 
-/// The counters that live across scrapes, and how far each group's activities were counted.
+/// The counters that live across scrapes and belong to this endpoint.
 #[derive(Default)]
 pub struct Counters {
-    /// `microscaler_instance_launches_total{namespace,group,cause}`.
-    launches: Family<Labels, Counter>,
-    /// `microscaler_instance_terminations_total{namespace,group,cause}`.
-    terminations: Family<Labels, Counter>,
-    /// `microscaler_instance_launch_failures_total{namespace,group}`.
-    launch_failures: Family<Labels, Counter>,
     /// `microscaler_metrics_scrapes_total`.
     scrapes: Counter,
-    /// Time of the newest activity counted, per group.
-    counted: Mutex<BTreeMap<ObjectKey, DateTime<Utc>>>,
-}
-
-/// A short, bounded label for an activity's cause (the cause itself is a sentence).
-pub fn cause_label(cause: &str) -> &'static str {
-    let c = cause.to_ascii_lowercase();
-    if c.contains("rolling update") || c.contains("no longer in the group") {
-        "rollout"
-    } else if c.contains("replacing") {
-        "replace"
-    } else if c.contains("rebalanc") {
-        "rebalance"
-    } else if c.contains("started outside") {
-        "foreign"
-    } else if c.contains("desired capacity")
-        || c.contains("than desired")
-        || c.contains("group started")
-    {
-        "scale"
-    } else {
-        "other"
-    }
 }
 
 fn labels(key: &ObjectKey) -> Labels {
@@ -73,39 +42,6 @@ fn labels(key: &ObjectKey) -> Labels {
         ("namespace", key.namespace.clone()),
         ("group", key.name.clone()),
     ]
-}
-
-impl Counters {
-    /// Counts the activities of `key` newer than the last one counted.
-    fn count(&self, key: &ObjectKey, activities: &[crate::status::Activity]) {
-        let mut counted = self.counted.locked();
-        let since = counted.get(key).copied();
-        let mut newest = since;
-        for a in activities {
-            if since.is_some_and(|s| a.time <= s) {
-                continue;
-            }
-            let mut l = labels(key);
-            match a.action.as_str() {
-                "Launch" => {
-                    l.push(("cause", cause_label(&a.cause).to_string()));
-                    self.launches.get_or_create(&l).inc();
-                }
-                "Terminate" => {
-                    l.push(("cause", cause_label(&a.cause).to_string()));
-                    self.terminations.get_or_create(&l).inc();
-                }
-                "LaunchFailed" => {
-                    self.launch_failures.get_or_create(&l).inc();
-                }
-                _ => {}
-            }
-            newest = newest.max(Some(a.time));
-        }
-        if let Some(n) = newest {
-            counted.insert(key.clone(), n);
-        }
-    }
 }
 
 fn gauge_family(registry: &mut Registry, name: &str, help: &str) -> Family<Labels, Gauge> {
@@ -198,26 +134,12 @@ pub fn render(ctx: &Context, counters: &Counters) -> Result<String, std::fmt::Er
         .get_or_create(&vec![("version", env!("CARGO_PKG_VERSION").to_string())])
         .set(1);
     r.register(
-        "instance_launches",
-        "Instances launched, by group and cause",
-        counters.launches.clone(),
-    );
-    r.register(
-        "instance_terminations",
-        "Instances terminated, by group and cause",
-        counters.terminations.clone(),
-    );
-    r.register(
-        "instance_launch_failures",
-        "Launches that failed, by group",
-        counters.launch_failures.clone(),
-    );
-    r.register(
         "metrics_scrapes",
         "Scrapes of this endpoint",
         counters.scrapes.clone(),
     );
     counters.scrapes.inc();
+    ctx.telemetry.register(&mut r);
 
     let desired = ctx.desired.borrow().clone();
     for kind in Kind::ALL {
@@ -284,7 +206,6 @@ pub fn render(ctx: &Context, counters: &Counters) -> Result<String, std::fmt::Er
         for z in &st.unreachable_zones {
             unreachable.insert(z.clone(), true);
         }
-        counters.count(key, &st.activities);
     }
     drop(board);
     for (zone, down) in unreachable {
@@ -316,24 +237,4 @@ pub fn routes(ctx: &Arc<Context>) -> Router<Arc<Context>> {
     Router::new()
         .route("/metrics", get(metrics))
         .with_state((ctx.clone(), Arc::new(Counters::default())))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn causes_become_a_few_labels() {
-        assert_eq!(
-            cause_label("rolling update to launch configuration web (abc)"),
-            "rollout"
-        );
-        assert_eq!(
-            cause_label("desired capacity raised from 1 to 3 by policy/cpu"),
-            "scale"
-        );
-        assert_eq!(cause_label("replacing failed instance web-1"), "replace");
-        assert_eq!(cause_label("fewer instances than desired (2)"), "scale");
-        assert_eq!(cause_label("something new"), "other");
-    }
 }

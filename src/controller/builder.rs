@@ -30,8 +30,10 @@ use crate::autoscale::{Autoscaler, Settings};
 use crate::config::{Config, StatusMode};
 use crate::engine::lease::Leases;
 use crate::engine::observe::{observe, Connector, Zone};
+use crate::engine::timed::timed_connector;
 use crate::health::liveness::silence_bound;
 use crate::health::supervise::{Supervisor, TaskEnded};
+use crate::health::telemetry::Telemetry;
 use crate::manifest::ObjectKey;
 use crate::reconcile::changes::enqueue_changes;
 use crate::reconcile::queue::Queue;
@@ -173,6 +175,8 @@ impl Builder {
         let mut tasks = Supervisor::new(shutdown.clone(), shared.health.clone());
         let own = Arc::new(crate::files::OwnWrites::new());
         let queue: Arc<Queue<ObjectKey>> = Arc::new(Queue::new());
+        // Recorded by the stages, served by the API at `/metrics`.
+        let telemetry = Arc::new(Telemetry::default());
 
         // The status writer: what the reconciler publishes, on the board at once, in files later.
         let status = StatusSync::new(
@@ -182,6 +186,7 @@ impl Builder {
                 status: shared.status.clone(),
                 problems: shared.status_problems.clone(),
                 rescan: shared.rescan.clone(),
+                telemetry: telemetry.clone(),
             }),
             own.clone(),
             STATUS_COALESCE,
@@ -245,6 +250,7 @@ impl Builder {
         let resync = config.resync_period.0;
         let mut zone_list = Vec::new();
         for (name, connect) in zones {
+            let connect = timed_connector(connect, name.clone(), telemetry.clone());
             let zone = Arc::new(Zone::for_controller(
                 name.clone(),
                 config.controller_name.clone(),
@@ -303,6 +309,7 @@ impl Builder {
                 prune_report: shared.prune_report.clone(),
                 status: status.clone(),
                 autoscaler: autoscaling.then(|| autoscaler.clone()),
+                telemetry: telemetry.clone(),
             },
             zone_list.clone(),
             queue.clone(),
@@ -352,6 +359,7 @@ impl Builder {
             push_limit: RateLimiter::new(config.api.pushes_per_second, config.api.push_burst),
             write_locks: NamespaceLocks::default(),
             file_locks: FileLocks::default(),
+            telemetry,
         });
         if let Some(listener) = listener {
             let stop = shutdown.clone();

@@ -12,11 +12,13 @@
 //! - [`observe`]: one observer per zone keeps a cache of our containers ([`observe::Zone`]) from
 //!   lists and events, and tells the reconciler which group changed ([`observe::Enqueue`]).
 //! - [`lease`]: one controller per `controllerName` per engine (a lease container, fencing).
+//! - [`timed`]: an engine that times every call into `/metrics` (by operation and zone).
 
 pub mod docker;
 pub mod lease;
 pub mod memory;
 pub mod observe;
+pub mod timed;
 
 use std::collections::BTreeMap;
 use std::time::Duration;

@@ -52,6 +52,9 @@ impl Reconciler {
         for r in &plan.remove {
             let cause = removal_cause(r, resolved, &view.instances, mem.last_desired, by);
             mem.record("Terminate", &r.name, &r.zone, &cause);
+            self.ctx
+                .telemetry
+                .terminated(&key.namespace, &key.name, &cause);
             if r.reason == RemoveReason::ScaleIn && resolved.group.is_some() {
                 mem.last_scale_in = Some(super::now_secs());
             }
@@ -80,6 +83,9 @@ impl Reconciler {
         for (name, zone, reason) in &launched {
             let cause = launch_cause(reason, resolved, mem.last_desired, &replaced, by);
             mem.record("Launch", name, zone, &cause);
+            self.ctx
+                .telemetry
+                .launched(&key.namespace, &key.name, &cause);
             if *reason == CreateReason::ScaleOut {
                 mem.last_scale_out = Some(super::now_secs());
             }
@@ -91,6 +97,7 @@ impl Reconciler {
         let Some(failure) = failure else {
             return Ok(());
         };
+        self.ctx.telemetry.launch_failed(&key.namespace, &key.name);
         let msg = failure.to_string();
         if mem.degraded.as_ref().map(ToString::to_string) != Some(msg.clone()) {
             mem.record("LaunchFailed", "-", "-", &msg);

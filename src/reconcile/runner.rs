@@ -88,14 +88,23 @@ impl Reconciler {
             tokio::spawn(async move {
                 // Bound by `let`, so the pass (and the memory it holds) is dropped before
                 // `error_policy` looks at the memory.
+                let started = std::time::Instant::now();
                 let result = AssertUnwindSafe(this.reconcile(&key)).catch_unwind().await;
+                let took = started.elapsed();
                 let action = match result {
-                    Ok(Ok(action)) => action,
-                    Ok(Err(e)) => this.error_policy(&key, &e),
-                    Err(panic) => this.error_policy(
-                        &key,
-                        &ReconcileError::Panicked(panic_message(panic.as_ref())),
-                    ),
+                    Ok(Ok(action)) => {
+                        this.ctx.telemetry.reconciled(took, None);
+                        action
+                    }
+                    Ok(Err(e)) => {
+                        this.ctx.telemetry.reconciled(took, Some(e.reason()));
+                        this.error_policy(&key, &e)
+                    }
+                    Err(panic) => {
+                        let e = ReconcileError::Panicked(panic_message(panic.as_ref()));
+                        this.ctx.telemetry.reconciled(took, Some(e.reason()));
+                        this.error_policy(&key, &e)
+                    }
                 };
                 let at = action.requeue_after().map(|d| Instant::now() + d);
                 this.queue.done(&key, at);

@@ -133,6 +133,8 @@ pub struct Context {
     pub problems: WriteProblems,
     /// Asks the watcher to reload a file whose user edit raced a status write.
     pub rescan: Arc<Notify>,
+    /// Where writes and failed writes are counted (`/metrics`).
+    pub telemetry: Arc<crate::health::telemetry::Telemetry>,
 }
 
 /// Hands status from the reconciler to the API and to the files.
@@ -418,6 +420,7 @@ impl StatusSync {
                     info!(file = %file.display(), "status is written again");
                 }
                 if outcome == FileOutcome::Written {
+                    self.ctx.telemetry.status_write(true);
                     debug!(file = %file.display(), "status written");
                 }
             }
@@ -433,11 +436,13 @@ impl StatusSync {
                 })
             }
             FileOutcome::WrittenWithProblem(reason, message) => {
+                self.ctx.telemetry.status_write(true);
                 if self.problems.set(file, reason, message.clone()) {
                     warn!("{message}");
                 }
             }
             FileOutcome::Problem(reason, message) => {
+                self.ctx.telemetry.status_write(false);
                 if self.problems.set(file, reason, message.clone()) {
                     warn!("{message}");
                 }
@@ -518,6 +523,7 @@ mod tests {
                 status: Arc::default(),
                 problems: WriteProblems::default(),
                 rescan: Arc::default(),
+                telemetry: Arc::default(),
             });
             let sync = StatusSync::new(ctx, Arc::new(OwnWrites::new()), Duration::ZERO);
             let f = Fixture { dir, sync, tx };

@@ -523,8 +523,34 @@ fn metrics_are_served_in_prometheus_text_and_scripts_get_names_and_lists() {
             .map(|(_, b)| b)
             .unwrap_or_default();
         body.contains(&format!("microscaler_group_ready_instances{{{labels}}} 2"))
+            && series_sum(&body, "microscaler_status_writes_total") >= 1.0
     });
     assert!(scraped, "{body}");
+    // Recorded where they happen: passes, engine calls (by operation and zone), status writes.
+    let passes = series_sum(&body, "microscaler_reconcile_duration_seconds_count");
+    let took = series_sum(&body, "microscaler_reconcile_duration_seconds_sum");
+    assert!(
+        passes >= 1.0 && took > 0.0 && took < passes * 60.0,
+        "{body}"
+    );
+    let creates = series_sum(
+        &body,
+        "microscaler_engine_request_duration_seconds_count{operation=\"create_and_start\"",
+    );
+    assert!(creates >= 2.0, "{body}");
+    let lists = series_sum(
+        &body,
+        "microscaler_engine_request_duration_seconds_count{operation=\"list\",zone=\"a\"}",
+    );
+    assert!(lists >= 1.0, "{body}");
+    // (`reconcile_errors` has no series until a pass fails: the unit test covers it.)
+    for head in [
+        "# TYPE microscaler_reconcile_duration_seconds histogram",
+        "# TYPE microscaler_engine_request_duration_seconds histogram",
+        "# TYPE microscaler_status_write_failures counter",
+    ] {
+        assert!(body.lines().any(|l| l == head), "`{head}` not in:\n{body}");
+    }
     for line in [
         format!("microscaler_group_desired_capacity{{{labels}}} 2"),
         format!("microscaler_group_instances{{{labels},state=\"running\"}} 2"),
@@ -596,6 +622,15 @@ fn metrics_are_served_in_prometheus_text_and_scripts_get_names_and_lists() {
     );
     let described = ms(&ctl, &["describe", "asg/web", "-n", &ns.name]);
     assert!(described.ok().contains("web"), "{described:#?}");
+}
+
+/// The sum of the values of every series whose line starts with `prefix` (a name, or a name and
+/// the first labels).
+fn series_sum(body: &str, prefix: &str) -> f64 {
+    body.lines()
+        .filter(|l| l.starts_with(prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }
 
 // ---------------------------------------------------------------------------------------------
