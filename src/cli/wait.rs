@@ -119,7 +119,14 @@ pub(crate) fn generation_of(item: &Value) -> Option<String> {
 
 /// The instances of a served group that have been running for less than `min_ready` at `now`.
 fn too_young(item: &Value, now: DateTime<Utc>, min_ready: Duration) -> usize {
-    let min = chrono::Duration::from_std(min_ready).unwrap_or(chrono::Duration::MAX);
+    let mut min = chrono::Duration::from_std(min_ready).unwrap_or(chrono::Duration::MAX);
+    if !min_ready.is_zero() {
+        // `startedAt` is served to the second, rounded down: the instance may have started up
+        // to a second later than it says, so only `min_ready` + 1 s proves `min_ready`.
+        min = min
+            .checked_add(&chrono::Duration::seconds(1))
+            .unwrap_or(chrono::Duration::MAX);
+    }
     item["status"]["instances"]
         .as_array()
         .map(|list| {
@@ -406,6 +413,23 @@ mod tests {
             false,
             at("2026-01-01T00:00:05Z"),
             Duration::ZERO,
+        );
+        assert_eq!(v, Verdict::Done);
+        // Served to the second: 2.5 s after a start served as :00 may be only 1.5 s of running.
+        let v = verdict(
+            Goal::Ready,
+            Some(&g),
+            false,
+            at("2026-01-01T00:00:02.500Z"),
+            Duration::from_secs(2),
+        );
+        assert!(matches!(v, Verdict::Waiting(_)), "{v:?}");
+        let v = verdict(
+            Goal::Ready,
+            Some(&g),
+            false,
+            at("2026-01-01T00:00:03Z"),
+            Duration::from_secs(2),
         );
         assert_eq!(v, Verdict::Done);
     }
