@@ -13,6 +13,7 @@
 //! - [`gitops`]: watched git checkouts: the status clean filter, index refresh, `ms gitops init`.
 //! - [`watch`]: the manifest directory → desired-state snapshots (store, prune, directory lock).
 //! - [`status`]: the status types, and the writer that puts status on the board and in files.
+//! - [`probe`]: the controller's probes of each instance (`healthCheck`) and their verdicts.
 //! - [`autoscale`]: metrics and scaling policies → each group's effective capacity.
 //! - [`reconcile`]: desired + observed → actions: runner, pass, plan, executor, conditions.
 //! - [`apply`]: the HTTP API: reads everything, writes only manifest files.
@@ -31,6 +32,7 @@ pub mod files;
 pub mod gitops;
 pub mod health;
 pub mod manifest;
+pub mod probe;
 pub mod reconcile;
 pub mod status;
 pub mod util;

@@ -43,7 +43,7 @@ use crate::manifest::ImagePullPolicy;
 
 use super::{
     ContainerSpec, ContainerState, Engine, EngineError, EngineEvent, EngineIdentity, EventKind,
-    Health, Observed, Result, StatsSample,
+    ExecOutcome, Health, Observed, Result, StatsSample,
 };
 
 /// Socket used when neither an address nor `DOCKER_HOST` is given.
@@ -716,6 +716,31 @@ impl Engine for DockerEngine {
             id: info.id.unwrap_or_default(),
             name: info.name.unwrap_or_default(),
             root_dir: info.docker_root_dir.unwrap_or_default(),
+        })
+    }
+
+    async fn exec_wait(&self, id: &str, cmd: &[String], keep: usize) -> Result<ExecOutcome> {
+        let (exec_id, mut output) = self.exec(id, cmd.to_vec()).await?;
+        let mut tail: Vec<u8> = Vec::new();
+        while let Some(item) = output.next().await {
+            let (_, chunk) = item?;
+            tail.extend_from_slice(&chunk);
+            if tail.len() > keep {
+                tail.drain(..tail.len() - keep);
+            }
+        }
+        // The exit code is set a moment after the output ends.
+        let mut exit_code = None;
+        for _ in 0..50 {
+            exit_code = self.exec_exit_code(&exec_id).await?;
+            if exit_code.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Ok(ExecOutcome {
+            exit_code,
+            output: String::from_utf8_lossy(&tail).into_owned(),
         })
     }
 

@@ -17,7 +17,7 @@ use tokio::sync::broadcast;
 
 use super::{
     ContainerSpec, ContainerState, Engine, EngineError, EngineEvent, EngineIdentity, EventKind,
-    Health, Observed, Result, StatsSample,
+    ExecOutcome, Health, Observed, Result, StatsSample,
 };
 
 /// Events buffered per subscriber before it counts as lagging.
@@ -67,6 +67,8 @@ struct Container {
     /// Simulated use set by [`MemoryEngine::set_usage`]: (CPU fraction, CPU ns used before
     /// it was set, when it was set, memory bytes).
     usage: Option<(f64, u64, DateTime<Utc>, u64)>,
+    /// What a command run in it answers ([`MemoryEngine::set_exec`]); default exit 0, no output.
+    exec: Option<ExecOutcome>,
 }
 
 /// What happens to containers of a given image.
@@ -394,6 +396,7 @@ impl MemoryEngine {
                 image: "foreign".into(),
                 logs: Vec::new(),
                 usage: None,
+                exec: None,
             },
         );
         s.emit(EventKind::Create, &observed);
@@ -412,6 +415,20 @@ impl MemoryEngine {
         c.observed.health = Some(health);
         let observed = c.observed.clone();
         s.emit(EventKind::Health(health), &observed);
+        Ok(())
+    }
+
+    /// Sets what any command run in container `id` answers from now on.
+    ///
+    /// # Errors
+    /// `NotFound` for an unknown container.
+    pub fn set_exec(&self, id: &str, exit_code: i64, output: &str) -> Result<()> {
+        let mut s = self.lock();
+        let id = s.find(id).ok_or_else(|| no_such_container(id))?;
+        s.containers.get_mut(&id).expect("found above").exec = Some(ExecOutcome {
+            exit_code: Some(exit_code),
+            output: output.to_string(),
+        });
         Ok(())
     }
 
@@ -568,6 +585,7 @@ impl Engine for MemoryEngine {
                     image: spec.image.clone(),
                     logs: Vec::new(),
                     usage: None,
+                    exec: None,
                 },
             );
             s.calls.start += 1;
@@ -692,6 +710,7 @@ impl Engine for MemoryEngine {
                 image: "microscaler/lease".into(),
                 logs: Vec::new(),
                 usage: None,
+                exec: None,
             },
         );
         Ok(observed)
@@ -700,6 +719,22 @@ impl Engine for MemoryEngine {
     async fn identity(&self) -> Result<EngineIdentity> {
         self.call(|c| c.ping += 1)?;
         Ok(self.lock().identity.clone())
+    }
+
+    async fn exec_wait(&self, id: &str, _cmd: &[String], _keep: usize) -> Result<ExecOutcome> {
+        self.call(|_| {})?;
+        let s = self.lock();
+        let id = s.find(id).ok_or_else(|| no_such_container(id))?;
+        let c = &s.containers[&id];
+        if c.observed.state != ContainerState::Running {
+            return Err(EngineError::Conflict(format!(
+                "container {id} is not running"
+            )));
+        }
+        Ok(c.exec.clone().unwrap_or(ExecOutcome {
+            exit_code: Some(0),
+            output: String::new(),
+        }))
     }
 
     async fn stats(&self, id: &str) -> Result<StatsSample> {

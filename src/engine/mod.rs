@@ -255,4 +255,22 @@ pub trait Engine: Send + Sync + 'static {
     ) -> Result<Observed>;
     /// Who this engine is (to refuse two zones on one engine).
     async fn identity(&self) -> Result<EngineIdentity>;
+    /// Runs `cmd` in container `id` (no terminal, no input) and waits for it to end: its exit
+    /// code and the last `keep` bytes of its output (stdout and stderr together). The caller
+    /// bounds the time it waits. Engines that cannot run commands say so.
+    async fn exec_wait(&self, id: &str, cmd: &[String], keep: usize) -> Result<ExecOutcome> {
+        let _ = (id, cmd, keep);
+        Err(EngineError::Other(
+            "this engine cannot run commands in containers".into(),
+        ))
+    }
+}
+
+/// How a command run in a container ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecOutcome {
+    /// `None` when the engine did not report one.
+    pub exit_code: Option<i64>,
+    /// The end of its output (lossy UTF-8).
+    pub output: String,
 }

@@ -11,7 +11,9 @@ use async_trait::async_trait;
 use futures::stream::BoxStream;
 
 use super::observe::Connector;
-use super::{ContainerSpec, Engine, EngineEvent, EngineIdentity, Observed, Result, StatsSample};
+use super::{
+    ContainerSpec, Engine, EngineEvent, EngineIdentity, ExecOutcome, Observed, Result, StatsSample,
+};
 use crate::health::telemetry::Telemetry;
 
 /// An engine of one zone whose calls are timed (failed calls too: a timeout is latency).
@@ -88,5 +90,8 @@ impl Engine for Timed {
     }
     async fn identity(&self) -> Result<EngineIdentity> {
         self.time("identity", self.inner.identity()).await
+    }
+    async fn exec_wait(&self, id: &str, cmd: &[String], keep: usize) -> Result<ExecOutcome> {
+        self.time("exec", self.inner.exec_wait(id, cmd, keep)).await
     }
 }

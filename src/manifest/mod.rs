@@ -4,12 +4,14 @@
 //! fields are rejected (`deny_unknown_fields`) so a typo is an error instead of a silent default.
 //!
 //! # Layout
-//! - [`types`]: the kinds and their fields; [`duration`], [`instance_types`]: their value types.
+//! - [`types`]: the kinds and their fields; [`duration`], [`instance_types`]: their value types;
+//!   [`health_check`]: `healthCheck` (probes, their bounds, readiness and liveness).
 //! - [`yamldoc`]: splits a file into its YAML documents (byte ranges, comments kept).
 //! - [`parse`]: a file → objects, with file:line:column errors; [`mod@validate`]: bounds and
 //!   references; [`schema`]: the JSON Schemas under `schema/`.
 
 pub mod duration;
+pub mod health_check;
 pub mod instance_types;
 pub mod parse;
 pub mod schema;
@@ -18,6 +20,7 @@ pub mod validate;
 pub mod yamldoc;
 
 pub use duration::DurationSpec;
+pub use health_check::HealthCheck;
 pub use parse::{parse_file, parse_file_checked, ManifestError, ParsedFile, ParsedObject};
 pub use types::*;
 pub use validate::{did_you_mean, missing_references, validate, Problem, Severity};

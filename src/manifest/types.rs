@@ -7,6 +7,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::duration::DurationSpec;
+use super::health_check::HealthCheck;
 
 /// The only `apiVersion` this controller understands.
 pub const API_VERSION: &str = "microscaler.io/v1";
@@ -250,6 +251,11 @@ pub struct LaunchConfigurationSpec {
     /// `Never` (the image must be loaded on every engine by hand).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_pull_policy: Option<ImagePullPolicy>,
+    /// How the controller probes each instance (readiness and liveness); without it, only the
+    /// image's own HEALTHCHECK gates readiness and nothing is replaced for being unhealthy.
+    /// Changing it restarts nothing (probes are the controller's, not the container's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check: Option<HealthCheck>,
 }
 
 /// When an engine pulls a launch configuration's image, as Kubernetes' `imagePullPolicy`.
@@ -314,9 +320,13 @@ pub struct AutoScalingGroupSpec {
     /// Instances that may be missing during a rollout. Default `0`: a new one runs before an old one goes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_unavailable: Option<IntOrPercent>,
-    /// Time after start during which an instance is not counted in metrics. Default 60s.
+    /// Time after start during which an instance is not counted in metrics and gets no
+    /// liveness verdict (AWS's grace period). Default 60s.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health_check_grace_period: Option<DurationSpec>,
+    /// Replaces the launch configuration's `healthCheck` for this group.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check: Option<HealthCheck>,
 }
 
 impl AutoScalingGroupSpec {

@@ -339,6 +339,11 @@ fn validate_launch_configuration(s: &LaunchConfigurationSpec, p: &mut Problems) 
             );
         }
     }
+    if let Some(h) = &s.health_check {
+        for (field, message) in super::health_check::check(h, Some(&s.ports), "spec.healthCheck") {
+            p.error(field, message);
+        }
+    }
     for key in s.labels.keys() {
         if key.starts_with(RESERVED_LABEL_PREFIX) {
             p.error(
@@ -439,6 +444,12 @@ fn validate_group(s: &AutoScalingGroupSpec, p: &mut Problems) {
         s.health_check_grace_period,
         MAX_DURATION,
     );
+    if let Some(h) = &s.health_check {
+        // The launch configuration's ports are another object's: checked when the group runs.
+        for (field, message) in super::health_check::check(h, None, "spec.healthCheck") {
+            p.error(field, message);
+        }
+    }
     let mut seen = BTreeSet::new();
     for (i, zone) in s.availability_zones.iter().enumerate() {
         let field = format!("spec.availabilityZones[{i}]");
@@ -894,6 +905,7 @@ mod tests {
             network: None,
             stop_grace_period: None,
             image_pull_policy: None,
+            health_check: None,
         }
     }
 
@@ -925,6 +937,7 @@ mod tests {
                 max_surge: None,
                 max_unavailable: None,
                 health_check_grace_period: None,
+                health_check: None,
             },
             status: None,
         })

@@ -297,6 +297,7 @@ mod tests {
                 max_surge: None,
                 max_unavailable: None,
                 health_check_grace_period: None,
+                health_check: None,
             },
             status: None,
         })
@@ -320,6 +321,7 @@ mod tests {
                 network: None,
                 stop_grace_period: None,
                 image_pull_policy: None,
+                health_check: None,
             },
             status: None,
         })
