@@ -86,6 +86,8 @@ pub struct Context {
     pub autoscaler: Option<Arc<Autoscaler>>,
     /// Where each pass's duration and error reason are counted (`/metrics`).
     pub telemetry: Arc<crate::health::telemetry::Telemetry>,
+    /// The probe runner's verdicts (`healthCheck`): readiness and failed liveness per instance.
+    pub probes: Arc<crate::probe::Verdicts>,
 }
 
 /// The reconciler of every group.
@@ -120,6 +122,8 @@ struct Resolved {
     waiting_for: Option<String>,
     /// CPU and memory limits of each container (the namespace's defaults filled in).
     limits: ContainerLimits,
+    /// The group's probes (its `healthCheck`, else its launch configuration's).
+    probes: crate::manifest::health_check::Probes,
 }
 
 impl Reconciler {

@@ -298,6 +298,35 @@ impl Builder {
             tasks.spawn("autoscaler", autoscaler.clone().run(beat, shutdown.clone()));
         }
 
+        // The probe runner: each instance's `healthCheck`, verdicts for the reconciler.
+        let verdicts = Arc::new(crate::probe::Verdicts::default());
+        if reconciling {
+            let settings = crate::probe::runner::Settings {
+                hosts: config
+                    .zones
+                    .iter()
+                    .map(|z| {
+                        (
+                            z.name.clone(),
+                            crate::probe::target::engine_host(z.docker_host.as_deref()),
+                        )
+                    })
+                    .collect(),
+                ..Default::default()
+            };
+            let runner = crate::probe::runner::ProbeRunner::new(
+                shared.desired.clone(),
+                zone_list.clone(),
+                queue.clone(),
+                verdicts.clone(),
+                settings,
+            );
+            let beat = shared
+                .liveness
+                .beat("probe runner", silence_bound(Duration::from_secs(1)));
+            tasks.spawn("probe runner", runner.run(beat, shutdown.clone()));
+        }
+
         // The reconciler, and the change feed that tells it which groups to look at.
         let reconciler = Reconciler::new(
             reconcile::Context {
@@ -310,6 +339,7 @@ impl Builder {
                 status: status.clone(),
                 autoscaler: autoscaling.then(|| autoscaler.clone()),
                 telemetry: telemetry.clone(),
+                probes: verdicts.clone(),
             },
             zone_list.clone(),
             queue.clone(),

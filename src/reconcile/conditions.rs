@@ -3,8 +3,8 @@
 //! # Rules
 //! - `Ready`: every desired instance runs the current spec and is ready, no more run, and none
 //!   is still stopping; `WaitingForLaunchConfiguration` while the spec names a missing one.
-//! - `Progressing`: the first of rolling update, scaling out, scaling in, stopping, rebalancing,
-//!   waiting for readiness that applies; else `Converged`.
+//! - `Progressing`: the first of rolling update, replacing unhealthy instances, scaling out,
+//!   scaling in, stopping, rebalancing, waiting for readiness that applies; else `Converged`.
 //! - `Degraded`: every problem, in a fixed order (the spec's, the quota, unreachable zones,
 //!   refused removals, the last failure); the first gives the reason, the messages are joined.
 //! - `Invalid`: the manifest's first error while the last valid version keeps running.
@@ -148,6 +148,14 @@ fn progressing(i: &Inputs<'_>) -> Option<(&'static str, String)> {
             format!(
                 "rolling update: {} of {desired} instances updated",
                 c.updated
+            ),
+        ))
+    } else if c.unhealthy > 0 {
+        Some((
+            "ReplacingUnhealthy",
+            format!(
+                "{} instance(s) failed liveness and are being replaced",
+                c.unhealthy
             ),
         ))
     } else if c.current < desired {

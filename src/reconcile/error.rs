@@ -32,6 +32,14 @@ pub enum ReconcileError {
         /// Its last log lines, joined with ` | `.
         logs: String,
     },
+    /// An instance failed its liveness probe and was replaced (counts towards the backoff, so
+    /// a broken check cannot churn the engine).
+    #[error("instance {instance} was replaced: {why}")]
+    Unhealthy { instance: String, why: String },
+    /// The group's `healthCheck` cannot work with its launch configuration (a port not
+    /// published): the sentence says what to change.
+    #[error("{0}")]
+    HealthCheck(String),
     /// The namespace's quota leaves no room for more containers (the sentence says which).
     #[error("{0}")]
     QuotaExceeded(String),
@@ -59,6 +67,8 @@ impl ReconcileError {
         match self {
             ReconcileError::LaunchFailed { .. } => "LaunchFailed",
             ReconcileError::CrashLoop { .. } => "CrashLoop",
+            ReconcileError::Unhealthy { .. } => "Unhealthy",
+            ReconcileError::HealthCheck(_) => "InvalidHealthCheck",
             ReconcileError::QuotaExceeded(_) => "QuotaExceeded",
             ReconcileError::RemovalFailed { .. } => "RemovalFailed",
             ReconcileError::UnknownZone(_) => "UnknownZone",
@@ -149,6 +159,14 @@ mod tests {
                 },
                 "ZoneUnreachable",
                 "zone b is unreachable (down); its capacity is made up in the other zones",
+            ),
+            (
+                ReconcileError::Unhealthy {
+                    instance: "web-1".into(),
+                    why: "liveness failed 3 times in a row: HTTP 500 from GET /".into(),
+                },
+                "Unhealthy",
+                "instance web-1 was replaced: liveness failed 3 times in a row: HTTP 500 from GET /",
             ),
             (
                 ReconcileError::Panicked("oops".into()),

@@ -50,7 +50,24 @@ impl Reconciler {
         }
         let grace = mem.grace(resolved.lc.as_ref());
         for r in &plan.remove {
-            let cause = removal_cause(r, resolved, &view.instances, mem.last_desired, by);
+            let cause = if r.reason == RemoveReason::Unhealthy {
+                // Through the crash backoff: a broken check cannot churn the engine.
+                let why = self
+                    .ctx
+                    .probes
+                    .get(&r.id)
+                    .map_or_else(|| "liveness failed".to_string(), |v| v.summary);
+                mem.fail(
+                    ReconcileError::Unhealthy {
+                        instance: r.name.clone(),
+                        why: why.clone(),
+                    },
+                    hash,
+                );
+                format!("{why}; it is replaced")
+            } else {
+                removal_cause(r, resolved, &view.instances, mem.last_desired, by)
+            };
             mem.record("Terminate", &r.name, &r.zone, &cause);
             self.ctx
                 .telemetry
@@ -80,8 +97,21 @@ impl Reconciler {
             .filter(|r| r.reason == RemoveReason::Failed)
             .map(|r| r.name.as_str())
             .collect();
+        // Unhealthy instances, removed in this pass or kept until their replacement is ready.
+        let unhealthy: Vec<&str> = view
+            .instances
+            .iter()
+            .filter(|i| i.liveness_failed)
+            .map(|i| i.name.as_str())
+            .collect();
         for (name, zone, reason) in &launched {
-            let cause = launch_cause(reason, resolved, mem.last_desired, &replaced, by);
+            let cause =
+                if *reason == CreateReason::Replace && replaced.is_empty() && !unhealthy.is_empty()
+                {
+                    format!("replacing unhealthy instance {}", unhealthy.join(", "))
+                } else {
+                    launch_cause(reason, resolved, mem.last_desired, &replaced, by)
+                };
             mem.record("Launch", name, zone, &cause);
             self.ctx
                 .telemetry
@@ -246,6 +276,7 @@ fn removal_cause(
             }
         }
         RemoveReason::Rebalance => "rebalancing zones".to_string(),
+        RemoveReason::Unhealthy => "liveness failed; it is replaced".to_string(),
     }
 }
 

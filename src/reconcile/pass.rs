@@ -61,7 +61,7 @@ impl Reconciler {
     pub async fn reconcile(&self, key: &ObjectKey) -> Result<Action, ReconcileError> {
         crate::util::failpoint::reconcile_panic(&format!("{}/{}", key.namespace, key.name));
         let desired = self.ctx.desired.borrow().clone();
-        let before = self.view(key);
+        let mut before = self.view(key);
         if !desired.loaded || !before.complete {
             return Err(ReconcileError::NotObserved);
         }
@@ -71,6 +71,7 @@ impl Reconciler {
             _ => None,
         };
         let resolved = self.resolve(key, &desired, autoscale.as_ref().map(|a| &a.effective));
+        self.judge(&mut before, &resolved);
         if resolved.group.is_some() {
             self.orphans.defined(key);
         }
@@ -123,7 +124,8 @@ impl Reconciler {
         // did nothing (every periodic resync of a converged group) reuses what it read.
         let unreachable = before.unreachable.clone();
         let (after, remaining) = if acted {
-            let after = self.view(key);
+            let mut after = self.view(key);
+            self.judge(&mut after, &resolved);
             let remaining = self.plan(&resolved, &after);
             (after, remaining)
         } else {
@@ -236,6 +238,27 @@ impl Reconciler {
         v
     }
 
+    /// Fills in the probes' verdicts: readiness where the group has a readiness probe (not
+    /// probed yet is not ready), failed liveness where it has a liveness probe.
+    fn judge(&self, view: &mut View, resolved: &Resolved) {
+        let (readiness, liveness) = (
+            resolved.probes.readiness.is_some(),
+            resolved.probes.liveness.is_some(),
+        );
+        if !readiness && !liveness {
+            return;
+        }
+        for i in &mut view.instances {
+            let v = self.ctx.probes.get(&i.id);
+            if readiness {
+                i.probe_ready = Some(v.as_ref().and_then(|v| v.ready) == Some(true));
+            }
+            if liveness {
+                i.liveness_failed = v.is_some_and(|v| v.liveness_failed);
+            }
+        }
+    }
+
     /// The plan for `view` (nothing while the launch configuration is missing: then nothing can
     /// be launched, and nothing else is touched either).
     fn plan(&self, resolved: &Resolved, view: &View) -> Plan {
@@ -330,10 +353,18 @@ impl Reconciler {
         if let Some(e) = &mem.degraded {
             debug!(group = %key, reason = %e.reason(), "degraded");
         }
+        let probed = !resolved.probes.is_empty();
         let mut instances: Vec<InstanceStatus> = after
             .observed
             .iter()
-            .map(|(zone, o)| InstanceStatus {
+            .zip(&after.instances)
+            .map(|((zone, o), i)| InstanceStatus {
+                ready: i.is_ready(),
+                health: if probed {
+                    self.ctx.probes.get(&o.id).map(|v| v.summary)
+                } else {
+                    o.health.map(|h| health_word(h).to_string())
+                },
                 name: o.name.clone(),
                 container_id: short_id(&o.id).to_string(),
                 zone: zone.clone(),
@@ -400,6 +431,7 @@ impl Reconciler {
                 problems: vec![],
                 waiting_for: None,
                 limits: (None, None),
+                probes: Default::default(),
             };
         };
         let spec = &group.spec;
@@ -454,6 +486,22 @@ impl Reconciler {
             .as_ref()
             .map(|l| container_hash_with_limits(l, group, limits))
             .unwrap_or_default();
+        let health_check = spec
+            .health_check
+            .as_ref()
+            .or_else(|| lc.as_ref().and_then(|l| l.spec.health_check.as_ref()));
+        let probes = health_check.map(|h| h.resolve()).unwrap_or_default();
+        // A group's own check may name a port its launch configuration does not publish.
+        if let (Some(h), Some(l)) = (&spec.health_check, &lc) {
+            for (field, why) in
+                crate::manifest::health_check::check(h, Some(&l.spec.ports), "spec.healthCheck")
+            {
+                problems.push(ReconcileError::HealthCheck(format!(
+                    "{field}: {why} (launch configuration `{}`)",
+                    l.metadata.name
+                )));
+            }
+        }
         let max_surge = resolve_count(spec.max_surge.as_ref(), desired_count, 25, true);
         let max_unavailable = resolve_count(spec.max_unavailable.as_ref(), desired_count, 0, false);
         let max_surge = if max_surge == 0 && max_unavailable == 0 {
@@ -475,6 +523,7 @@ impl Reconciler {
             problems,
             waiting_for,
             limits,
+            probes,
         }
     }
 
@@ -508,6 +557,11 @@ fn heal(key: &ObjectKey, mem: &mut GroupMemory, spec_hash: &str, observed: &[(St
     let Some(degraded) = &mem.degraded else {
         return;
     };
+    // A replacement for failed liveness keeps its backoff until it is old (`FAILURE_MEMORY`):
+    // a check that fails every new instance must not churn at the pace of convergence.
+    if matches!(degraded, ReconcileError::Unhealthy { .. }) {
+        return;
+    }
     let crash_of_this_spec = matches!(degraded, ReconcileError::CrashLoop { .. })
         && mem.failed_hash.as_deref() == Some(spec_hash);
     let now = Utc::now();
@@ -578,6 +632,18 @@ fn to_instance(zone: &str, o: &Observed, controller: &str) -> Instance {
         created: o.created,
         spec_hash: o.labels.get(labels::SPEC_HASH).cloned().unwrap_or_default(),
         exit_code: o.exit_code,
+        // Filled in by `judge`, which knows the group's probes.
+        probe_ready: None,
+        liveness_failed: false,
+    }
+}
+
+/// Docker's word for a HEALTHCHECK status.
+fn health_word(h: crate::engine::Health) -> &'static str {
+    match h {
+        crate::engine::Health::Starting => "starting",
+        crate::engine::Health::Healthy => "healthy",
+        crate::engine::Health::Unhealthy => "unhealthy",
     }
 }
 

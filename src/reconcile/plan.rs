@@ -41,13 +41,21 @@ pub struct Instance {
     /// Not launched by this controller (no launch mark, or one made for another container):
     /// a copy started by hand with the group's labels. Surplus removes these first.
     pub foreign: bool,
+    /// The verdict of the group's readiness probe (`healthCheck`); `None` without one. An
+    /// instance not probed yet is `Some(false)`: not ready until its probe passes.
+    pub probe_ready: Option<bool>,
+    /// Failed its liveness probe `unhealthyThreshold` times in a row after the grace period:
+    /// it is replaced.
+    pub liveness_failed: bool,
 }
 
 impl Instance {
-    /// Running and, where the image has a health check, healthy.
+    /// Running, where the image has a health check healthy, and where the group has a readiness
+    /// probe passing it.
     pub fn is_ready(&self) -> bool {
         self.state == ContainerState::Running
             && !matches!(self.health, Some(Health::Starting | Health::Unhealthy))
+            && self.probe_ready != Some(false)
     }
 
     fn is_alive(&self) -> bool {
@@ -79,6 +87,8 @@ pub enum RemoveReason {
     Rollout,
     /// Part of moving capacity back to an emptier zone.
     Rebalance,
+    /// Failed its liveness probe: replaced (its replacement first while it still serves).
+    Unhealthy,
 }
 
 /// One creation.
@@ -119,6 +129,8 @@ pub struct Counts {
     pub ready: u32,
     /// Alive instances with the current spec in one of the group's zones.
     pub updated: u32,
+    /// Alive instances that failed liveness (being replaced).
+    pub unhealthy: u32,
 }
 
 /// Counts of a group's instances.
@@ -128,6 +140,7 @@ pub fn counts(target: &Target, instances: &[Instance]) -> Counts {
         current: alive.len() as u32,
         ready: alive.iter().filter(|i| i.is_ready()).count() as u32,
         updated: alive.iter().filter(|i| is_current(target, i)).count() as u32,
+        unhealthy: alive.iter().filter(|i| i.liveness_failed).count() as u32,
     }
 }
 
@@ -149,6 +162,9 @@ fn is_current(target: &Target, i: &Instance) -> bool {
 /// - A rollout never drops below `desired - max_unavailable` ready instances and never exceeds
 ///   `desired + max_surge` instances.
 /// - Rebalancing launches at most one instance above `desired` (so at most `max_size + 1`).
+/// - An instance that failed liveness is removed at once when it is not ready, or while enough
+///   others stay ready (`desired - max_unavailable`); else its replacement is launched first (at
+///   least one above `desired`) and it goes once that one is ready.
 pub fn plan(target: &Target, instances: &[Instance], reachable: &BTreeSet<String>) -> Plan {
     let mut out = Plan::default();
     let zones: Vec<&String> = target
@@ -169,8 +185,11 @@ pub fn plan(target: &Target, instances: &[Instance], reachable: &BTreeSet<String
     let failed_any = !out.remove.is_empty();
 
     let alive: Vec<&Instance> = instances.iter().filter(|i| i.is_alive()).collect();
+    let (unhealthy, alive): (Vec<&Instance>, Vec<&Instance>) =
+        alive.into_iter().partition(|i| i.liveness_failed);
     let (current, obsolete): (Vec<&Instance>, Vec<&Instance>) =
         alive.iter().partition(|i| is_current(target, i));
+    let kept_unhealthy = replace_unhealthy(&mut out, target, &unhealthy, &alive);
 
     // Per-zone counts of current instances.
     let mut per_zone: BTreeMap<&str, u32> = zones.iter().map(|z| (z.as_str(), 0)).collect();
@@ -214,7 +233,7 @@ pub fn plan(target: &Target, instances: &[Instance], reachable: &BTreeSet<String
     // 3. Obsolete instances (old spec, or a zone no longer in the group): a rolling update.
     let current_ready = current.iter().filter(|i| i.is_ready()).count() as u32;
     if !obsolete.is_empty() {
-        let total = cur + obsolete.len() as u32;
+        let total = cur + obsolete.len() as u32 + kept_unhealthy;
         let surge_room = desired
             .saturating_add(target.max_surge)
             .saturating_sub(total);
@@ -260,21 +279,26 @@ pub fn plan(target: &Target, instances: &[Instance], reachable: &BTreeSet<String
         return out;
     }
 
-    // 4. Too few: scale out (or replace failed ones) into the zone with fewest.
+    // 4. Too few: scale out (or replace failed ones) into the zone with fewest. Unhealthy
+    // instances kept until their replacement is ready bound it like a surge (at least one).
     if cur < desired {
-        let reason = if failed_any {
+        let reason = if failed_any || !unhealthy.is_empty() {
             CreateReason::Replace
         } else {
             CreateReason::ScaleOut
         };
-        launch(&mut out, &mut per_zone, &zones, desired - cur, reason);
+        let room = desired
+            .saturating_add(target.max_surge.max(1))
+            .saturating_sub(cur + kept_unhealthy);
+        let n = (desired - cur).min(room);
+        launch(&mut out, &mut per_zone, &zones, n, reason);
         return out;
     }
 
     // 5. Right number but uneven zones (a zone came back, or was added): launch one into the
     // emptiest zone; the next pass scales in from the fullest. Only when everything is settled,
     // so a rebalance never competes with a scale-out or a rollout.
-    if cur == desired && current_ready == cur && !failed_any {
+    if cur == desired && current_ready == cur && !failed_any && unhealthy.is_empty() {
         let min = per_zone.values().copied().min().unwrap_or(0);
         let max = per_zone.values().copied().max().unwrap_or(0);
         if max > min.saturating_add(1) && desired <= target.max_size {
@@ -282,6 +306,47 @@ pub fn plan(target: &Target, instances: &[Instance], reachable: &BTreeSet<String
         }
     }
     out
+}
+
+/// Removes the instances that failed liveness: not ready ones at once (they serve nothing),
+/// ready ones only while `desired - max_unavailable` others stay ready (counting `healthy`, the
+/// other alive instances). Returns how many wait for their replacement.
+fn replace_unhealthy(
+    out: &mut Plan,
+    target: &Target,
+    unhealthy: &[&Instance],
+    healthy: &[&Instance],
+) -> u32 {
+    let min_available = target.desired.saturating_sub(target.max_unavailable);
+    let mut ready = healthy
+        .iter()
+        .chain(unhealthy)
+        .filter(|i| i.is_ready())
+        .count() as u32;
+    let mut kept = 0;
+    let mut ordered: Vec<&&Instance> = unhealthy.iter().collect();
+    ordered.sort_by_key(|i| (i.is_ready(), i.created));
+    for i in ordered {
+        let go = if !i.is_ready() {
+            true
+        } else if ready > min_available {
+            ready -= 1;
+            true
+        } else {
+            false
+        };
+        if go {
+            out.remove.push(Remove {
+                id: i.id.clone(),
+                name: i.name.clone(),
+                zone: i.zone.clone(),
+                reason: RemoveReason::Unhealthy,
+            });
+        } else {
+            kept += 1;
+        }
+    }
+    kept
 }
 
 /// A container still `created` is being started by someone (`docker run` in progress): it is
@@ -393,7 +458,129 @@ mod tests {
             spec_hash: hash.into(),
             exit_code: None,
             foreign: false,
+            probe_ready: None,
+            liveness_failed: false,
         }
+    }
+
+    /// An instance that failed liveness (`ready`: whether it still passes readiness).
+    fn failing(n: usize, zone: &str, created_secs: i64, ready: bool) -> Instance {
+        let mut i = inst(n, zone, "new", Running, created_secs);
+        i.liveness_failed = true;
+        i.probe_ready = Some(ready);
+        i
+    }
+
+    fn reasons(p: &Plan) -> Vec<(&str, RemoveReason)> {
+        p.remove
+            .iter()
+            .map(|r| (r.id.as_str(), r.reason.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn a_not_ready_unhealthy_instance_is_removed_and_replaced_at_once() {
+        let i = vec![inst(1, "a", "new", Running, 0), failing(2, "b", 1, false)];
+        let p = plan(&target(2, &["a", "b"]), &i, &zones(&["a", "b"]));
+        assert_eq!(reasons(&p), vec![("id2", RemoveReason::Unhealthy)]);
+        assert_eq!(
+            p.create,
+            vec![Create {
+                zone: "b".into(),
+                reason: CreateReason::Replace
+            }]
+        );
+    }
+
+    #[test]
+    fn a_ready_unhealthy_instance_waits_for_its_replacement_to_be_ready() {
+        // maxUnavailable 0: the one still serving stays until the replacement serves.
+        let t = target(2, &["a"]);
+        let i = vec![inst(1, "a", "new", Running, 0), failing(2, "a", 1, true)];
+        let p = plan(&t, &i, &zones(&["a"]));
+        assert!(p.remove.is_empty(), "{p:?}");
+        assert_eq!(p.create.len(), 1);
+        assert_eq!(p.create[0].reason, CreateReason::Replace);
+        // The replacement is starting (not ready): nothing more, nothing removed.
+        let mut starting = inst(3, "a", "new", Running, 2);
+        starting.probe_ready = Some(false);
+        let mut i2 = i.clone();
+        i2.push(starting.clone());
+        assert!(plan(&t, &i2, &zones(&["a"])).is_empty());
+        // Ready: the unhealthy one goes, nothing is created.
+        starting.probe_ready = Some(true);
+        let mut i3 = i.clone();
+        i3.push(starting);
+        let p = plan(&t, &i3, &zones(&["a"]));
+        assert_eq!(reasons(&p), vec![("id2", RemoveReason::Unhealthy)]);
+        assert!(p.create.is_empty());
+    }
+
+    #[test]
+    fn max_unavailable_lets_a_ready_unhealthy_instance_go_before_its_replacement() {
+        let mut t = target(3, &["a"]);
+        t.max_unavailable = 1;
+        t.max_surge = 0;
+        let i = vec![
+            inst(1, "a", "new", Running, 0),
+            inst(2, "a", "new", Running, 0),
+            failing(3, "a", 1, true),
+        ];
+        let p = plan(&t, &i, &zones(&["a"]));
+        assert_eq!(reasons(&p), vec![("id3", RemoveReason::Unhealthy)]);
+        assert_eq!(p.create.len(), 1);
+    }
+
+    #[test]
+    fn unhealthy_replacements_never_drop_the_ready_count_below_desired() {
+        // All three failed liveness but still pass readiness: one surge at a time, each old
+        // one removed only once a replacement is ready.
+        let t = target(3, &["a"]);
+        let mut i: Vec<Instance> = (0..3).map(|n| failing(n, "a", n as i64, true)).collect();
+        let p = plan(&t, &i, &zones(&["a"]));
+        assert!(p.remove.is_empty());
+        assert_eq!(p.create.len(), 1, "surge of 1");
+        let mut fresh = inst(10, "a", "new", Running, 10);
+        fresh.probe_ready = Some(true);
+        i.push(fresh);
+        let p = plan(&t, &i, &zones(&["a"]));
+        assert_eq!(reasons(&p), vec![("id0", RemoveReason::Unhealthy)]);
+        let ready_after = i.iter().filter(|x| x.is_ready()).count() - p.remove.len();
+        assert!(ready_after >= 3);
+    }
+
+    #[test]
+    fn a_stopped_group_removes_unhealthy_instances_too() {
+        let i = vec![failing(1, "a", 0, true), failing(2, "a", 0, false)];
+        let p = plan(&target(0, &["a"]), &i, &zones(&["a"]));
+        let mut r = removed(&p);
+        r.sort();
+        assert_eq!(r, vec!["id1", "id2"]);
+        assert!(p.create.is_empty());
+    }
+
+    #[test]
+    fn a_failing_readiness_probe_makes_an_instance_not_ready_and_gates_a_rollout() {
+        let mut i: Vec<Instance> = (0..2)
+            .map(|n| inst(n, "a", "old", Running, n as i64))
+            .collect();
+        let mut fresh = inst(9, "a", "new", Running, 9);
+        fresh.probe_ready = Some(false);
+        assert!(!fresh.is_ready());
+        i.push(fresh.clone());
+        let t = target(2, &["a"]);
+        assert!(plan(&t, &i, &zones(&["a"])).is_empty(), "no old one goes");
+        fresh.probe_ready = Some(true);
+        i[2] = fresh;
+        assert_eq!(removed(&plan(&t, &i, &zones(&["a"]))), vec!["id0"]);
+        assert_eq!(counts(&t, &i).ready, 3);
+    }
+
+    #[test]
+    fn counts_show_the_unhealthy_instances() {
+        let i = vec![inst(1, "a", "new", Running, 0), failing(2, "a", 0, false)];
+        let c = counts(&target(2, &["a"]), &i);
+        assert_eq!((c.current, c.ready, c.unhealthy), (2, 1, 1));
     }
 
     fn zones(z: &[&str]) -> BTreeSet<String> {
@@ -668,7 +855,8 @@ mod tests {
             Counts {
                 current: 3,
                 ready: 2,
-                updated: 2
+                updated: 2,
+                unhealthy: 0,
             }
         );
     }

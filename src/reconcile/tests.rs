@@ -657,3 +657,5 @@ async fn a_held_group_whose_containers_vanish_is_no_longer_reported() {
     })
     .await;
 }
+
+mod probes;

@@ -112,6 +112,14 @@ pub struct InstanceStatus {
     /// The image it runs, by content (`sha256:...`): which build a moving tag resolved to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_id: Option<String>,
+    /// Ready: running, the image's HEALTHCHECK (if any) not starting or unhealthy, and the
+    /// group's readiness probe (if any) passing. What load balancers and the ready count use.
+    #[serde(default)]
+    pub ready: bool,
+    /// The probes' verdict in one sentence ("ready: HTTP 200 from GET /healthz", "liveness
+    /// failed 3 times in a row: ..."), or the image's HEALTHCHECK status without probes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<String>,
 }
 
 /// Condition types, as in Kubernetes.

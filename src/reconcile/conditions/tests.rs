@@ -12,6 +12,7 @@ fn counts(current: u32, ready: u32, updated: u32) -> Counts {
         current,
         ready,
         updated,
+        unhealthy: 0,
     }
 }
 
@@ -127,6 +128,20 @@ fn progressing_names_the_first_rule_that_applies() {
                 "True",
                 "RollingUpdate",
                 "rolling update: 2 of 2 instances updated",
+            ),
+        ),
+        (
+            Inputs {
+                counts: Counts {
+                    unhealthy: 1,
+                    ..counts(2, 1, 2)
+                },
+                ..base(ZONES, &none)
+            },
+            row(
+                "True",
+                "ReplacingUnhealthy",
+                "1 instance(s) failed liveness and are being replaced",
             ),
         ),
         (
