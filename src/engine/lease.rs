@@ -700,6 +700,15 @@ impl Engine for Fenced {
     async fn identity(&self) -> crate::engine::Result<EngineIdentity> {
         self.inner.identity().await
     }
+    /// Not fenced: a command in a container changes nothing the lease guards.
+    async fn exec_wait(
+        &self,
+        id: &str,
+        cmd: &[String],
+        keep: usize,
+    ) -> crate::engine::Result<crate::engine::ExecOutcome> {
+        self.inner.exec_wait(id, cmd, keep).await
+    }
 }
 
 #[cfg(test)]

@@ -257,13 +257,8 @@ pub trait Engine: Send + Sync + 'static {
     async fn identity(&self) -> Result<EngineIdentity>;
     /// Runs `cmd` in container `id` (no terminal, no input) and waits for it to end: its exit
     /// code and the last `keep` bytes of its output (stdout and stderr together). The caller
-    /// bounds the time it waits. Engines that cannot run commands say so.
-    async fn exec_wait(&self, id: &str, cmd: &[String], keep: usize) -> Result<ExecOutcome> {
-        let _ = (id, cmd, keep);
-        Err(EngineError::Other(
-            "this engine cannot run commands in containers".into(),
-        ))
-    }
+    /// bounds the time it waits. (No default: a wrapper must forward it.)
+    async fn exec_wait(&self, id: &str, cmd: &[String], keep: usize) -> Result<ExecOutcome>;
 }
 
 /// How a command run in a container ended.

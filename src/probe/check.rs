@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::engine::{Engine, EngineError};
+use crate::engine::Engine;
 use crate::manifest::health_check::Check;
 
 /// Bytes of an HTTP answer read for its status line.
@@ -195,11 +195,9 @@ async fn exec(engine: &dyn Engine, id: &str, command: &[String]) -> Outcome {
                 None => Outcome::Unknown(format!("{what}: the engine gave no exit code")),
             }
         }
-        // The container is going, or the engine is away: not the instance's failure.
-        Err(e @ (EngineError::NotFound(_) | EngineError::Unreachable(_))) => {
-            Outcome::Unknown(shown(&format!("{what}: {e}")))
-        }
-        Err(e) => Outcome::Fail(shown(&format!("{what}: {e}"))),
+        // The container is going, the engine is away or refuses: the controller could not
+        // probe, which is never the instance's failure (only the command's exit code is).
+        Err(e) => Outcome::Unknown(shown(&format!("{what}: {e}"))),
     }
 }
 

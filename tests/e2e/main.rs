@@ -8,6 +8,7 @@ mod cli;
 mod common;
 mod engine_docker;
 mod gitops;
+mod health;
 mod ops;
 mod pull;
 mod reconcile;
