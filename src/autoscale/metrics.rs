@@ -66,6 +66,9 @@ pub struct GroupInfo {
 pub struct Collector {
     prev: HashMap<String, StatsSample>,
     latest: BTreeMap<String, InstanceMetrics>,
+    /// The probes' verdicts: an instance its readiness probe says is not ready is left out of
+    /// averages, as one warming up.
+    pub readiness: Option<Arc<crate::probe::Verdicts>>,
 }
 
 impl Collector {
@@ -119,8 +122,13 @@ impl Collector {
                     .then(|| cur.memory_used_bytes as f64 / cur.memory_limit_bytes as f64 * 100.0);
                 // Lists may not carry the start time: creation is a close, earlier bound.
                 let started = o.started_at.unwrap_or(o.created);
-                let warming =
-                    now - started < chrono::Duration::from_std(info.warm_up).unwrap_or_default();
+                let not_ready = self
+                    .readiness
+                    .as_ref()
+                    .and_then(|v| v.get(&o.id))
+                    .is_some_and(|v| v.ready == Some(false));
+                let warming = not_ready
+                    || now - started < chrono::Duration::from_std(info.warm_up).unwrap_or_default();
                 let entry = per_group.entry(key.clone()).or_default();
                 if !warming {
                     if let Some(c) = cpu_of_limit {

@@ -234,6 +234,8 @@ pub struct Autoscaler {
     /// Where the status written before this start comes from (the sidecar tree with
     /// `statusMode: sidecar`); unset, the manifest's own `status:` block.
     previous: std::sync::OnceLock<PreviousStatus>,
+    /// See [`Autoscaler::set_readiness`].
+    readiness: std::sync::OnceLock<Arc<crate::probe::Verdicts>>,
 }
 
 /// The status a group had before this controller started, given the one in its manifest:
@@ -259,7 +261,14 @@ impl Autoscaler {
             collector: tokio::sync::Mutex::new(Collector::default()),
             instances: RwLock::new(Vec::new()),
             previous: std::sync::OnceLock::new(),
+            readiness: std::sync::OnceLock::new(),
         })
+    }
+
+    /// The probes' verdicts: instances not ready by their readiness probe are left out of the
+    /// metrics (set once).
+    pub fn set_readiness(&self, verdicts: Arc<crate::probe::Verdicts>) {
+        let _ = self.readiness.set(verdicts);
     }
 
     /// Seeds capacities set by policies before a restart from `previous` (set once).
@@ -421,6 +430,9 @@ impl Autoscaler {
         }
         let samples = {
             let mut c = self.collector.lock().await;
+            if c.readiness.is_none() {
+                c.readiness = self.readiness.get().cloned();
+            }
             let s = c
                 .collect(&self.zones, &infos, self.settings.concurrency, now)
                 .await;

@@ -327,6 +327,8 @@ impl Builder {
             tasks.spawn("probe runner", runner.run(beat, shutdown.clone()));
         }
 
+        autoscaler.set_readiness(verdicts.clone());
+
         // The reconciler, and the change feed that tells it which groups to look at.
         let reconciler = Reconciler::new(
             reconcile::Context {

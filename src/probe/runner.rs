@@ -213,15 +213,9 @@ impl ProbeRunner {
                 self.scan(&mut st, now);
                 st.last_scan = Some(now);
             }
-            self.dispatch(&mut st, &permits, &mut tasks, now);
+            let due = self.dispatch(&mut st, &permits, &mut tasks, now);
             let next_scan = st.last_scan.unwrap_or(now) + self.settings.rescan;
-            let wake = st
-                .tracked
-                .values()
-                .flat_map(|t| t.slots.iter())
-                .filter(|s| !s.in_flight && s.probe.check != Check::Docker)
-                .map(|s| s.next)
-                .min()
+            let wake = due
                 .map_or(next_scan, |t| t.min(next_scan))
                 .max(now + Duration::from_millis(5));
             tokio::select! {
@@ -284,28 +278,40 @@ impl ProbeRunner {
         self.verdicts.retain(&seen);
     }
 
-    /// Starts every due probe a permit is free for.
+    /// Starts every due probe a permit is free for; returns when the next one not in flight is
+    /// due (one left without a permit starts when a probe in flight ends).
     fn dispatch(
         &self,
         st: &mut State,
         permits: &Arc<Semaphore>,
         tasks: &mut JoinSet<Done>,
         now: Instant,
-    ) {
+    ) -> Option<Instant> {
         let wall = Utc::now();
+        let mut due: Option<Instant> = None;
+        let mut full = false;
         for (id, t) in st.tracked.iter_mut() {
             let grace_left = t.grace_left(wall);
             for (i, s) in t.slots.iter_mut().enumerate() {
-                if s.in_flight || s.next > now || s.probe.check == Check::Docker {
+                if s.in_flight || s.probe.check == Check::Docker {
                     continue;
+                }
+                if s.next > now {
+                    due = Some(due.map_or(s.next, |d| d.min(s.next)));
+                    continue;
+                }
+                if full {
+                    continue; // started when a probe in flight ends and frees its permit
                 }
                 // A liveness-only probe waits out the grace period (no verdict before it).
                 if !s.readiness && !grace_left.is_zero() {
                     s.next = now + grace_left;
+                    due = Some(due.map_or(s.next, |d| d.min(s.next)));
                     continue;
                 }
                 let Ok(permit) = permits.clone().try_acquire_owned() else {
-                    return;
+                    full = true;
+                    continue;
                 };
                 s.in_flight = true;
                 s.next = now + s.probe.interval;
@@ -324,6 +330,7 @@ impl ProbeRunner {
                 });
             }
         }
+        due
     }
 
     /// Where a probe of `observed` in `zone` goes.
