@@ -275,6 +275,8 @@ fn describe_group(item: &Value, lc: Option<&Value>, now: DateTime<Utc>) -> Strin
             "PORTS",
             "AGE",
             "UP-TO-DATE",
+            "READY",
+            "HEALTH",
         ]);
         for i in is {
             t.row(vec![
@@ -290,6 +292,13 @@ fn describe_group(item: &Value, lc: Option<&Value>, now: DateTime<Utc>) -> Strin
                     "no"
                 }
                 .into(),
+                match i["ready"].as_bool() {
+                    Some(true) => "yes",
+                    Some(false) => "no",
+                    None => "-",
+                }
+                .into(),
+                i["health"].as_str().unwrap_or("-").to_string(),
             ]);
         }
         t
@@ -343,7 +352,8 @@ mod tests {
                                 "message": "2/2 ready", "lastTransitionTime": "2024-01-01T00:00:00Z"}],
                 "instances": [{"name": "web-abc", "containerId": "0123456789ab", "zone": "local",
                                "state": "running", "startedAt": "2024-01-01T00:04:00Z",
-                               "ports": ["127.0.0.1:32768->80/tcp"], "upToDate": true}]},
+                               "ports": ["127.0.0.1:32768->80/tcp"], "upToDate": true, "ready": true,
+                               "health": "ready: HTTP 200 from GET /"}]},
             "source": {"file": "/m/shop/web.yaml", "line": 4},
             "firstSeen": "2024-01-01T00:00:00Z",
             "errors": [{"file": "/m/shop/web.yaml", "line": 9, "column": 3,
@@ -374,7 +384,7 @@ mod tests {
             text.contains("  Ready   True     AllReady   2/2 ready\n"),
             "{text}"
         );
-        assert!(text.contains("  web-abc   local   running   0123456789ab   127.0.0.1:32768->80/tcp   60s   yes\n"), "{text}");
+        assert!(text.contains("  web-abc   local   running   0123456789ab   127.0.0.1:32768->80/tcp   60s   yes          yes     ready: HTTP 200 from GET /\n"), "{text}");
         assert!(text.contains("Activities:\n  <none>\n"), "{text}");
         assert!(
             text.contains("  /m/shop/web.yaml:9:3: spec.maxSize: expected a number\n"),
