@@ -141,3 +141,54 @@ fn sizes_and_counts_are_bounded() {
         "above the limit",
     );
 }
+
+#[test]
+fn hostile_health_checks_are_refused_at_their_field() {
+    let lc = format!("{LC}  ports: [80]\n");
+    refused(
+        &lc,
+        "healthCheck: {type: HTTP, port: 80, interval: 1ms}",
+        "spec.healthCheck.interval",
+        "outside 1s to 1h",
+    );
+    refused(
+        &lc,
+        "healthCheck: {type: HTTP, port: 80, unhealthyThreshold: 4294967295}",
+        "spec.healthCheck.unhealthyThreshold",
+        "outside 1 to 100",
+    );
+    refused(
+        &lc,
+        "healthCheck: {type: HTTP, port: 80, unhealthyThreshold: 99999999999999999999}",
+        "spec.healthCheck.unhealthyThreshold",
+        "",
+    );
+    refused(
+        &lc,
+        &format!(
+            "healthCheck: {{type: HTTP, port: 80, path: /{}}}",
+            "a".repeat(100_000)
+        ),
+        "spec.healthCheck.path",
+        "use at most 1024",
+    );
+    refused(
+        &lc,
+        "healthCheck: {type: HTTP, port: 80, timeout: 100000d}",
+        "spec.healthCheck.timeout",
+        "",
+    );
+    refused(
+        &lc,
+        "healthCheck: {type: HTTP, port: 8080}",
+        "spec.healthCheck.port",
+        "add `ports: [8080]`",
+    );
+    refused(
+        GROUP,
+        "healthCheck: {type: Exec, command: []}",
+        "spec.healthCheck.command",
+        "must not be empty",
+    );
+    assert!(errors(&lc, "healthCheck: {type: HTTP, port: 80, interval: 1s}").is_empty());
+}

@@ -99,3 +99,29 @@ async fn a_readiness_probe_gates_the_ready_count_until_it_passes() {
     })
     .await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_group_check_on_an_unpublished_port_degrades_the_group_and_replaces_nothing() {
+    let yaml = format!(
+        "{}  healthCheckGracePeriod: 0s\n  healthCheck: {{type: TCP, port: 8080, interval: 1s, unhealthyThreshold: 1}}\n",
+        manifests(1, "img", "a")
+    );
+    let h = Harness::start(&["a"], &yaml).await;
+    h.until("1 running", SECS(5), |h| h.total_running() == 1)
+        .await;
+    let first = h.running(0).remove(0);
+    h.until("InvalidHealthCheck", SECS(5), |h| {
+        h.status("web").is_some_and(|s| {
+            s.conditions.iter().any(|c| {
+                c.type_ == "Degraded"
+                    && c.reason == "InvalidHealthCheck"
+                    && c.message.contains("add `ports: [8080]`")
+            })
+        })
+    })
+    .await;
+    tokio::time::sleep(SECS(5)).await;
+    assert_eq!(h.running(0)[0].id, first.id, "never replaced for it");
+    let s = h.status("web").unwrap();
+    assert_eq!(s.ready, 0, "not ready: its readiness cannot be probed");
+}
