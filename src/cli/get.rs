@@ -645,7 +645,7 @@ fn instances(items: &[Value], wide: bool, all: bool, now: DateTime<Utc>) -> Tabl
         if !all {
             h.push("NAMESPACE");
         }
-        h.extend(["CPU", "MEM", "IMAGE-ID"]);
+        h.extend(["CPU", "MEM", "IMAGE-ID", "READY", "HEALTH"]);
     }
     let mut t = Table::new(&h);
     for i in items {
@@ -679,6 +679,15 @@ fn instances(items: &[Value], wide: bool, all: bool, now: DateTime<Utc>) -> Tabl
                 .and_then(|m| Some((m.get(0)?.as_str()?, m.get(1)?.as_str()?)))
                 .unwrap_or(("-", "-"));
             row.extend([cpu.to_string(), mem.to_string(), image_id(i)]);
+            row.push(
+                match i["ready"].as_bool() {
+                    Some(true) => "yes",
+                    Some(false) => "no",
+                    None => "-",
+                }
+                .into(),
+            );
+            row.push(i["health"].as_str().unwrap_or("-").to_string());
         }
         t.row(row);
     }
