@@ -24,7 +24,8 @@ use crate::util::unpoisoned::RwLockExt;
 /// What the probes say about one instance now.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Verdict {
-    /// The readiness probe's verdict; `None` when the group has no readiness probe.
+    /// The readiness probe's verdict; `None` when the group has no readiness probe, or before
+    /// its first result.
     pub ready: Option<bool>,
     /// Failed liveness `unhealthyThreshold` times in a row, after the grace period: the
     /// instance is to be replaced (final: a container never comes back from it).

@@ -130,7 +130,7 @@ impl Tracked {
             }
         }
         let verdict = Verdict {
-            ready: probes.readiness.as_ref().map(|_| false),
+            ready: None,
             liveness_failed: false,
             summary: if probes.readiness.is_some() {
                 "not probed yet".to_string()
@@ -499,7 +499,12 @@ fn docker_health(t: &mut Tracked, now: DateTime<Utc>) {
 /// kind of the last outcome (pass, fail, no verdict), never with each probe's text, so the
 /// status does not churn.
 fn verdict(t: &Tracked) -> (Verdict, u8) {
-    let ready = t.slots.iter().find(|s| s.readiness).map(|s| s.ready);
+    // Not judged before the first result (the reconciler then decides what it means).
+    let ready = t
+        .slots
+        .iter()
+        .find(|s| s.readiness)
+        .and_then(|s| s.last.is_some().then_some(s.ready));
     let failed_live = t
         .slots
         .iter()

@@ -54,6 +54,9 @@ pub(super) struct GroupMemory {
     pub failed_hash: Option<String>,
     /// Why the last pass could not launch all it wanted: a namespace quota (Degraded).
     pub quota: Option<ReconcileError>,
+    /// Each instance's `ready` in the status written before a restart: the readiness of an
+    /// instance the probes have not judged yet.
+    pub ready_before: std::collections::HashMap<String, bool>,
 }
 
 impl GroupMemory {
@@ -149,6 +152,11 @@ impl GroupMemory {
         else {
             return;
         };
+        self.ready_before = prev
+            .instances
+            .iter()
+            .map(|i| (i.name.clone(), i.ready))
+            .collect();
         self.activities = prev.activities.into_iter().collect();
         self.last_scale_out = prev.last_scale_out;
         self.last_scale_in = prev.last_scale_in;

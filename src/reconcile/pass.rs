@@ -71,7 +71,6 @@ impl Reconciler {
             _ => None,
         };
         let resolved = self.resolve(key, &desired, autoscale.as_ref().map(|a| &a.effective));
-        self.judge(&mut before, &resolved);
         if resolved.group.is_some() {
             self.orphans.defined(key);
         }
@@ -98,6 +97,7 @@ impl Reconciler {
                 .is_some()
                 .then_some(resolved.target.spec_hash.as_str()),
         );
+        self.judge(&mut before, &resolved, &mem);
 
         // What the group still needs, whatever the backoff holds back (status and requeue).
         let planned = self.plan(&resolved, &before);
@@ -125,7 +125,7 @@ impl Reconciler {
         let unreachable = before.unreachable.clone();
         let (after, remaining) = if acted {
             let mut after = self.view(key);
-            self.judge(&mut after, &resolved);
+            self.judge(&mut after, &resolved, &mem);
             let remaining = self.plan(&resolved, &after);
             (after, remaining)
         } else {
@@ -238,9 +238,11 @@ impl Reconciler {
         v
     }
 
-    /// Fills in the probes' verdicts: readiness where the group has a readiness probe (not
-    /// probed yet is not ready), failed liveness where it has a liveness probe.
-    fn judge(&self, view: &mut View, resolved: &Resolved) {
+    /// Fills in the probes' verdicts: readiness where the group has a readiness probe, failed
+    /// liveness where it has a liveness probe. An instance not probed yet is not ready, unless
+    /// the status written before a restart said it was: a restarted controller must not take
+    /// every instance out of service (and out of its load balancers) until its first probes.
+    fn judge(&self, view: &mut View, resolved: &Resolved, mem: &GroupMemory) {
         let (readiness, liveness) = (
             resolved.probes.readiness.is_some(),
             resolved.probes.liveness.is_some(),
@@ -251,7 +253,10 @@ impl Reconciler {
         for i in &mut view.instances {
             let v = self.ctx.probes.get(&i.id);
             if readiness {
-                i.probe_ready = Some(v.as_ref().and_then(|v| v.ready) == Some(true));
+                i.probe_ready = Some(match v.as_ref().and_then(|v| v.ready) {
+                    Some(r) => r,
+                    None => mem.ready_before.get(&i.name).copied().unwrap_or(false),
+                });
             }
             if liveness {
                 i.liveness_failed = v.is_some_and(|v| v.liveness_failed);

@@ -125,3 +125,20 @@ async fn a_group_check_on_an_unpublished_port_degrades_the_group_and_replaces_no
     let s = h.status("web").unwrap();
     assert_eq!(s.ready, 0, "not ready: its readiness cannot be probed");
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_instance_ready_before_a_restart_stays_ready_until_its_probe_says_otherwise() {
+    use crate::reconcile::memory::GroupMemory;
+    let mut mem = GroupMemory::default();
+    let prev = serde_json::json!({
+        "observedGeneration": "x", "desiredCapacity": 2, "current": 2, "ready": 2,
+        "instances": [
+            {"name": "web-old", "containerId": "1", "zone": "a", "state": "running", "ready": true},
+            {"name": "web-bad", "containerId": "2", "zone": "a", "state": "running", "ready": false}
+        ]
+    });
+    let key = ObjectKey::new(Kind::AutoScalingGroup, "default", "web");
+    mem.begin(&key, || Some(prev), Some("h"));
+    assert_eq!(mem.ready_before.get("web-old"), Some(&true));
+    assert_eq!(mem.ready_before.get("web-bad"), Some(&false));
+}
