@@ -188,11 +188,13 @@ fn a_tcp_check_replaces_an_instance_whose_server_died_inside_a_live_container() 
             "",
         ),
     );
+    // interval × unhealthyThreshold + 1 s, plus the probe's own timeout (a TCP probe waits to
+    // see whether the engine's port proxy closes the connection).
     breaks_and_is_replaced(
         &ctl,
         &ns,
         &["killall", "httpd"],
-        Duration::from_secs(3),
+        Duration::from_millis(3500),
         "liveness failed 2 times in a row: TCP port 80",
     );
 }
@@ -207,11 +209,13 @@ fn an_exec_check_replaces_an_instance_whose_command_fails() {
         "web.yaml",
         &checked(&ns.name, 1, "touch /tmp/ok && exec sleep 3600", hc, ""),
     );
+    // interval × unhealthyThreshold + 1 s, plus the probe's own timeout: an exec goes through
+    // the engine (create, start, inspect), which takes hundreds of milliseconds under load.
     breaks_and_is_replaced(
         &ctl,
         &ns,
         &["rm", "/tmp/ok"],
-        Duration::from_secs(3),
+        Duration::from_millis(3900),
         "liveness failed 2 times in a row: exec cat /tmp/ok exited 1",
     );
 }
