@@ -289,3 +289,33 @@ fn a_readiness_probe_gates_a_rolling_update() {
         },
     );
 }
+
+#[test]
+fn a_restarted_controller_keeps_ready_instances_ready_until_their_probes_say_otherwise() {
+    let ns = TestNs::new();
+    let opts = ControllerOptions::default();
+    let mut ctl = Controller::start_with(opts.clone());
+    ctl.wait_ready();
+    // A slow readiness probe (2 s per result): without the rule, a restart would show the
+    // instances not ready (and take them out of any load balancer) for at least that long.
+    let hc = "    readiness:\n      type: Exec\n      command: [sh, -c, \"sleep 2; cat /tmp/ready\"]\n      interval: 5s\n      timeout: 4s\n";
+    ctl.write_manifest(
+        "web.yaml",
+        &checked(&ns.name, 2, "touch /tmp/ready && exec sleep 3600", hc, ""),
+    );
+    all_ready(&ctl, &ns, 2);
+    std::thread::sleep(Duration::from_secs(1)); // the status file catches up
+    ctl.kill();
+    ctl.restart(&opts).wait_ready();
+    let until = Instant::now() + Duration::from_secs(8);
+    let mut seen = 0;
+    while Instant::now() < until {
+        let s = status(&ctl, &ns);
+        if let Some(ready) = s["ready"].as_u64() {
+            seen += 1;
+            assert_eq!(ready, 2, "ready dropped after the restart:\n{s:#}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(seen > 10, "the status was served {seen} times");
+}
