@@ -75,6 +75,9 @@ struct Slot {
     /// Consecutive failures after the grace period (liveness).
     live_failures: u32,
     ready: bool,
+    /// `ready` was carried over from the probe this one replaced (a changed `healthCheck`):
+    /// it stands until this probe's own results move it.
+    carried: bool,
     /// What the last probe said.
     last: Option<Outcome>,
 }
@@ -91,6 +94,7 @@ impl Slot {
             failures: 0,
             live_failures: 0,
             ready: false,
+            carried: false,
             last: None,
         }
     }
@@ -257,7 +261,15 @@ impl ProbeRunner {
                         )
                     });
                     if t.probes != probes {
+                        // A changed check starts over, but an instance's readiness stands until
+                        // the new probe's results move it (no blip out of service).
+                        let was_ready = t
+                            .slots
+                            .iter()
+                            .find(|s| s.readiness && (s.last.is_some() || s.carried))
+                            .map(|s| s.ready);
                         let generation = t.generation + 1;
+                        let summary = std::mem::take(&mut t.verdict.summary);
                         *t = Tracked::new(
                             key.clone(),
                             zone.name.clone(),
@@ -266,6 +278,12 @@ impl ProbeRunner {
                             now,
                         );
                         t.generation = generation;
+                        let slot = t.slots.iter_mut().find(|s| s.readiness);
+                        if let (Some(r), Some(s)) = (was_ready, slot) {
+                            s.ready = r;
+                            s.carried = true;
+                            t.verdict.summary = summary;
+                        }
                     }
                     t.observed = o;
                     t.grace = grace;
@@ -504,7 +522,7 @@ fn verdict(t: &Tracked) -> (Verdict, u8) {
         .slots
         .iter()
         .find(|s| s.readiness)
-        .and_then(|s| s.last.is_some().then_some(s.ready));
+        .and_then(|s| (s.last.is_some() || s.carried).then_some(s.ready));
     let failed_live = t
         .slots
         .iter()
@@ -546,7 +564,10 @@ fn verdict(t: &Tracked) -> (Verdict, u8) {
             v.summary = match (s.readiness, ready, &s.last) {
                 (_, _, None) => t.verdict.summary.clone(),
                 (_, _, Some(Outcome::Unknown(why))) => format!("not probed: {why}"),
-                (true, Some(true), _) => format!("ready: {}", said(s)),
+                (true, Some(true), Some(Outcome::Pass(_))) => format!("ready: {}", said(s)),
+                (true, Some(true), Some(Outcome::Fail(_))) => {
+                    format!("ready, but the last probe failed: {}", said(s))
+                }
                 (true, _, Some(Outcome::Pass(_))) => format!("not ready yet: {}", said(s)),
                 (true, _, Some(Outcome::Fail(_))) => format!("not ready: {}", said(s)),
                 (false, _, Some(Outcome::Pass(_))) => format!("live: {}", said(s)),

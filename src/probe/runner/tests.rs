@@ -338,3 +338,44 @@ async fn exec_and_docker_checks_give_verdicts() {
         "liveness failed: the image's HEALTHCHECK reports unhealthy"
     );
 }
+
+#[tokio::test]
+async fn a_changed_check_keeps_the_readiness_until_its_own_results_move_it() {
+    let s = server(Duration::ZERO).await;
+    let hc = |path: &str| {
+        format!("    type: HTTP\n    port: 80\n    path: {path}\n    interval: 1s\n    timeout: 500ms\n    unhealthyThreshold: 2\n")
+    };
+    let r = rig(&manifests(&hc("/a"), "0s"), 8).await;
+    let id = instance(&r.engine, 1, s.port).await;
+    until(&r.verdicts, &id, Duration::from_secs(3), |v| {
+        v.ready == Some(true)
+    })
+    .await;
+    // The check changes (and now fails): ready all along until 2 failures of the new one.
+    s.status.store(500, Ordering::SeqCst);
+    r._desired
+        .send(Arc::new(crate::watch::store::test_snapshot(&manifests(
+            &hc("/b"),
+            "0s",
+        ))))
+        .unwrap();
+    let started = Instant::now();
+    loop {
+        let v = r.verdicts.get(&id).unwrap();
+        if v.ready == Some(false) {
+            assert!(
+                started.elapsed() >= Duration::from_millis(900),
+                "dropped after {:?}",
+                started.elapsed()
+            );
+            assert!(v.summary.contains("GET /b"), "{}", v.summary);
+            break;
+        }
+        assert_eq!(v.ready, Some(true), "{v:?}");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "never judged by the new check"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
