@@ -342,11 +342,35 @@ pub fn check(h: &HealthCheck, ports: Option<&[PortSpec]>, at: &str) -> Vec<(Stri
             at.to_string()
         };
         let eff = h.role(role.as_ref());
-        check_effective(&eff, &field, ports, &mut out);
+        let mut found = Vec::new();
+        check_effective(&eff, &field, ports, &mut found);
+        // A problem of an inherited field is the top level's: reported once, where written.
+        for (path, message) in found {
+            let inherited = role.as_ref().and_then(|r| {
+                let f = path.strip_prefix(&format!("{field}."))?;
+                (f != "type" && !sets(r, f)).then(|| format!("{at}.{f}"))
+            });
+            out.push((inherited.unwrap_or(path), message));
+        }
     }
     let mut seen = std::collections::HashSet::new();
     out.retain(|p| seen.insert(p.clone()));
     out
+}
+
+/// Whether `s` writes field `f` itself.
+fn sets(s: &ProbeSpec, f: &str) -> bool {
+    match f {
+        "path" => s.path.is_some(),
+        "port" => s.port.is_some(),
+        "expectStatus" => s.expect_status.is_some(),
+        "command" => s.command.is_some(),
+        "interval" => s.interval.is_some(),
+        "timeout" => s.timeout.is_some(),
+        "healthyThreshold" => s.healthy_threshold.is_some(),
+        "unhealthyThreshold" => s.unhealthy_threshold.is_some(),
+        _ => s.check_type.is_some(),
+    }
 }
 
 /// Bounds of the fields as written (each role and the top level on its own).

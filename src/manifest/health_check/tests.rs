@@ -209,3 +209,13 @@ fn unknown_fields_and_types_are_parse_errors() {
     assert!(serde_yaml_ng::from_str::<HealthCheck>("type: HTTP\nintervall: 5s\n").is_err());
     assert!(serde_yaml_ng::from_str::<HealthCheck>("type: GRPC\n").is_err());
 }
+
+#[test]
+fn a_problem_of_an_inherited_field_is_reported_once_where_it_is_written() {
+    let p = check(
+        &hc("type: HTTP\nport: 8080\nreadiness:\n  path: /ready\nliveness:\n  port: 9090\n"),
+        Some(&ports(&[80])),
+        "h",
+    );
+    assert_eq!(fields(&p), vec!["h.port", "h.liveness.port"], "{p:?}");
+}
