@@ -10,6 +10,7 @@
 //! - [`tls`]: the certificate files of a TLS zone and the rustls client.
 //! - [`pull`]: image pulls (policy, one pull per engine and image, registry credentials).
 
+pub mod attach;
 pub mod endpoint;
 pub mod pull;
 pub mod tls;

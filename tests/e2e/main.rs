@@ -7,6 +7,7 @@ mod autoscale;
 mod cli;
 mod common;
 mod engine_docker;
+mod exec_tty;
 mod gitops;
 mod ops;
 mod pull;
