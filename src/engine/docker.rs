@@ -720,6 +720,24 @@ impl Engine for DockerEngine {
         })
     }
 
+    async fn ensure_image(&self, spec: &ContainerSpec) -> Result<()> {
+        match spec.pull_policy {
+            ImagePullPolicy::Never => Ok(()),
+            ImagePullPolicy::Always => self.pull(spec).await,
+            ImagePullPolicy::IfNotPresent => match self.docker.inspect_image(&spec.image).await {
+                Ok(_) => Ok(()),
+                Err(e) => match with_host(classify(e), &self.host) {
+                    EngineError::NotFound(_) => self.pull(spec).await,
+                    other => Err(other),
+                },
+            },
+        }
+    }
+
+    fn pulls(&self) -> Vec<pull::PullProgress> {
+        self.pulls.in_flight()
+    }
+
     async fn stats(&self, id: &str) -> Result<StatsSample> {
         let options = StatsOptionsBuilder::default()
             .stream(false)

@@ -700,6 +700,13 @@ impl Engine for Fenced {
     async fn identity(&self) -> crate::engine::Result<EngineIdentity> {
         self.inner.identity().await
     }
+    async fn ensure_image(&self, spec: &ContainerSpec) -> crate::engine::Result<()> {
+        self.fence().await?;
+        self.inner.ensure_image(spec).await
+    }
+    fn pulls(&self) -> Vec<crate::engine::docker::pull::PullProgress> {
+        self.inner.pulls()
+    }
 }
 
 #[cfg(test)]

@@ -89,4 +89,11 @@ impl Engine for Timed {
     async fn identity(&self) -> Result<EngineIdentity> {
         self.time("identity", self.inner.identity()).await
     }
+    async fn ensure_image(&self, spec: &ContainerSpec) -> Result<()> {
+        self.time("ensure_image", self.inner.ensure_image(spec))
+            .await
+    }
+    fn pulls(&self) -> Vec<super::docker::pull::PullProgress> {
+        self.inner.pulls()
+    }
 }

@@ -11,6 +11,7 @@ mod exec_tty;
 mod gitops;
 mod ops;
 mod pull;
+mod pull_progress;
 mod reconcile;
 mod registry;
 mod remote;
