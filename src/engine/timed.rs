@@ -31,6 +31,16 @@ impl Timed {
     }
 }
 
+/// `inner`, its calls timed under `zone` (the lease keeper's engine, which no connector of
+/// the builder wraps).
+pub fn timed(inner: Arc<dyn Engine>, zone: &str, telemetry: Arc<Telemetry>) -> Arc<dyn Engine> {
+    Arc::new(Timed {
+        inner,
+        zone: zone.to_string(),
+        telemetry,
+    })
+}
+
 /// `connect`, with every engine it hands out timed under `zone`.
 pub fn timed_connector(connect: Connector, zone: String, telemetry: Arc<Telemetry>) -> Connector {
     Arc::new(move || {
