@@ -117,6 +117,10 @@ impl Reconciler {
             .reporting_pulls(key, &resolved.target.zones, &lc.spec.image, join_all(pulls))
             .await;
         let mut failure = None;
+        // Forget what expired (one entry per zone and spec a rollout went to).
+        self.prepared
+            .locked()
+            .retain(|_, t| now.duration_since(*t) < PREPARED_FOR);
         for (zone, r) in results {
             match r {
                 Ok(()) => {
