@@ -764,6 +764,9 @@ fn node<'i>(
         }
         Event::MappingStart(..) => {
             let mut entries: Vec<(Node, Node)> = Vec::new();
+            // Where each scalar key was first seen: a linear scan per key made a map of
+            // thousands of keys (a long `env:`) cost seconds.
+            let mut seen: HashMap<String, (usize, usize)> = HashMap::new();
             loop {
                 let key = match next_event(parser)? {
                     (Event::MappingEnd, _) => break,
@@ -772,17 +775,14 @@ fn node<'i>(
                 let (e, s) = next_event(parser)?;
                 let value = node(e, s, parser, depth + 1)?;
                 if let NodeValue::Scalar(k) = &key.value {
-                    let first = entries.iter().find_map(|(other, _)| match &other.value {
-                        NodeValue::Scalar(o) if o == k => Some((other.line, other.col)),
-                        _ => None,
-                    });
-                    if let Some(first) = first {
+                    if let Some(first) = seen.get(k) {
                         return Err(TreeError::DuplicateKey {
                             key: k.clone(),
-                            first,
+                            first: *first,
                             at: (key.line, key.col),
                         });
                     }
+                    seen.insert(k.clone(), (key.line, key.col));
                 }
                 entries.push((key, value));
             }

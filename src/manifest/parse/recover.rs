@@ -14,6 +14,8 @@
 //! - Validation on the repaired object reports only problems that cannot come from a removal:
 //!   none on a removed path or its relatives, none naming a removed field (`minSize 3 > maxSize
 //!   2` when `maxSize` was removed).
+//! - At most [`MAX_ERRORS`] per document; a document over [`MAX_RECOVERED_BYTES`] reports its
+//!   first error only.
 
 use super::{load_tree, Doc, Kind, Locations, ManifestError, Node, NodeValue, TypedError};
 use crate::manifest::validate::{self, Severity};
@@ -21,6 +23,9 @@ use crate::manifest::Object;
 
 /// At most this many errors per document (each one reads the document again).
 const MAX_ERRORS: usize = 20;
+/// Documents larger than this report their first error only: reading a hostile megabyte 20
+/// times over would cost the watcher and the API more than the errors are worth.
+const MAX_RECOVERED_BYTES: usize = 64 * 1024;
 
 impl Doc<'_> {
     /// `first`, then every further error the document's shape lets us find.
@@ -31,16 +36,19 @@ impl Doc<'_> {
         extra: &dyn Fn(&Object) -> Vec<validate::Problem>,
     ) -> Vec<ManifestError> {
         let mut errors = vec![first.error];
+        if self.body.len() > MAX_RECOVERED_BYTES {
+            return errors;
+        }
         let mut removed: Vec<String> = Vec::new();
         let mut body = self.body.to_string();
         let mut next = first.removable;
+        let Ok(Some(mut root)) = load_tree(&body) else {
+            return errors;
+        };
         while let Some(path) = next.take() {
             if errors.len() >= MAX_ERRORS {
                 break;
             }
-            let Ok(Some(root)) = load_tree(&body) else {
-                break;
-            };
             let Some(repaired) = take_out(&body, &root, &path) else {
                 break;
             };
@@ -53,8 +61,9 @@ impl Doc<'_> {
                 },
             );
             body = repaired;
-            let Ok(Some(root)) = load_tree(&body) else {
-                break;
+            root = match load_tree(&body) {
+                Ok(Some(r)) => r,
+                _ => break,
             };
             let locations = Locations::of(&root);
             match self.typed_object(kind, &body, &root, &locations) {
