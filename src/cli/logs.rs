@@ -110,8 +110,15 @@ pub(crate) async fn logs(client: Client, args: LogsArgs) -> CmdResult {
 }
 
 pub(crate) async fn exec(client: Client, args: ExecArgs) -> CmdResult {
+    #[cfg(unix)]
     if args.stdin || args.tty {
         return super::exec_attach::run(client, args).await;
+    }
+    #[cfg(not(unix))]
+    if args.stdin || args.tty {
+        return Err(Failure::Message(
+            "ms exec -i/-t needs a Unix terminal".into(),
+        ));
     }
     let mut stream = client
         .exec(&args.ns.namespace, &args.instance, &args.command)

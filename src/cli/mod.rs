@@ -10,6 +10,7 @@ mod change;
 mod completion;
 mod describe;
 mod diff;
+#[cfg(unix)]
 mod exec_attach;
 mod get;
 mod gitops_cmd;
@@ -19,6 +20,7 @@ mod logs;
 mod progress;
 mod selector;
 pub mod table;
+#[cfg(unix)]
 mod terminal;
 mod validate;
 mod wait;
