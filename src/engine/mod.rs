@@ -255,6 +255,16 @@ pub trait Engine: Send + Sync + 'static {
     ) -> Result<Observed>;
     /// Who this engine is (to refuse two zones on one engine).
     async fn identity(&self) -> Result<EngineIdentity>;
+    /// Makes sure `spec`'s image is on the engine as its pull policy says a launch would need
+    /// it (`IfNotPresent`: pulled when missing; `Always`: pulled; `Never`: nothing), so a
+    /// rollout pulls before it replaces anything. Engines without images have nothing to do.
+    async fn ensure_image(&self, _spec: &ContainerSpec) -> Result<()> {
+        Ok(())
+    }
+    /// The image pulls in flight on this engine, with their progress.
+    fn pulls(&self) -> Vec<docker::pull::PullProgress> {
+        Vec::new()
+    }
     /// Runs `cmd` in container `id` (no terminal, no input) and waits for it to end: its exit
     /// code and the last `keep` bytes of its output (stdout and stderr together). The caller
     /// bounds the time it waits. (No default: a wrapper must forward it.)
