@@ -29,6 +29,9 @@ use crate::watch::store::{Desired, DesiredReader};
 pub const DEFAULT_CONCURRENCY: usize = 64;
 /// How often the runner looks at the zones' caches for new and gone instances.
 pub const DEFAULT_RESCAN: Duration = Duration::from_millis(500);
+/// Probes due within this much of each other start together (one pass over the instances
+/// per batch, not per probe).
+const BATCH: Duration = Duration::from_millis(25);
 
 /// How the runner works.
 #[derive(Debug, Clone)]
@@ -183,6 +186,10 @@ struct Done {
 struct State {
     tracked: HashMap<String, Tracked>,
     last_scan: Option<Instant>,
+    /// When the next probe not in flight is due (as of the last dispatch, lowered by results).
+    next_due: Option<Instant>,
+    /// The last dispatch left due probes without a permit.
+    starved: bool,
 }
 
 impl ProbeRunner {
@@ -210,22 +217,31 @@ impl ProbeRunner {
         loop {
             beat.touch();
             let now = Instant::now();
-            if st
+            let scanned = st
                 .last_scan
-                .is_none_or(|t| now.duration_since(t) >= self.settings.rescan)
-            {
+                .is_none_or(|t| now.duration_since(t) >= self.settings.rescan);
+            if scanned {
                 self.scan(&mut st, now);
                 st.last_scan = Some(now);
             }
-            let due = self.dispatch(&mut st, &permits, &mut tasks, now);
+            if scanned || st.starved || st.next_due.is_some_and(|d| d <= now + BATCH) {
+                self.dispatch(&mut st, &permits, &mut tasks, now);
+            }
             let next_scan = st.last_scan.unwrap_or(now) + self.settings.rescan;
-            let wake = due
+            let wake = st
+                .next_due
                 .map_or(next_scan, |t| t.min(next_scan))
                 .max(now + Duration::from_millis(5));
             tokio::select! {
                 Some(done) = tasks.join_next(), if !tasks.is_empty() => {
                     if let Ok(done) = done {
                         self.record(&mut st, done);
+                    }
+                    // Every other result that is in: one dispatch for all of them.
+                    while let Some(done) = tasks.try_join_next() {
+                        if let Ok(done) = done {
+                            self.record(&mut st, done);
+                        }
                     }
                 }
                 _ = tokio::time::sleep_until(wake) => {}
@@ -296,15 +312,16 @@ impl ProbeRunner {
         self.verdicts.retain(&seen);
     }
 
-    /// Starts every due probe a permit is free for; returns when the next one not in flight is
-    /// due (one left without a permit starts when a probe in flight ends).
+    /// Starts every probe due within [`BATCH`] that a permit is free for; records when the next
+    /// one not in flight is due, and whether some were left without a permit (they start when
+    /// a probe in flight ends).
     fn dispatch(
         &self,
         st: &mut State,
         permits: &Arc<Semaphore>,
         tasks: &mut JoinSet<Done>,
         now: Instant,
-    ) -> Option<Instant> {
+    ) {
         let wall = Utc::now();
         let mut due: Option<Instant> = None;
         let mut full = false;
@@ -314,7 +331,7 @@ impl ProbeRunner {
                 if s.in_flight || s.probe.check == Check::Docker {
                     continue;
                 }
-                if s.next > now {
+                if s.next > now + BATCH {
                     due = Some(due.map_or(s.next, |d| d.min(s.next)));
                     continue;
                 }
@@ -348,7 +365,8 @@ impl ProbeRunner {
                 });
             }
         }
-        due
+        st.next_due = due;
+        st.starved = full;
     }
 
     /// Where a probe of `observed` in `zone` goes.
@@ -407,6 +425,7 @@ impl ProbeRunner {
             return;
         };
         s.in_flight = false;
+        st.next_due = Some(st.next_due.map_or(s.next, |d| d.min(s.next)));
         count(s, &done.outcome, past_grace);
         s.last = Some(done.outcome);
         self.publish(&done.id, t);
