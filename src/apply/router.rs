@@ -42,6 +42,7 @@ pub fn router(ctx: Arc<Context>) -> Router {
         .route("/v1/logs/{ns}/asg/{group}", get(super::logs::group_logs))
         .route("/v1/exec/{ns}/{name}", post(super::logs::exec))
         .merge(super::stream::routes(&ctx))
+        .merge(super::dashboard::routes())
         .merge(super::prometheus::routes(&ctx));
     // `GET /lease`: this controller's holder id, so a contender on another machine can tell
     // that the holder of a lease still runs (only a controller that holds leases has one).
