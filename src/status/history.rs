@@ -130,8 +130,11 @@ impl History {
             if last.same_values(&sample) {
                 return;
             }
-            if last.decision == sample.decision {
-                sample.decision = last.decision.clone(); // one copy of the words
+            if last.desired == sample.desired {
+                // The cause of a capacity is what set it: a later decision that holds it (at
+                // maxSize, in a cooldown) is not, and the words are shared, not copied.
+                sample.decision = last.decision.clone();
+                sample.set_by = last.set_by.clone();
             }
         }
         let spacing = chrono::Duration::from_std(MIN_SPACING).unwrap_or_default();
@@ -294,9 +297,16 @@ mod tests {
         assert_eq!(s.len(), 2);
         assert_eq!(s[1].set_by.as_deref(), Some("policy/cpu"));
         assert_eq!(s[1].decision.as_deref(), Some("CPU 90% vs target 50%"));
+        // A later decision that holds the capacity does not replace the step's cause.
+        let mut held = decided(2, "held at 2 (maxSize)");
+        held.ready = 2;
+        h.record_at(&key("web"), &held, at(25));
+        let s = h.samples(&key("web"), at(0));
+        assert_eq!(s.len(), 3);
+        assert_eq!(s[2].decision.as_deref(), Some("CPU 90% vs target 50%"));
         // A decision about another capacity is not this step's cause.
         h.record_at(&key("web"), &decided(3, "CPU 90% vs target 50%"), at(30));
-        assert_eq!(h.samples(&key("web"), at(0))[2].decision, None);
+        assert_eq!(h.samples(&key("web"), at(0))[3].decision, None);
     }
 
     #[test]

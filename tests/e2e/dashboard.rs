@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use headless_chrome::protocol::cdp::Page::CaptureScreenshotFormatOption;
+use headless_chrome::types::Bounds;
 use headless_chrome::{Browser, LaunchOptions, Tab};
 use serde_json::Value;
 
@@ -423,4 +424,71 @@ fn the_dashboard_shows_a_tokens_groups_live_with_charts_and_never_another_namesp
         "the problems show namespace B:\n{text}"
     );
     screenshot(&tab, "dashboard-problems.png");
+
+    // Narrow: the page never scrolls sideways (a wide table scrolls inside its box).
+    js(&tab, "location.hash = '#/'");
+    tab.set_bounds(Bounds::Normal {
+        left: None,
+        top: None,
+        width: Some(400.0),
+        height: Some(900.0),
+    })
+    .expect("a narrow window");
+    wait_page(
+        &tab,
+        "window.innerWidth <= 420 && !!document.getElementById('groups')",
+        Duration::from_secs(10),
+        "the groups in a narrow window",
+    );
+    assert_eq!(
+        js(
+            &tab,
+            "document.documentElement.scrollWidth <= window.innerWidth"
+        ),
+        Value::Bool(true),
+        "the page scrolls sideways at {} px",
+        js(&tab, "window.innerWidth")
+    );
+    screenshot(&tab, "dashboard-narrow.png");
+
+    // The measurement: more `ms scale`s, each timed to its manifest's change on the page.
+    let mut took = Vec::new();
+    for desired in [4, 3, 4, 3, 4] {
+        let started = Instant::now();
+        let out = ms_as(
+            &ctl,
+            TOKEN_A,
+            &[
+                "scale",
+                "asg",
+                "web",
+                "--desired",
+                &desired.to_string(),
+                "-n",
+                &a.name,
+            ],
+        )
+        .output()
+        .expect("run ms scale");
+        assert_success(&out);
+        wait_page(
+            &tab,
+            &format!(
+                "{} === '{desired}' || {}?.querySelector('[data-manifest]')?.dataset.manifest === '{desired}'",
+                row(&ka, "desired"),
+                cell(&ka, "desired")
+            ),
+            Duration::from_secs(30),
+            "the manifest's new desired capacity",
+        );
+        took.push(started.elapsed().as_millis());
+    }
+    took.sort();
+    eprintln!(
+        "ms scale -> page over {} scales: min {} ms, median {} ms, max {} ms",
+        took.len(),
+        took[0],
+        took[took.len() / 2],
+        took[took.len() - 1]
+    );
 }

@@ -271,6 +271,8 @@ function sampleOf(st, time) {
 
 function addSample(items, smp) {
   const last = items[items.length - 1];
+  // As the controller records it: a capacity keeps the cause it was set with.
+  if (last && last.desired === smp.desired) { smp.decision = last.decision; smp.setBy = last.setBy; }
   const same = (a, b) => a.desired === b.desired && a.current === b.current && a.ready === b.ready &&
     a.cpuPercent === b.cpuPercent && a.memoryPercent === b.memoryPercent &&
     JSON.stringify(a.pushed || {}) === JSON.stringify(b.pushed || {});
@@ -721,9 +723,13 @@ function stepsList(g) {
   const acts = (g.status && g.status.activities) || [];
   return h('div', {},
     h('h3', {}, 'Capacity steps'),
-    h('ul', { class: 'plain steps', id: 'steps' }, steps.map((x) => {
+    h('ul', { class: 'plain steps', id: 'steps' }, steps.map((x, i) => {
       const t = new Date(x.time).getTime();
-      const near = acts.filter((a) => Math.abs(new Date(a.time).getTime() - t) < 120e3);
+      // Its activities: those up to it since the step before (the status is published after
+      // the launches it reports), and for the newest step those after it too.
+      const prev = i + 1 < steps.length ? new Date(steps[i + 1].time).getTime() : t - 60e3;
+      const end = i > 0 ? t : t + 300e3;
+      const near = acts.filter((a) => { const at = new Date(a.time).getTime(); return at > prev && at <= end; });
       const who = !x.setBy || x.setBy === 'user' ? 'the manifest (spec.desiredCapacity, e.g. ms scale)' : x.setBy;
       return h('li', {}, h('details', {
         'data-k': 'step:' + t, open: S.openSteps.has(t),
