@@ -133,15 +133,12 @@ async fn whoami(State(ctx): State<Arc<Context>>, headers: HeaderMap) -> ApiResul
 /// The namespaces that hold objects now (what a token that sees all can pick from).
 fn namespaces_now(ctx: &Context) -> Vec<String> {
     let desired = ctx.desired.borrow().clone();
-    let mut list: Vec<String> = desired
+    let set: std::collections::BTreeSet<&str> = desired
         .objects
         .keys()
-        .map(|k| k.namespace.clone())
+        .map(|k| k.namespace.as_str())
         .collect();
-    list.dedup(); // the keys are sorted by kind first: sort again
-    list.sort();
-    list.dedup();
-    list
+    set.into_iter().map(str::to_string).collect()
 }
 
 /// Query of the history route.

@@ -184,6 +184,12 @@ fn the_dashboard_shows_a_tokens_groups_live_with_charts_and_never_another_namesp
         .expect("open the dashboard");
     tab.wait_until_navigated().expect("the page loads");
 
+    // Any script error from here on fails the test.
+    js(
+        &tab,
+        "(window.__errors = [], addEventListener('error', e => __errors.push(String(e.message))), addEventListener('unhandledrejection', e => __errors.push(String(e.reason))), true)",
+    );
+
     // The login form, by keyboard.
     tab.wait_for_element("#token")
         .expect("a login form")
@@ -483,6 +489,11 @@ fn the_dashboard_shows_a_tokens_groups_live_with_charts_and_never_another_namesp
         );
         took.push(started.elapsed().as_millis());
     }
+    assert_eq!(
+        js(&tab, "window.__errors"),
+        serde_json::json!([]),
+        "script errors"
+    );
     took.sort();
     eprintln!(
         "ms scale -> page over {} scales: min {} ms, median {} ms, max {} ms",
