@@ -3,7 +3,8 @@
 // Everything shown comes from the controller's /v1 routes with the token the user typed (kept in
 // this tab's sessionStorage). The page follows /v1/watch (newline-delimited JSON, read with
 // fetch() streaming): no polling. A group's chart starts from /v1/history and grows with the
-// group's changes on the stream.
+// group's changes on the stream. Every URL is relative, so the page also works behind a proxy
+// that serves the controller under a path.
 'use strict';
 
 const TOKEN_KEY = 'microscaler-token';
@@ -120,7 +121,7 @@ async function start() {
   window.addEventListener('hashchange', () => { S.focusMain = true; render(); });
   setInterval(() => { if (S.synced) render(); }, 15000); // ages and the chart's "now" move on
   try {
-    S.who = await api('/v1/whoami');
+    S.who = await api('v1/whoami');
     loggedIn();
   } catch (e) {
     showLogin(e.status === 401 ? (S.token ? 'This token is not known to the controller.' : '') : 'The controller does not answer: ' + e.message);
@@ -140,7 +141,7 @@ async function onLogin(ev) {
   ev.preventDefault();
   S.token = $('token').value.trim();
   try {
-    S.who = await api('/v1/whoami');
+    S.who = await api('v1/whoami');
     sessionStorage.setItem(TOKEN_KEY, S.token);
     $('token').value = '';
     loggedIn();
@@ -188,7 +189,7 @@ async function follow() {
   const q = '?reloads=true' + (S.who.allNamespaces ? '' : '&namespace=' + encodeURIComponent(S.who.namespaces.join(',')));
   setConn('', 'connecting…');
   try {
-    const res = await fetch('/v1/watch' + q, { headers: authHeaders(), signal: abort.signal, cache: 'no-store' });
+    const res = await fetch('v1/watch' + q, { headers: authHeaders(), signal: abort.signal, cache: 'no-store' });
     if (res.status === 401) return logout('The token is no longer accepted.');
     if (!res.ok) throw new Error((await res.json().catch(() => ({}))).error || res.statusText);
     const reader = res.body.getReader();
@@ -286,7 +287,7 @@ function refreshProblemsSoon() {
   if (problemsTimer) return;
   problemsTimer = setTimeout(async () => {
     problemsTimer = null;
-    try { S.problems = await api('/v1/problems'); } catch (e) { S.problems = { error: e.message }; }
+    try { S.problems = await api('v1/problems'); } catch (e) { S.problems = { error: e.message }; }
     render();
   }, 200);
 }
@@ -295,7 +296,7 @@ async function loadHistory(key, hours) {
   S.hist = { key, hours, items: [], loading: true };
   try {
     const [ns, name] = key.split('/');
-    const body = await api('/v1/history/' + encodeURIComponent(ns) + '/' + encodeURIComponent(name) + '?hours=' + hours);
+    const body = await api('v1/history/' + encodeURIComponent(ns) + '/' + encodeURIComponent(name) + '?hours=' + hours);
     if (!S.hist || S.hist.key !== key) return;
     S.hist.items = body.items;
     // What the stream showed meanwhile comes after the history.
