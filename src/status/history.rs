@@ -14,7 +14,7 @@
 //! - Not persisted: a restarted controller starts a new history (the files keep the status, not
 //!   its past).
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -30,9 +30,10 @@ pub const MAX_AGE: Duration = Duration::from_secs(6 * 3600);
 /// Samples kept per group (at one per [`MIN_SPACING`], the last 48 minutes of a group whose
 /// values change all the time; hours for one that changes only when it scales).
 pub const PER_GROUP: usize = 1440;
-/// Samples kept for all groups together (about 150 bytes each, a decision's words shared by
-/// the samples it holds for: under 20 MB).
-pub const TOTAL: usize = 100_000;
+/// Samples kept for all groups together: about 21 MB resident at worst, every sample a step
+/// with its own decision's words and a pushed value (`memory_of_a_full_history`: 416 bytes a
+/// sample, the queues' spare room included).
+pub const TOTAL: usize = 50_000;
 /// Samples closer than this replace each other.
 pub const MIN_SPACING: Duration = Duration::from_secs(2);
 /// Pushed metric names kept per sample.
@@ -52,11 +53,13 @@ pub struct Sample {
     pub cpu_percent: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub memory_percent: Option<u32>,
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    pub pushed: BTreeMap<String, f64>,
+    /// Pushed values by metric name, sorted by name (served as a map); the names are shared
+    /// with the sample before.
+    #[serde(skip_serializing_if = "Vec::is_empty", serialize_with = "as_map")]
+    pub pushed: Vec<(Arc<str>, f64)>,
     /// Who set the capacity (`policy/NAME`, `user`, ...), for a group with policies.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub set_by: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "shared_str")]
+    pub set_by: Option<Arc<str>>,
     /// The latest policy decision in words, when it is about this capacity (a step's cause);
     /// shared with the sample before when it is the same.
     #[serde(skip_serializing_if = "Option::is_none", serialize_with = "shared_str")]
@@ -78,11 +81,11 @@ impl Sample {
                     m.pushed
                         .iter()
                         .take(MAX_PUSHED)
-                        .map(|(k, v)| (k.clone(), *v))
+                        .map(|(k, v)| (Arc::from(k.as_str()), *v))
                         .collect()
                 })
                 .unwrap_or_default(),
-            set_by: status.desired_capacity_set_by.clone(),
+            set_by: status.desired_capacity_set_by.as_deref().map(Arc::from),
             decision: status
                 .last_decision
                 .as_ref()
@@ -135,6 +138,11 @@ impl History {
                 // maxSize, in a cooldown) is not, and the words are shared, not copied.
                 sample.decision = last.decision.clone();
                 sample.set_by = last.set_by.clone();
+            }
+            for (name, _) in &mut sample.pushed {
+                if let Some((same, _)) = last.pushed.iter().find(|(n, _)| n == name) {
+                    *name = same.clone();
+                }
             }
         }
         let spacing = chrono::Duration::from_std(MIN_SPACING).unwrap_or_default();
@@ -195,6 +203,15 @@ impl History {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+fn as_map<S: serde::Serializer>(v: &[(Arc<str>, f64)], s: S) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap;
+    let mut map = s.serialize_map(Some(v.len()))?;
+    for (name, value) in v {
+        map.serialize_entry(&**name, value)?;
+    }
+    map.end()
 }
 
 fn shared_str<S: serde::Serializer>(v: &Option<Arc<str>>, s: S) -> Result<S::Ok, S::Error> {
@@ -335,6 +352,60 @@ mod tests {
         let s = h.samples(&key("web"), at(150));
         assert_eq!(s.iter().map(|s| s.desired).collect::<Vec<_>>(), [2, 3]);
         assert_eq!(h.len(), 2);
+    }
+
+    /// Resident memory of the process, in bytes (Linux).
+    fn rss() -> usize {
+        let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+        let pages: usize = statm
+            .split_whitespace()
+            .nth(1)
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0);
+        pages * 4096
+    }
+
+    /// The memory of a full history (`cargo test --lib history -- --ignored --nocapture`):
+    /// every sample with a CPU value, a pushed value and a decision's words.
+    #[test]
+    #[ignore]
+    fn memory_of_a_full_history() {
+        let h = History::default();
+        let before = rss();
+        let groups = 100;
+        for i in 0..(TOTAL / groups + 10) as u32 {
+            for g in 0..groups {
+                let mut st = status(1 + i % 7, i % 5, Some(i % 100));
+                st.desired_capacity_set_by = Some("policy/cpu".into());
+                let mut m = st.metrics.take().unwrap();
+                m.pushed.insert("queue_depth".into(), f64::from(i));
+                st.metrics = Some(m);
+                st.last_decision = Some(crate::status::Decision {
+                    time: at(0),
+                    capacity: 1,
+                    inputs: Default::default(),
+                    raw: None,
+                    desired: 1 + i % 7,
+                    guard: None,
+                    policy: None,
+                    message: format!(
+                        "scaled to {}: cpu: CPU 93.0% vs target 50% on 3 instances: wants {}",
+                        1 + i % 7,
+                        1 + i % 7
+                    ),
+                    reasons: vec![],
+                });
+                h.record_at(&key(&format!("g{g}")), &st, at(i64::from(i) * 3));
+            }
+        }
+        let used = rss().saturating_sub(before);
+        eprintln!(
+            "{} samples: {:.1} MB resident, {} bytes per sample",
+            h.len(),
+            used as f64 / 1e6,
+            used / h.len().max(1)
+        );
+        assert_eq!(h.len(), TOTAL);
     }
 
     #[test]
