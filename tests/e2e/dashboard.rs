@@ -494,6 +494,38 @@ fn the_dashboard_shows_a_tokens_groups_live_with_charts_and_never_another_namesp
         serde_json::json!([]),
         "script errors"
     );
+
+    // Log out: the token is forgotten and the data gone.
+    js(&tab, "document.getElementById('logout').click()");
+    wait_page(
+        &tab,
+        "document.getElementById('login').offsetParent !== null && !document.getElementById('groups')",
+        Duration::from_secs(5),
+        "the login form after logging out",
+    );
+    assert_eq!(js(&tab, "sessionStorage.length"), Value::from(0));
+
+    // Namespace B's token, in another tab: its group, and nothing of namespace A.
+    let tab_b = browser.new_tab().expect("a second tab");
+    tab_b.set_default_timeout(Duration::from_secs(30));
+    tab_b.navigate_to(&format!("{}/", ctl.url())).unwrap();
+    tab_b.wait_until_navigated().unwrap();
+    tab_b.wait_for_element("#token").unwrap().click().unwrap();
+    tab_b.type_str(TOKEN_B).unwrap().press_key("Enter").unwrap();
+    wait_page(
+        &tab_b,
+        &format!(
+            "document.querySelector('#groups tr[data-group=\"{}/secret\"] td[data-col=\"ready\"]')?.textContent === '1'",
+            b.name
+        ),
+        Duration::from_secs(30),
+        "B's group",
+    );
+    let text = js(&tab_b, "document.body.innerText").to_string();
+    assert!(
+        !text.contains(&a.name),
+        "B's page shows namespace A:\n{text}"
+    );
     took.sort();
     eprintln!(
         "ms scale -> page over {} scales: min {} ms, median {} ms, max {} ms",
