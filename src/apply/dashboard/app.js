@@ -20,6 +20,7 @@ const S = {
   abort: null,
   retry: 1000,
   problems: null,
+  lbs: [], // LoadBalancer objects (GET v1/lbs), read with the problems
   problemsAt: 0,
   hist: null, // { key, hours, items, error }
   hours: 1,
@@ -288,6 +289,9 @@ function refreshProblemsSoon() {
   problemsTimer = setTimeout(async () => {
     problemsTimer = null;
     try { S.problems = await api('v1/problems'); } catch (e) { S.problems = { error: e.message }; }
+    // Load balancers are not on the watch stream: read with the problems, at each reload of the
+    // manifests (a controller without them answers 404: none).
+    try { S.lbs = (await api('v1/lbs')).items || []; } catch (e) { S.lbs = []; }
     render();
   }, 200);
 }
@@ -409,17 +413,23 @@ function policyText(p) {
   return `${p.metadata.name}: ${metric} ${sp.lowerThreshold ?? '–'}–${sp.upperThreshold ?? '–'}${unit}`;
 }
 
-// A load balancer's address, when the group's status or spec has one.
+// The addresses of the group's load balancers (`LoadBalancer` objects that name it, or that its
+// spec names), as `ms get asgs -o wide` shows them; the names alone while none is known.
 function lbLinks(g) {
+  const ns = nsOf(g);
+  const name = g.metadata.name;
+  const names = new Set(g.spec.loadBalancers || []);
   const out = [];
-  const st = g.status || {};
-  const found = [].concat(st.loadBalancer || [], st.loadBalancers || []);
-  for (const lb of found) {
-    const url = typeof lb === 'string' ? lb : lb && (lb.url || lb.address);
-    if (url && /^https?:\/\//.test(url)) out.push(h('a', { href: url, rel: 'noreferrer' }, url));
-    else if (url) out.push(h('span', { class: 'mono' }, url));
+  for (const lb of S.lbs) {
+    const st = lb.status || {};
+    if (nsOf(lb) !== ns || !(names.has(lb.metadata.name) || (st.groups || []).includes(name))) continue;
+    names.delete(lb.metadata.name);
+    const sp = lb.spec || {};
+    const host = sp.listen || '127.0.0.1';
+    const url = st.url || `${sp.mode || 'http'}://${host.includes(':') ? '[' + host + ']' : host}:${sp.port}`;
+    out.push(/^https?:\/\//.test(url) ? h('a', { href: url, rel: 'noreferrer', 'data-k': 'lb:' + url }, url) : h('span', { class: 'mono' }, url), ' ');
   }
-  if (!out.length && g.spec.loadBalancers) out.push(...g.spec.loadBalancers.map((n) => h('span', { class: 'badge info' }, n)));
+  for (const n of names) out.push(h('span', { class: 'badge info' }, n));
   return out;
 }
 
@@ -777,7 +787,7 @@ function unhealthyGroups() {
 function problemCount() {
   const p = S.problems && !S.problems.error ? S.problems : {};
   return (p.fileErrors || []).length + (p.conflicts || []).length + (p.held || []).length +
-    (p.statusErrors || []).length + unhealthyGroups().length;
+    (p.statusErrors || []).length + (p.loadBalancers || []).length + unhealthyGroups().length;
 }
 
 function problemsView() {
@@ -802,6 +812,7 @@ function problemsView() {
         h('code', {}, c.key), ' is defined in ', h('code', {}, c.winner), ' and ', h('code', {}, c.ignored), ' (ignored)']),
       section('Deletions held', p.held || [], (x) => [h('code', {}, `${x.namespace}/${x.name}`), ': ', x.message]),
       section('Status not written', p.statusErrors || [], (x) => [h('code', {}, x.file), ': ', x.message, ' (since ', when(x.since), ')']),
+      p.loadBalancers ? section('Load balancers', p.loadBalancers, (x) => [h('code', {}, `${x.namespace}/${x.name}`), ': ', x.message]) : null,
     ],
     section('Groups with trouble', unhealthyGroups(), ([key, g]) => [
       h('a', { href: groupHref(key), 'data-k': 'p:' + key }, key), ' ', stateBadge(g), ' ',
