@@ -657,7 +657,7 @@ function chart({ id, title, t0, t1, unit, series, refs, integer, marks }) {
   for (const r of refs) max = Math.max(max, r.value);
   max = integer ? Math.max(4, Math.ceil(max / 4) * 4) : niceMax(max);
   const y = (v) => T + (1 - v / max) * (H - T - B);
-  const svg = s('svg', { class: 'chart', id, viewBox: `0 0 ${W} ${H}`, role: 'img', 'aria-label': chartLabel(title, series, unit) });
+  const svg = s('svg', { class: 'chart', id, viewBox: `0 0 ${W} ${H}`, role: 'group', 'aria-label': chartLabel(title, series, unit) });
   // Grid and axes.
   for (let i = 0; i <= 4; i++) {
     const v = (max * i) / 4;
