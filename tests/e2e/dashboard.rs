@@ -132,7 +132,9 @@ fn manifests(ns: &str, web: u32) -> String {
          ---\napiVersion: microscaler.io/v1\nkind: AutoScalingGroup\nmetadata: {{name: web, namespace: {ns}}}\nspec:\n  launchConfiguration: web\n  minSize: 0\n  maxSize: 5\n  desiredCapacity: {web}\n\
          ---\napiVersion: microscaler.io/v1\nkind: LaunchConfiguration\nmetadata: {{name: burn, namespace: {ns}}}\nspec:\n  image: {TEST_IMAGE}\n  command: [sh, -c, \"while :; do :; done\"]\n  resources: {{cpus: 0.05}}\n  stopGracePeriod: 0s\n\
          ---\napiVersion: microscaler.io/v1\nkind: AutoScalingGroup\nmetadata: {{name: burn, namespace: {ns}}}\nspec:\n  launchConfiguration: burn\n  minSize: 1\n  maxSize: 3\n  scaleOutCooldown: 3s\n  scaleInCooldown: 3s\n  healthCheckGracePeriod: 1s\n\
-         ---\napiVersion: microscaler.io/v1\nkind: ScalingPolicy\nmetadata: {{name: cpu-target, namespace: {ns}}}\nspec:\n  autoScalingGroup: burn\n  type: TargetTracking\n  metric: CPU\n  targetValue: 50\n  samplingWindow: 3s\n  scaleInStabilization: 10m\n"
+         ---\napiVersion: microscaler.io/v1\nkind: ScalingPolicy\nmetadata: {{name: cpu-target, namespace: {ns}}}\nspec:\n  autoScalingGroup: burn\n  type: TargetTracking\n  metric: CPU\n  targetValue: 50\n  samplingWindow: 3s\n  scaleInStabilization: 10m\n\
+         ---\napiVersion: microscaler.io/v1\nkind: AutoScalingGroup\nmetadata: {{name: queue, namespace: {ns}}}\nspec:\n  launchConfiguration: web\n  minSize: 0\n  maxSize: 1\n  desiredCapacity: 0\n\
+         ---\napiVersion: microscaler.io/v1\nkind: ScalingPolicy\nmetadata: {{name: depth, namespace: {ns}}}\nspec:\n  autoScalingGroup: queue\n  pushedMetric: queue_depth\n  samplingWindow: 2s\n  upperThreshold: 10\n  lowerThreshold: 1\n  scaleOutStep: 1\n  scaleInStep: 1\n"
     )
 }
 
@@ -397,6 +399,24 @@ fn the_dashboard_shows_a_tokens_groups_live_with_charts_and_never_another_namesp
     );
     std::thread::sleep(Duration::from_millis(300));
     screenshot(&tab, "dashboard-autoscale.png");
+
+    // A pushed metric against a step policy's thresholds (the value within them: no launch).
+    assert_success(
+        &ms_as(
+            &ctl,
+            TOKEN_A,
+            &["push-metric", "queue", "queue_depth", "5", "-n", &a.name],
+        )
+        .output()
+        .expect("run ms push-metric"),
+    );
+    js(&tab, &format!("location.hash = '#/g/{}/queue'", a.name));
+    wait_page(
+        &tab,
+        "Number(document.querySelector('#chart-depth path[data-series=\"queue_depth\"]')?.dataset.points) >= 1 && [...document.querySelectorAll('#chart-depth .ref-label')].map(t => t.textContent).join() === 'upper 10,lower 1'",
+        Duration::from_secs(20),
+        "the pushed metric's chart with its thresholds",
+    );
 
     // The problems list: the broken manifest, file:line:col.
     js(&tab, "location.hash = '#/problems'");
