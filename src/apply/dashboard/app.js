@@ -24,6 +24,7 @@ const S = {
   problemsAt: 0,
   hist: null, // { key, hours, items, error }
   hours: 1,
+  skew: 0, // the controller's clock minus this computer's (from the history's `now`)
   filter: '',
   openSteps: new Set(), // the steps whose cause is shown
 };
@@ -170,7 +171,6 @@ function loggedIn() {
   $('logout').hidden = !S.who.tokenRequired;
   S.focusMain = true;
   follow();
-  refreshProblemsSoon();
   render();
 }
 
@@ -214,6 +214,9 @@ async function follow() {
           S.synced = true;
           S.retry = 1000;
           setConn('live', 'live');
+          // After a break: what the stream does not carry is read again.
+          refreshProblemsSoon();
+          S.hist = null;
           changed(null);
         } else if (ev.type === 'RELOADED') {
           // The manifests were loaded again: a broken file changes no object, only the problems.
@@ -256,7 +259,8 @@ function applyEvent(store, ev) {
 function changed(groupKey) {
   if (S.hist && groupKey === S.hist.key) {
     const g = S.store.groups.get(groupKey);
-    if (g && g.status) addSample(S.hist.items, sampleOf(g.status, new Date().toISOString()));
+    // In the controller's time (the history's samples are), not this computer's.
+    if (g && g.status) addSample(S.hist.items, sampleOf(g.status, new Date(Date.now() + S.skew).toISOString()));
   }
   render();
 }
@@ -302,6 +306,7 @@ async function loadHistory(key, hours) {
     const [ns, name] = key.split('/');
     const body = await api('v1/history/' + encodeURIComponent(ns) + '/' + encodeURIComponent(name) + '?hours=' + hours);
     if (!S.hist || S.hist.key !== key) return;
+    S.skew = new Date(body.now).getTime() - Date.now();
     S.hist.items = body.items;
     // What the stream showed meanwhile comes after the history.
     const g = S.store.groups.get(key);
@@ -605,7 +610,7 @@ function activitiesTable(list) {
 
 function charts(g, policies) {
   const items = (S.hist && S.hist.key === keyOf(g) && S.hist.items) || [];
-  const t1 = Date.now();
+  const t1 = Date.now() + S.skew;
   // The window is the hours asked for, or less while the history is younger (a restarted
   // controller's first minutes fill the chart instead of its right edge).
   const first = items.length ? new Date(items[0].time).getTime() : t1;
