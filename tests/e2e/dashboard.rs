@@ -155,7 +155,7 @@ fn the_dashboard_shows_a_tokens_groups_live_with_charts_and_never_another_namesp
         ),
         ..Default::default()
     };
-    let mut ctl = Controller::start_with(opts);
+    let mut ctl = Controller::start_with(opts.clone());
     ctl.wait_ready();
     apply_as(&ctl, TOKEN_A, &manifests(&a.name, 1));
     apply_as(&ctl, TOKEN_B, &secret(&b.name));
@@ -545,6 +545,25 @@ fn the_dashboard_shows_a_tokens_groups_live_with_charts_and_never_another_namesp
     assert!(
         !text.contains(&a.name),
         "B's page shows namespace A:\n{text}"
+    );
+
+    // The controller restarts: the page says so, follows again by itself, and is live.
+    ctl.restart(&opts);
+    wait_page(
+        &tab_b,
+        "document.getElementById('conn').classList.contains('down')",
+        Duration::from_secs(15),
+        "that the stream broke",
+    );
+    ctl.wait_ready();
+    wait_page(
+        &tab_b,
+        &format!(
+            "document.getElementById('conn').classList.contains('live') && !!document.querySelector('#groups tr[data-group=\"{}/secret\"]')",
+            b.name
+        ),
+        Duration::from_secs(40),
+        "the page live again after the restart",
     );
     took.sort();
     eprintln!(
