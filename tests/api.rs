@@ -1127,4 +1127,13 @@ async fn the_dashboard_is_public_and_its_data_follows_the_token() {
         })
         .collect();
     assert_eq!(namespaces, ["default", "shop"]);
+
+    // A controller without tokens (loopback only) needs no login.
+    let open = Server::start(vec![]).await;
+    let (status, who) = open.get(None, "/v1/whoami").await;
+    assert_eq!(status, 200, "{who}");
+    assert_eq!(
+        (&who["allNamespaces"], &who["tokenRequired"]),
+        (&json!(true), &json!(false))
+    );
 }

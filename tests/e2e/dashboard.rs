@@ -36,14 +36,15 @@ fn chromium() -> PathBuf {
 
 fn browser() -> Browser {
     let no_sandbox = OsStr::new("--no-sandbox"); // the tests run as root
-    let no_shm = OsStr::new("--disable-dev-shm-usage");
+                                                 // Nothing but 127.0.0.1: no component downloads (background networking is off already).
+    let no_updates = OsStr::new("--disable-component-update");
     let opts = LaunchOptions::default_builder()
         .path(Some(chromium()))
         .headless(true)
         .sandbox(false)
         .window_size(Some((1280, 1400)))
         .idle_browser_timeout(Duration::from_secs(180))
-        .args(vec![no_sandbox, no_shm])
+        .args(vec![no_sandbox, no_updates])
         .process_envs(Some(HashMap::from([(
             "TZ".to_string(),
             BROWSER_TZ.to_string(),
