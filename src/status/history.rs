@@ -6,8 +6,8 @@
 //!   current, ready, the metric averages, pushed values); a status that changes only elsewhere
 //!   (an activity, a condition's message) adds nothing. Values hold until the next sample, so a
 //!   chart draws steps, and an idle group costs one sample.
-//! - Bounded three ways: samples closer than [`MIN_SPACING`] replace each other (the latest
-//!   wins), a group keeps at most [`PER_GROUP`] samples and none older than [`MAX_AGE`] (but
+//! - Bounded three ways: a sample closer than [`MIN_SPACING`] to the one before replaces it
+//!   (the latest values, at the earlier time), a group keeps at most [`PER_GROUP`] samples and none older than [`MAX_AGE`] (but
 //!   always the one that gives the value at the start of the window), and all groups together
 //!   keep at most [`TOTAL`] (the group with the most samples gives up its oldest). Pushed values
 //!   are kept for at most [`MAX_PUSHED`] metric names per sample.
@@ -34,7 +34,7 @@ pub const PER_GROUP: usize = 1440;
 /// with its own decision's words and a pushed value (`memory_of_a_full_history`: 416 bytes a
 /// sample, the queues' spare room included).
 pub const TOTAL: usize = 50_000;
-/// Samples closer than this replace each other.
+/// Samples closer than this to the one before replace it (its time stays).
 pub const MIN_SPACING: Duration = Duration::from_secs(2);
 /// Pushed metric names kept per sample.
 pub const MAX_PUSHED: usize = 8;
@@ -146,9 +146,16 @@ impl History {
             }
         }
         let spacing = chrono::Duration::from_std(MIN_SPACING).unwrap_or_default();
-        // Within the spacing the latest wins: a burst of changes is one step, not a hundred.
+        // Within the spacing the latest values win, at the time the spacing began: a burst of
+        // changes is one step, not a hundred, and a value that changes every second still
+        // leaves a sample every two (keeping the latest time would merge them all into one).
         match samples.back_mut() {
-            Some(last) if now - last.time < spacing && now >= last.time => *last = sample,
+            Some(last) if now - last.time < spacing && now >= last.time => {
+                *last = Sample {
+                    time: last.time,
+                    ..sample
+                }
+            }
             _ => {
                 samples.push_back(sample);
                 inner.total += 1;
@@ -334,8 +341,24 @@ mod tests {
         h.record_at(&key("web"), &status(3, 1, None), at(11));
         let s = h.samples(&key("web"), at(0));
         assert_eq!(s.len(), 2);
-        assert_eq!((s[1].desired, s[1].time), (3, at(11)));
+        assert_eq!((s[1].desired, s[1].time), (3, at(10)));
         assert_eq!(h.len(), 2);
+    }
+
+    #[test]
+    fn a_value_that_changes_every_second_leaves_a_sample_every_two() {
+        let h = History::default();
+        for i in 0..20u32 {
+            h.record_at(&key("web"), &status(1, 1, Some(i)), at(i64::from(i)));
+        }
+        let s = h.samples(&key("web"), at(0));
+        let times: Vec<i64> = s
+            .iter()
+            .map(|s| s.time.timestamp() - at(0).timestamp())
+            .collect();
+        assert_eq!(times, [0, 2, 4, 6, 8, 10, 12, 14, 16, 18]);
+        // Each holds the latest value of its two seconds.
+        assert_eq!(s[1].cpu_percent, Some(3));
     }
 
     #[test]
