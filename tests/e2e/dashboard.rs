@@ -34,12 +34,12 @@ fn chromium() -> PathBuf {
     path
 }
 
-fn browser() -> Browser {
+fn browser(chromium: PathBuf) -> Browser {
     let no_sandbox = OsStr::new("--no-sandbox"); // the tests run as root
                                                  // Nothing but 127.0.0.1: no component downloads (background networking is off already).
     let no_updates = OsStr::new("--disable-component-update");
     let opts = LaunchOptions::default_builder()
-        .path(Some(chromium()))
+        .path(Some(chromium))
         .headless(true)
         .sandbox(false)
         .window_size(Some((1280, 1400)))
@@ -148,6 +148,7 @@ fn secret(ns: &str) -> String {
 
 #[test]
 fn the_dashboard_shows_a_tokens_groups_live_with_charts_and_never_another_namespace() {
+    let chromium = chromium(); // before anything starts: no browser, no test
     let (a, b) = (TestNs::new(), TestNs::new());
     let opts = ControllerOptions {
         extra_config: format!(
@@ -180,7 +181,7 @@ fn the_dashboard_shows_a_tokens_groups_live_with_charts_and_never_another_namesp
     eprintln!("page weight: {weight} bytes");
     assert!(weight < 200 * 1024, "the page weighs {weight} bytes");
 
-    let browser = browser();
+    let browser = browser(chromium);
     let tab: Arc<Tab> = browser.new_tab().expect("a tab");
     tab.set_default_timeout(Duration::from_secs(30));
     tab.navigate_to(&format!("{}/", ctl.url()))
