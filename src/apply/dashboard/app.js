@@ -283,7 +283,10 @@ function addSample(items, smp) {
     a.cpuPercent === b.cpuPercent && a.memoryPercent === b.memoryPercent &&
     JSON.stringify(a.pushed || {}) === JSON.stringify(b.pushed || {});
   if (last && same(last, smp)) return;
-  items.push(smp);
+  // As the controller keeps them: within 2 s of the one before, the latest values replace it.
+  const gap = last ? new Date(smp.time).getTime() - new Date(last.time).getTime() : Infinity;
+  if (gap >= 0 && gap < 2000) items[items.length - 1] = { ...smp, time: last.time };
+  else items.push(smp);
   if (items.length > MAX_POINTS) items.splice(0, items.length - MAX_POINTS);
 }
 
