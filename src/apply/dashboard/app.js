@@ -443,13 +443,51 @@ function lbLinks(g) {
 
 // The capacity the manifest asks for, when the group has not taken it yet: a `ms scale` shows
 // at once, before the reconciler has launched anything (its status follows the launches).
-function asked(g, key) {
+function asked(g, policies) {
   const sp = g.spec;
   const st = g.status;
-  if (!st || sp.state === 'Stopped' || policiesOf(key).length) return null;
+  if (!st || sp.state === 'Stopped' || policies.length) return null;
   const want = Math.min(Math.max(sp.desiredCapacity ?? sp.minSize, sp.minSize), Math.max(sp.maxSize, sp.minSize));
   if (want === st.desiredCapacity) return null;
   return h('span', { class: 'pending', 'data-manifest': want, title: `the manifest asks for ${want}; converging` }, ' → ' + want);
+}
+
+// Each group's policies, found once per redraw (not once per group).
+function policiesByGroup() {
+  const out = new Map();
+  for (const p of S.store.policies.values()) {
+    const key = nsOf(p) + '/' + p.spec.autoScalingGroup;
+    if (!out.has(key)) out.set(key, []);
+    out.get(key).push(p);
+  }
+  return out;
+}
+
+// A group's row, built again only when the group, its policies or the load balancers changed
+// (the stream replaces an object on each change): a redraw of 1,000 groups rebuilds the few
+// that changed.
+const rowCache = new Map();
+function groupRow(key, g, pols) {
+  const c = rowCache.get(key);
+  if (c && c.g === g && c.lbs === S.lbs && c.pols.length === pols.length && c.pols.every((p, i) => p === pols[i])) return c.row;
+  const st = g.status || {};
+  const sp = g.spec;
+  const row = h('tr', { 'data-group': key },
+    h('td', { class: 'hide-narrow' }, nsOf(g)),
+    h('td', {}, h('a', { href: groupHref(key), 'data-k': 'g:' + key }, g.metadata.name)),
+    h('td', {}, stateBadge(g)),
+    h('td', { class: 'hide-narrow' }, (st.zones || sp.availabilityZones || []).join(', ')),
+    h('td', { class: 'num hide-narrow' }, sp.minSize),
+    h('td', { class: 'num hide-narrow' }, sp.maxSize),
+    h('td', { class: 'num', 'data-col': 'desired' }, h('span', { 'data-v': '' }, st.desiredCapacity ?? ''), asked(g, pols)),
+    h('td', { class: 'num', 'data-col': 'current' }, st.current ?? ''),
+    h('td', { class: 'num', 'data-col': 'ready' }, st.ready ?? ''),
+    h('td', { class: 'hide-narrow' }, conditionBadges(st)),
+    h('td', { class: 'hide-narrow' }, pols.map((p) => h('div', {}, policyText(p)))),
+    h('td', { class: 'hide-narrow' }, lbLinks(g)),
+  );
+  rowCache.set(key, { g, pols, lbs: S.lbs, row });
+  return row;
 }
 
 function groupsView() {
@@ -461,24 +499,9 @@ function groupsView() {
     'aria-label': 'Filter groups by namespace or name',
     oninput: (e) => { S.filter = e.target.value; render(); },
   });
-  const rows = shown.map(([key, g]) => {
-    const st = g.status || {};
-    const sp = g.spec;
-    return h('tr', { 'data-group': key },
-      h('td', { class: 'hide-narrow' }, nsOf(g)),
-      h('td', {}, h('a', { href: groupHref(key), 'data-k': 'g:' + key }, g.metadata.name)),
-      h('td', {}, stateBadge(g)),
-      h('td', { class: 'hide-narrow' }, (st.zones || sp.availabilityZones || []).join(', ')),
-      h('td', { class: 'num hide-narrow' }, sp.minSize),
-      h('td', { class: 'num hide-narrow' }, sp.maxSize),
-      h('td', { class: 'num', 'data-col': 'desired' }, h('span', { 'data-v': '' }, st.desiredCapacity ?? ''), asked(g, key)),
-      h('td', { class: 'num', 'data-col': 'current' }, st.current ?? ''),
-      h('td', { class: 'num', 'data-col': 'ready' }, st.ready ?? ''),
-      h('td', { class: 'hide-narrow' }, conditionBadges(st)),
-      h('td', { class: 'hide-narrow' }, policiesOf(key).map((p) => h('div', {}, policyText(p)))),
-      h('td', { class: 'hide-narrow' }, lbLinks(g)),
-    );
-  });
+  const byGroup = policiesByGroup();
+  for (const key of rowCache.keys()) if (!S.store.groups.has(key)) rowCache.delete(key);
+  const rows = shown.map(([key, g]) => groupRow(key, g, byGroup.get(key) || []));
   return h('section', {},
     h('h1', { tabindex: -1 }, 'Auto scaling groups'),
     h('div', { class: 'toolbar' }, input,
@@ -519,7 +542,7 @@ function groupView(key) {
     h('ul', { class: 'summary', 'aria-label': 'Capacity' },
       [['desired', st.desiredCapacity], ['current', st.current], ['ready', st.ready], ['up to date', st.updated],
         ['min', sp.minSize], ['max', sp.maxSize]].map(([label, v]) =>
-        h('li', { 'data-col': label }, h('b', {}, v ?? '–'), ' ', label, label === 'desired' ? asked(g, key) : null))),
+        h('li', { 'data-col': label }, h('b', {}, v ?? '–'), ' ', label, label === 'desired' ? asked(g, policies) : null))),
     st.desiredCapacitySetBy ? h('p', { class: 'muted' }, 'Capacity set by ', h('code', {}, st.desiredCapacitySetBy)) : null,
     lbLinks(g).length ? h('p', {}, 'Load balancer: ', lbLinks(g)) : null,
     h('h2', {}, 'Capacity and metrics'),
