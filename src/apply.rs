@@ -29,6 +29,7 @@ pub mod auth;
 pub mod dashboard;
 pub mod edit;
 pub mod error;
+pub mod exec_attach;
 pub mod logs;
 pub mod metrics;
 pub mod prometheus;
