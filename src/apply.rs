@@ -107,4 +107,6 @@ pub struct Context {
     pub file_locks: FileLocks,
     /// The counters and latencies the stages record, served at `/metrics`.
     pub telemetry: Arc<crate::health::telemetry::Telemetry>,
+    /// Attached exec sessions open per namespace (`ms exec -i/-t`).
+    pub exec_sessions: Arc<exec_attach::Sessions>,
 }

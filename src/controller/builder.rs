@@ -361,6 +361,7 @@ impl Builder {
             write_locks: NamespaceLocks::default(),
             file_locks: FileLocks::default(),
             telemetry,
+            exec_sessions: Arc::default(),
         });
         if let Some(listener) = listener {
             let stop = shutdown.clone();
