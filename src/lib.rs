@@ -14,6 +14,7 @@
 //! - [`watch`]: the manifest directory → desired-state snapshots (store, prune, directory lock).
 //! - [`status`]: the status types, and the writer that puts status on the board and in files.
 //! - [`autoscale`]: metrics and scaling policies → each group's effective capacity.
+//! - [`lb`]: load balancers: a managed HAProxy whose members follow the groups' ready instances.
 //! - [`reconcile`]: desired + observed → actions: runner, pass, plan, executor, conditions.
 //! - [`apply`]: the HTTP API: reads everything, writes only manifest files.
 //! - [`client`]: the HTTP client the `ms` command line uses.
@@ -30,6 +31,7 @@ pub mod engine;
 pub mod files;
 pub mod gitops;
 pub mod health;
+pub mod lb;
 pub mod manifest;
 pub mod reconcile;
 pub mod status;

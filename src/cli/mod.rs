@@ -13,6 +13,7 @@ mod diff;
 mod get;
 mod gitops_cmd;
 mod jsonpath;
+mod lb_view;
 mod login;
 mod logs;
 mod progress;

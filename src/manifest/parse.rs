@@ -214,6 +214,7 @@ impl<'a> Doc<'a> {
                 .typed(&root, &locations)
                 .map(Object::AutoScalingGroup)?,
             Kind::ScalingPolicy => self.typed(&root, &locations).map(Object::ScalingPolicy)?,
+            Kind::LoadBalancer => self.typed(&root, &locations).map(Object::LoadBalancer)?,
         };
         let mut errors = Vec::new();
         let mut warnings = Vec::new();

@@ -172,6 +172,9 @@ pub fn validate(object: &Object) -> Vec<Problem> {
         Object::LaunchConfiguration(m) => validate_launch_configuration(&m.spec, &mut p),
         Object::AutoScalingGroup(m) => validate_group(&m.spec, &mut p),
         Object::ScalingPolicy(m) => validate_policy(&m.spec, &mut p),
+        Object::LoadBalancer(m) => {
+            p.0.extend(super::load_balancer::validate_load_balancer(&m.spec))
+        }
     }
     p.0
 }
@@ -833,7 +836,7 @@ pub fn missing_references(objects: &BTreeMap<ObjectKey, Object>) -> BTreeMap<Obj
                 &m.spec.auto_scaling_group,
                 "autoscaling group",
             ),
-            Object::LaunchConfiguration(_) => continue,
+            Object::LaunchConfiguration(_) | Object::LoadBalancer(_) => continue,
         };
         let target_key = ObjectKey::new(target_kind, key.namespace.clone(), target.clone());
         if !objects.contains_key(&target_key) {
@@ -925,6 +928,7 @@ mod tests {
                 max_surge: None,
                 max_unavailable: None,
                 health_check_grace_period: None,
+                load_balancers: vec![],
             },
             status: None,
         })

@@ -1,0 +1,263 @@
+//! The load balancer loop: every pass plans (pure), makes the balancer run the right
+//! frontends, reads its servers back, sends the commands that correct them and publishes each
+//! load balancer's status. Level-triggered and frequent, so an instance that becomes ready
+//! takes traffic within a pass, and whatever changed the balancer (a restart, a hand edit) is
+//! corrected the same way.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use super::diff::diff;
+use super::driver::{
+    Command, DriverError, Frontend, LoadBalancerDriver, Member, Seed, Server, Want,
+};
+use super::members::{plan, Plan, Settings};
+use super::{LbBoard, LbStatus, MemberStatus};
+use crate::health::liveness::Beat;
+use crate::manifest::ObjectKey;
+use crate::status::{Condition, StatusBoard, READY};
+use crate::util::unpoisoned::RwLockExt;
+use crate::watch::store::DesiredReader;
+
+/// Time between two passes.
+pub const PERIOD: Duration = Duration::from_millis(250);
+/// Backoff of a load balancer whose commands the balancer refuses.
+const RETRY_MIN: Duration = Duration::from_millis(500);
+const RETRY_MAX: Duration = Duration::from_secs(30);
+
+/// What the loop reads and writes.
+pub struct Context {
+    pub desired: DesiredReader,
+    /// The groups' published status (instances, their state and ports).
+    pub status: Arc<StatusBoard>,
+    /// Where each load balancer's status goes.
+    pub board: Arc<LbBoard>,
+    pub settings: Settings,
+}
+
+/// Per load balancer: refused commands in a row, and when to try again.
+#[derive(Default)]
+struct Retry(BTreeMap<ObjectKey, (u32, Instant)>);
+
+impl Retry {
+    fn waiting(&self, key: &ObjectKey) -> bool {
+        self.0.get(key).is_some_and(|(_, at)| Instant::now() < *at)
+    }
+    fn failed(&mut self, key: &ObjectKey) -> Duration {
+        let n = self.0.get(key).map_or(0, |(n, _)| *n).saturating_add(1);
+        let wait = RETRY_MIN
+            .saturating_mul(1 << n.saturating_sub(1).min(16))
+            .min(RETRY_MAX);
+        self.0.insert(key.clone(), (n, Instant::now() + wait));
+        wait
+    }
+    fn ok(&mut self, key: &ObjectKey) {
+        self.0.remove(key);
+    }
+}
+
+/// Runs passes until `shutdown`, then stops the balancer.
+pub async fn run<D: LoadBalancerDriver + ?Sized>(
+    ctx: Context,
+    driver: Arc<D>,
+    beat: Beat,
+    shutdown: CancellationToken,
+) {
+    let mut retry = Retry::default();
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tokio::time::sleep(PERIOD) => {}
+        }
+        beat.touch();
+        pass(&ctx, &*driver, &mut retry).await;
+    }
+    driver.stop().await;
+}
+
+fn condition(ok: bool, reason: &str, message: String) -> Condition {
+    Condition {
+        type_: READY.into(),
+        status: if ok { "True" } else { "False" }.into(),
+        reason: reason.into(),
+        message,
+        last_transition_time: Utc::now(),
+    }
+}
+
+/// One pass over every load balancer.
+async fn pass<D: LoadBalancerDriver + ?Sized>(ctx: &Context, driver: &D, retry: &mut Retry) {
+    let desired = ctx.desired.borrow().clone();
+    let plans: Vec<Plan> = {
+        let groups = ctx.status.read_locked();
+        plan(&desired, &groups, &ctx.settings)
+    };
+    let frontends: Vec<Frontend> = plans
+        .iter()
+        .filter_map(|p| p.frontend.as_ref().ok().cloned())
+        .collect();
+    let seed: Seed = plans
+        .iter()
+        .filter_map(|p| {
+            let f = p.frontend.as_ref().ok()?;
+            Some((
+                f.backend.clone(),
+                p.members.iter().map(|m| m.member.clone()).collect(),
+            ))
+        })
+        .collect();
+    let servers = match driver.ensure(&frontends, &seed).await {
+        Ok(()) if frontends.is_empty() => Ok(BTreeMap::new()),
+        Ok(()) => driver.servers().await,
+        Err(e) => Err(e),
+    };
+    let mut statuses = BTreeMap::new();
+    for p in &plans {
+        let status = reconcile_one(p, &servers, driver, retry).await;
+        statuses.insert(p.key.clone(), status);
+    }
+    let mut board = ctx.board.write_locked();
+    for (key, st) in statuses.iter_mut() {
+        // A condition keeps its transition time while its status stays.
+        if let Some(old) = board.get(key) {
+            for c in &mut st.conditions {
+                if let Some(o) = old.conditions.iter().find(|o| o.type_ == c.type_) {
+                    if o.status == c.status {
+                        c.last_transition_time = o.last_transition_time;
+                    }
+                }
+            }
+        }
+    }
+    *board = statuses;
+}
+
+async fn reconcile_one<D: LoadBalancerDriver + ?Sized>(
+    p: &Plan,
+    servers: &Result<BTreeMap<String, Vec<Server>>, DriverError>,
+    driver: &D,
+    retry: &mut Retry,
+) -> LbStatus {
+    let mut st = LbStatus {
+        url: p.url.clone(),
+        groups: p.groups.clone(),
+        problems: p.skipped.clone(),
+        ..Default::default()
+    };
+    let frontend = match &p.frontend {
+        Ok(f) => f,
+        Err((reason, message)) => {
+            st.conditions
+                .push(condition(false, reason, message.clone()));
+            st.members = members_status(p, &[]);
+            return st;
+        }
+    };
+    let have: &[Server] = match servers {
+        Ok(all) => all.get(&frontend.backend).map_or(&[], Vec::as_slice),
+        Err(e) => {
+            st.conditions
+                .push(condition(false, "BalancerDown", e.to_string()));
+            st.members = members_status(p, &[]);
+            return st;
+        }
+    };
+    st.members = members_status(p, have);
+    let wanted: Vec<Member> = p.members.iter().map(|m| m.member.clone()).collect();
+    let commands = diff(&wanted, have, p.drain_timeout, frontend.check.is_some());
+    let mut refused = None;
+    if !commands.is_empty() && !retry.waiting(&p.key) {
+        for c in &commands {
+            match driver.apply(&frontend.backend, c).await {
+                Ok(()) => log_command(&p.key, c),
+                Err(e) => {
+                    refused = Some(e);
+                    break;
+                }
+            }
+        }
+        match &refused {
+            Some(e) => {
+                let wait = retry.failed(&p.key);
+                warn!(lb = %p.key, error = %e, retry_in = ?wait, "load balancer command failed");
+            }
+            None => retry.ok(&p.key),
+        }
+    }
+    let serving = have
+        .iter()
+        .filter(|s| {
+            p.members
+                .iter()
+                .any(|m| m.member.name == s.name && m.member.want == Want::Ready)
+        })
+        .filter(|s| s.status.starts_with("UP") || s.status == "no check")
+        .count();
+    let c = match (&refused, serving) {
+        (Some(e), _) => condition(false, "CommandFailed", e.to_string()),
+        (None, 0) if p.members.iter().all(|m| m.member.want != Want::Ready) => condition(
+            false,
+            "NoMembers",
+            format!(
+                "no ready instance in {}",
+                if p.groups.is_empty() {
+                    "any group (no group lists it in loadBalancers)".to_string()
+                } else {
+                    format!("group(s) {}", p.groups.join(", "))
+                }
+            ),
+        ),
+        (None, 0) => condition(false, "Converging", "members are being added".into()),
+        (None, n) => condition(true, "Serving", format!("{n} member(s) serving")),
+    };
+    st.conditions.push(c);
+    st
+}
+
+fn log_command(key: &ObjectKey, c: &Command) {
+    info!(lb = %key, "load balancer: {c}");
+}
+
+/// The members wanted (with the balancer's state of each) and the servers being removed.
+fn members_status(p: &Plan, have: &[Server]) -> Vec<MemberStatus> {
+    let addr = |a: Option<SocketAddr>| a.map(|a| a.to_string()).unwrap_or_default();
+    let mut out: Vec<MemberStatus> = p
+        .members
+        .iter()
+        .map(|m| {
+            let s = have.iter().find(|s| s.name == m.member.name);
+            MemberStatus {
+                name: m.member.name.clone(),
+                group: m.group.clone(),
+                zone: m.zone.clone(),
+                address: m.member.addr.to_string(),
+                desired: match m.member.want {
+                    Want::Ready => "ready",
+                    Want::Drain => "drain",
+                }
+                .into(),
+                state: s.map_or("absent".into(), |s| s.status.clone()),
+                sessions: s.map_or(0, |s| s.sessions),
+            }
+        })
+        .collect();
+    for s in have {
+        if !p.members.iter().any(|m| m.member.name == s.name) {
+            out.push(MemberStatus {
+                name: s.name.clone(),
+                address: addr(s.addr),
+                desired: "remove".into(),
+                state: s.status.clone(),
+                sessions: s.sessions,
+                ..Default::default()
+            });
+        }
+    }
+    out
+}
