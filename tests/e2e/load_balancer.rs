@@ -1,0 +1,340 @@
+//! Load balancers on the real engine and a real HAProxy: busybox `httpd` instances that answer
+//! their own name, behind a `LoadBalancer` on a free 127.0.0.1 port. Traffic goes to
+//! 127.0.0.1 only, bounded in count and time.
+
+use std::collections::BTreeSet;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::common::*;
+
+/// A launch configuration of `httpd` instances answering their hostname on 8080 (published on
+/// 127.0.0.1), a group of `desired` naming load balancer `front`, and `front` on `port`.
+pub fn web_behind_lb(ns: &str, desired: u32, port: u16, lc_extra: &str) -> String {
+    format!(
+        "apiVersion: microscaler.io/v1\n\
+         kind: LaunchConfiguration\n\
+         metadata:\n  name: web\n  namespace: {ns}\n\
+         spec:\n  image: {TEST_IMAGE}\n  command: [\"sh\", \"-c\", \"hostname > /tmp/index.html && exec httpd -f -p 8080 -h /tmp\"]\n  ports: [8080]\n  stopGracePeriod: 1s\n{lc_extra}\
+         ---\n\
+         apiVersion: microscaler.io/v1\n\
+         kind: AutoScalingGroup\n\
+         metadata:\n  name: web\n  namespace: {ns}\n\
+         spec:\n  launchConfiguration: web\n  minSize: 0\n  maxSize: 10\n  desiredCapacity: {desired}\n  maxSurge: 1\n  loadBalancers: [front]\n\
+         ---\n\
+         apiVersion: microscaler.io/v1\n\
+         kind: LoadBalancer\n\
+         metadata:\n  name: front\n  namespace: {ns}\n\
+         spec:\n  port: {port}\n  targetPort: 8080\n  drainTimeout: 5s\n"
+    )
+}
+
+/// The managed HAProxy's directory of controller `name` (the default run dir).
+pub fn run_dir(controller: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("microscaler-lb-{controller}"))
+}
+
+/// One Runtime API command on the controller's HAProxy.
+pub fn admin(controller: &str, command: &str) -> Option<String> {
+    let mut s = UnixStream::connect(run_dir(controller).join("admin.sock")).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
+    writeln!(s, "{command}").ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    Some(out)
+}
+
+/// The HAProxy worker's pid (changes on a reload or a restart).
+pub fn worker_pid(controller: &str) -> Option<u32> {
+    admin(controller, "show info")?
+        .lines()
+        .find_map(|l| l.strip_prefix("Pid: "))
+        .and_then(|p| p.trim().parse().ok())
+}
+
+/// `(server, admin state bits)` of backend `ns.front`.
+pub fn servers(controller: &str, ns: &str) -> Vec<(String, u32)> {
+    let backend = format!("{ns}.front");
+    admin(controller, "show servers state")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.len() > 6 && f[1] == backend).then(|| (f[3].to_string(), f[6].parse().unwrap_or(0)))
+        })
+        .collect()
+}
+
+/// The hostnames answering through the load balancer in `tries` requests.
+fn names_through(port: u16, tries: usize) -> BTreeSet<String> {
+    (0..tries)
+        .filter_map(|_| http_get(port, "/"))
+        .filter(|(code, _)| *code == 200)
+        .map(|(_, body)| body.trim().to_string())
+        .collect()
+}
+
+/// A client loop on 127.0.0.1: one request every `pace` until stopped, at most `max` requests
+/// and `limit` long. Counts answers other than 200 (and no answer) as failures.
+pub struct ClientLoop {
+    stop: Arc<AtomicBool>,
+    pub ok: Arc<AtomicU64>,
+    pub failed: Arc<AtomicU64>,
+    handle: Option<std::thread::JoinHandle<Vec<String>>>,
+}
+
+impl ClientLoop {
+    pub fn start(port: u16, pace: Duration, max: u64, limit: Duration) -> ClientLoop {
+        let stop = Arc::new(AtomicBool::new(false));
+        let ok = Arc::new(AtomicU64::new(0));
+        let failed = Arc::new(AtomicU64::new(0));
+        let (s, o, f) = (stop.clone(), ok.clone(), failed.clone());
+        let handle = std::thread::spawn(move || {
+            let start = Instant::now();
+            let mut errors = Vec::new();
+            let mut n = 0;
+            while !s.load(Ordering::Relaxed) && n < max && start.elapsed() < limit {
+                n += 1;
+                match http_get(port, "/") {
+                    Some((200, _)) => {
+                        o.fetch_add(1, Ordering::Relaxed);
+                    }
+                    other => {
+                        f.fetch_add(1, Ordering::Relaxed);
+                        if errors.len() < 10 {
+                            errors.push(format!("{:?} at {:?}", other, start.elapsed()));
+                        }
+                    }
+                }
+                std::thread::sleep(pace);
+            }
+            errors
+        });
+        ClientLoop {
+            stop,
+            ok,
+            failed,
+            handle: Some(handle),
+        }
+    }
+
+    /// Stops the loop; returns (ok, failed, first errors).
+    pub fn finish(mut self) -> (u64, u64, Vec<String>) {
+        self.stop.store(true, Ordering::Relaxed);
+        let errors = self
+            .handle
+            .take()
+            .map(|h| h.join().unwrap_or_default())
+            .unwrap_or_default();
+        (
+            self.ok.load(Ordering::Relaxed),
+            self.failed.load(Ordering::Relaxed),
+            errors,
+        )
+    }
+}
+
+/// A keep-alive HTTP/1.1 connection to the load balancer: one request, its answer.
+fn keep_alive_request(s: &mut TcpStream) -> Option<String> {
+    write!(s, "GET / HTTP/1.1\r\nHost: lb\r\n\r\n").ok()?;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = s.read(&mut chunk).ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        let text = String::from_utf8_lossy(&buf).to_string();
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let len: usize = head
+                .lines()
+                .find_map(|l| {
+                    let (k, v) = l.split_once(':')?;
+                    k.eq_ignore_ascii_case("content-length")
+                        .then(|| v.trim().parse().ok())?
+                })
+                .unwrap_or(0);
+            if body.len() >= len {
+                return head
+                    .starts_with("HTTP/1.1 200")
+                    .then(|| body[..len].to_string());
+            }
+        }
+    }
+}
+
+struct RunDir(PathBuf);
+
+impl Drop for RunDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn stdout(out: std::process::Output) -> String {
+    String::from_utf8_lossy(&assert_success(&out).into_bytes()).to_string()
+}
+
+#[test]
+fn a_load_balancer_follows_the_group_without_reloads_or_lost_requests() {
+    let ns = TestNs::new();
+    let mut ctl = Controller::start();
+    ctl.wait_ready();
+    let _dir = RunDir(run_dir(&ctl.name));
+    let port = free_port();
+    let file = ctl.write_manifest("web.yaml", &web_behind_lb(&ns.name, 2, port, ""));
+
+    // Every instance answers through the load balancer.
+    let served = wait_until(Duration::from_secs(60), || {
+        names_through(port, 6).len() == 2
+    });
+    assert!(
+        served,
+        "2 instances never answered through the LB: {:?}\n{}",
+        names_through(port, 6),
+        ctl.log()
+    );
+    // Hostnames are `<group>-<suffix>`, container names `<namespace>-<group>-<suffix>`.
+    let names: BTreeSet<String> = containers(&ns).into_iter().map(|c| c.name).collect();
+    let hostnames: BTreeSet<String> = names
+        .iter()
+        .map(|n| n.trim_start_matches(&format!("{}-", ns.name)).to_string())
+        .collect();
+    assert_eq!(names_through(port, 6), hostnames);
+    let pid = worker_pid(&ctl.name).expect("HAProxy answers on its admin socket");
+
+    // What a user sees: the URL, the members and their state.
+    let url = format!("http://127.0.0.1:{port}");
+    let lbs = stdout(ctl.ms(&["get", "lbs", "-n", &ns.name]));
+    assert!(lbs.contains(&url) && lbs.contains("2/2"), "{lbs}");
+    let wide = stdout(ctl.ms(&["get", "asgs", "-o", "wide", "-n", &ns.name]));
+    assert!(wide.contains("URL") && wide.contains(&url), "{wide}");
+    let describe = stdout(ctl.ms(&["describe", "lb", "front", "-n", &ns.name]));
+    for n in &names {
+        assert!(describe.contains(n.as_str()), "{n} missing:\n{describe}");
+    }
+
+    // Scale out under a client loop with a keep-alive connection open: the new member is
+    // added at run time (same HAProxy worker), the open connection keeps working.
+    let mut kept = TcpStream::connect(("127.0.0.1", port)).expect("connect to the LB");
+    kept.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    assert!(keep_alive_request(&mut kept).is_some());
+    let client = ClientLoop::start(
+        port,
+        Duration::from_millis(10),
+        6000,
+        Duration::from_secs(60),
+    );
+    std::fs::write(&file, web_behind_lb(&ns.name, 3, port, "")).unwrap();
+    let three = wait_until(Duration::from_secs(60), || {
+        names_through(port, 9).len() == 3
+    });
+    assert!(
+        three,
+        "the third instance never answered through the LB\n{}",
+        ctl.log()
+    );
+    assert_eq!(worker_pid(&ctl.name), Some(pid), "HAProxy was reloaded");
+    assert!(
+        keep_alive_request(&mut kept).is_some(),
+        "the open connection was dropped by the scale-out"
+    );
+
+    // Scale in: the two removed members leave HAProxy, no request fails.
+    std::fs::write(&file, web_behind_lb(&ns.name, 1, port, "")).unwrap();
+    let one = wait_until(Duration::from_secs(60), || {
+        servers(&ctl.name, &ns.name).len() == 1 && containers(&ns).len() == 1
+    });
+    assert!(
+        one,
+        "members after scale-in: {:?}\n{}",
+        servers(&ctl.name, &ns.name),
+        ctl.log()
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    let (ok, failed, errors) = client.finish();
+    assert_eq!(
+        failed,
+        0,
+        "{failed} of {} requests failed: {errors:?}",
+        ok + failed
+    );
+    assert!(ok > 20, "the client loop made only {ok} requests");
+    assert_eq!(worker_pid(&ctl.name), Some(pid), "HAProxy was reloaded");
+    let log = ctl.log();
+    assert!(!log.contains("load balancer command failed"), "{log}");
+
+    // A killed instance leaves the pool; its replacement joins.
+    let victim = containers(&ns).remove(0);
+    docker_ok(&docker_host_a(), &["kill", &victim.id]);
+    let replaced = wait_until(Duration::from_secs(60), || {
+        let s = servers(&ctl.name, &ns.name);
+        s.len() == 1 && s[0].0 != victim.name
+    });
+    assert!(replaced, "{:?}", servers(&ctl.name, &ns.name));
+}
+
+#[test]
+fn a_killed_haproxy_is_restarted_and_repopulated() {
+    let ns = TestNs::new();
+    let mut ctl = Controller::start();
+    ctl.wait_ready();
+    let _dir = RunDir(run_dir(&ctl.name));
+    let port = free_port();
+    ctl.write_manifest("web.yaml", &web_behind_lb(&ns.name, 2, port, ""));
+    assert!(
+        wait_until(Duration::from_secs(60), || names_through(port, 6).len()
+            == 2),
+        "{}",
+        ctl.log()
+    );
+    let old = worker_pid(&ctl.name).expect("HAProxy answers");
+    let master: i32 = std::fs::read_to_string(run_dir(&ctl.name).join("haproxy.pid"))
+        .expect("pid file")
+        .trim()
+        .parse()
+        .expect("a pid");
+    let status = std::process::Command::new("kill")
+        .args(["-9", &master.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+
+    // Back, with both members, without anyone touching the group.
+    let back = wait_until(Duration::from_secs(30), || {
+        worker_pid(&ctl.name).is_some_and(|p| p != old) && names_through(port, 6).len() == 2
+    });
+    assert!(back, "HAProxy not back with its members\n{}", ctl.log());
+    assert_eq!(servers(&ctl.name, &ns.name).len(), 2);
+    let lbs = stdout(ctl.ms(&["get", "lbs", "-n", &ns.name]));
+    assert!(lbs.contains("True"), "{lbs}");
+}
+
+#[test]
+fn a_listen_address_beyond_loopback_needs_the_configuration() {
+    let ns = TestNs::new();
+    let mut ctl = Controller::start();
+    ctl.wait_ready();
+    let _dir = RunDir(run_dir(&ctl.name));
+    let port = free_port();
+    let yaml = web_behind_lb(&ns.name, 0, port, "").replace(
+        &format!("port: {port}"),
+        &format!("listen: 0.0.0.0\n  port: {port}"),
+    );
+    ctl.write_manifest("web.yaml", &yaml);
+    let refused = wait_until(Duration::from_secs(30), || {
+        let out = ctl.ms(&["get", "problems"]);
+        String::from_utf8_lossy(&out.stdout).contains("ListenNotAllowed")
+    });
+    assert!(refused, "{}", ctl.log());
+    let describe = stdout(ctl.ms(&["describe", "lb", "front", "-n", &ns.name]));
+    assert!(describe.contains("allowedListenAddresses"), "{describe}");
+    // Nothing listens there.
+    assert!(TcpStream::connect(("127.0.0.1", port)).is_err());
+}
