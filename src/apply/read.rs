@@ -294,6 +294,22 @@ pub(super) async fn problems(
                 .collect::<Vec<_>>()
         })
         .collect();
+    let mut load_balancers = load_balancers;
+    load_balancers.extend(
+        crate::lb::members::missing(&desired)
+            .into_iter()
+            .filter(|(g, _)| access.allows(&g.namespace))
+            .map(|(g, lb)| {
+                json!({
+                    "namespace": g.namespace,
+                    "name": lb,
+                    "message": format!(
+                        "group {} lists load balancer `{lb}`, which does not exist in namespace {}",
+                        g.name, g.namespace
+                    ),
+                })
+            }),
+    );
     Ok(Json(json!({
         "fileErrors": file_errors,
         "conflicts": conflicts,

@@ -258,6 +258,55 @@ pub(super) fn validate_load_balancer(s: &LoadBalancerSpec) -> Vec<Problem> {
     out
 }
 
+/// Most load balancers one group may list.
+pub const MAX_GROUP_LOAD_BALANCERS: usize = 16;
+
+/// Checks a group's `loadBalancers` list: names, no repeats, a bounded count.
+pub(super) fn validate_group_load_balancers(names: &[String]) -> Vec<Problem> {
+    let mut out = Vec::new();
+    let mut error = |field: String, message: String| {
+        out.push(Problem {
+            field,
+            message,
+            severity: Severity::Error,
+        })
+    };
+    if names.len() > MAX_GROUP_LOAD_BALANCERS {
+        error(
+            "spec.loadBalancers".into(),
+            format!(
+                "{} load balancers listed: list at most {MAX_GROUP_LOAD_BALANCERS}",
+                names.len()
+            ),
+        );
+    }
+    let mut seen = BTreeSet::new();
+    for (i, name) in names.iter().enumerate() {
+        let valid = !name.is_empty()
+            && name.len() <= 63
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !name.starts_with('-')
+            && !name.ends_with('-');
+        if !valid {
+            error(
+                format!("spec.loadBalancers[{i}]"),
+                format!(
+                    "`{}` is not a load balancer name: use the metadata.name of a LoadBalancer in the same namespace",
+                    name.escape_default()
+                ),
+            );
+        } else if !seen.insert(name.as_str()) {
+            error(
+                format!("spec.loadBalancers[{i}]"),
+                format!("`{name}` is listed twice: list each load balancer once"),
+            );
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -318,6 +367,27 @@ mod tests {
         assert!(path_problem("/healthz?full=1&x=%20").is_none());
         let tcp_path = spec(serde_json::json!({"mode": "tcp", "healthCheck": {"path": "/"}}));
         assert_eq!(fields(&tcp_path), ["spec.healthCheck.path"]);
+    }
+
+    #[test]
+    fn a_groups_load_balancer_list_is_checked() {
+        let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert!(validate_group_load_balancers(&names(&["front", "api-2"])).is_empty());
+        let p = validate_group_load_balancers(&names(&["front", "front", "Bad_Name", ""]));
+        let fields: Vec<&str> = p.iter().map(|p| p.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "spec.loadBalancers[1]",
+                "spec.loadBalancers[2]",
+                "spec.loadBalancers[3]"
+            ]
+        );
+        let many: Vec<String> = (0..17).map(|i| format!("lb{i}")).collect();
+        assert_eq!(
+            validate_group_load_balancers(&many)[0].field,
+            "spec.loadBalancers"
+        );
     }
 
     #[test]

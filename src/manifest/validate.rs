@@ -170,7 +170,12 @@ pub fn validate(object: &Object) -> Vec<Problem> {
     validate_metadata(object.metadata(), &mut p);
     match object {
         Object::LaunchConfiguration(m) => validate_launch_configuration(&m.spec, &mut p),
-        Object::AutoScalingGroup(m) => validate_group(&m.spec, &mut p),
+        Object::AutoScalingGroup(m) => {
+            validate_group(&m.spec, &mut p);
+            p.0.extend(super::load_balancer::validate_group_load_balancers(
+                &m.spec.load_balancers,
+            ));
+        }
         Object::ScalingPolicy(m) => validate_policy(&m.spec, &mut p),
         Object::LoadBalancer(m) => {
             p.0.extend(super::load_balancer::validate_load_balancer(&m.spec))

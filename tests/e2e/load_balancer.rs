@@ -338,3 +338,72 @@ fn a_listen_address_beyond_loopback_needs_the_configuration() {
     // Nothing listens there.
     assert!(TcpStream::connect(("127.0.0.1", port)).is_err());
 }
+
+/// `groups` of the group `web` as `ms get asgs -o json` shows it: (current, updated, ready).
+fn group_counts(ctl: &Controller, ns: &str) -> (u64, u64, u64) {
+    let out = ctl.ms(&["get", "asg", "web", "-n", ns, "-o", "json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    let n = |k: &str| v["status"][k].as_u64().unwrap_or(0);
+    (n("current"), n("updated"), n("ready"))
+}
+
+#[test]
+fn a_rolling_update_behind_a_health_checked_load_balancer_loses_no_request() {
+    let ns = TestNs::new();
+    let mut ctl = Controller::start();
+    ctl.wait_ready();
+    let _dir = RunDir(run_dir(&ctl.name));
+    let port = free_port();
+    let checked = |lc_extra: &str| {
+        web_behind_lb(&ns.name, 3, port, lc_extra).replace(
+            "drainTimeout: 5s\n",
+            "drainTimeout: 5s\n  healthCheck: {path: /, interval: 500ms, rise: 1, fall: 2}\n",
+        )
+    };
+    let file = ctl.write_manifest("web.yaml", &checked(""));
+    assert!(
+        wait_until(Duration::from_secs(60), || names_through(port, 9).len()
+            == 3),
+        "{}",
+        ctl.log()
+    );
+    let old: BTreeSet<String> = containers(&ns).into_iter().map(|c| c.name).collect();
+    let pid = worker_pid(&ctl.name);
+
+    let client = ClientLoop::start(
+        port,
+        Duration::from_millis(10),
+        6000,
+        Duration::from_secs(60),
+    );
+    std::fs::write(&file, checked("  env:\n    ROLLOUT: \"2\"\n")).unwrap();
+    let rolled = wait_until(Duration::from_secs(60), || {
+        let now: BTreeSet<String> = containers(&ns).into_iter().map(|c| c.name).collect();
+        now.len() == 3 && now.is_disjoint(&old) && group_counts(&ctl, &ns.name) == (3, 3, 3)
+    });
+    assert!(rolled, "the rollout did not finish\n{}", ctl.log());
+    // The old members are gone from HAProxy, the new ones serve.
+    assert!(
+        wait_until(Duration::from_secs(15), || {
+            let s = servers(&ctl.name, &ns.name);
+            s.len() == 3 && s.iter().all(|(n, _)| !old.contains(n))
+        }),
+        "{:?}",
+        servers(&ctl.name, &ns.name)
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let (ok, failed, errors) = client.finish();
+    assert_eq!(
+        failed,
+        0,
+        "{failed} of {} requests failed: {errors:?}",
+        ok + failed
+    );
+    assert!(ok > 20, "the client loop made only {ok} requests");
+    assert_eq!(worker_pid(&ctl.name), pid, "HAProxy was reloaded");
+    let describe = stdout(ctl.ms(&["describe", "lb", "front", "-n", &ns.name]));
+    assert!(
+        describe.contains("HTTP GET /") && describe.contains("UP"),
+        "{describe}"
+    );
+}
