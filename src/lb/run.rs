@@ -1,8 +1,8 @@
-//! The load balancer loop: every pass plans (pure), makes the balancer run the right
-//! frontends, reads its servers back, sends the commands that correct them and publishes each
-//! load balancer's status. Level-triggered and frequent, so an instance that becomes ready
-//! takes traffic within a pass, and whatever changed the balancer (a restart, a hand edit) is
-//! corrected the same way.
+//! The load balancer loop: it plans (pure) every [`PERIOD`]; when the plan changed, or every
+//! [`RESYNC`] anyway, a pass makes the balancer run the right frontends, reads its servers back,
+//! sends the commands that correct them and publishes each load balancer's status.
+//! Level-triggered: an instance that becomes ready takes traffic within a period, and whatever
+//! changed the balancer behind our back (a restart, a hand edit) is corrected within a resync.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -25,8 +25,12 @@ use crate::status::{Condition, StatusBoard, READY};
 use crate::util::unpoisoned::RwLockExt;
 use crate::watch::store::DesiredReader;
 
-/// Time between two passes.
-pub const PERIOD: Duration = Duration::from_millis(250);
+/// How often the plan is recomputed: a change of the published instances (one becoming ready,
+/// or draining) reaches the balancer within this.
+pub const PERIOD: Duration = Duration::from_millis(100);
+/// How often the balancer is read back and corrected even when the plan did not change (drift,
+/// a restart, a drain that ended).
+pub const RESYNC: Duration = Duration::from_secs(1);
 /// Backoff of a load balancer whose commands the balancer refuses.
 const RETRY_MIN: Duration = Duration::from_millis(500);
 const RETRY_MAX: Duration = Duration::from_secs(30);
@@ -70,13 +74,24 @@ pub async fn run<D: LoadBalancerDriver + ?Sized>(
     shutdown: CancellationToken,
 ) {
     let mut retry = Retry::default();
+    // The plan of the last pass, when it ran, and whether it sent commands (then the next
+    // period reads their effect back at once).
+    let mut last: Option<(Vec<Plan>, Instant, bool)> = None;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
             _ = tokio::time::sleep(PERIOD) => {}
         }
         beat.touch();
-        pass(&ctx, &*driver, &mut retry).await;
+        let plans = plans(&ctx);
+        let due = match &last {
+            Some((before, at, sent)) => *sent || *before != plans || at.elapsed() >= RESYNC,
+            None => true,
+        };
+        if due {
+            let sent = pass(&ctx, &plans, &*driver, &mut retry).await;
+            last = Some((plans, Instant::now(), sent));
+        }
     }
     driver.stop().await;
 }
@@ -91,13 +106,20 @@ fn condition(ok: bool, reason: &str, message: String) -> Condition {
     }
 }
 
-/// One pass over every load balancer.
-async fn pass<D: LoadBalancerDriver + ?Sized>(ctx: &Context, driver: &D, retry: &mut Retry) {
+/// Every load balancer's plan, from the latest desired state and published status.
+fn plans(ctx: &Context) -> Vec<Plan> {
     let desired = ctx.desired.borrow().clone();
-    let plans: Vec<Plan> = {
-        let groups = ctx.status.read_locked();
-        plan(&desired, &groups, &ctx.settings)
-    };
+    let groups = ctx.status.read_locked();
+    plan(&desired, &groups, &ctx.settings)
+}
+
+/// One pass over every load balancer; returns whether it sent commands.
+async fn pass<D: LoadBalancerDriver + ?Sized>(
+    ctx: &Context,
+    plans: &[Plan],
+    driver: &D,
+    retry: &mut Retry,
+) -> bool {
     let frontends: Vec<Frontend> = plans
         .iter()
         .filter_map(|p| p.frontend.as_ref().ok().cloned())
@@ -118,8 +140,10 @@ async fn pass<D: LoadBalancerDriver + ?Sized>(ctx: &Context, driver: &D, retry: 
         Err(e) => Err(e),
     };
     let mut statuses = BTreeMap::new();
-    for p in &plans {
-        let status = reconcile_one(p, &servers, driver, retry).await;
+    let mut sent = false;
+    for p in plans {
+        let (status, n) = reconcile_one(p, &servers, driver, retry).await;
+        sent |= n > 0;
         statuses.insert(p.key.clone(), status);
     }
     let mut board = ctx.board.write_locked();
@@ -136,6 +160,7 @@ async fn pass<D: LoadBalancerDriver + ?Sized>(ctx: &Context, driver: &D, retry: 
         }
     }
     *board = statuses;
+    sent
 }
 
 async fn reconcile_one<D: LoadBalancerDriver + ?Sized>(
@@ -143,7 +168,7 @@ async fn reconcile_one<D: LoadBalancerDriver + ?Sized>(
     servers: &Result<BTreeMap<String, Vec<Server>>, DriverError>,
     driver: &D,
     retry: &mut Retry,
-) -> LbStatus {
+) -> (LbStatus, usize) {
     let mut st = LbStatus {
         url: p.url.clone(),
         groups: p.groups.clone(),
@@ -156,7 +181,7 @@ async fn reconcile_one<D: LoadBalancerDriver + ?Sized>(
             st.conditions
                 .push(condition(false, reason, message.clone()));
             st.members = members_status(p, &[]);
-            return st;
+            return (st, 0);
         }
     };
     let have: &[Server] = match servers {
@@ -165,15 +190,17 @@ async fn reconcile_one<D: LoadBalancerDriver + ?Sized>(
             st.conditions
                 .push(condition(false, "BalancerDown", e.to_string()));
             st.members = members_status(p, &[]);
-            return st;
+            return (st, 0);
         }
     };
     st.members = members_status(p, have);
     let wanted: Vec<Member> = p.members.iter().map(|m| m.member.clone()).collect();
     let commands = diff(&wanted, have, p.drain_timeout, frontend.check.is_some());
     let mut refused = None;
+    let mut sent = 0;
     if !commands.is_empty() && !retry.waiting(&p.key) {
         for c in &commands {
+            sent += 1;
             match driver.apply(&frontend.backend, c).await {
                 Ok(()) => log_command(&p.key, c),
                 Err(e) => {
@@ -217,7 +244,7 @@ async fn reconcile_one<D: LoadBalancerDriver + ?Sized>(
         (None, n) => condition(true, "Serving", format!("{n} member(s) serving")),
     };
     st.conditions.push(c);
-    st
+    (st, sent)
 }
 
 fn log_command(key: &ObjectKey, c: &Command) {

@@ -211,8 +211,12 @@ fn a_load_balancer_follows_the_group_without_reloads_or_lost_requests() {
 
     // What a user sees: the URL, the members and their state.
     let url = format!("http://127.0.0.1:{port}");
-    let lbs = stdout(ctl.ms(&["get", "lbs", "-n", &ns.name]));
-    assert!(lbs.contains(&url) && lbs.contains("2/2"), "{lbs}");
+    let lbs = || stdout(ctl.ms(&["get", "lbs", "-n", &ns.name]));
+    let shown = wait_until(Duration::from_secs(5), || {
+        let t = lbs();
+        t.contains(&url) && t.contains("2/2") && t.contains("True")
+    });
+    assert!(shown, "{}", lbs());
     let wide = stdout(ctl.ms(&["get", "asgs", "-o", "wide", "-n", &ns.name]));
     assert!(wide.contains("URL") && wide.contains(&url), "{wide}");
     let describe = stdout(ctl.ms(&["describe", "lb", "front", "-n", &ns.name]));
@@ -312,8 +316,12 @@ fn a_killed_haproxy_is_restarted_and_repopulated() {
     });
     assert!(back, "HAProxy not back with its members\n{}", ctl.log());
     assert_eq!(servers(&ctl.name, &ns.name).len(), 2);
-    let lbs = stdout(ctl.ms(&["get", "lbs", "-n", &ns.name]));
-    assert!(lbs.contains("True"), "{lbs}");
+    let lbs = || stdout(ctl.ms(&["get", "lbs", "-n", &ns.name]));
+    assert!(
+        wait_until(Duration::from_secs(5), || lbs().contains("True")),
+        "{}",
+        lbs()
+    );
 }
 
 #[test]
