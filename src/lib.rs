@@ -5,7 +5,7 @@
 //! `docs/architecture.md` (checked by `tests/architecture.rs`).
 //! - [`util`]: leaves: locks that survive a panic, the e2e tests' failpoints, tickets.
 //! - [`health`]: the controller's own health: heartbeats (`/healthz`), essential tasks (`/readyz`).
-//! - [`manifest`]: the three manifest kinds, parsing with precise errors, validation, schemas.
+//! - [`manifest`]: the four manifest kinds, parsing with precise errors, validation, schemas.
 //! - [`engine`]: the narrow engine trait, Docker and in-memory engines, per-zone observers, leases.
 //! - [`files`]: byte-preserving edits of manifest files (status blocks, documents, atomic writes).
 //! - [`wire`]: the HTTP API's JSON bodies and headers, shared by server and client.

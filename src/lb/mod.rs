@@ -22,6 +22,8 @@ pub mod driver;
 pub mod haproxy;
 pub mod members;
 pub mod run;
+#[cfg(test)]
+mod run_tests;
 
 use std::collections::BTreeMap;
 

@@ -47,18 +47,23 @@ pub struct Context {
 
 /// Per load balancer: refused commands in a row, and when to try again.
 #[derive(Default)]
-struct Retry(BTreeMap<ObjectKey, (u32, Instant)>);
+pub(super) struct Retry(BTreeMap<ObjectKey, (u32, Instant, String)>);
 
 impl Retry {
-    fn waiting(&self, key: &ObjectKey) -> bool {
-        self.0.get(key).is_some_and(|(_, at)| Instant::now() < *at)
+    /// The last refusal, while its backoff runs.
+    fn waiting(&self, key: &ObjectKey) -> Option<&str> {
+        self.0
+            .get(key)
+            .filter(|(_, at, _)| Instant::now() < *at)
+            .map(|(_, _, why)| why.as_str())
     }
-    fn failed(&mut self, key: &ObjectKey) -> Duration {
-        let n = self.0.get(key).map_or(0, |(n, _)| *n).saturating_add(1);
+    fn failed(&mut self, key: &ObjectKey, why: String) -> Duration {
+        let n = self.0.get(key).map_or(0, |(n, _, _)| *n).saturating_add(1);
         let wait = RETRY_MIN
             .saturating_mul(1 << n.saturating_sub(1).min(16))
             .min(RETRY_MAX);
-        self.0.insert(key.clone(), (n, Instant::now() + wait));
+        let why = format!("{why} (next try in {:.1}s)", wait.as_secs_f32());
+        self.0.insert(key.clone(), (n, Instant::now() + wait, why));
         wait
     }
     fn ok(&mut self, key: &ObjectKey) {
@@ -106,6 +111,16 @@ fn condition(ok: bool, reason: &str, message: String) -> Condition {
     }
 }
 
+/// One pass with a fresh plan (the loop's tests).
+#[cfg(test)]
+pub(super) async fn pass_for_tests<D: LoadBalancerDriver + ?Sized>(
+    ctx: &Context,
+    driver: &D,
+    retry: &mut Retry,
+) -> bool {
+    pass(ctx, &plans(ctx), driver, retry).await
+}
+
 /// Every load balancer's plan, from the latest desired state and published status.
 fn plans(ctx: &Context) -> Vec<Plan> {
     let desired = ctx.desired.borrow().clone();
@@ -139,6 +154,8 @@ async fn pass<D: LoadBalancerDriver + ?Sized>(
         Ok(()) => driver.servers().await,
         Err(e) => Err(e),
     };
+    // A deleted load balancer's backoff goes with it.
+    retry.0.retain(|k, _| plans.iter().any(|p| &p.key == k));
     let mut statuses = BTreeMap::new();
     let mut sent = false;
     for p in plans {
@@ -198,7 +215,9 @@ async fn reconcile_one<D: LoadBalancerDriver + ?Sized>(
     let commands = diff(&wanted, have, p.drain_timeout, frontend.check.is_some());
     let mut refused = None;
     let mut sent = 0;
-    if !commands.is_empty() && !retry.waiting(&p.key) {
+    if let (false, Some(why)) = (commands.is_empty(), retry.waiting(&p.key)) {
+        refused = Some(DriverError::Refused(why.to_string()));
+    } else if !commands.is_empty() {
         for c in &commands {
             sent += 1;
             match driver.apply(&frontend.backend, c).await {
@@ -211,7 +230,7 @@ async fn reconcile_one<D: LoadBalancerDriver + ?Sized>(
         }
         match &refused {
             Some(e) => {
-                let wait = retry.failed(&p.key);
+                let wait = retry.failed(&p.key, e.to_string());
                 warn!(lb = %p.key, error = %e, retry_in = ?wait, "load balancer command failed");
             }
             None => retry.ok(&p.key),

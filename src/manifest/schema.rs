@@ -1,4 +1,4 @@
-//! JSON Schemas of the three manifest kinds, for editors (`# yaml-language-server: $schema=...`).
+//! JSON Schemas of the manifest kinds, for editors (`# yaml-language-server: $schema=...`).
 //!
 //! Generated from the serde types with schemars, then adjusted where the types say less than
 //! the parser checks: `apiVersion` and `kind` become constants, `status` is allowed (the

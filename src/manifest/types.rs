@@ -1,4 +1,4 @@
-//! The serde/schemars types of the three manifest kinds and the identity they share.
+//! The serde/schemars types of the manifest kinds and the identity they share.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -11,7 +11,7 @@ use super::duration::DurationSpec;
 /// The only `apiVersion` this controller understands.
 pub const API_VERSION: &str = "microscaler.io/v1";
 
-/// The three kinds of manifest.
+/// The kinds of manifest.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
 )]
@@ -135,7 +135,7 @@ pub type AutoScalingGroup = Manifest<AutoScalingGroupSpec>;
 pub type ScalingPolicy = Manifest<ScalingPolicySpec>;
 pub type LoadBalancer = Manifest<super::load_balancer::LoadBalancerSpec>;
 
-/// Any one of the three kinds, as stored by the controller.
+/// Any one of the kinds, as stored by the controller.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum Object {
