@@ -323,11 +323,25 @@ impl LoadBalancerDriver for Haproxy {
             if st.running == frontends {
                 return Ok(());
             }
-            let r = self.reload(&mut st, frontends, seed).await;
-            if let Err(e) = &r {
-                st.last_error = Some(e.to_string());
+            // A reload that failed (the old worker keeps serving) is retried with backoff.
+            if let Some(at) = st.next_try {
+                if Instant::now() < at {
+                    let why = st.last_error.clone().unwrap_or_default();
+                    return Err(DriverError::Refused(why));
+                }
             }
-            return r;
+            return match self.reload(&mut st, frontends, seed).await {
+                Ok(()) => {
+                    st.next_try = None;
+                    Ok(())
+                }
+                Err(e) => {
+                    self.failed(&mut st, &e);
+                    Err(DriverError::Refused(
+                        st.last_error.clone().unwrap_or_default(),
+                    ))
+                }
+            };
         }
         if let Some(at) = st.next_try {
             if Instant::now() < at {
@@ -357,7 +371,16 @@ impl LoadBalancerDriver for Haproxy {
         let stat = runtime::call(&socket, "show stat -1 4 -1")
             .await
             .map_err(down)?;
-        Ok(runtime::parse_servers(&state, &stat))
+        let backends = runtime::call(&socket, "show backend").await.map_err(down)?;
+        let mut all = runtime::parse_servers(&state, &stat);
+        // Backends without a server are listed too: loaded, with no member yet.
+        for b in backends
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        {
+            all.entry(b.trim().to_string()).or_default();
+        }
+        Ok(all)
     }
 
     async fn apply(&self, backend: &str, command: &Command) -> Result<(), DriverError> {

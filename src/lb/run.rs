@@ -4,8 +4,8 @@
 //! Level-triggered: an instance that becomes ready takes traffic within a period, and whatever
 //! changed the balancer behind our back (a restart, a hand edit) is corrected within a resync.
 
-use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -47,7 +47,11 @@ pub struct Context {
 
 /// Per load balancer: refused commands in a row, and when to try again.
 #[derive(Default)]
-pub(super) struct Retry(BTreeMap<ObjectKey, (u32, Instant, String)>);
+pub(super) struct Retry(
+    BTreeMap<ObjectKey, (u32, Instant, String)>,
+    /// The listeners the balancer served at the last read-back (backend, address, port).
+    BTreeSet<(String, IpAddr, u16)>,
+);
 
 impl Retry {
     /// The last refusal, while its backoff runs.
@@ -135,9 +139,29 @@ async fn pass<D: LoadBalancerDriver + ?Sized>(
     driver: &D,
     retry: &mut Retry,
 ) -> bool {
+    // A new listener on an address another process holds would keep HAProxy from starting or
+    // reloading, for every load balancer: it is left out and says why, the others go on.
+    let mut blocked: BTreeMap<ObjectKey, String> = BTreeMap::new();
     let frontends: Vec<Frontend> = plans
         .iter()
-        .filter_map(|p| p.frontend.as_ref().ok().cloned())
+        .filter_map(|p| p.frontend.as_ref().ok())
+        .filter(|f| {
+            if retry.1.contains(&(f.backend.clone(), f.listen, f.port)) {
+                return true;
+            }
+            match std::net::TcpListener::bind((f.listen, f.port)) {
+                Ok(_) => true,
+                Err(e) => {
+                    let why = format!(
+                        "cannot listen on {}: {e} (another process holds the port?): choose another port",
+                        SocketAddr::new(f.listen, f.port)
+                    );
+                    blocked.insert(f.key.clone(), why);
+                    false
+                }
+            }
+        })
+        .cloned()
         .collect();
     let seed: Seed = plans
         .iter()
@@ -149,17 +173,32 @@ async fn pass<D: LoadBalancerDriver + ?Sized>(
             ))
         })
         .collect();
-    let servers = match driver.ensure(&frontends, &seed).await {
-        Ok(()) if frontends.is_empty() => Ok(BTreeMap::new()),
-        Ok(()) => driver.servers().await,
-        Err(e) => Err(e),
+    // The servers are read back even when (re)configuring failed: the load balancers HAProxy
+    // still serves keep being corrected.
+    let ensured = driver.ensure(&frontends, &seed).await;
+    let servers = match (&ensured, frontends.is_empty()) {
+        (_, true) => Ok(BTreeMap::new()),
+        (Ok(()), false) => driver.servers().await,
+        (Err(e), false) => driver.servers().await.map_err(|_| e.clone()),
     };
+    retry.1 = match &servers {
+        Ok(all) => frontends
+            .iter()
+            .filter(|f| all.contains_key(&f.backend))
+            .map(|f| (f.backend.clone(), f.listen, f.port))
+            .collect(),
+        Err(_) => BTreeSet::new(),
+    };
+    let not_loaded = ensured.err();
     // A deleted load balancer's backoff goes with it.
     retry.0.retain(|k, _| plans.iter().any(|p| &p.key == k));
     let mut statuses = BTreeMap::new();
     let mut sent = false;
     for p in plans {
-        let (status, n) = reconcile_one(p, &servers, driver, retry).await;
+        let (status, n) = match blocked.get(&p.key) {
+            Some(why) => (not_running(p, "PortInUse", why.clone()), 0),
+            None => reconcile_one(p, &servers, not_loaded.as_ref(), driver, retry).await,
+        };
         sent |= n > 0;
         statuses.insert(p.key.clone(), status);
     }
@@ -180,9 +219,21 @@ async fn pass<D: LoadBalancerDriver + ?Sized>(
     sent
 }
 
+/// The status of a load balancer the balancer does not run.
+fn not_running(p: &Plan, reason: &str, message: String) -> LbStatus {
+    LbStatus {
+        url: p.url.clone(),
+        groups: p.groups.clone(),
+        problems: p.skipped.clone(),
+        members: members_status(p, &[]),
+        conditions: vec![condition(false, reason, message)],
+    }
+}
+
 async fn reconcile_one<D: LoadBalancerDriver + ?Sized>(
     p: &Plan,
     servers: &Result<BTreeMap<String, Vec<Server>>, DriverError>,
+    not_loaded: Option<&DriverError>,
     driver: &D,
     retry: &mut Retry,
 ) -> (LbStatus, usize) {
@@ -202,7 +253,15 @@ async fn reconcile_one<D: LoadBalancerDriver + ?Sized>(
         }
     };
     let have: &[Server] = match servers {
-        Ok(all) => all.get(&frontend.backend).map_or(&[], Vec::as_slice),
+        Ok(all) => match all.get(&frontend.backend) {
+            Some(have) => have,
+            None => {
+                let why = not_loaded.map_or("HAProxy has not loaded it yet".into(), |e| {
+                    format!("HAProxy did not load it: {e}")
+                });
+                return (not_running(p, "NotConfigured", why), 0);
+            }
+        },
         Err(e) => {
             st.conditions
                 .push(condition(false, "BalancerDown", e.to_string()));

@@ -110,7 +110,10 @@ impl LoadBalancerDriver for Memory {
     async fn stop(&self) {}
 }
 
-const YAML: &str = "apiVersion: microscaler.io/v1\nkind: LoadBalancer\nmetadata: {name: front}\nspec: {port: 8080, targetPort: 80, drainTimeout: 10s}\n---\napiVersion: microscaler.io/v1\nkind: LaunchConfiguration\nmetadata: {name: web}\nspec: {image: busybox}\n---\napiVersion: microscaler.io/v1\nkind: AutoScalingGroup\nmetadata: {name: web}\nspec: {launchConfiguration: web, minSize: 0, maxSize: 5, loadBalancers: [front]}\n";
+/// A load balancer on `port`, a group naming it.
+fn yaml(port: u16) -> String {
+    format!("apiVersion: microscaler.io/v1\nkind: LoadBalancer\nmetadata: {{name: front}}\nspec: {{port: {port}, targetPort: 80, drainTimeout: 10s}}\n---\napiVersion: microscaler.io/v1\nkind: LaunchConfiguration\nmetadata: {{name: web}}\nspec: {{image: busybox}}\n---\napiVersion: microscaler.io/v1\nkind: AutoScalingGroup\nmetadata: {{name: web}}\nspec: {{launchConfiguration: web, minSize: 0, maxSize: 5, loadBalancers: [front]}}\n")
+}
 const BACKEND: &str = "default.front";
 
 fn instance(name: &str, state: &str, port: u16) -> InstanceStatus {
@@ -132,8 +135,18 @@ struct Setup {
     lb: ObjectKey,
 }
 
+/// A port nothing listens on now.
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+    l.local_addr().expect("its address").port()
+}
+
 fn setup() -> Setup {
-    let desired = Arc::new(crate::watch::store::test_snapshot(YAML));
+    setup_on(free_port())
+}
+
+fn setup_on(port: u16) -> Setup {
+    let desired = Arc::new(crate::watch::store::test_snapshot(&yaml(port)));
     let (tx, rx) = tokio::sync::watch::channel(desired);
     let ctx = Context {
         desired: rx,
@@ -257,6 +270,25 @@ async fn a_draining_instance_drains_and_a_gone_one_leaves_after_its_connections(
         Command::ShutdownSessions("web-2".into()),
         Command::Del("web-2".into()),
     ]));
+}
+
+#[tokio::test]
+async fn a_port_another_process_holds_is_refused_and_visible() {
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let s = setup_on(held.local_addr().unwrap().port());
+    let d = Memory::default();
+    let mut retry = Retry::default();
+    publish(&s.ctx, vec![instance("web-1", "running", 101)]);
+    assert!(!pass(&s.ctx, &d, &mut retry).await);
+    assert_eq!(ready(&s.ctx, &s.lb), ("False".into(), "PortInUse".into()));
+    assert!(
+        d.servers.lock().unwrap().is_empty(),
+        "not given to the balancer"
+    );
+    // Released: configured and served on the next pass.
+    drop(held);
+    converge(&s.ctx, &d, &mut retry).await;
+    assert_eq!(ready(&s.ctx, &s.lb), ("True".into(), "Serving".into()));
 }
 
 #[tokio::test]

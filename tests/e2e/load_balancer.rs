@@ -415,3 +415,53 @@ fn a_rolling_update_behind_a_health_checked_load_balancer_loses_no_request() {
         "{describe}"
     );
 }
+
+#[test]
+fn a_port_another_process_holds_blocks_only_its_own_load_balancer() {
+    let ns = TestNs::new();
+    let mut ctl = Controller::start();
+    ctl.wait_ready();
+    let _dir = RunDir(run_dir(&ctl.name));
+    let port = free_port();
+    let held = std::net::TcpListener::bind("127.0.0.1:0").expect("a port to hold");
+    let held_port = held.local_addr().unwrap().port();
+    let yaml = web_behind_lb(&ns.name, 2, port, "").replace(
+        "loadBalancers: [front]",
+        "loadBalancers: [front, blocked]",
+    ) + &format!(
+        "---\napiVersion: microscaler.io/v1\nkind: LoadBalancer\nmetadata:\n  name: blocked\n  namespace: {}\nspec:\n  port: {held_port}\n  targetPort: 8080\n",
+        ns.name
+    );
+    ctl.write_manifest("web.yaml", &yaml);
+    // The other load balancer serves; the blocked one says why.
+    assert!(
+        wait_until(Duration::from_secs(60), || names_through(port, 6).len()
+            == 2),
+        "{}",
+        ctl.log()
+    );
+    let problems = || String::from_utf8_lossy(&ctl.ms(&["get", "problems"]).stdout).to_string();
+    assert!(
+        wait_until(Duration::from_secs(10), || problems().contains("PortInUse")),
+        "{}",
+        problems()
+    );
+    let pid = worker_pid(&ctl.name);
+
+    // Released: HAProxy is reloaded with it (a new listener needs one), and both serve.
+    drop(held);
+    assert!(
+        wait_until(Duration::from_secs(30), || names_through(held_port, 6)
+            .len()
+            == 2),
+        "{}",
+        ctl.log()
+    );
+    assert_ne!(
+        worker_pid(&ctl.name),
+        pid,
+        "a new listener comes with a reload"
+    );
+    assert_eq!(names_through(port, 6).len(), 2);
+    assert!(!problems().contains("PortInUse"), "{}", problems());
+}
