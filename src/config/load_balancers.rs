@@ -43,6 +43,21 @@ impl LoadBalancersConfig {
         })
     }
 
+    /// Refuses settings that cannot work, at start-up rather than at the first load balancer.
+    ///
+    /// # Errors
+    /// A run directory whose admin socket path is too long for a Unix socket.
+    pub fn validate(&self, controller_name: &str) -> Result<(), String> {
+        let socket = self.run_dir(controller_name).join("admin.sock");
+        if socket.as_os_str().len() > 107 {
+            return Err(format!(
+                "loadBalancers.runDir: the HAProxy admin socket {} would be longer than 107 bytes (the limit of a Unix socket path): set a shorter loadBalancers.runDir",
+                socket.display()
+            ));
+        }
+        Ok(())
+    }
+
     /// The haproxy binary.
     pub fn haproxy(&self) -> PathBuf {
         self.haproxy
@@ -113,6 +128,14 @@ mod tests {
             zone_address(&c, "b", Some("tcp://engine-b:2376")),
             Some(IpAddr::from([192, 168, 1, 9]))
         );
+    }
+
+    #[test]
+    fn a_run_dir_too_long_for_a_socket_is_refused() {
+        let mut c = LoadBalancersConfig::default();
+        assert!(c.validate("ms").is_ok());
+        c.run_dir = Some(PathBuf::from(format!("/{}", "d".repeat(120))));
+        assert!(c.validate("ms").unwrap_err().contains("107 bytes"));
     }
 
     #[test]

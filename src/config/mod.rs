@@ -357,6 +357,9 @@ impl Config {
         self.api
             .validate()
             .map_err(|e| anyhow::anyhow!("invalid configuration{file}: {e}"))?;
+        self.load_balancers
+            .validate(&self.controller_name)
+            .map_err(|e| anyhow::anyhow!("invalid configuration{file}: {e}"))?;
         if !self.listen.ip().is_loopback() && self.tokens.is_empty() {
             anyhow::bail!(
                 "refusing to listen on {} without tokens: anyone on the network could change your groups. \

@@ -285,7 +285,7 @@ fn a_load_balancer_follows_the_group_without_reloads_or_lost_requests() {
 }
 
 #[test]
-fn a_killed_haproxy_is_restarted_and_repopulated() {
+fn hand_edits_and_a_killed_haproxy_are_corrected() {
     let ns = TestNs::new();
     let mut ctl = Controller::start();
     ctl.wait_ready();
@@ -298,6 +298,30 @@ fn a_killed_haproxy_is_restarted_and_repopulated() {
         "{}",
         ctl.log()
     );
+    // Drift by hand through the admin socket: a member put in maintenance, another deleted.
+    let backend = format!("{}.front", ns.name);
+    let names: Vec<String> = servers(&ctl.name, &ns.name)
+        .into_iter()
+        .map(|s| s.0)
+        .collect();
+    assert_eq!(names.len(), 2);
+    admin(
+        &ctl.name,
+        &format!("set server {backend}/{} state maint", names[0]),
+    );
+    admin(
+        &ctl.name,
+        &format!("set server {backend}/{} state maint", names[1]),
+    );
+    let deleted =
+        admin(&ctl.name, &format!("del server {backend}/{}", names[1])).unwrap_or_default();
+    assert!(deleted.contains("Server deleted"), "{deleted}");
+    let corrected = wait_until(Duration::from_secs(10), || {
+        let s = servers(&ctl.name, &ns.name);
+        s.len() == 2 && s.iter().all(|(_, admin_bits)| *admin_bits == 0)
+    });
+    assert!(corrected, "{:?}", servers(&ctl.name, &ns.name));
+
     let old = worker_pid(&ctl.name).expect("HAProxy answers");
     let master: i32 = std::fs::read_to_string(run_dir(&ctl.name).join("haproxy.pid"))
         .expect("pid file")
