@@ -194,10 +194,21 @@ async fn pass<D: LoadBalancerDriver + ?Sized>(
     retry.0.retain(|k, _| plans.iter().any(|p| &p.key == k));
     let mut statuses = BTreeMap::new();
     let mut sent = false;
+    // Once the balancer stops answering, the rest of the pass sends nothing (each call would
+    // wait for its timeout): the next pass finds it down, or back.
+    let mut down: Option<DriverError> = None;
     for p in plans {
-        let (status, n) = match blocked.get(&p.key) {
-            Some(why) => (not_running(p, "PortInUse", why.clone()), 0),
-            None => reconcile_one(p, &servers, not_loaded.as_ref(), driver, retry).await,
+        let (status, n) = match (blocked.get(&p.key), &down) {
+            (Some(why), _) => (not_running(p, "PortInUse", why.clone()), 0),
+            (None, Some(e)) => (not_running(p, "BalancerDown", e.to_string()), 0),
+            (None, None) => {
+                let servers = servers.as_ref().map_err(Clone::clone);
+                let r = reconcile_one(p, &servers, not_loaded.as_ref(), driver, retry).await;
+                if let Some(e @ DriverError::Down(_)) = r.2 {
+                    down = Some(e);
+                }
+                (r.0, r.1)
+            }
         };
         sent |= n > 0;
         statuses.insert(p.key.clone(), status);
@@ -230,13 +241,15 @@ fn not_running(p: &Plan, reason: &str, message: String) -> LbStatus {
     }
 }
 
+/// One load balancer's commands and status: (status, commands sent, the error that stopped
+/// them).
 async fn reconcile_one<D: LoadBalancerDriver + ?Sized>(
     p: &Plan,
-    servers: &Result<BTreeMap<String, Vec<Server>>, DriverError>,
+    servers: &Result<&BTreeMap<String, Vec<Server>>, DriverError>,
     not_loaded: Option<&DriverError>,
     driver: &D,
     retry: &mut Retry,
-) -> (LbStatus, usize) {
+) -> (LbStatus, usize, Option<DriverError>) {
     let mut st = LbStatus {
         url: p.url.clone(),
         groups: p.groups.clone(),
@@ -249,7 +262,7 @@ async fn reconcile_one<D: LoadBalancerDriver + ?Sized>(
             st.conditions
                 .push(condition(false, reason, message.clone()));
             st.members = members_status(p, &[]);
-            return (st, 0);
+            return (st, 0, None);
         }
     };
     let have: &[Server] = match servers {
@@ -259,14 +272,14 @@ async fn reconcile_one<D: LoadBalancerDriver + ?Sized>(
                 let why = not_loaded.map_or("HAProxy has not loaded it yet".into(), |e| {
                     format!("HAProxy did not load it: {e}")
                 });
-                return (not_running(p, "NotConfigured", why), 0);
+                return (not_running(p, "NotConfigured", why), 0, None);
             }
         },
         Err(e) => {
             st.conditions
                 .push(condition(false, "BalancerDown", e.to_string()));
             st.members = members_status(p, &[]);
-            return (st, 0);
+            return (st, 0, None);
         }
     };
     st.members = members_status(p, have);
@@ -322,7 +335,7 @@ async fn reconcile_one<D: LoadBalancerDriver + ?Sized>(
         (None, n) => condition(true, "Serving", format!("{n} member(s) serving")),
     };
     st.conditions.push(c);
-    (st, sent)
+    (st, sent, refused)
 }
 
 fn log_command(key: &ObjectKey, c: &Command) {
