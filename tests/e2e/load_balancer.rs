@@ -453,7 +453,7 @@ fn a_port_another_process_holds_blocks_only_its_own_load_balancer() {
         "loadBalancers: [front]",
         "loadBalancers: [front, blocked]",
     ) + &format!(
-        "---\napiVersion: microscaler.io/v1\nkind: LoadBalancer\nmetadata:\n  name: blocked\n  namespace: {}\nspec:\n  port: {held_port}\n  targetPort: 8080\n",
+        "---\napiVersion: microscaler.io/v1\nkind: LoadBalancer\nmetadata:\n  name: blocked\n  namespace: {}\nspec:\n  port: {held_port}\n  targetPort: 8080\n  mode: tcp\n  balance: leastconn\n",
         ns.name
     );
     ctl.write_manifest("web.yaml", &yaml);
@@ -472,7 +472,8 @@ fn a_port_another_process_holds_blocks_only_its_own_load_balancer() {
     );
     let pid = worker_pid(&ctl.name);
 
-    // Released: HAProxy is reloaded with it (a new listener needs one), and both serve.
+    // Released: HAProxy is reloaded with it (a new listener needs one), and both serve (this
+    // one in TCP mode).
     drop(held);
     assert!(
         wait_until(Duration::from_secs(30), || names_through(held_port, 6)
