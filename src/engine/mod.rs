@@ -255,4 +255,14 @@ pub trait Engine: Send + Sync + 'static {
     ) -> Result<Observed>;
     /// Who this engine is (to refuse two zones on one engine).
     async fn identity(&self) -> Result<EngineIdentity>;
+    /// Makes sure `spec`'s image is on the engine as its pull policy says a launch would need
+    /// it (`IfNotPresent`: pulled when missing; `Always`: pulled; `Never`: nothing), so a
+    /// rollout pulls before it replaces anything. Engines without images have nothing to do.
+    async fn ensure_image(&self, _spec: &ContainerSpec) -> Result<()> {
+        Ok(())
+    }
+    /// The image pulls in flight on this engine, with their progress.
+    fn pulls(&self) -> Vec<docker::pull::PullProgress> {
+        Vec::new()
+    }
 }
