@@ -48,12 +48,22 @@ pub fn backend_name(key: &ObjectKey) -> String {
     format!("{}.{}", key.namespace, key.name)
 }
 
-/// Whether an instance takes traffic: the published readiness (until the health-check work
-/// adds `ready`, a running container), never one being terminated.
+/// Whether an instance takes traffic: running and published ready, never one being terminated
+/// (`draining`: it drains).
+///
+/// `ready` is read through serde because the health-check work adds it to `InstanceStatus` in
+/// parallel: where the published view has no `ready` yet, a running instance is ready. Once
+/// that field is in this tree, this becomes `i.ready`.
 fn want(i: &InstanceStatus) -> Option<Want> {
     match i.state.as_str() {
         "draining" => Some(Want::Drain),
-        "running" => Some(Want::Ready),
+        "running" => {
+            let ready = serde_json::to_value(i)
+                .ok()
+                .and_then(|v| v.get("ready").and_then(serde_json::Value::as_bool))
+                .unwrap_or(true);
+            ready.then_some(Want::Ready)
+        }
         _ => None,
     }
 }
@@ -237,6 +247,22 @@ pub fn missing(desired: &Desired) -> Vec<(ObjectKey, String)> {
     out
 }
 
+/// An instance as the status publishes it (through serde, so fields added later take their
+/// defaults), in zone `a`, publishing container port 80 on `127.0.0.1:port`.
+#[cfg(test)]
+pub(super) fn test_instance(name: &str, state: &str, port: u16) -> InstanceStatus {
+    serde_json::from_value(serde_json::json!({
+        "name": name,
+        "containerId": "",
+        "zone": "a",
+        "state": state,
+        "ready": state == "running",
+        "ports": [format!("127.0.0.1:{port}->80/tcp")],
+        "upToDate": true,
+    }))
+    .expect("an instance status")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -287,18 +313,7 @@ mod tests {
 
     const LBS: &str = "apiVersion: microscaler.io/v1\nkind: LoadBalancer\nmetadata: {name: front}\nspec: {port: 8080, targetPort: 80}\n---\napiVersion: microscaler.io/v1\nkind: LoadBalancer\nmetadata: {name: same-port}\nspec: {port: 8080, targetPort: 80}\n---\napiVersion: microscaler.io/v1\nkind: LoadBalancer\nmetadata: {name: wide}\nspec: {listen: 0.0.0.0, port: 9090, targetPort: 80}\n---\napiVersion: microscaler.io/v1\nkind: LaunchConfiguration\nmetadata: {name: web}\nspec: {image: busybox}\n---\napiVersion: microscaler.io/v1\nkind: AutoScalingGroup\nmetadata: {name: web}\nspec: {launchConfiguration: web, minSize: 0, maxSize: 5, loadBalancers: [front]}\n";
 
-    fn instance(name: &str, state: &str, port: u16) -> InstanceStatus {
-        InstanceStatus {
-            name: name.into(),
-            container_id: String::new(),
-            zone: "a".into(),
-            state: state.into(),
-            started_at: None,
-            ports: vec![format!("127.0.0.1:{port}->80/tcp")],
-            up_to_date: true,
-            image_id: None,
-        }
-    }
+    use super::test_instance as instance;
 
     #[test]
     fn members_are_the_running_and_draining_instances_of_the_groups_naming_it() {

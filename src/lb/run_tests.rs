@@ -10,7 +10,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use super::driver::{Admin, Command, DriverError, Frontend, LoadBalancerDriver, Seed, Server};
-use super::members::Settings;
+use super::members::{test_instance as instance, Settings};
 use super::run::{pass_for_tests as pass, Context, Retry};
 use crate::manifest::{Kind, ObjectKey};
 use crate::status::{GroupStatus, InstanceStatus};
@@ -115,19 +115,6 @@ fn yaml(port: u16) -> String {
     format!("apiVersion: microscaler.io/v1\nkind: LoadBalancer\nmetadata: {{name: front}}\nspec: {{port: {port}, targetPort: 80, drainTimeout: 10s}}\n---\napiVersion: microscaler.io/v1\nkind: LaunchConfiguration\nmetadata: {{name: web}}\nspec: {{image: busybox}}\n---\napiVersion: microscaler.io/v1\nkind: AutoScalingGroup\nmetadata: {{name: web}}\nspec: {{launchConfiguration: web, minSize: 0, maxSize: 5, loadBalancers: [front]}}\n")
 }
 const BACKEND: &str = "default.front";
-
-fn instance(name: &str, state: &str, port: u16) -> InstanceStatus {
-    InstanceStatus {
-        name: name.into(),
-        container_id: String::new(),
-        zone: "a".into(),
-        state: state.into(),
-        started_at: None,
-        ports: vec![format!("127.0.0.1:{port}->80/tcp")],
-        up_to_date: true,
-        image_id: None,
-    }
-}
 
 struct Setup {
     ctx: Context,
