@@ -113,4 +113,6 @@ pub struct Context {
     pub telemetry: Arc<crate::health::telemetry::Telemetry>,
     /// Each group's capacity and metrics over time (`/v1/history`, the dashboard's charts).
     pub history: Arc<crate::status::history::History>,
+    /// Attached exec sessions open per namespace (`ms exec -i/-t`).
+    pub exec_sessions: Arc<exec_attach::Sessions>,
 }

@@ -405,6 +405,7 @@ impl Builder {
             file_locks: FileLocks::default(),
             telemetry,
             history,
+            exec_sessions: Arc::default(),
         });
         if let Some(listener) = listener {
             let stop = shutdown.clone();
