@@ -1,4 +1,4 @@
-//! The serde/schemars types of the three manifest kinds and the identity they share.
+//! The serde/schemars types of the manifest kinds and the identity they share.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -12,7 +12,7 @@ use super::health_check::HealthCheck;
 /// The only `apiVersion` this controller understands.
 pub const API_VERSION: &str = "microscaler.io/v1";
 
-/// The three kinds of manifest.
+/// The kinds of manifest.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
 )]
@@ -20,13 +20,15 @@ pub enum Kind {
     LaunchConfiguration,
     AutoScalingGroup,
     ScalingPolicy,
+    LoadBalancer,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 3] = [
+    pub const ALL: [Kind; 4] = [
         Kind::LaunchConfiguration,
         Kind::AutoScalingGroup,
         Kind::ScalingPolicy,
+        Kind::LoadBalancer,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -34,6 +36,7 @@ impl Kind {
             Kind::LaunchConfiguration => "LaunchConfiguration",
             Kind::AutoScalingGroup => "AutoScalingGroup",
             Kind::ScalingPolicy => "ScalingPolicy",
+            Kind::LoadBalancer => "LoadBalancer",
         }
     }
 
@@ -49,6 +52,7 @@ impl Kind {
             "scalingpolicy" | "scalingpolicies" | "policy" | "policies" => {
                 Some(Kind::ScalingPolicy)
             }
+            "loadbalancer" | "loadbalancers" | "lb" | "lbs" => Some(Kind::LoadBalancer),
             _ => None,
         }
     }
@@ -130,14 +134,16 @@ pub struct Manifest<S> {
 pub type LaunchConfiguration = Manifest<LaunchConfigurationSpec>;
 pub type AutoScalingGroup = Manifest<AutoScalingGroupSpec>;
 pub type ScalingPolicy = Manifest<ScalingPolicySpec>;
+pub type LoadBalancer = Manifest<super::load_balancer::LoadBalancerSpec>;
 
-/// Any one of the three kinds, as stored by the controller.
+/// Any one of the kinds, as stored by the controller.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum Object {
     LaunchConfiguration(LaunchConfiguration),
     AutoScalingGroup(AutoScalingGroup),
     ScalingPolicy(ScalingPolicy),
+    LoadBalancer(LoadBalancer),
 }
 
 impl Object {
@@ -146,6 +152,7 @@ impl Object {
             Object::LaunchConfiguration(_) => Kind::LaunchConfiguration,
             Object::AutoScalingGroup(_) => Kind::AutoScalingGroup,
             Object::ScalingPolicy(_) => Kind::ScalingPolicy,
+            Object::LoadBalancer(_) => Kind::LoadBalancer,
         }
     }
 
@@ -154,6 +161,7 @@ impl Object {
             Object::LaunchConfiguration(m) => &m.metadata,
             Object::AutoScalingGroup(m) => &m.metadata,
             Object::ScalingPolicy(m) => &m.metadata,
+            Object::LoadBalancer(m) => &m.metadata,
         }
     }
 
@@ -168,6 +176,7 @@ impl Object {
             Object::LaunchConfiguration(m) => serde_json::to_string(&(&m.metadata, &m.spec)),
             Object::AutoScalingGroup(m) => serde_json::to_string(&(&m.metadata, &m.spec)),
             Object::ScalingPolicy(m) => serde_json::to_string(&(&m.metadata, &m.spec)),
+            Object::LoadBalancer(m) => serde_json::to_string(&(&m.metadata, &m.spec)),
         }
         .expect("manifest types always serialize");
         short_hash(value.as_bytes())
@@ -327,6 +336,10 @@ pub struct AutoScalingGroupSpec {
     /// Replaces the launch configuration's `healthCheck` for this group.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health_check: Option<HealthCheck>,
+    /// Names of `LoadBalancer`s (same namespace) that send traffic to this group's ready
+    /// instances.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub load_balancers: Vec<String>,
 }
 
 impl AutoScalingGroupSpec {
