@@ -17,7 +17,7 @@
 //! - [`error`]: [`ApiError`], the one error every route answers with.
 //! - [`metrics`]: pushed metric values and `/v1/top`; [`prometheus`]: `/metrics`.
 //! - [`stream`]: `/v1/watch` (changes as they happen); [`logs`]: instance output and exec;
-//!   [`access_log`]: an INFO line per write.
+//!   [`access_log`]: an INFO line per write; [`protect`]: scale-in protection of instances.
 //! - [`mod@serve`]: serving within limits (connections, timeouts, file descriptors).
 //! - [`tls`]: the API over TLS (the acceptor from `tls:`, the bounded handshake).
 //! - [`ratelimit`]: per-token rates of changes and pushes.
@@ -30,6 +30,7 @@ pub mod error;
 pub mod logs;
 pub mod metrics;
 pub mod prometheus;
+pub mod protect;
 pub mod ratelimit;
 pub mod read;
 pub mod router;
@@ -106,4 +107,8 @@ pub struct Context {
     pub file_locks: FileLocks,
     /// The counters and latencies the stages record, served at `/metrics`.
     pub telemetry: Arc<crate::health::telemetry::Telemetry>,
+    /// Scale-in protections (written by `/v1/protect`) and the secret of instance tokens.
+    pub instances: Arc<crate::reconcile::instance_state::InstanceState>,
+    /// The reconcile queue: a protection's group is looked at again at once.
+    pub reconcile: Arc<crate::reconcile::queue::Queue<crate::manifest::ObjectKey>>,
 }

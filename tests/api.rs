@@ -529,6 +529,7 @@ async fn the_cli_lists_describes_and_reports_errors_one_line_each() {
                 ports: vec![],
                 up_to_date: true,
                 image_id: None,
+                protected_until: None,
             }],
             ..GroupStatus::default()
         },

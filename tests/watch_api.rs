@@ -160,6 +160,7 @@ async fn a_status_change_is_a_modified_group_and_its_instances_come_and_go() {
         ports: vec![],
         up_to_date: true,
         image_id: None,
+        protected_until: None,
     };
     let publish = |names: &[&str]| {
         h.api.status.write_locked().insert(
@@ -297,6 +298,7 @@ async fn measure_the_cost_of_an_idle_watch() {
                         ports: vec!["127.0.0.1:30000->80/tcp".into()],
                         up_to_date: true,
                         image_id: None,
+                        protected_until: None,
                     })
                     .collect();
                 board.insert(

@@ -645,7 +645,7 @@ fn instances(items: &[Value], wide: bool, all: bool, now: DateTime<Utc>) -> Tabl
         if !all {
             h.push("NAMESPACE");
         }
-        h.extend(["CPU", "MEM", "IMAGE-ID"]);
+        h.extend(["CPU", "MEM", "IMAGE-ID", "PROTECTED-UNTIL"]);
     }
     let mut t = Table::new(&h);
     for i in items {
@@ -679,6 +679,11 @@ fn instances(items: &[Value], wide: bool, all: bool, now: DateTime<Utc>) -> Tabl
                 .and_then(|m| Some((m.get(0)?.as_str()?, m.get(1)?.as_str()?)))
                 .unwrap_or(("-", "-"));
             row.extend([cpu.to_string(), mem.to_string(), image_id(i)]);
+            row.push(match i.get("protectedUntil").and_then(Value::as_str) {
+                Some(u) if u.starts_with("9999-") => "until-unprotected".into(),
+                Some(u) => u.to_string(),
+                None => "-".into(),
+            });
         }
         t.row(row);
     }

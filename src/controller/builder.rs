@@ -36,6 +36,7 @@ use crate::health::supervise::{Supervisor, TaskEnded};
 use crate::health::telemetry::Telemetry;
 use crate::manifest::ObjectKey;
 use crate::reconcile::changes::enqueue_changes;
+use crate::reconcile::instance_state::{state_path, InstanceState};
 use crate::reconcile::queue::Queue;
 use crate::reconcile::{self, Reconciler};
 use crate::status::sync::{self, StatusSync};
@@ -298,6 +299,28 @@ impl Builder {
             tasks.spawn("autoscaler", autoscaler.clone().run(beat, shutdown.clone()));
         }
 
+        // What the controller knows of single instances across restarts (protections, drains).
+        let instances = Arc::new(match &config.state_dir {
+            Some(dir) => {
+                let path = state_path(dir, &config.controller_name);
+                InstanceState::open(&path).unwrap_or_else(|e| {
+                    // `ms controller` opened it before (and refused to start on this error).
+                    tracing::error!("{e}; protections and drains are kept in memory only");
+                    InstanceState::in_memory()
+                })
+            }
+            None => InstanceState::in_memory(),
+        });
+        let instance_api_url = config.instance_api_url.clone().or_else(|| {
+            let addr = listener.as_ref()?.local_addr().ok()?;
+            let scheme = if config.tls.is_some() {
+                "https"
+            } else {
+                "http"
+            };
+            Some(format!("{scheme}://{addr}"))
+        });
+
         // The reconciler, and the change feed that tells it which groups to look at.
         let reconciler = Reconciler::new(
             reconcile::Context {
@@ -310,6 +333,8 @@ impl Builder {
                 status: status.clone(),
                 autoscaler: autoscaling.then(|| autoscaler.clone()),
                 telemetry: telemetry.clone(),
+                instances: instances.clone(),
+                instance_api_url,
             },
             zone_list.clone(),
             queue.clone(),
@@ -360,6 +385,8 @@ impl Builder {
             write_locks: NamespaceLocks::default(),
             file_locks: FileLocks::default(),
             telemetry,
+            instances,
+            reconcile: queue.clone(),
         });
         if let Some(listener) = listener {
             let stop = shutdown.clone();

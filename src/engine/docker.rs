@@ -706,6 +706,31 @@ impl Engine for DockerEngine {
         self.inspect(&created.id).await
     }
 
+    async fn run_hook(&self, id: &str, cmd: &[String]) -> Result<(i64, String)> {
+        let (exec_id, mut output) = self.exec(id, cmd.to_vec()).await?;
+        let mut tail: Vec<u8> = Vec::new();
+        while let Some(item) = output.next().await {
+            let (_, chunk) = item?;
+            tail.extend_from_slice(&chunk);
+            if tail.len() > 2 * crate::engine::HOOK_OUTPUT {
+                tail.drain(..tail.len() - crate::engine::HOOK_OUTPUT);
+            }
+        }
+        let start = tail.len().saturating_sub(crate::engine::HOOK_OUTPUT);
+        let text = String::from_utf8_lossy(&tail[start..]).into_owned();
+        // The output ends with the process; its exit code follows within moments.
+        for _ in 0..50 {
+            if let Some(code) = self.exec_exit_code(&exec_id).await? {
+                return Ok((code, text));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Err(EngineError::Other(format!(
+            "{}: the command's output ended but it still runs",
+            self.host
+        )))
+    }
+
     async fn identity(&self) -> Result<EngineIdentity> {
         let info = self
             .docker

@@ -700,6 +700,11 @@ impl Engine for Fenced {
     async fn identity(&self) -> crate::engine::Result<EngineIdentity> {
         self.inner.identity().await
     }
+    /// A hook acts in a container: only while the lease is ours, like a removal.
+    async fn run_hook(&self, id: &str, cmd: &[String]) -> crate::engine::Result<(i64, String)> {
+        self.fence().await?;
+        self.inner.run_hook(id, cmd).await
+    }
 }
 
 #[cfg(test)]

@@ -255,4 +255,11 @@ pub trait Engine: Send + Sync + 'static {
     ) -> Result<Observed>;
     /// Who this engine is (to refuse two zones on one engine).
     async fn identity(&self) -> Result<EngineIdentity>;
+    /// Runs `cmd` in container `id` and waits for it to end (a lifecycle hook): its exit code
+    /// and the end of its output (at most [`HOOK_OUTPUT`] bytes). The caller bounds the time;
+    /// a command still running then keeps running in the container (Docker cannot kill an exec).
+    async fn run_hook(&self, id: &str, cmd: &[String]) -> Result<(i64, String)>;
 }
+
+/// The most output of a hook kept (its end).
+pub const HOOK_OUTPUT: usize = 4096;

@@ -89,4 +89,7 @@ impl Engine for Timed {
     async fn identity(&self) -> Result<EngineIdentity> {
         self.time("identity", self.inner.identity()).await
     }
+    async fn run_hook(&self, id: &str, cmd: &[String]) -> Result<(i64, String)> {
+        self.time("run_hook", self.inner.run_hook(id, cmd)).await
+    }
 }

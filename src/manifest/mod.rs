@@ -4,13 +4,15 @@
 //! fields are rejected (`deny_unknown_fields`) so a typo is an error instead of a silent default.
 //!
 //! # Layout
-//! - [`types`]: the kinds and their fields; [`duration`], [`instance_types`]: their value types.
+//! - [`types`]: the kinds and their fields; [`duration`], [`instance_types`]: their value types;
+//!   [`lifecycle`]: hooks, draining and termination policies.
 //! - [`yamldoc`]: splits a file into its YAML documents (byte ranges, comments kept).
 //! - [`parse`]: a file → objects, with file:line:column errors; [`mod@validate`]: bounds and
 //!   references; [`schema`]: the JSON Schemas under `schema/`.
 
 pub mod duration;
 pub mod instance_types;
+pub mod lifecycle;
 pub mod parse;
 pub mod schema;
 pub mod types;
@@ -18,6 +20,7 @@ pub mod validate;
 pub mod yamldoc;
 
 pub use duration::DurationSpec;
+pub use lifecycle::{Hook, Lifecycle, TerminationPolicy};
 pub use parse::{parse_file, parse_file_checked, ManifestError, ParsedFile, ParsedObject};
 pub use types::*;
 pub use validate::{did_you_mean, missing_references, validate, Problem, Severity};

@@ -250,6 +250,10 @@ pub struct LaunchConfigurationSpec {
     /// `Never` (the image must be loaded on every engine by hand).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_pull_policy: Option<ImagePullPolicy>,
+    /// Hooks the controller runs after an instance started (`postStart`) and before it is
+    /// stopped (`preStop`). Changing them does not roll out new containers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lifecycle: Option<super::lifecycle::Lifecycle>,
 }
 
 /// When an engine pulls a launch configuration's image, as Kubernetes' `imagePullPolicy`.
@@ -317,6 +321,15 @@ pub struct AutoScalingGroupSpec {
     /// Time after start during which an instance is not counted in metrics. Default 60s.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health_check_grace_period: Option<DurationSpec>,
+    /// How long an instance chosen for termination stays out of service (state `draining`, not
+    /// ready) before its `preStop` hook and stop. Default 0s, at most 1h.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drain_timeout: Option<DurationSpec>,
+    /// Which instances a scale-in takes first, in order, after zone balancing (always first:
+    /// containers this controller did not launch, then instances that are not ready).
+    /// Default `[Default]`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub termination_policies: Vec<super::lifecycle::TerminationPolicy>,
 }
 
 impl AutoScalingGroupSpec {

@@ -3,7 +3,8 @@
 //! # Rules
 //! - `Ready`: every desired instance runs the current spec and is ready, no more run, and none
 //!   is still stopping; `WaitingForLaunchConfiguration` while the spec names a missing one.
-//! - `Progressing`: the first of rolling update, scaling out, scaling in, stopping, rebalancing,
+//! - `Progressing`: the first of protected instances holding back a scale-in or a rollout
+//!   (`ProtectedFromScaleIn`), rolling update, scaling out, scaling in, stopping, rebalancing,
 //!   waiting for readiness that applies; else `Converged`.
 //! - `Degraded`: every problem, in a fixed order (the spec's, the quota, unreachable zones,
 //!   refused removals, the last failure); the first gives the reason, the messages are joined.
@@ -133,6 +134,14 @@ fn progressing(i: &Inputs<'_>) -> Option<(&'static str, String)> {
     let (c, desired, remaining) = (i.counts, i.desired, i.remaining);
     if i.waiting_for.is_some() {
         None
+    } else if remaining.held_by_protection > 0 {
+        Some((
+            "ProtectedFromScaleIn",
+            format!(
+                "{} instance(s) the group would remove are protected from scale-in ({} instances, {desired} desired): ms unprotect instance NAME, or wait for the protection to expire",
+                remaining.held_by_protection, c.current
+            ),
+        ))
     } else if remaining
         .create
         .iter()

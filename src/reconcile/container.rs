@@ -5,13 +5,25 @@ use rand::Rng;
 
 use crate::config::tenancy::ContainerLimits;
 use crate::engine::{labels, ContainerSpec};
-use crate::manifest::{AutoScalingGroup, LaunchConfiguration, ObjectKey};
+use crate::manifest::{AutoScalingGroup, LaunchConfiguration, LaunchConfigurationSpec, ObjectKey};
 
 /// Hash of what a container runs: the launch configuration's spec and the group's domain.
-/// A change of either rolls out; sizes and zones do not.
+/// A change of either rolls out; sizes and zones do not, nor do the lifecycle hooks (the
+/// controller runs them, the container does not carry them).
 pub fn container_hash(lc: &LaunchConfiguration, group: &AutoScalingGroup) -> String {
-    let text = serde_json::to_string(&(&lc.spec, &group.spec.domain)).expect("serializable");
+    let spec = hashed_spec(lc);
+    let text = serde_json::to_string(&(&*spec, &group.spec.domain)).expect("serializable");
     crate::manifest::short_hash(text.as_bytes())
+}
+
+/// The part of a launch configuration's spec that the container is made of.
+fn hashed_spec(lc: &LaunchConfiguration) -> std::borrow::Cow<'_, LaunchConfigurationSpec> {
+    if lc.spec.lifecycle.is_none() {
+        return std::borrow::Cow::Borrowed(&lc.spec);
+    }
+    let mut spec = lc.spec.clone();
+    spec.lifecycle = None;
+    std::borrow::Cow::Owned(spec)
 }
 
 /// The mark this controller puts on a container it launches: bound to the container's name,
@@ -32,7 +44,8 @@ pub fn container_hash_with_limits(
     if limits == lc.spec.limits() {
         return container_hash(lc, group);
     }
-    let text = serde_json::to_string(&(&lc.spec, &group.spec.domain, limits.0, limits.1))
+    let spec = hashed_spec(lc);
+    let text = serde_json::to_string(&(&*spec, &group.spec.domain, limits.0, limits.1))
         .expect("serializable");
     crate::manifest::short_hash(text.as_bytes())
 }

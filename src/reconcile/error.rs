@@ -32,6 +32,9 @@ pub enum ReconcileError {
         /// Its last log lines, joined with ` | `.
         logs: String,
     },
+    /// An instance's `postStart` hook failed: it is replaced, through the crash backoff.
+    #[error("postStart hook of instance {instance} failed: {why}; it is replaced")]
+    PostStartFailed { instance: String, why: String },
     /// The namespace's quota leaves no room for more containers (the sentence says which).
     #[error("{0}")]
     QuotaExceeded(String),
@@ -59,6 +62,7 @@ impl ReconcileError {
         match self {
             ReconcileError::LaunchFailed { .. } => "LaunchFailed",
             ReconcileError::CrashLoop { .. } => "CrashLoop",
+            ReconcileError::PostStartFailed { .. } => "PostStartFailed",
             ReconcileError::QuotaExceeded(_) => "QuotaExceeded",
             ReconcileError::RemovalFailed { .. } => "RemovalFailed",
             ReconcileError::UnknownZone(_) => "UnknownZone",

@@ -50,7 +50,16 @@ impl Reconciler {
         }
         let grace = mem.grace(resolved.lc.as_ref());
         for r in &plan.remove {
-            let cause = removal_cause(r, resolved, &view.instances, mem.last_desired, by);
+            let mut cause = removal_cause(r, resolved, &view.instances, mem.last_desired, by);
+            if let Some(why) = self.post_starts.failed(&r.id) {
+                let e = ReconcileError::PostStartFailed {
+                    instance: r.name.clone(),
+                    why,
+                };
+                cause = e.to_string();
+                mem.fail(e, hash);
+            }
+            self.post_starts.forget(&r.id);
             mem.record("Terminate", &r.name, &r.zone, &cause);
             self.ctx
                 .telemetry
@@ -58,13 +67,8 @@ impl Reconciler {
             if r.reason == RemoveReason::ScaleIn && resolved.group.is_some() {
                 mem.last_scale_in = Some(super::now_secs());
             }
-            // A failed container has nothing left to stop gracefully.
-            let g = if r.reason == RemoveReason::Failed {
-                Duration::ZERO
-            } else {
-                grace
-            };
-            self.actuator.remove(key, r, g);
+            let t = self.termination(r, resolved, view, grace, &cause);
+            self.actuator.terminate(key, r, t);
         }
         if plan.create.is_empty() {
             mem.last_desired = Some(desired);
@@ -170,7 +174,7 @@ impl Reconciler {
                 let Some(target) = self.actuator.target(&c.zone) else {
                     continue;
                 };
-                let spec = container_spec(
+                let mut spec = container_spec(
                     key,
                     lc,
                     group,
@@ -179,6 +183,7 @@ impl Reconciler {
                     &self.ctx.controller_name,
                     resolved.limits,
                 );
+                spec.env.extend(self.instance_env(key, &spec.name));
                 let (zone, reason) = (c.zone.clone(), c.reason.clone());
                 inflight.push(async move { (zone, reason, Actuator::launch(target, spec).await) });
             }
@@ -187,6 +192,15 @@ impl Reconciler {
             };
             match result {
                 Ok(o) => {
+                    let hook = lc
+                        .spec
+                        .lifecycle
+                        .as_ref()
+                        .and_then(|l| l.post_start.clone());
+                    if let (Some(hook), Some(engine)) = (hook, self.actuator.engine(&zone)) {
+                        self.post_starts
+                            .start(key, engine, &o, hook, self.queue.clone());
+                    }
                     window += 1;
                     self.proven.locked().insert(hash.clone(), Instant::now());
                     launched.push((o.name, zone, reason));
@@ -199,6 +213,26 @@ impl Reconciler {
             }
         }
         (launched, failure)
+    }
+}
+
+impl Reconciler {
+    /// What a container is told about its controller, for its self-protection (see
+    /// `apply::protect`): the controller's address, its own name and namespace, and a token
+    /// valid for protecting this one container only.
+    fn instance_env(&self, key: &ObjectKey, name: &str) -> Vec<(String, String)> {
+        let mut env = vec![
+            ("MS_INSTANCE".to_string(), name.to_string()),
+            ("MS_NAMESPACE".to_string(), key.namespace.clone()),
+            (
+                "MS_PROTECT_TOKEN".to_string(),
+                self.ctx.instances.token(&key.namespace, name),
+            ),
+        ];
+        if let Some(url) = &self.ctx.instance_api_url {
+            env.push(("MS_CONTROLLER_URL".to_string(), url.clone()));
+        }
+        env
     }
 }
 

@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use chrono::{SubsecRound, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use tokio::time::Instant;
 use tracing::debug;
 
@@ -33,6 +33,11 @@ const STUCK_CREATED: Duration = Duration::from_secs(10);
 const AFTER_ACTING: Duration = Duration::from_millis(20);
 /// How often a group waiting for readiness (a rollout) or for removals is looked at.
 const WHILE_WAITING: Duration = Duration::from_secs(1);
+/// The `state` of an instance being drained, stopped and removed (see `status::InstanceStatus`).
+pub const DRAINING: &str = "draining";
+/// How often a group whose scale-in or rollout waits for a protection is looked at (an expiry
+/// ends it without any event).
+const WHILE_PROTECTED: Duration = Duration::from_secs(5);
 /// How often a deleted group whose containers are still going is looked at.
 const WHILE_DELETING: Duration = Duration::from_millis(500);
 
@@ -61,7 +66,7 @@ impl Reconciler {
     pub async fn reconcile(&self, key: &ObjectKey) -> Result<Action, ReconcileError> {
         crate::util::failpoint::reconcile_panic(&format!("{}/{}", key.namespace, key.name));
         let desired = self.ctx.desired.borrow().clone();
-        let before = self.view(key);
+        let mut before = self.view(key);
         if !desired.loaded || !before.complete {
             return Err(ReconcileError::NotObserved);
         }
@@ -97,6 +102,23 @@ impl Reconciler {
                 .is_some()
                 .then_some(resolved.target.spec_hash.as_str()),
         );
+
+        // Terminations that ended are activities; drains begun before a restart go on (their
+        // containers hidden from planning again before anything is planned).
+        self.record_finished(key, &mut mem);
+        if self.resume_drains(key, &resolved, &before, &mut mem) {
+            before = self.view(key);
+        }
+        if before.unreachable.is_empty() {
+            let names: Vec<&str> = before
+                .observed
+                .iter()
+                .map(|(_, o)| o.name.as_str())
+                .collect();
+            self.ctx
+                .instances
+                .prune_protections(key, &names, Utc::now());
+        }
 
         // What the group still needs, whatever the backoff holds back (status and requeue).
         let planned = self.plan(&resolved, &before);
@@ -155,14 +177,19 @@ impl Reconciler {
             .observed
             .iter()
             .any(|(_, o)| o.state == ContainerState::Created);
-        Ok(next_action(Next {
+        let next = next_action(Next {
             acted,
             remaining: &remaining,
             hold,
             wanted_creations,
             young,
             removal_hold,
-        }))
+        });
+        Ok(if remaining.held_by_protection > 0 {
+            next.at_most(WHILE_PROTECTED)
+        } else {
+            next
+        })
     }
 
     /// What of `planned` this pass may do now: no creation during the group's backoff
@@ -228,10 +255,19 @@ impl Reconciler {
                 Reach::Unknown => v.complete = false,
             }
         }
+        let now = Utc::now();
         v.instances = v
             .observed
             .iter()
-            .map(|(z, o)| to_instance(z, o, &self.ctx.controller_name))
+            .map(|(z, o)| {
+                let mut i = to_instance(z, o, &self.ctx.controller_name);
+                i.protected = self.ctx.instances.protection(&o.name, now).is_some();
+                i.post_start_pending = self.post_starts.pending(&o.id);
+                if self.post_starts.failed(&o.id).is_some() {
+                    i.state = ContainerState::Dead;
+                }
+                i
+            })
             .collect();
         v
     }
@@ -241,6 +277,19 @@ impl Reconciler {
     fn plan(&self, resolved: &Resolved, view: &View) -> Plan {
         if resolved.waiting_for.is_some() {
             return Plan::default();
+        }
+        if resolved.group.is_none() && view.instances.iter().any(|i| i.protected) {
+            // A deleted group (a confirmed deletion) removes its protected instances too.
+            let all: Vec<Instance> = view
+                .instances
+                .iter()
+                .cloned()
+                .map(|mut i| {
+                    i.protected = false;
+                    i
+                })
+                .collect();
+            return plan::plan(&resolved.target, &all, &view.reachable);
         }
         plan::plan(&resolved.target, &view.instances, &view.reachable)
     }
@@ -343,8 +392,35 @@ impl Reconciler {
                 up_to_date: o.labels.get(labels::SPEC_HASH) == Some(&target.spec_hash)
                     && target.zones.contains(zone),
                 image_id: o.image_id.clone(),
+                protected_until: None,
             })
             .collect();
+        // Instances being drained or stopped: out of service, shown so a load balancer drains
+        // them and a user sees why they still run.
+        for z in &self.zones {
+            for o in z.terminating_instances_of(key) {
+                instances.push(InstanceStatus {
+                    name: o.name.clone(),
+                    container_id: short_id(&o.id).to_string(),
+                    zone: z.name.clone(),
+                    state: DRAINING.to_string(),
+                    started_at: o.started_at.map(|t| t.trunc_subsecs(0)),
+                    ports: o.ports.clone(),
+                    up_to_date: o.labels.get(labels::SPEC_HASH) == Some(&target.spec_hash)
+                        && target.zones.contains(&z.name),
+                    image_id: o.image_id.clone(),
+                    protected_until: None,
+                });
+            }
+        }
+        let now = Utc::now();
+        for i in &mut instances {
+            if let Some(p) = self.ctx.instances.protection(&i.name, now) {
+                // No expiry: shown as the last second of 9999, so "protected" is never mistaken
+                // for not (and every RFC 3339 parser reads it).
+                i.protected_until = Some(p.until.unwrap_or_else(never).trunc_subsecs(0));
+            }
+        }
         instances.sort_by(|a, b| a.zone.cmp(&b.zone).then(a.name.cmp(&b.name)));
         let mut status = GroupStatus {
             observed_generation: desired
@@ -394,6 +470,7 @@ impl Reconciler {
                     spec_hash: String::new(),
                     max_surge: 1,
                     max_unavailable: 0,
+                    termination_policies: vec![],
                 },
                 lc: None,
                 group: None,
@@ -469,6 +546,7 @@ impl Reconciler {
                 spec_hash,
                 max_surge,
                 max_unavailable,
+                termination_policies: spec.termination_policies.clone(),
             },
             lc,
             group: Some(group.clone()),
@@ -508,8 +586,10 @@ fn heal(key: &ObjectKey, mem: &mut GroupMemory, spec_hash: &str, observed: &[(St
     let Some(degraded) = &mem.degraded else {
         return;
     };
-    let crash_of_this_spec = matches!(degraded, ReconcileError::CrashLoop { .. })
-        && mem.failed_hash.as_deref() == Some(spec_hash);
+    let crash_of_this_spec = matches!(
+        degraded,
+        ReconcileError::CrashLoop { .. } | ReconcileError::PostStartFailed { .. }
+    ) && mem.failed_hash.as_deref() == Some(spec_hash);
     let now = Utc::now();
     let outlived = observed.iter().all(|(_, o)| {
         (now - o.started_at.unwrap_or(o.created))
@@ -554,6 +634,11 @@ fn next_action(n: Next<'_>) -> Action {
     }
 }
 
+/// The `protectedUntil` of a protection without expiry.
+fn never() -> DateTime<Utc> {
+    DateTime::from_timestamp(253_402_300_799, 0).unwrap_or_default()
+}
+
 fn is_stuck(o: &Observed) -> bool {
     (Utc::now() - o.created)
         .to_std()
@@ -578,6 +663,8 @@ fn to_instance(zone: &str, o: &Observed, controller: &str) -> Instance {
         created: o.created,
         spec_hash: o.labels.get(labels::SPEC_HASH).cloned().unwrap_or_default(),
         exit_code: o.exit_code,
+        protected: false,
+        post_start_pending: false,
     }
 }
 

@@ -112,6 +112,11 @@ pub struct InstanceStatus {
     /// The image it runs, by content (`sha256:...`): which build a moving tag resolved to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_id: Option<String>,
+    /// Protected from scale-in until then (`ms protect instance`; no expiry shows as
+    /// 9999-12-31T23:59:59Z). State `draining`: chosen for termination, out of service (a load balancer drains
+    /// it), waiting for its drain, `preStop` hook and stop.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protected_until: Option<DateTime<Utc>>,
 }
 
 /// Condition types, as in Kubernetes.

@@ -297,6 +297,8 @@ mod tests {
                 max_surge: None,
                 max_unavailable: None,
                 health_check_grace_period: None,
+                drain_timeout: None,
+                termination_policies: vec![],
             },
             status: None,
         })
@@ -320,6 +322,7 @@ mod tests {
                 network: None,
                 stop_grace_period: None,
                 image_pull_policy: None,
+                lifecycle: None,
             },
             status: None,
         })

@@ -8,6 +8,7 @@ mod cli;
 mod common;
 mod engine_docker;
 mod gitops;
+mod lifecycle;
 mod ops;
 mod pull;
 mod reconcile;
