@@ -67,7 +67,8 @@ impl Reconciler {
             if r.reason == RemoveReason::ScaleIn && resolved.group.is_some() {
                 mem.last_scale_in = Some(super::now_secs());
             }
-            let t = self.termination(r, resolved, view, grace, &cause);
+            let drain = mem.drain(resolved.group.as_ref(), resolved.lc.as_ref());
+            let t = self.termination(r, view, grace, drain, &cause);
             self.actuator.terminate(key, r, t);
         }
         if plan.create.is_empty() {

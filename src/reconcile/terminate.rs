@@ -13,7 +13,7 @@ use super::pass::View;
 use super::plan::{Remove, RemoveReason};
 use super::{Reconciler, Resolved};
 use crate::engine::observe::Reach;
-use crate::manifest::ObjectKey;
+use crate::manifest::{Hook, ObjectKey};
 
 impl Reconciler {
     /// How `r` is terminated: an instance that already failed is only removed (nothing runs in
@@ -22,30 +22,14 @@ impl Reconciler {
     pub(super) fn termination(
         &self,
         r: &Remove,
-        resolved: &Resolved,
         view: &View,
         grace: Duration,
+        (drain, pre_stop): (Duration, Option<Hook>),
         cause: &str,
     ) -> Termination {
         let failed = r.reason == RemoveReason::Failed;
-        let drain = if failed {
-            Duration::ZERO
-        } else {
-            resolved
-                .group
-                .as_ref()
-                .and_then(|g| g.spec.drain_timeout)
-                .map_or(Duration::ZERO, |d| d.0)
-        };
-        let pre_stop = (!failed)
-            .then(|| {
-                resolved
-                    .lc
-                    .as_ref()
-                    .and_then(|l| l.spec.lifecycle.as_ref())
-                    .and_then(|l| l.pre_stop.clone())
-            })
-            .flatten();
+        let drain = if failed { Duration::ZERO } else { drain };
+        let pre_stop = if failed { None } else { pre_stop };
         let ports = view
             .observed
             .iter()
@@ -97,7 +81,8 @@ impl Reconciler {
                 reason: RemoveReason::ScaleIn,
             };
             let grace = mem.grace(resolved.lc.as_ref());
-            let mut t = self.termination(&r, resolved, view, grace, &d.cause);
+            let drain = mem.drain(resolved.group.as_ref(), resolved.lc.as_ref());
+            let mut t = self.termination(&r, view, grace, drain, &d.cause);
             t.drain = total.saturating_sub(passed);
             t.drain_total = total;
             t.since = d.since;

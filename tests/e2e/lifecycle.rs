@@ -325,3 +325,93 @@ fn a_drain_interrupted_by_kill_9_resumes_on_the_same_instance() {
         d.stdout
     );
 }
+
+/// A launch configuration whose postStart hook runs `hook` (a shell line).
+fn post_start_lc(ns: &TestNs, name: &str, hook: &str) -> String {
+    format!(
+        "apiVersion: microscaler.io/v1\n\
+         kind: LaunchConfiguration\n\
+         metadata:\n  name: {name}\n  namespace: {ns}\n\
+         spec:\n  image: {TEST_IMAGE}\n  command: [\"sleep\", \"3600\"]\n  stopGracePeriod: 0s\n\
+         \x20 lifecycle:\n\
+         \x20   postStart:\n\
+         \x20     exec:\n\
+         \x20       command: [\"sh\", \"-c\", \"{hook}\"]\n\
+         \x20     timeout: 10s\n",
+        ns = ns.name
+    )
+}
+
+fn group_status(ctl: &Controller, ns: &TestNs, name: &str) -> serde_json::Value {
+    let out = ms(ctl, &["get", "asg", name, "-n", &ns.name, "-o", "json"]);
+    serde_json::from_str::<serde_json::Value>(&out.stdout)
+        .map(|v| v["status"].clone())
+        .unwrap_or_default()
+}
+
+#[test]
+fn an_instance_is_ready_only_after_post_start_and_a_failing_hook_replaces_it() {
+    let ns = TestNs::new();
+    let ctl = started(ControllerOptions::default());
+    ctl.write_manifest(
+        "slow.yaml",
+        &post_start_lc(&ns, "slow", "sleep 2; echo poststart-ok > /proc/1/fd/1"),
+    );
+    ctl.write_manifest("web.yaml", &group(&ns, "web", "slow", 1, ""));
+    let ids = wait_running(&ctl, &ns, "web", 1);
+    // Running, but not ready while its hook runs.
+    let st = group_status(&ctl, &ns, "web");
+    assert_eq!(st["ready"], 0, "ready before postStart ended: {st:#}");
+    assert!(
+        wait_until(Duration::from_secs(15), || group_status(&ctl, &ns, "web")
+            ["ready"]
+            == 1),
+        "never ready: {:#}",
+        group_status(&ctl, &ns, "web")
+    );
+    let logs = docker_ok(&docker_host_a(), &["logs", &ids[0]]);
+    assert!(logs.contains("poststart-ok"), "{logs}");
+
+    // A hook that fails: the instance is replaced, through the crash backoff, and says why.
+    ctl.write_manifest("bad.yaml", &post_start_lc(&ns, "bad", "exit 3"));
+    ctl.write_manifest("worker.yaml", &group(&ns, "worker", "bad", 1, ""));
+    assert!(
+        wait_until(CONVERGE, || {
+            let st = group_status(&ctl, &ns, "worker");
+            st["conditions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|c| c["type"] == "Degraded" && c["reason"] == "PostStartFailed")
+        }),
+        "no PostStartFailed: {:#}",
+        group_status(&ctl, &ns, "worker")
+    );
+    let d = ms(&ctl, &["describe", "asg", "worker", "-n", &ns.name]);
+    assert!(
+        d.stdout.contains("postStart hook of instance") && d.stdout.contains("exited with 3"),
+        "{}",
+        d.stdout
+    );
+    // The backoff holds: a few replacements in 6 s (1 s, 2 s, 4 s apart), not a storm.
+    let t0 = Instant::now();
+    let launches = || {
+        ctl.log()
+            .lines()
+            .filter(|l| l.contains("group=worker action=Launch"))
+            .count()
+    };
+    let before = launches();
+    std::thread::sleep(Duration::from_secs(6));
+    let during = launches() - before;
+    assert!(
+        launches() >= 2,
+        "the failed instance was not replaced:\n{}",
+        ctl.log()
+    );
+    assert!(
+        during <= 4,
+        "{during} launches in {:?}: the crash backoff does not hold",
+        t0.elapsed()
+    );
+}
