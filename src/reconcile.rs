@@ -62,6 +62,7 @@ mod orphans;
 mod pass;
 pub mod plan;
 mod post_start;
+mod quarantine;
 pub mod queue;
 pub mod quota;
 mod removals;
@@ -70,7 +71,7 @@ mod terminate;
 
 pub use container::{container_hash, container_hash_with_limits, container_spec, launch_mark};
 pub use error::ReconcileError;
-pub use pass::DRAINING;
+pub use pass::{DRAINING, QUARANTINED};
 pub use runner::Action;
 
 /// What the reconciler is handed by the wiring: each a narrow handle, none the wiring itself.

@@ -22,6 +22,7 @@ Examples:
   ms get asgs -o name                  # autoscalinggroup/web, one per line
   ms get asgs -o jsonpath='{range .items[*]}{.metadata.name} {.status.ready}{\"\\n\"}{end}'
   ms get instances -w                  # the table, then one line per change
+  ms get instances --quarantined       # failed instances kept stopped for inspection
   ms get asgs --no-headers | wc -l")]
 pub(crate) struct GetArgs {
     /// asgs, lcs, policies, instances, instancetypes or problems (singular forms accepted),
@@ -49,6 +50,9 @@ pub(crate) struct GetArgs {
     /// After listing, print a line per change until interrupted (asgs, lcs, policies, instances).
     #[arg(short = 'w', long)]
     watch: bool,
+    /// Instances: only the quarantined ones (failed, stopped, kept for inspection).
+    #[arg(long)]
+    quarantined: bool,
 }
 
 /// What `ms get` can list.
@@ -119,6 +123,9 @@ pub(crate) async fn run(client: Client, mut args: GetArgs) -> CmdResult {
                         i["metrics"] = serde_json::json!([cpu, mem]);
                     }
                 }
+            }
+            if args.quarantined {
+                items.retain(|i| i["state"].as_str() == Some(crate::reconcile::QUARANTINED));
             }
             if let Some(name) = &args.name {
                 items.retain(|i| i["name"].as_str() == Some(name));

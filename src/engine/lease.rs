@@ -700,6 +700,10 @@ impl Engine for Fenced {
     async fn identity(&self) -> crate::engine::Result<EngineIdentity> {
         self.inner.identity().await
     }
+    async fn stop(&self, id: &str, grace: Duration) -> crate::engine::Result<()> {
+        self.fence().await?;
+        self.inner.stop(id, grace).await
+    }
     /// A hook acts in a container: only while the lease is ours, like a removal.
     async fn run_hook(&self, id: &str, cmd: &[String]) -> crate::engine::Result<(i64, String)> {
         self.fence().await?;

@@ -650,6 +650,17 @@ impl Engine for MemoryEngine {
         Ok(stream.boxed())
     }
 
+    async fn stop(&self, id: &str, _grace: Duration) -> Result<()> {
+        let mut s = self.lock();
+        if s.unreachable {
+            return Err(unreachable());
+        }
+        if let Some(id) = s.find(id) {
+            s.terminate(&id, 143);
+        }
+        Ok(())
+    }
+
     /// Appends `hook: <command>` to the container's logs (so tests see hooks in order with
     /// its life); a command starting with `false` fails with exit code 1.
     async fn run_hook(&self, id: &str, cmd: &[String]) -> Result<(i64, String)> {

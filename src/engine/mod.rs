@@ -259,6 +259,9 @@ pub trait Engine: Send + Sync + 'static {
     /// and the end of its output (at most [`HOOK_OUTPUT`] bytes). The caller bounds the time;
     /// a command still running then keeps running in the container (Docker cannot kill an exec).
     async fn run_hook(&self, id: &str, cmd: &[String]) -> Result<(i64, String)>;
+    /// Stops a container (SIGTERM, then SIGKILL after `grace`) and keeps it (a quarantined
+    /// instance). Missing or already stopped is not an error.
+    async fn stop(&self, id: &str, grace: Duration) -> Result<()>;
 }
 
 /// The most output of a hook kept (its end).

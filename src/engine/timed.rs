@@ -89,6 +89,9 @@ impl Engine for Timed {
     async fn identity(&self) -> Result<EngineIdentity> {
         self.time("identity", self.inner.identity()).await
     }
+    async fn stop(&self, id: &str, grace: Duration) -> Result<()> {
+        self.time("stop", self.inner.stop(id, grace)).await
+    }
     async fn run_hook(&self, id: &str, cmd: &[String]) -> Result<(i64, String)> {
         self.time("run_hook", self.inner.run_hook(id, cmd)).await
     }

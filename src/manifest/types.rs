@@ -330,6 +330,11 @@ pub struct AutoScalingGroupSpec {
     /// Default `[Default]`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub termination_policies: Vec<super::lifecycle::TerminationPolicy>,
+    /// Keep failed instances (crashed, or whose postStart failed) stopped but not removed, outside
+    /// capacity, for `docker logs`/`docker inspect`: at most `maxCount` (default 1) for
+    /// `keepFor` (default 1h). Their replacements are launched as usual.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quarantine: Option<super::lifecycle::Quarantine>,
 }
 
 impl AutoScalingGroupSpec {

@@ -499,6 +499,24 @@ fn validate_group(s: &AutoScalingGroupSpec, p: &mut Problems) {
         s.drain_timeout,
         super::lifecycle::MAX_DRAIN_TIMEOUT,
     );
+    if let Some(q) = &s.quarantine {
+        if q.max_count
+            .is_some_and(|n| n == 0 || n > super::lifecycle::MAX_QUARANTINE_COUNT)
+        {
+            p.error(
+                "spec.quarantine.maxCount",
+                format!(
+                    "maxCount must be 1 to {} (remove `quarantine` to keep none)",
+                    super::lifecycle::MAX_QUARANTINE_COUNT
+                ),
+            );
+        }
+        p.duration_at_most(
+            "spec.quarantine.keepFor",
+            q.keep_for,
+            super::lifecycle::MAX_QUARANTINE_KEEP,
+        );
+    }
     if s.termination_policies.len() > 4 {
         p.error(
             "spec.terminationPolicies",
@@ -994,6 +1012,7 @@ mod tests {
                 health_check_grace_period: None,
                 drain_timeout: None,
                 termination_policies: vec![],
+                quarantine: None,
             },
             status: None,
         })

@@ -239,6 +239,20 @@ impl Actuator {
         });
     }
 
+    /// Stops `r` of group `key` in the background and keeps it (a quarantined instance).
+    pub fn stop(&self, key: &ObjectKey, r: &Remove, grace: Duration) {
+        let Some(Target { engine, .. }) = self.target(&r.zone) else {
+            return;
+        };
+        let (id, key, permits) = (r.id.clone(), key.clone(), self.permits.clone());
+        self.removing.spawn(async move {
+            let _permit = permits.acquire_owned().await;
+            if let Err(e) = engine.stop(&id, grace).await {
+                warn!(group = %key, container = short_id(&id), error = %e, "stopping a quarantined instance failed");
+            }
+        });
+    }
+
     /// The terminations of `key` that ended since the last call (for its activities).
     pub fn take_finished(&self, key: &ObjectKey) -> Vec<Finished> {
         self.finished.locked().remove(key).unwrap_or_default()

@@ -60,6 +60,9 @@ impl Reconciler {
                 mem.fail(e, hash);
             }
             self.post_starts.forget(&r.id);
+            if self.quarantine(key, r, resolved, view, &cause, grace, mem) {
+                continue;
+            }
             mem.record("Terminate", &r.name, &r.zone, &cause);
             self.ctx
                 .telemetry

@@ -65,6 +65,21 @@ pub struct Drain {
     pub drain_secs: u64,
 }
 
+/// One quarantined instance: stopped, kept, outside capacity.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Quarantined {
+    pub namespace: String,
+    pub group: String,
+    pub name: String,
+    pub zone: String,
+    /// Why it failed.
+    pub why: String,
+    pub since: DateTime<Utc>,
+    /// Removed then.
+    pub until: DateTime<Utc>,
+}
+
 #[derive(Debug, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct Stored {
@@ -76,6 +91,9 @@ struct Stored {
     /// By container id.
     #[serde(default)]
     drains: BTreeMap<String, Drain>,
+    /// By container id.
+    #[serde(default)]
+    quarantined: BTreeMap<String, Quarantined>,
 }
 
 /// The instance state of one controller.
@@ -243,6 +261,39 @@ impl InstanceState {
         if self.stored.locked().drains.remove(id).is_some() {
             self.save_or_warn();
         }
+    }
+
+    /// Quarantines container `id` (saved; a failed save is logged: after a restart the
+    /// stopped container would then be removed as failed).
+    pub fn quarantine(&self, id: &str, q: Quarantined) {
+        self.stored.locked().quarantined.insert(id.to_string(), q);
+        self.save_or_warn();
+    }
+
+    /// Ends the quarantine of `id`.
+    pub fn release(&self, id: &str) {
+        if self.stored.locked().quarantined.remove(id).is_some() {
+            self.save_or_warn();
+        }
+    }
+
+    /// Whether container `id` is quarantined.
+    pub fn is_quarantined(&self, id: &str) -> bool {
+        self.stored.locked().quarantined.contains_key(id)
+    }
+
+    /// The quarantined instances of `group`, oldest first.
+    pub fn quarantined_of(&self, group: &ObjectKey) -> Vec<(String, Quarantined)> {
+        let mut v: Vec<(String, Quarantined)> = self
+            .stored
+            .locked()
+            .quarantined
+            .iter()
+            .filter(|(_, q)| q.namespace == group.namespace && q.group == group.name)
+            .map(|(id, q)| (id.clone(), q.clone()))
+            .collect();
+        v.sort_by(|a, b| a.1.since.cmp(&b.1.since).then(a.0.cmp(&b.0)));
+        v
     }
 
     /// The drains recorded for `group`, by container id.

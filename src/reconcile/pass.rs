@@ -35,6 +35,8 @@ const AFTER_ACTING: Duration = Duration::from_millis(20);
 const WHILE_WAITING: Duration = Duration::from_secs(1);
 /// The `state` of an instance being drained, stopped and removed (see `status::InstanceStatus`).
 pub const DRAINING: &str = "draining";
+/// The `state` of a quarantined instance: failed, stopped, kept for inspection.
+pub const QUARANTINED: &str = "quarantined";
 /// How often a group whose scale-in or rollout waits for a protection is looked at (an expiry
 /// ends it without any event).
 const WHILE_PROTECTED: Duration = Duration::from_secs(5);
@@ -51,6 +53,8 @@ pub(super) struct View {
     pub observed: Vec<(String, Observed)>,
     /// The same, as the planner sees them.
     pub instances: Vec<Instance>,
+    /// Quarantined containers of the group (not in `observed`), with their zone.
+    pub quarantined: Vec<(String, Observed)>,
     /// False while a zone has never been listed (a pass must not act on that view).
     pub complete: bool,
 }
@@ -109,6 +113,7 @@ impl Reconciler {
         if self.resume_drains(key, &resolved, &before, &mut mem) {
             before = self.view(key);
         }
+        let quarantine_ends = self.maintain_quarantine(key, &resolved, &before, &mut mem);
         if before.unreachable.is_empty() {
             let names: Vec<&str> = before
                 .observed
@@ -185,6 +190,10 @@ impl Reconciler {
             young,
             removal_hold,
         });
+        let next = match quarantine_ends {
+            Some(d) => next.at_most(d),
+            None => next,
+        };
         Ok(if remaining.held_by_protection > 0 {
             next.at_most(WHILE_PROTECTED)
         } else {
@@ -242,6 +251,7 @@ impl Reconciler {
             unreachable: Vec::new(),
             observed: Vec::new(),
             instances: Vec::new(),
+            quarantined: Vec::new(),
             complete: true,
         };
         for z in &self.zones {
@@ -255,6 +265,12 @@ impl Reconciler {
                 Reach::Unknown => v.complete = false,
             }
         }
+        // Quarantined instances are outside capacity: not planned, not counted, shown apart.
+        let (quarantined, observed): (Vec<_>, Vec<_>) = std::mem::take(&mut v.observed)
+            .into_iter()
+            .partition(|(_, o)| self.ctx.instances.is_quarantined(&o.id));
+        v.observed = observed;
+        v.quarantined = quarantined;
         let now = Utc::now();
         v.instances = v
             .observed
@@ -412,6 +428,19 @@ impl Reconciler {
                     protected_until: None,
                 });
             }
+        }
+        for (zone, o) in &after.quarantined {
+            instances.push(InstanceStatus {
+                name: o.name.clone(),
+                container_id: short_id(&o.id).to_string(),
+                zone: zone.clone(),
+                state: QUARANTINED.to_string(),
+                started_at: o.started_at.map(|t| t.trunc_subsecs(0)),
+                ports: o.ports.clone(),
+                up_to_date: false,
+                image_id: o.image_id.clone(),
+                protected_until: None,
+            });
         }
         let now = Utc::now();
         for i in &mut instances {

@@ -299,6 +299,7 @@ mod tests {
                 health_check_grace_period: None,
                 drain_timeout: None,
                 termination_policies: vec![],
+                quarantine: None,
             },
             status: None,
         })

@@ -415,3 +415,87 @@ fn an_instance_is_ready_only_after_post_start_and_a_failing_hook_replaces_it() {
         t0.elapsed()
     );
 }
+
+/// Names of the quarantined instances (`ms get instances --quarantined`).
+fn quarantined(ctl: &Controller, ns: &TestNs) -> Vec<String> {
+    let out = ms(
+        ctl,
+        &[
+            "get",
+            "instances",
+            "-n",
+            &ns.name,
+            "--quarantined",
+            "-o",
+            "json",
+        ],
+    );
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap_or_default();
+    v["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|i| i["name"].as_str().map(str::to_string))
+        .collect()
+}
+
+#[test]
+fn a_crashed_instance_is_quarantined_outside_capacity_until_released() {
+    let ns = TestNs::new();
+    let opts = ControllerOptions::default();
+    let mut ctl = started(opts.clone());
+    ctl.write_manifest(
+        "lc.yaml",
+        &super::cli::lc_doc(
+            &ns,
+            "app",
+            r#"["sh", "-c", "echo crash-marker; sleep 1; exit 7"]"#,
+        ),
+    );
+    let quarantine = "  quarantine:\n    maxCount: 1\n    keepFor: 1h\n";
+    ctl.write_manifest("web.yaml", &group(&ns, "web", "app", 1, quarantine));
+    assert!(
+        wait_until(CONVERGE, || quarantined(&ctl, &ns).len() == 1),
+        "nothing quarantined: {:#?}",
+        instances(&ctl, &ns)
+    );
+    // Fix the launch configuration: the replacement runs, the crashed one stays for inspection.
+    ctl.write_manifest("lc.yaml", &super::cli::sleeper(&ns, "app"));
+    assert!(
+        wait_until(CONVERGE, || super::cli::running_ids(&ns, "web").len() == 1),
+        "no running replacement"
+    );
+    let kept = quarantined(&ctl, &ns);
+    assert_eq!(kept.len(), 1, "maxCount 1: {kept:?}");
+    let c = group_containers(&ns, "web")
+        .into_iter()
+        .find(|c| c.name == kept[0])
+        .expect("the quarantined container is kept");
+    assert_eq!(c.state, "exited");
+    assert_eq!(c.exit_code, 7);
+    let logs = docker_ok(&docker_host_a(), &["logs", &c.id]);
+    assert!(logs.contains("crash-marker"), "{logs}");
+    // Outside capacity: desired 1, one running, and the group is Ready.
+    let st = group_status(&ctl, &ns, "web");
+    assert_eq!(st["current"], 1, "{st:#}");
+    // Kept across a kill -9 (not removed as a failed instance after the restart).
+    ctl.kill();
+    ctl.restart(&opts).wait_ready();
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(quarantined(&ctl, &ns), kept);
+    let d = ms(&ctl, &["describe", "asg", "web", "-n", &ns.name]);
+    assert!(
+        d.stdout.contains("kept stopped for inspection"),
+        "{}",
+        d.stdout
+    );
+    // Quarantine switched off: the kept instance goes, the running one stays.
+    ctl.write_manifest("web.yaml", &group(&ns, "web", "app", 1, ""));
+    assert!(
+        wait_until(CONVERGE, || !group_containers(&ns, "web")
+            .iter()
+            .any(|x| x.id == c.id)),
+        "the quarantined instance was not released"
+    );
+    assert_eq!(super::cli::running_ids(&ns, "web").len(), 1);
+}
