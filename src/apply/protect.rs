@@ -10,7 +10,8 @@
 //!   at most `maxProtection` (default 8h, also the default `for`).
 //! - The instance is found in the status board; a draining one cannot be protected any more.
 //! - Saved in the controller's instance state before the answer, so it survives a restart; the
-//!   group is reconciled at once. Like any change, it costs one write permit of the caller.
+//!   group is reconciled at once. Like any change, it costs one write permit of the caller
+//!   (an instance's token has its own rate).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,6 +38,18 @@ fn caller(ctx: &Context, headers: &HeaderMap, ns: &str, name: &str) -> ApiResult
     if let Some(t) = headers.get(INSTANCE_TOKEN_HEADER) {
         let t = t.to_str().unwrap_or("");
         if ctx.instances.token_valid(ns, name, t) {
+            // Each instance has its own write rate, as a bearer token does.
+            ctx.write_limit
+                .take(&format!("instance:{ns}/{name}"))
+                .map_err(|wait| {
+                    ApiError::new(
+                        StatusCode::TOO_MANY_REQUESTS,
+                        format!(
+                            "too many protection changes from instance `{name}`: try again in {:.1}s",
+                            wait.as_secs_f64()
+                        ),
+                    )
+                })?;
             return Ok(Caller::Instance);
         }
         return Err(ApiError::new(

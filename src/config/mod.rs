@@ -447,6 +447,23 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_instance_state_settings_parse_and_default() {
+        let c = Config::default();
+        assert_eq!(c.state_dir, None);
+        assert_eq!(c.max_protection, DurationSpec::from_secs(8 * 3600));
+        let c: Config = serde_yaml_ng::from_str(
+            "stateDir: /var/lib/microscaler/state\nmaxProtection: 2h\ninstanceApiUrl: http://172.17.0.1:56785\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.state_dir.as_deref(),
+            Some(Path::new("/var/lib/microscaler/state"))
+        );
+        assert_eq!(c.max_protection, DurationSpec::from_secs(7200));
+        assert!(default_state_dir().ends_with("microscaler/state"));
+    }
+
+    #[test]
     fn default_config_has_one_local_zone_on_loopback() {
         let c = Config::default();
         assert_eq!(c.zone_names(), vec!["local".to_string()]);
