@@ -74,6 +74,7 @@ impl Reconciler {
             let t = self.termination(r, view, grace, drain, &cause);
             self.actuator.terminate(key, r, t);
         }
+        self.ctx.instances.flush();
         if plan.create.is_empty() {
             mem.last_desired = Some(desired);
             return Ok(());

@@ -101,6 +101,8 @@ pub struct InstanceState {
     /// `None`: kept in memory only (tests, or a state directory that cannot be written).
     path: Option<PathBuf>,
     stored: Mutex<Stored>,
+    /// Drains recorded but not saved yet.
+    dirty: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for InstanceState {
@@ -126,6 +128,7 @@ impl InstanceState {
                 secret: new_secret(),
                 ..Stored::default()
             }),
+            dirty: Default::default(),
         }
     }
 
@@ -152,6 +155,7 @@ impl InstanceState {
         let state = InstanceState {
             path: Some(path.to_path_buf()),
             stored: Mutex::new(stored),
+            dirty: Default::default(),
         };
         if fresh {
             state.save()?;
@@ -165,7 +169,10 @@ impl InstanceState {
         let Some(path) = &self.path else {
             return Ok(());
         };
-        let text = serde_json::to_string_pretty(&*self.stored.locked()).expect("serializable");
+        // Held while writing: two saves never interleave in the temporary file, and a later
+        // state is never overwritten by an earlier one.
+        let stored = self.stored.locked();
+        let text = serde_json::to_string_pretty(&*stored).expect("serializable");
         write_private(path, &text).map_err(|e| format!("{}: cannot write: {e}", path.display()))
     }
 
@@ -249,10 +256,19 @@ impl InstanceState {
         }
     }
 
-    /// Records a drain of container `id` (saved; a failed save is logged, the drain goes on).
+    /// Records a drain of container `id`, saved by the next [`InstanceState::flush`] (one
+    /// write per pass, however many instances it terminates; a failed save is logged, the
+    /// drain goes on).
     pub fn drain_started(&self, id: &str, d: Drain) {
         self.stored.locked().drains.insert(id.to_string(), d);
-        self.save_or_warn();
+        self.dirty.store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Saves what [`InstanceState::drain_started`] recorded, if anything.
+    pub fn flush(&self) {
+        if self.dirty.swap(false, std::sync::atomic::Ordering::AcqRel) {
+            self.save_or_warn();
+        }
     }
 
     /// Forgets the drain of `id` (its container is gone, or its removal failed and the planner
@@ -413,6 +429,7 @@ mod tests {
                 drain_secs: 30,
             },
         );
+        s.flush();
         drop(s);
         let s = InstanceState::open(&path).unwrap();
         assert_eq!(s.token("ns", "web-1"), token, "the secret is kept");

@@ -465,6 +465,23 @@ fn a_crashed_instance_is_quarantined_outside_capacity_until_released() {
         wait_until(CONVERGE, || super::cli::running_ids(&ns, "web").len() == 1),
         "no running replacement"
     );
+    // Settled: one running instance, one exited container, and it is the quarantined one (an
+    // old instance still running could crash into quarantine later).
+    assert!(
+        wait_until(CONVERGE, || {
+            let all = group_containers(&ns, "web");
+            let q = quarantined(&ctl, &ns);
+            let st = group_status(&ctl, &ns, "web");
+            st["updated"] == 1
+                && st["current"] == 1
+                && all.len() == 2
+                && all.iter().filter(|c| c.state == "running").count() == 1
+                && q.len() == 1
+                && all.iter().any(|c| c.state == "exited" && c.name == q[0])
+        }),
+        "{:#?}",
+        instances(&ctl, &ns)
+    );
     let kept = quarantined(&ctl, &ns);
     assert_eq!(kept.len(), 1, "maxCount 1: {kept:?}");
     let c = group_containers(&ns, "web")
