@@ -60,7 +60,7 @@ fn follow_logs(id: &str) -> std::process::Child {
     docker(&docker_host_a())
         .args(["logs", "-f", id])
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .expect("docker logs -f")
 }
@@ -515,4 +515,51 @@ fn a_crashed_instance_is_quarantined_outside_capacity_until_released() {
         "the quarantined instance was not released"
     );
     assert_eq!(super::cli::running_ids(&ns, "web").len(), 1);
+}
+
+#[test]
+fn an_http_pre_stop_reaches_the_instance_through_its_published_port() {
+    let ns = TestNs::new();
+    let ctl = started(ControllerOptions::default());
+    let lc = format!(
+        "apiVersion: microscaler.io/v1\n\
+         kind: LaunchConfiguration\n\
+         metadata:\n  name: web\n  namespace: {ns}\n\
+         spec:\n  image: {TEST_IMAGE}\n\
+         \x20 command: [\"sh\", \"-c\", \"mkdir -p /www && echo bye > /www/prestop && exec httpd -f -vv -p 8080 -h /www\"]\n\
+         \x20 ports: [8080]\n\
+         \x20 stopGracePeriod: 2s\n\
+         \x20 lifecycle:\n\
+         \x20   preStop:\n\
+         \x20     httpGet: {{path: /prestop, port: 8080}}\n",
+        ns = ns.name
+    );
+    ctl.write_manifest("lc.yaml", &lc);
+    ctl.write_manifest("web.yaml", &group(&ns, "web", "web", 1, ""));
+    let ids = wait_running(&ctl, &ns, "web", 1);
+    let mut logs = follow_logs(&ids[0]);
+    ms(
+        &ctl,
+        &["scale", "asg", "web", "--desired", "0", "-n", &ns.name],
+    )
+    .ok();
+    assert!(
+        wait_until(CONVERGE, || group_containers(&ns, "web").is_empty()),
+        "not removed"
+    );
+    let mut out = String::new();
+    let _ = logs.stderr.take().unwrap().read_to_string(&mut out);
+    let _ = logs.wait();
+    // busybox httpd -vv logs (on stderr) each request's URL: the hook came through 127.0.0.1.
+    assert!(out.contains("/prestop"), "no request in the log:\n{out}");
+    assert!(
+        wait_until(Duration::from_secs(10), || ms(
+            &ctl,
+            &["describe", "asg", "web", "-n", &ns.name]
+        )
+        .stdout
+        .contains("preStop ok (HTTP 200)")),
+        "{}",
+        ms(&ctl, &["describe", "asg", "web", "-n", &ns.name]).stdout
+    );
 }
