@@ -269,7 +269,10 @@ fn removal_cause(
             Some(l) if l > desired => {
                 format!("desired capacity lowered from {l} to {desired}{by}")
             }
-            _ => format!("more instances than desired ({desired}): zone with most, oldest first"),
+            _ => format!(
+                "more instances than desired ({desired}): zone with most, then {}",
+                policy_words(&resolved.target.termination_policies)
+            ),
         },
         RemoveReason::Rollout => {
             if !resolved.target.zones.contains(&r.zone) {
@@ -286,6 +289,24 @@ fn removal_cause(
         }
         RemoveReason::Rebalance => "rebalancing zones".to_string(),
     }
+}
+
+/// The group's termination order in words ("oldest first", "newest first", ...).
+fn policy_words(policies: &[crate::manifest::TerminationPolicy]) -> String {
+    use crate::manifest::TerminationPolicy::*;
+    if policies.is_empty() {
+        return "oldest first".to_string();
+    }
+    policies
+        .iter()
+        .map(|p| match p {
+            Default => "outdated then oldest first",
+            OldestInstance => "oldest first",
+            NewestInstance => "newest first",
+            OldestLaunchConfiguration => "outdated first",
+        })
+        .collect::<Vec<_>>()
+        .join(", then ")
 }
 
 /// The activity cause of a launch for `reason`; `replaced` are the failed instances removed in
