@@ -45,6 +45,10 @@ pub fn router(ctx: Arc<Context>) -> Router {
             "/v1/protect/{ns}/{name}",
             post(super::protect::protect).delete(super::protect::unprotect),
         )
+        .route(
+            "/v1/exec/{ns}/{name}/attach",
+            post(super::exec_attach::exec_attach),
+        )
         .merge(super::stream::routes(&ctx))
         .merge(super::prometheus::routes(&ctx));
     // `GET /lease`: this controller's holder id, so a contender on another machine can tell

@@ -10,6 +10,8 @@ mod change;
 mod completion;
 mod describe;
 mod diff;
+#[cfg(unix)]
+mod exec_attach;
 mod get;
 mod gitops_cmd;
 mod jsonpath;
@@ -19,6 +21,8 @@ mod progress;
 mod protect_cmd;
 mod selector;
 pub mod table;
+#[cfg(unix)]
+mod terminal;
 mod validate;
 mod wait;
 mod watch_cmd;
@@ -73,6 +77,8 @@ HTTP API of the controller (JSON; `Authorization: Bearer <token>` when tokens ar
   POST /v1/exec/NS/INSTANCE (JSON {command: [...]}; JSON lines of output, then {exitCode}),
   POST /v1/protect/NS/INSTANCE (JSON {for: \"1h\"}, optional), DELETE /v1/protect/NS/INSTANCE
   (bearer token, or the instance's own token in header X-Ms-Instance-Token),
+  POST /v1/exec/NS/INSTANCE/attach?command=JSON[&tty=true&rows=R&cols=C] (Upgrade:
+    microscaler-exec; then frames both ways: input, resizes / output, exit status),
   GET /metrics (Prometheus/OpenMetrics text, no token),
   GET /lease (no token: this controller's lease holder id, for another controller to check).";
 

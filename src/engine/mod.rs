@@ -262,6 +262,16 @@ pub trait Engine: Send + Sync + 'static {
     /// Stops a container (SIGTERM, then SIGKILL after `grace`) and keeps it (a quarantined
     /// instance). Missing or already stopped is not an error.
     async fn stop(&self, id: &str, grace: Duration) -> Result<()>;
+    /// Makes sure `spec`'s image is on the engine as its pull policy says a launch would need
+    /// it (`IfNotPresent`: pulled when missing; `Always`: pulled; `Never`: nothing), so a
+    /// rollout pulls before it replaces anything. Engines without images have nothing to do.
+    async fn ensure_image(&self, _spec: &ContainerSpec) -> Result<()> {
+        Ok(())
+    }
+    /// The image pulls in flight on this engine, with their progress.
+    fn pulls(&self) -> Vec<docker::pull::PullProgress> {
+        Vec::new()
+    }
 }
 
 /// The most output of a hook kept (its end).

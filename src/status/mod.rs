@@ -70,6 +70,25 @@ pub struct GroupStatus {
     /// Current averages of the group's metrics (whole percent). Only for groups with policies.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics: Option<GroupMetrics>,
+    /// Image pulls a launch or rollout of the group waits for, with their progress (only while
+    /// they run).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pulls: Vec<PullStatus>,
+}
+
+/// One image pull in one zone, as far as it has come.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PullStatus {
+    pub zone: String,
+    pub image: String,
+    pub layers_done: u32,
+    pub layers_total: u32,
+    /// Bytes downloaded, of the sizes announced so far.
+    pub bytes_done: u64,
+    pub bytes_total: u64,
+    /// Seconds since the pull started.
+    pub seconds: u64,
 }
 
 /// A group's current metric averages, rounded so the status changes only on real changes.
