@@ -465,19 +465,27 @@ fn a_crashed_instance_is_quarantined_outside_capacity_until_released() {
         wait_until(CONVERGE, || super::cli::running_ids(&ns, "web").len() == 1),
         "no running replacement"
     );
-    // Settled: one running instance, one exited container, and it is the quarantined one (an
-    // old instance still running could crash into quarantine later).
+    // Settled: one running instance of the fixed spec, one exited container, and it is the
+    // quarantined one, for 2 s in a row (an old instance could still crash into quarantine, and
+    // the status and the engine are read at slightly different times).
+    let settled = || {
+        let all = group_containers(&ns, "web");
+        let q = quarantined(&ctl, &ns);
+        let st = group_status(&ctl, &ns, "web");
+        let ok = st["updated"] == 1
+            && st["current"] == 1
+            && st["ready"] == 1
+            && all.len() == 2
+            && all.iter().filter(|c| c.state == "running").count() == 1
+            && q.len() == 1
+            && all.iter().any(|c| c.state == "exited" && c.name == q[0]);
+        ok.then_some(q)
+    };
     assert!(
         wait_until(CONVERGE, || {
-            let all = group_containers(&ns, "web");
-            let q = quarantined(&ctl, &ns);
-            let st = group_status(&ctl, &ns, "web");
-            st["updated"] == 1
-                && st["current"] == 1
-                && all.len() == 2
-                && all.iter().filter(|c| c.state == "running").count() == 1
-                && q.len() == 1
-                && all.iter().any(|c| c.state == "exited" && c.name == q[0])
+            let Some(q) = settled() else { return false };
+            std::thread::sleep(Duration::from_secs(2));
+            settled() == Some(q)
         }),
         "{:#?}",
         instances(&ctl, &ns)
