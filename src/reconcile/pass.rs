@@ -55,6 +55,8 @@ pub(super) struct View {
     pub instances: Vec<Instance>,
     /// Quarantined containers of the group (not in `observed`), with their zone.
     pub quarantined: Vec<(String, Observed)>,
+    /// Containers of the group being drained, stopped or removed (not in `observed`).
+    pub terminating: usize,
     /// False while a zone has never been listed (a pass must not act on that view).
     pub complete: bool,
 }
@@ -264,12 +266,14 @@ impl Reconciler {
             observed: Vec::new(),
             instances: Vec::new(),
             quarantined: Vec::new(),
+            terminating: 0,
             complete: true,
         };
         for z in &self.zones {
             match z.reach() {
                 Reach::Reachable => {
                     v.reachable.insert(z.name.clone());
+                    v.terminating += z.terminating_of(key);
                     v.observed
                         .extend(z.instances_of(key).into_iter().map(|o| (z.name.clone(), o)));
                 }
@@ -319,7 +323,15 @@ impl Reconciler {
                 .collect();
             return plan::plan(&resolved.target, &all, &view.reachable);
         }
-        plan::plan(&resolved.target, &view.instances, &view.reachable)
+        let mut p = plan::plan(&resolved.target, &view.instances, &view.reachable);
+        if view.terminating > 0 {
+            // A rebalance launches one and the next pass scales in from the fullest zone: while
+            // that victim (or any other) still drains or stops, the zones only look uneven, and
+            // launching again would run one more instance per drain in flight.
+            p.create
+                .retain(|c| c.reason != plan::CreateReason::Rebalance);
+        }
+        p
     }
 
     /// The end of a pass of a group no manifest defines: forgotten once its containers are

@@ -780,3 +780,30 @@ async fn a_rollout_pulls_its_image_on_every_zone_before_it_replaces_anything() {
     })
     .await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn rebalancing_waits_for_each_drain_so_it_never_runs_more_than_one_extra() {
+    let group = |zones: &str| {
+        format!(
+            "apiVersion: microscaler.io/v1\nkind: LaunchConfiguration\nmetadata: {{name: web}}\nspec:\n  image: img\n  stopGracePeriod: 0s\n---\n\
+             apiVersion: microscaler.io/v1\nkind: AutoScalingGroup\nmetadata: {{name: web}}\nspec:\n  launchConfiguration: web\n  minSize: 0\n  maxSize: 10\n  desiredCapacity: 4\n  drainTimeout: 10s\n  availabilityZones: [{zones}]\n"
+        )
+    };
+    let h = Harness::start(&["a", "b"], &group("a")).await;
+    h.until("4 in a", SECS(5), |h| h.running(0).len() == 4)
+        .await;
+    // Zone b added: 4 + 0 is uneven; each rebalance step launches one into b and drains one in
+    // a for 10 s. Never more than desired + 1 running (draining ones included).
+    h.set(&group("a, b"));
+    let start = Instant::now();
+    while !(h.running(0).len() == 2 && h.running(1).len() == 2) {
+        assert!(
+            h.total_running() <= 5,
+            "{} + {} running",
+            h.running(0).len(),
+            h.running(1).len()
+        );
+        assert!(Instant::now() - start < SECS(120), "not rebalanced");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
