@@ -16,6 +16,7 @@
 //!   [`write_locks`]: changes serialized per file (and per namespace where a quota is checked).
 //! - [`error`]: [`ApiError`], the one error every route answers with.
 //! - [`metrics`]: pushed metric values and `/v1/top`; [`prometheus`]: `/metrics`.
+//! - [`dashboard`]: the web dashboard at `/` (embedded assets), `/v1/history`, `/v1/whoami`.
 //! - [`stream`]: `/v1/watch` (changes as they happen); [`logs`]: instance output and exec;
 //!   [`access_log`]: an INFO line per write; [`protect`]: scale-in protection of instances.
 //! - [`mod@serve`]: serving within limits (connections, timeouts, file descriptors).
@@ -25,6 +26,7 @@
 
 pub mod access_log;
 pub mod auth;
+pub mod dashboard;
 pub mod edit;
 pub mod error;
 pub mod exec_attach;
@@ -112,4 +114,8 @@ pub struct Context {
     pub instances: Arc<crate::reconcile::instance_state::InstanceState>,
     /// The reconcile queue: a protection's group is looked at again at once.
     pub reconcile: Arc<crate::reconcile::queue::Queue<crate::manifest::ObjectKey>>,
+    /// Each group's capacity and metrics over time (`/v1/history`, the dashboard's charts).
+    pub history: Arc<crate::status::history::History>,
+    /// Attached exec sessions open per namespace (`ms exec -i/-t`).
+    pub exec_sessions: Arc<exec_attach::Sessions>,
 }

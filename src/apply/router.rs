@@ -50,6 +50,7 @@ pub fn router(ctx: Arc<Context>) -> Router {
             post(super::exec_attach::exec_attach),
         )
         .merge(super::stream::routes(&ctx))
+        .merge(super::dashboard::routes())
         .merge(super::prometheus::routes(&ctx));
     // `GET /lease`: this controller's holder id, so a contender on another machine can tell
     // that the holder of a lease still runs (only a controller that holds leases has one).

@@ -178,6 +178,8 @@ impl Builder {
         let queue: Arc<Queue<ObjectKey>> = Arc::new(Queue::new());
         // Recorded by the stages, served by the API at `/metrics`.
         let telemetry = Arc::new(Telemetry::default());
+        // Each group's capacity and metrics over time: recorded on publish, charted by the API.
+        let history = Arc::new(crate::status::history::History::default());
 
         // The status writer: what the reconciler publishes, on the board at once, in files later.
         let status = StatusSync::new(
@@ -188,6 +190,7 @@ impl Builder {
                 problems: shared.status_problems.clone(),
                 rescan: shared.rescan.clone(),
                 telemetry: telemetry.clone(),
+                history: history.clone(),
             }),
             own.clone(),
             STATUS_COALESCE,
@@ -388,6 +391,8 @@ impl Builder {
             telemetry,
             instances,
             reconcile: queue.clone(),
+            history,
+            exec_sessions: Arc::default(),
         });
         if let Some(listener) = listener {
             let stop = shutdown.clone();

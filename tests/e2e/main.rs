@@ -6,6 +6,7 @@ mod api_tls;
 mod autoscale;
 mod cli;
 mod common;
+mod dashboard;
 mod engine_docker;
 mod exec_tty;
 mod gitops;
