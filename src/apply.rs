@@ -76,6 +76,8 @@ pub struct Context {
     pub desired: DesiredReader,
     /// Each group's latest status.
     pub status: Arc<StatusBoard>,
+    /// Each load balancer's latest status (members and their state).
+    pub lb_status: Arc<crate::lb::LbBoard>,
     /// Manifests whose status cannot be written, and why.
     pub status_problems: WriteProblems,
     /// Set once the first full load of the directory is done (`/readyz`; a write waits for the

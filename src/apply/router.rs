@@ -32,6 +32,8 @@ pub fn router(ctx: Arc<Context>) -> Router {
         .route("/v1/lcs/{ns}/{name}", get(read::get_lc))
         .route("/v1/policies", get(read::list_policies))
         .route("/v1/policies/{ns}/{name}", get(read::get_policy))
+        .route("/v1/lbs", get(read::list_lbs))
+        .route("/v1/lbs/{ns}/{name}", get(read::get_lb))
         .route("/v1/instances", get(read::list_instances))
         .route("/v1/problems", get(read::problems))
         .route("/v1/instancetypes", get(read::instance_types))

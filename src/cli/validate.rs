@@ -110,7 +110,7 @@ pub(crate) fn validate_texts(files: &[(String, String)]) -> Report {
         let field = match key.kind {
             Kind::AutoScalingGroup => "spec.launchConfiguration",
             Kind::ScalingPolicy => "spec.autoScalingGroup",
-            Kind::LaunchConfiguration => "",
+            Kind::LaunchConfiguration | Kind::LoadBalancer => "",
         };
         report.warnings.push(ManifestError {
             file: file.clone(),

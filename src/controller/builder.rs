@@ -11,7 +11,8 @@
 //! 3. The status writer: the board at once, the files shortly after.
 //! 4. The autoscaler: metrics, policies, the effective capacity of groups with policies.
 //! 5. The change feed and the reconciler (desired + observed → actions).
-//! 6. The HTTP API, when given a listener.
+//! 6. The load balancers (a managed HAProxy), with the reconciler.
+//! 7. The HTTP API, when given a listener.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -27,6 +28,7 @@ use crate::apply;
 use crate::apply::ratelimit::RateLimiter;
 use crate::apply::write_locks::{FileLocks, NamespaceLocks};
 use crate::autoscale::{Autoscaler, Settings};
+use crate::config::load_balancers::zone_address;
 use crate::config::{Config, StatusMode};
 use crate::engine::lease::Leases;
 use crate::engine::observe::{observe, Connector, Zone};
@@ -34,6 +36,7 @@ use crate::engine::timed::timed_connector;
 use crate::health::liveness::silence_bound;
 use crate::health::supervise::{Supervisor, TaskEnded};
 use crate::health::telemetry::Telemetry;
+use crate::lb::{self, haproxy::Haproxy};
 use crate::manifest::ObjectKey;
 use crate::reconcile::changes::enqueue_changes;
 use crate::reconcile::instance_state::{state_path, InstanceState};
@@ -368,11 +371,48 @@ impl Builder {
             );
         }
 
+        // The load balancers: one managed HAProxy, members following the published instances.
+        // Only a controller that reconciles runs it (a standby's reader never does).
+        if reconciling {
+            let lbc = &config.load_balancers;
+            let driver = Arc::new(Haproxy::new(
+                &config.controller_name,
+                lbc.haproxy(),
+                lbc.run_dir(&config.controller_name),
+            ));
+            let settings = lb::members::Settings {
+                config: lbc.clone(),
+                zones: config
+                    .zones
+                    .iter()
+                    .map(|z| {
+                        let addr = zone_address(lbc, &z.name, z.docker_host.as_deref());
+                        (z.name.clone(), addr)
+                    })
+                    .collect(),
+                reserved: vec![config.listen],
+            };
+            let ctx = lb::run::Context {
+                desired: shared.desired.clone(),
+                status: shared.status.clone(),
+                board: shared.lb_status.clone(),
+                settings,
+            };
+            let beat = shared
+                .liveness
+                .beat("load balancers", silence_bound(lb::run::PERIOD));
+            tasks.spawn(
+                "load balancers",
+                lb::run::run(ctx, driver, beat, shutdown.clone()),
+            );
+        }
+
         // The HTTP API: reads everything, writes only files (and confirmations, rescans).
         let api = Arc::new(apply::Context {
             config: config.clone(),
             desired: shared.desired.clone(),
             status: shared.status.clone(),
+            lb_status: shared.lb_status.clone(),
             status_problems: shared.status_problems.clone(),
             ready: shared.ready.clone(),
             rescan: shared.rescan.clone(),

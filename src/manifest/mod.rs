@@ -13,6 +13,7 @@
 pub mod duration;
 pub mod instance_types;
 pub mod lifecycle;
+pub mod load_balancer;
 pub mod parse;
 pub mod schema;
 pub mod types;
@@ -21,6 +22,7 @@ pub mod yamldoc;
 
 pub use duration::DurationSpec;
 pub use lifecycle::{Hook, Lifecycle, TerminationPolicy};
+pub use load_balancer::{Balance, LbHealthCheck, LbMode, LoadBalancerSpec};
 pub use parse::{parse_file, parse_file_checked, ManifestError, ParsedFile, ParsedObject};
 pub use types::*;
 pub use validate::{did_you_mean, missing_references, validate, Problem, Severity};

@@ -175,7 +175,7 @@ pub fn reference_warnings(
             let field = match key.kind {
                 Kind::AutoScalingGroup => "spec.launchConfiguration",
                 Kind::ScalingPolicy => "spec.autoScalingGroup",
-                Kind::LaunchConfiguration => "",
+                Kind::LaunchConfiguration | Kind::LoadBalancer => "",
             };
             let warning = ManifestError {
                 file: e.file.clone(),
@@ -300,6 +300,7 @@ mod tests {
                 drain_timeout: None,
                 termination_policies: vec![],
                 quarantine: None,
+                load_balancers: vec![],
             },
             status: None,
         })
@@ -497,6 +498,7 @@ mod tests {
             Object::AutoScalingGroup(m) => m.metadata.namespace = ns.into(),
             Object::LaunchConfiguration(m) => m.metadata.namespace = ns.into(),
             Object::ScalingPolicy(m) => m.metadata.namespace = ns.into(),
+            Object::LoadBalancer(m) => m.metadata.namespace = ns.into(),
         }
         o
     }
