@@ -18,7 +18,7 @@
 //! - [`metrics`]: pushed metric values and `/v1/top`; [`prometheus`]: `/metrics`.
 //! - [`dashboard`]: the web dashboard at `/` (embedded assets), `/v1/history`, `/v1/whoami`.
 //! - [`stream`]: `/v1/watch` (changes as they happen); [`logs`]: instance output and exec;
-//!   [`access_log`]: an INFO line per write.
+//!   [`access_log`]: an INFO line per write; [`protect`]: scale-in protection of instances.
 //! - [`mod@serve`]: serving within limits (connections, timeouts, file descriptors).
 //! - [`tls`]: the API over TLS (the acceptor from `tls:`, the bounded handshake).
 //! - [`ratelimit`]: per-token rates of changes and pushes.
@@ -33,6 +33,7 @@ pub mod exec_attach;
 pub mod logs;
 pub mod metrics;
 pub mod prometheus;
+pub mod protect;
 pub mod ratelimit;
 pub mod read;
 pub mod router;
@@ -111,6 +112,10 @@ pub struct Context {
     pub file_locks: FileLocks,
     /// The counters and latencies the stages record, served at `/metrics`.
     pub telemetry: Arc<crate::health::telemetry::Telemetry>,
+    /// Scale-in protections (written by `/v1/protect`) and the secret of instance tokens.
+    pub instances: Arc<crate::reconcile::instance_state::InstanceState>,
+    /// The reconcile queue: a protection's group is looked at again at once.
+    pub reconcile: Arc<crate::reconcile::queue::Queue<crate::manifest::ObjectKey>>,
     /// Each group's capacity and metrics over time (`/v1/history`, the dashboard's charts).
     pub history: Arc<crate::status::history::History>,
     /// Attached exec sessions open per namespace (`ms exec -i/-t`).

@@ -504,6 +504,30 @@ impl Client {
         self.send(self.request(reqwest::Method::POST, &path)).await
     }
 
+    /// `POST /v1/protect/{ns}/{instance}` (protect, for `for_` or until unprotected) or
+    /// `DELETE` (unprotect); `instance_token`: the instance's own token (`MS_PROTECT_TOKEN`)
+    /// instead of the bearer token.
+    pub async fn protect(
+        &self,
+        namespace: &str,
+        instance: &str,
+        protect: Option<crate::wire::ProtectRequest>,
+        instance_token: Option<&str>,
+    ) -> Result<crate::wire::ProtectResponse> {
+        let path = format!("/v1/protect/{}/{}", enc(namespace), enc(instance));
+        let mut req = match &protect {
+            Some(body) => self
+                .request(reqwest::Method::POST, &path)
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(serde_json::to_string(body).expect("serializes")),
+            None => self.request(reqwest::Method::DELETE, &path),
+        };
+        if let Some(t) = instance_token {
+            req = req.header(crate::wire::INSTANCE_TOKEN_HEADER, t);
+        }
+        self.send(req).await
+    }
+
     /// `GET /readyz`: whether the controller has loaded its directory.
     pub async fn ready(&self) -> Result<bool> {
         let resp = self

@@ -26,6 +26,10 @@
 //! - `container`: the container spec of an instance, its hash and launch mark.
 //! - `orphans`: whether a group found only on the engines may be deleted.
 //! - `removals`: the backoff of refused removals.
+//! - `hooks`: running a lifecycle hook (exec or HTTP GET through 127.0.0.1) with its timeout.
+//! - [`instance_state`]: protections and drains in progress, kept in a file across restarts.
+//! - `terminate`: the one termination path's decisions (drain, preStop, grace) and resuming
+//!   drains after a restart; `post_start`: the postStart hooks of new instances.
 
 use std::collections::HashMap;
 use std::sync::atomic::AtomicBool;
@@ -51,18 +55,24 @@ pub mod conditions;
 mod container;
 pub mod error;
 mod execute;
+mod hooks;
+pub mod instance_state;
 mod memory;
 mod orphans;
 mod pass;
 pub mod plan;
+mod post_start;
 mod prepull;
+mod quarantine;
 pub mod queue;
 pub mod quota;
 mod removals;
 pub mod runner;
+mod terminate;
 
 pub use container::{container_hash, container_hash_with_limits, container_spec, launch_mark};
 pub use error::ReconcileError;
+pub use pass::{DRAINING, QUARANTINED};
 pub use runner::Action;
 
 /// What the reconciler is handed by the wiring: each a narrow handle, none the wiring itself.
@@ -89,6 +99,11 @@ pub struct Context {
     pub telemetry: Arc<crate::health::telemetry::Telemetry>,
     /// The probe runner's verdicts (`healthCheck`): readiness and failed liveness per instance.
     pub probes: Arc<crate::probe::Verdicts>,
+    /// Scale-in protections and drains in progress (kept across restarts), and the secret of
+    /// the containers' self-protection tokens.
+    pub instances: Arc<instance_state::InstanceState>,
+    /// The controller's address as containers are told it (`MS_CONTROLLER_URL`).
+    pub instance_api_url: Option<String>,
 }
 
 /// The reconciler of every group.
@@ -113,6 +128,8 @@ pub struct Reconciler {
     quotas: QuotaLedger,
     /// Set once the runner has seen the first full observation and started popping keys.
     observed: AtomicBool,
+    /// The `postStart` hooks running or failed.
+    post_starts: post_start::PostStarts,
 }
 
 /// What a group resolves to for one pass.
@@ -145,7 +162,7 @@ impl Reconciler {
         );
         Arc::new(Reconciler {
             orphans,
-            actuator: actuator::Actuator::new(zones.clone(), queue.clone()),
+            actuator: actuator::Actuator::new(zones.clone(), queue.clone(), ctx.instances.clone()),
             ctx,
             zones,
             queue,
@@ -155,6 +172,7 @@ impl Reconciler {
             concurrency: concurrency.max(1),
             quotas: QuotaLedger::default(),
             observed: AtomicBool::new(false),
+            post_starts: post_start::PostStarts::default(),
         })
     }
 }

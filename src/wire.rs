@@ -67,6 +67,34 @@ impl PushedValue {
     }
 }
 
+/// The header carrying an instance's own self-protection token (`MS_PROTECT_TOKEN` in its
+/// environment) instead of a bearer token.
+pub const INSTANCE_TOKEN_HEADER: &str = "x-ms-instance-token";
+
+/// Body of `POST /v1/protect/{ns}/{instance}`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProtectRequest {
+    /// How long (`30m`, `8h`); none: until unprotected (an instance's own token always gets an
+    /// expiry, at most the controller's `maxProtection`).
+    #[serde(default, rename = "for", skip_serializing_if = "Option::is_none")]
+    pub for_: Option<String>,
+}
+
+/// Answer of the protect and unprotect routes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProtectResponse {
+    pub namespace: String,
+    pub instance: String,
+    pub group: String,
+    /// Whether it is protected now.
+    pub protected: bool,
+    /// Until when (none: until unprotected).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<chrono::DateTime<chrono::Utc>>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

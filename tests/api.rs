@@ -531,6 +531,7 @@ async fn the_cli_lists_describes_and_reports_errors_one_line_each() {
                 image_id: None,
                 ready: true,
                 health: None,
+                protected_until: None,
             }],
             ..GroupStatus::default()
         },

@@ -162,6 +162,7 @@ async fn a_status_change_is_a_modified_group_and_its_instances_come_and_go() {
         image_id: None,
         ready: true,
         health: None,
+        protected_until: None,
     };
     let publish = |names: &[&str]| {
         h.api.status.write_locked().insert(
@@ -301,6 +302,7 @@ async fn measure_the_cost_of_an_idle_watch() {
                         image_id: None,
                         ready: true,
                         health: None,
+                        protected_until: None,
                     })
                     .collect();
                 board.insert(

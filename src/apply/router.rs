@@ -44,6 +44,10 @@ pub fn router(ctx: Arc<Context>) -> Router {
         .route("/v1/logs/{ns}/asg/{group}", get(super::logs::group_logs))
         .route("/v1/exec/{ns}/{name}", post(super::logs::exec))
         .route(
+            "/v1/protect/{ns}/{name}",
+            post(super::protect::protect).delete(super::protect::unprotect),
+        )
+        .route(
             "/v1/exec/{ns}/{name}/attach",
             post(super::exec_attach::exec_attach),
         )

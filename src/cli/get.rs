@@ -22,6 +22,7 @@ Examples:
   ms get asgs -o name                  # autoscalinggroup/web, one per line
   ms get asgs -o jsonpath='{range .items[*]}{.metadata.name} {.status.ready}{\"\\n\"}{end}'
   ms get instances -w                  # the table, then one line per change
+  ms get instances --quarantined       # failed instances kept stopped for inspection
   ms get asgs --no-headers | wc -l")]
 pub(crate) struct GetArgs {
     /// asgs, lcs, policies, lbs, instances, instancetypes or problems (singular forms accepted),
@@ -49,6 +50,9 @@ pub(crate) struct GetArgs {
     /// After listing, print a line per change until interrupted (asgs, lcs, policies, instances).
     #[arg(short = 'w', long)]
     watch: bool,
+    /// Instances: only the quarantined ones (failed, stopped, kept for inspection).
+    #[arg(long)]
+    quarantined: bool,
 }
 
 /// What `ms get` can list.
@@ -142,6 +146,9 @@ pub(crate) async fn run(client: Client, mut args: GetArgs) -> CmdResult {
                         i["metrics"] = serde_json::json!([cpu, mem]);
                     }
                 }
+            }
+            if args.quarantined {
+                items.retain(|i| i["state"].as_str() == Some(crate::reconcile::QUARANTINED));
             }
             if let Some(name) = &args.name {
                 items.retain(|i| i["name"].as_str() == Some(name));
@@ -682,7 +689,14 @@ fn instances(items: &[Value], wide: bool, all: bool, now: DateTime<Utc>) -> Tabl
         if !all {
             h.push("NAMESPACE");
         }
-        h.extend(["CPU", "MEM", "IMAGE-ID", "READY", "HEALTH"]);
+        h.extend([
+            "CPU",
+            "MEM",
+            "IMAGE-ID",
+            "READY",
+            "HEALTH",
+            "PROTECTED-UNTIL",
+        ]);
     }
     let mut t = Table::new(&h);
     for i in items {
@@ -725,6 +739,11 @@ fn instances(items: &[Value], wide: bool, all: bool, now: DateTime<Utc>) -> Tabl
                 .into(),
             );
             row.push(i["health"].as_str().unwrap_or("-").to_string());
+            row.push(match i.get("protectedUntil").and_then(Value::as_str) {
+                Some(u) if u.starts_with("9999-") => "until-unprotected".into(),
+                Some(u) => u.to_string(),
+                None => "-".into(),
+            });
         }
         t.row(row);
     }

@@ -19,6 +19,7 @@ mod lb_view;
 mod login;
 mod logs;
 mod progress;
+mod protect_cmd;
 mod selector;
 pub mod table;
 #[cfg(unix)]
@@ -47,7 +48,7 @@ Output (stable; scripts should prefer `-o json`):
   ms get policies        NAME GROUP TYPE METRIC RULE
   ms get lbs             NAME URL TARGET GROUPS MEMBERS READY AGE
   ms get instances       NAME GROUP ZONE STATE CONTAINER PORTS AGE
-                         (wide adds UP-TO-DATE NAMESPACE CPU MEM IMAGE-ID)
+                         (wide adds UP-TO-DATE NAMESPACE CPU MEM IMAGE-ID PROTECTED-UNTIL)
   ms top instances       NAME GROUP ZONE CPU% MEMORY MEM%
   ms get instancetypes   NAME CPUS MEMORY(MiB)
   ms get problems        LOCATION (file:line:col) FIELD MESSAGE
@@ -76,6 +77,8 @@ HTTP API of the controller (JSON; `Authorization: Bearer <token>` when tokens ar
   GET /v1/watch[?kind=asgs,instances&namespace=NS] (JSON lines: the state, SYNCED, changes),
   GET /v1/logs/NS/INSTANCE and /v1/logs/NS/asg/GROUP [?follow=true&since=SECS&tail=N],
   POST /v1/exec/NS/INSTANCE (JSON {command: [...]}; JSON lines of output, then {exitCode}),
+  POST /v1/protect/NS/INSTANCE (JSON {for: \"1h\"}, optional), DELETE /v1/protect/NS/INSTANCE
+  (bearer token, or the instance's own token in header X-Ms-Instance-Token),
   POST /v1/exec/NS/INSTANCE/attach?command=JSON[&tty=true&rows=R&cols=C] (Upgrade:
     microscaler-exec; then frames both ways: input, resizes / output, exit status),
   GET /metrics (Prometheus/OpenMetrics text, no token),
@@ -157,6 +160,14 @@ enum Command {
         after_help = "Examples:\n  ms stop asg web\n  ms stop asg web -n shop && ms wait asg/web -n shop --for=condition=Ready"
     )]
     Stop(change::GroupArgs),
+    /// Protect an instance from scale-in (never chosen by a scale-in, rebalance or rollout).
+    #[command(
+        after_help = "Examples:\n  ms protect instance web-x7k2p --for 1h\n  ms protect instance web-x7k2p -n shop\n  ms protect instance \"$MS_INSTANCE\" --for 2h --server \"$MS_CONTROLLER_URL\"   # inside the container, with its MS_PROTECT_TOKEN"
+    )]
+    Protect(protect_cmd::ProtectArgs),
+    /// End the scale-in protection of an instance.
+    #[command(after_help = "Examples:\n  ms unprotect instance web-x7k2p")]
+    Unprotect(protect_cmd::InstanceArgs),
     /// Push a metric value for a group (for policies with `pushedMetric`).
     #[command(
         after_help = "Examples:\n  ms push-metric workers queue_depth 1000\n  ms push-metric workers queue_depth 0 -n shop"
@@ -430,6 +441,8 @@ pub fn main() -> ExitCode {
                         autoscale_cmd::push_metric(client(server, token), a).await
                     }
                     Command::Top(a) => autoscale_cmd::top(client(server, token), a).await,
+                    Command::Protect(a) => protect_cmd::protect(client(server, token), a).await,
+                    Command::Unprotect(a) => protect_cmd::unprotect(client(server, token), a).await,
                     Command::Diff(a) => diff::run(client(server, token), a).await,
                     Command::Wait(a) => wait::run(client(server, token), a).await,
                     Command::Logs(a) => logs::logs(client(server, token), a).await,

@@ -193,6 +193,21 @@ pub struct Config {
     /// Limits of the HTTP API: connections, timeouts, write rates. See [`api`].
     #[serde(default)]
     pub api: ApiLimits,
+    /// Where the controller keeps what it knows about single instances across restarts (scale-in
+    /// protections, drains in progress, the secret of the containers' self-protection tokens):
+    /// `<stateDir>/<controllerName>.json`. `ms controller` defaults it to
+    /// `$XDG_DATA_HOME/microscaler/state` (else `~/.local/share/microscaler/state`, else
+    /// `/var/lib/microscaler/state`); a controller built without one keeps it in memory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_dir: Option<PathBuf>,
+    /// The longest protection an instance may give itself with its token. Default 8h.
+    #[serde(default = "default_max_protection")]
+    pub max_protection: DurationSpec,
+    /// The controller's address as containers are told it (`MS_CONTROLLER_URL`), for their
+    /// self-protection. Default `http://<listen>`, which a container reaches only with
+    /// `network: host` when the controller listens on 127.0.0.1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance_api_url: Option<String>,
     /// The load balancers' managed HAProxy and what they may listen on. See [`load_balancers`].
     #[serde(default)]
     pub load_balancers: load_balancers::LoadBalancersConfig,
@@ -266,6 +281,16 @@ fn default_metrics_period() -> DurationSpec {
 }
 fn default_pushed_max_age() -> DurationSpec {
     DurationSpec::from_secs(120)
+}
+fn default_max_protection() -> DurationSpec {
+    DurationSpec::from_secs(8 * 3600)
+}
+/// The default `stateDir`, beside the default manifest directory.
+pub fn default_state_dir() -> PathBuf {
+    default_dir()
+        .parent()
+        .map_or_else(|| PathBuf::from("/var/lib/microscaler"), PathBuf::from)
+        .join("state")
 }
 fn default_metrics_concurrency() -> usize {
     8
@@ -428,6 +453,23 @@ fn normalized_host(host: Option<&str>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_instance_state_settings_parse_and_default() {
+        let c = Config::default();
+        assert_eq!(c.state_dir, None);
+        assert_eq!(c.max_protection, DurationSpec::from_secs(8 * 3600));
+        let c: Config = serde_yaml_ng::from_str(
+            "stateDir: /var/lib/microscaler/state\nmaxProtection: 2h\ninstanceApiUrl: http://172.17.0.1:56785\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.state_dir.as_deref(),
+            Some(Path::new("/var/lib/microscaler/state"))
+        );
+        assert_eq!(c.max_protection, DurationSpec::from_secs(7200));
+        assert!(default_state_dir().ends_with("microscaler/state"));
+    }
 
     #[test]
     fn default_config_has_one_local_zone_on_loopback() {

@@ -39,6 +39,7 @@ use crate::health::telemetry::Telemetry;
 use crate::lb::{self, haproxy::Haproxy};
 use crate::manifest::ObjectKey;
 use crate::reconcile::changes::enqueue_changes;
+use crate::reconcile::instance_state::{state_path, InstanceState};
 use crate::reconcile::queue::Queue;
 use crate::reconcile::{self, Reconciler};
 use crate::status::sync::{self, StatusSync};
@@ -335,6 +336,27 @@ impl Builder {
         }
 
         autoscaler.set_readiness(verdicts.clone());
+        // What the controller knows of single instances across restarts (protections, drains).
+        let instances = Arc::new(match &config.state_dir {
+            Some(dir) => {
+                let path = state_path(dir, &config.controller_name);
+                InstanceState::open(&path).unwrap_or_else(|e| {
+                    // `ms controller` opened it before (and refused to start on this error).
+                    tracing::error!("{e}; protections and drains are kept in memory only");
+                    InstanceState::in_memory()
+                })
+            }
+            None => InstanceState::in_memory(),
+        });
+        let instance_api_url = config.instance_api_url.clone().or_else(|| {
+            let addr = listener.as_ref()?.local_addr().ok()?;
+            let scheme = if config.tls.is_some() {
+                "https"
+            } else {
+                "http"
+            };
+            Some(format!("{scheme}://{addr}"))
+        });
 
         // The reconciler, and the change feed that tells it which groups to look at.
         let reconciler = Reconciler::new(
@@ -349,6 +371,8 @@ impl Builder {
                 autoscaler: autoscaling.then(|| autoscaler.clone()),
                 telemetry: telemetry.clone(),
                 probes: verdicts.clone(),
+                instances: instances.clone(),
+                instance_api_url,
             },
             zone_list.clone(),
             queue.clone(),
@@ -436,6 +460,8 @@ impl Builder {
             write_locks: NamespaceLocks::default(),
             file_locks: FileLocks::default(),
             telemetry,
+            instances,
+            reconcile: queue.clone(),
             history,
             exec_sessions: Arc::default(),
         });

@@ -71,6 +71,14 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
     }
     config.dir = std::fs::canonicalize(&config.dir)?;
     prepare_status_dir(&mut config)?;
+    let state_dir = config
+        .state_dir
+        .get_or_insert_with(crate::config::default_state_dir);
+    // A state file that cannot be read would lose every protection: refuse to start.
+    crate::reconcile::instance_state::InstanceState::open(
+        &crate::reconcile::instance_state::state_path(state_dir, &config.controller_name),
+    )
+    .map_err(|e| anyhow::anyhow!("instance state: {e}"))?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| {

@@ -707,6 +707,27 @@ impl Engine for DockerEngine {
         self.inspect(&created.id).await
     }
 
+    async fn stop(&self, id: &str, grace: Duration) -> Result<()> {
+        let docker = self
+            .docker
+            .clone()
+            .with_timeout(Duration::from_secs(REQUEST_TIMEOUT_SECS).saturating_add(grace));
+        let options = StopContainerOptionsBuilder::default()
+            .t(grace_secs(grace))
+            .build();
+        match docker.stop_container(id, Some(options)).await {
+            Ok(()) => Ok(()),
+            // 304: already stopped.
+            Err(BollardError::DockerResponseServerError {
+                status_code: 304, ..
+            }) => Ok(()),
+            Err(e) => match classify(e) {
+                EngineError::NotFound(_) => Ok(()),
+                e => Err(with_host(e, &self.host)),
+            },
+        }
+    }
+
     async fn identity(&self) -> Result<EngineIdentity> {
         let info = self
             .docker

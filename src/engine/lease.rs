@@ -732,6 +732,15 @@ impl Engine for Fenced {
         self.inner.exec_wait(id, cmd, keep).await
     }
 
+    async fn stop(&self, id: &str, grace: Duration) -> crate::engine::Result<()> {
+        self.fence().await?;
+        self.inner.stop(id, grace).await
+    }
+    /// A hook acts in a container: only while the lease is ours, like a removal.
+    async fn run_hook(&self, id: &str, cmd: &[String]) -> crate::engine::Result<(i64, String)> {
+        self.fence().await?;
+        self.inner.run_hook(id, cmd).await
+    }
     async fn ensure_image(&self, spec: &ContainerSpec) -> crate::engine::Result<()> {
         self.fence().await?;
         self.inner.ensure_image(spec).await

@@ -697,6 +697,34 @@ impl Engine for MemoryEngine {
         Ok(stream.boxed())
     }
 
+    async fn stop(&self, id: &str, _grace: Duration) -> Result<()> {
+        let mut s = self.lock();
+        if s.unreachable {
+            return Err(unreachable());
+        }
+        if let Some(id) = s.find(id) {
+            s.terminate(&id, 143);
+        }
+        Ok(())
+    }
+
+    /// Appends `hook: <command>` to the container's logs (so tests see hooks in order with
+    /// its life); a command starting with `false` fails with exit code 1.
+    async fn run_hook(&self, id: &str, cmd: &[String]) -> Result<(i64, String)> {
+        let mut s = self.lock();
+        if s.unreachable {
+            return Err(unreachable());
+        }
+        let id = s.find(id).ok_or_else(|| no_such_container(id))?;
+        let c = s.containers.get_mut(&id).expect("found");
+        c.logs.push(format!("hook: {}", cmd.join(" ")));
+        Ok(if cmd.first().map(String::as_str) == Some("false") {
+            (1, "false".into())
+        } else {
+            (0, String::new())
+        })
+    }
+
     async fn logs_tail(&self, id: &str, lines: usize) -> Result<String> {
         self.call(|c| c.logs += 1)?;
         let s = self.lock();

@@ -255,6 +255,23 @@ pub trait Engine: Send + Sync + 'static {
     ) -> Result<Observed>;
     /// Who this engine is (to refuse two zones on one engine).
     async fn identity(&self) -> Result<EngineIdentity>;
+    /// Runs `cmd` in container `id` and waits for it to end (a lifecycle hook): its exit code
+    /// and the end of its output (at most [`HOOK_OUTPUT`] bytes). The caller bounds the time;
+    /// a command still running then keeps running in the container (Docker cannot kill an exec).
+    /// A hook is an [`Engine::exec_wait`] that must end with an exit code; the lease's wrapper
+    /// overrides it to act only while the lease is ours.
+    async fn run_hook(&self, id: &str, cmd: &[String]) -> Result<(i64, String)> {
+        let out = self.exec_wait(id, cmd, HOOK_OUTPUT).await?;
+        match out.exit_code {
+            Some(code) => Ok((code, out.output)),
+            None => Err(EngineError::Other(
+                "the command's output ended but it still runs".into(),
+            )),
+        }
+    }
+    /// Stops a container (SIGTERM, then SIGKILL after `grace`) and keeps it (a quarantined
+    /// instance). Missing or already stopped is not an error.
+    async fn stop(&self, id: &str, grace: Duration) -> Result<()>;
     /// Makes sure `spec`'s image is on the engine as its pull policy says a launch would need
     /// it (`IfNotPresent`: pulled when missing; `Always`: pulled; `Never`: nothing), so a
     /// rollout pulls before it replaces anything. Engines without images have nothing to do.
@@ -279,3 +296,6 @@ pub struct ExecOutcome {
     /// The end of its output (lossy UTF-8).
     pub output: String,
 }
+
+/// The most output of a hook kept (its end).
+pub const HOOK_OUTPUT: usize = 4096;

@@ -241,6 +241,24 @@ impl Zone {
         })
     }
 
+    /// The containers of one group being drained, stopped or removed right now.
+    pub fn terminating_instances_of(&self, key: &ObjectKey) -> Vec<Observed> {
+        let st = self.state.locked();
+        let Some(ids) = st.by_group.get(key) else {
+            return Vec::new();
+        };
+        ids.iter()
+            .filter(|id| st.terminating.contains(*id))
+            .filter_map(|id| st.containers.get(id))
+            .cloned()
+            .collect()
+    }
+
+    /// Whether container `id` is being drained, stopped or removed.
+    pub fn is_terminating(&self, id: &str) -> bool {
+        self.state.locked().terminating.contains(id)
+    }
+
     /// Every group that has a container here.
     pub fn group_keys(&self) -> BTreeSet<ObjectKey> {
         let st = self.state.locked();

@@ -105,6 +105,12 @@ impl Engine for Timed {
         self.time("exec", self.inner.exec_wait(id, cmd, keep)).await
     }
 
+    async fn stop(&self, id: &str, grace: Duration) -> Result<()> {
+        self.time("stop", self.inner.stop(id, grace)).await
+    }
+    async fn run_hook(&self, id: &str, cmd: &[String]) -> Result<(i64, String)> {
+        self.time("run_hook", self.inner.run_hook(id, cmd)).await
+    }
     async fn ensure_image(&self, spec: &ContainerSpec) -> Result<()> {
         self.time("ensure_image", self.inner.ensure_image(spec))
             .await

@@ -6,6 +6,7 @@
 //! # Layout
 //! - [`types`]: the kinds and their fields; [`duration`], [`instance_types`]: their value types;
 //!   [`health_check`]: `healthCheck` (probes, their bounds, readiness and liveness).
+//!   [`lifecycle`]: hooks, draining and termination policies.
 //! - [`yamldoc`]: splits a file into its YAML documents (byte ranges, comments kept).
 //! - [`parse`]: a file → objects, with file:line:column errors; [`mod@validate`]: bounds and
 //!   references; [`schema`]: the JSON Schemas under `schema/`.
@@ -13,6 +14,7 @@
 pub mod duration;
 pub mod health_check;
 pub mod instance_types;
+pub mod lifecycle;
 pub mod load_balancer;
 pub mod parse;
 pub mod schema;
@@ -22,6 +24,7 @@ pub mod yamldoc;
 
 pub use duration::DurationSpec;
 pub use health_check::HealthCheck;
+pub use lifecycle::{Hook, Lifecycle, TerminationPolicy};
 pub use load_balancer::{Balance, LbHealthCheck, LbMode, LoadBalancerSpec};
 pub use parse::{parse_file, parse_file_checked, ManifestError, ParsedFile, ParsedObject};
 pub use types::*;

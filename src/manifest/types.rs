@@ -265,6 +265,10 @@ pub struct LaunchConfigurationSpec {
     /// Changing it restarts nothing (probes are the controller's, not the container's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health_check: Option<HealthCheck>,
+    /// Hooks the controller runs after an instance started (`postStart`) and before it is
+    /// stopped (`preStop`). Changing them does not roll out new containers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lifecycle: Option<super::lifecycle::Lifecycle>,
 }
 
 /// When an engine pulls a launch configuration's image, as Kubernetes' `imagePullPolicy`.
@@ -336,6 +340,20 @@ pub struct AutoScalingGroupSpec {
     /// Replaces the launch configuration's `healthCheck` for this group.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health_check: Option<HealthCheck>,
+    /// How long an instance chosen for termination stays out of service (state `draining`, not
+    /// ready) before its `preStop` hook and stop. Default 0s, at most 1h.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drain_timeout: Option<DurationSpec>,
+    /// Which instances a scale-in takes first, in order, after zone balancing (always first:
+    /// containers this controller did not launch, then instances that are not ready).
+    /// Default `[Default]`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub termination_policies: Vec<super::lifecycle::TerminationPolicy>,
+    /// Keep failed instances (crashed, or whose postStart failed) stopped but not removed, outside
+    /// capacity, for `docker logs`/`docker inspect`: at most `maxCount` (default 1) for
+    /// `keepFor` (default 1h). Their replacements are launched as usual.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quarantine: Option<super::lifecycle::Quarantine>,
     /// Names of `LoadBalancer`s (same namespace) that send traffic to this group's ready
     /// instances.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

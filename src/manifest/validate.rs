@@ -288,6 +288,13 @@ fn validate_launch_configuration(s: &LaunchConfigurationSpec, p: &mut Problems) 
         }
     }
     p.duration_at_most("spec.stopGracePeriod", s.stop_grace_period, MAX_STOP_GRACE);
+    if let Some(l) = &s.lifecycle {
+        for (name, hook) in [("postStart", &l.post_start), ("preStop", &l.pre_stop)] {
+            if let Some(h) = hook {
+                validate_hook(&format!("spec.lifecycle.{name}"), h, &s.ports, p);
+            }
+        }
+    }
     if s.ports.len() > MAX_PORTS {
         p.error(
             "spec.ports",
@@ -399,6 +406,54 @@ fn check_int_or_percent(field: &str, v: &IntOrPercent, p: &mut Problems) -> bool
     }
 }
 
+/// A hook names exactly one action; an HTTP hook's port must be published (the controller
+/// reaches containers only through 127.0.0.1).
+fn validate_hook(at: &str, h: &super::Hook, ports: &[super::PortSpec], p: &mut Problems) {
+    match (&h.exec, &h.http_get) {
+        (Some(_), Some(_)) | (None, None) => p.error(
+            at,
+            "a hook has exactly one of `exec` (a command) or `httpGet` (a path and port)",
+        ),
+        (Some(e), None) => {
+            if e.command.is_empty() || e.command.iter().any(|a| a.len() > 4096) {
+                p.error(
+                    format!("{at}.exec.command"),
+                    "command must list the program and its arguments (each at most 4096 bytes), e.g. [\"sh\", \"-c\", \"echo bye\"]",
+                );
+            } else if e.command.len() > 64 {
+                p.error(format!("{at}.exec.command"), "at most 64 arguments");
+            }
+        }
+        (None, Some(g)) => {
+            if !ports.iter().any(|x| x.container_port == g.port) {
+                p.error(
+                    format!("{at}.httpGet.port"),
+                    format!(
+                        "port {} is not published: add it to `ports` (the controller calls the hook through 127.0.0.1)",
+                        g.port
+                    ),
+                );
+            }
+            if let Some(path) = &g.path {
+                if !path.starts_with('/')
+                    || path.len() > 1024
+                    || path.chars().any(|c| c.is_whitespace() || c.is_control())
+                {
+                    p.error(
+                        format!("{at}.httpGet.path"),
+                        "path must start with `/`, have no spaces and be at most 1024 bytes",
+                    );
+                }
+            }
+        }
+    }
+    p.duration_at_most(
+        &format!("{at}.timeout"),
+        h.timeout,
+        super::lifecycle::MAX_HOOK_TIMEOUT,
+    );
+}
+
 fn validate_group(s: &AutoScalingGroupSpec, p: &mut Problems) {
     if let Some(why) = dns_label_problem(&s.launch_configuration) {
         p.error(
@@ -457,6 +512,35 @@ fn validate_group(s: &AutoScalingGroupSpec, p: &mut Problems) {
         for (field, message) in super::health_check::check(h, None, "spec.healthCheck") {
             p.error(field, message);
         }
+    }
+    p.duration_at_most(
+        "spec.drainTimeout",
+        s.drain_timeout,
+        super::lifecycle::MAX_DRAIN_TIMEOUT,
+    );
+    if let Some(q) = &s.quarantine {
+        if q.max_count
+            .is_some_and(|n| n == 0 || n > super::lifecycle::MAX_QUARANTINE_COUNT)
+        {
+            p.error(
+                "spec.quarantine.maxCount",
+                format!(
+                    "maxCount must be 1 to {} (remove `quarantine` to keep none)",
+                    super::lifecycle::MAX_QUARANTINE_COUNT
+                ),
+            );
+        }
+        p.duration_at_most(
+            "spec.quarantine.keepFor",
+            q.keep_for,
+            super::lifecycle::MAX_QUARANTINE_KEEP,
+        );
+    }
+    if s.termination_policies.len() > 4 {
+        p.error(
+            "spec.terminationPolicies",
+            "at most 4 termination policies (each of Default, OldestInstance, NewestInstance, OldestLaunchConfiguration once)",
+        );
     }
     let mut seen = BTreeSet::new();
     for (i, zone) in s.availability_zones.iter().enumerate() {
@@ -914,6 +998,7 @@ mod tests {
             stop_grace_period: None,
             image_pull_policy: None,
             health_check: None,
+            lifecycle: None,
         }
     }
 
@@ -946,6 +1031,9 @@ mod tests {
                 max_unavailable: None,
                 health_check_grace_period: None,
                 health_check: None,
+                drain_timeout: None,
+                termination_policies: vec![],
+                quarantine: None,
                 load_balancers: vec![],
             },
             status: None,

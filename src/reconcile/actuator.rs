@@ -6,20 +6,26 @@
 //! is hidden from planning until its removal ends (`engine::observe::Zone` keeps these entries
 //! against lists that started earlier). Nothing else in the reconciler calls an engine.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
+use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use super::error::ReconcileError;
+use super::hooks;
+use super::instance_state::{Drain, InstanceState};
 use super::plan::Remove;
 use super::queue::Queue;
 use super::removals::Removals;
 use crate::engine::observe::{short_id, Zone};
 use crate::engine::{ContainerSpec, Engine, EngineError, Observed};
-use crate::manifest::ObjectKey;
+use crate::manifest::{Hook, ObjectKey};
+use crate::util::unpoisoned::LockExt;
 
 /// How long a clean shutdown waits for removals in flight (the supervisor drains for 10 s).
 const SHUTDOWN_REMOVALS: Duration = Duration::from_secs(9);
@@ -33,6 +39,48 @@ pub(super) struct Actuator {
     pub removals: Arc<Removals>,
     /// The removal tasks in flight, waited for at shutdown.
     removing: TaskTracker,
+    /// Drains in progress, recorded so a restart resumes them.
+    instances: Arc<InstanceState>,
+    /// Terminations that ended, per group, until its next pass records them as activities.
+    finished: Arc<Mutex<HashMap<ObjectKey, Vec<Finished>>>>,
+    /// Bounds the preStop hooks and stops running at once (a drain's waiting takes none).
+    permits: Arc<Semaphore>,
+}
+
+/// How one instance is terminated.
+#[derive(Debug, Clone)]
+pub(super) struct Termination {
+    /// Left to wait out of service (the whole drain, or what is left of a resumed one).
+    pub drain: Duration,
+    /// The drain's full length (for the record and the activity).
+    pub drain_total: Duration,
+    /// When the drain began (now, or before a restart).
+    pub since: DateTime<Utc>,
+    pub pre_stop: Option<Hook>,
+    /// Between the stop signal and the kill.
+    pub grace: Duration,
+    /// The container's published ports (an HTTP hook goes through them).
+    pub ports: Vec<String>,
+    /// The activity cause of the decision.
+    pub cause: String,
+    /// Whether its end is reported as an activity (not for instances that had already failed).
+    pub report: bool,
+}
+
+/// A termination that ended.
+#[derive(Debug, Clone)]
+pub(super) struct Finished {
+    pub name: String,
+    pub zone: String,
+    /// What happened, e.g. "drained 5 s, preStop ok (exit 0), stopped in 0.3 s (grace 10 s)".
+    pub cause: String,
+}
+
+/// Stops and preStop hooks in flight at once, over every group.
+const PERMITS: usize = 32;
+
+fn round_tenths(d: Duration) -> Duration {
+    Duration::from_millis(d.as_millis().div_ceil(100) as u64 * 100)
 }
 
 /// A zone to launch into, with its connected engine.
@@ -42,12 +90,19 @@ pub(super) struct Target {
 }
 
 impl Actuator {
-    pub fn new(zones: Vec<Arc<Zone>>, queue: Arc<Queue<ObjectKey>>) -> Self {
+    pub fn new(
+        zones: Vec<Arc<Zone>>,
+        queue: Arc<Queue<ObjectKey>>,
+        instances: Arc<InstanceState>,
+    ) -> Self {
         Actuator {
             zones,
             queue,
             removals: Arc::default(),
             removing: TaskTracker::new(),
+            instances,
+            finished: Arc::default(),
+            permits: Arc::new(Semaphore::new(PERMITS)),
         }
     }
 
@@ -56,6 +111,11 @@ impl Actuator {
         let zone = self.zones.iter().find(|z| z.name == name)?.clone();
         let engine = zone.engine()?;
         Some(Target { zone, engine })
+    }
+
+    /// The connected engine of zone `name`.
+    pub fn engine(&self, name: &str) -> Option<Arc<dyn Engine>> {
+        self.target(name).map(|t| t.engine)
     }
 
     /// The last `n` log lines of container `id` in zone `zone` (empty when unavailable).
@@ -85,14 +145,32 @@ impl Actuator {
         }
     }
 
-    /// Removes `r` of group `key` in the background (a stop may wait for `grace`, which must
-    /// not hold up the group's convergence): hidden from planning at once, shown again if the
-    /// engine refuses, which is retried after the group's removal backoff.
-    pub fn remove(&self, key: &ObjectKey, r: &Remove, grace: Duration) {
+    /// Terminates `r` of group `key` in the background, the one termination path of every
+    /// removal (scale-in, rollout, rebalance, failed or unhealthy replacement, a deleted group):
+    /// hidden from planning at once and shown as `draining` (out of service), then it waits out
+    /// `t.drain`, runs `t.pre_stop`, stops with `t.grace` and removes the container. A refused
+    /// removal shows the instance again, retried after the group's removal backoff. The drain
+    /// is recorded in the instance state, so a restart resumes it (see `instance_state`).
+    pub fn terminate(&self, key: &ObjectKey, r: &Remove, t: Termination) {
         let Some(Target { zone, engine }) = self.target(&r.zone) else {
             return;
         };
         zone.terminating(&r.id);
+        if !t.drain.is_zero() || t.pre_stop.is_some() {
+            self.instances.drain_started(
+                &r.id,
+                Drain {
+                    namespace: key.namespace.clone(),
+                    group: key.name.clone(),
+                    name: r.name.clone(),
+                    zone: r.zone.clone(),
+                    cause: t.cause.clone(),
+                    reason: format!("{:?}", r.reason),
+                    since: t.since,
+                    drain_secs: t.drain_total.as_secs(),
+                },
+            );
+        }
         let (id, name, queue, key) = (
             r.id.clone(),
             r.name.clone(),
@@ -100,18 +178,52 @@ impl Actuator {
             key.clone(),
         );
         let removals = self.removals.clone();
+        let instances = self.instances.clone();
+        let finished = self.finished.clone();
+        let permits = self.permits.clone();
+        let zone_name = r.zone.clone();
         self.removing.spawn(async move {
+            // Out of service first: the drain is only waiting (no engine call, no permit).
+            tokio::time::sleep(t.drain).await;
+            let _permit = permits.acquire_owned().await;
+            let mut steps: Vec<String> = Vec::new();
+            if !t.drain_total.is_zero() {
+                steps.push(format!("drained {}", hooks::secs(t.drain_total)));
+            }
+            if let Some(hook) = &t.pre_stop {
+                match hooks::run(&engine, &id, &t.ports, hook).await {
+                    Ok(note) => steps.push(format!("preStop ok ({note})")),
+                    Err(why) => {
+                        warn!(group = %key, container = short_id(&id), "preStop failed: {why}");
+                        steps.push(format!("preStop failed: {why}"));
+                    }
+                }
+            }
             let group = format!("{}/{}", key.namespace, key.name);
+            let stop_began = Instant::now();
             let res = if crate::util::failpoint::remove_error(&group) {
                 Err(EngineError::Other(
                     "the engine refused (failpoint remove-error)".into(),
                 ))
             } else {
-                engine.remove(&id, grace).await
+                engine.remove(&id, t.grace).await
             };
             zone.removed(&id, res.is_ok());
+            instances.drain_ended(&id);
             match res {
                 Ok(()) => {
+                    if t.report {
+                        steps.push(format!(
+                            "stopped in {} (grace {})",
+                            hooks::secs(round_tenths(stop_began.elapsed())),
+                            hooks::secs(t.grace)
+                        ));
+                        finished.locked().entry(key.clone()).or_default().push(Finished {
+                            name,
+                            zone: zone_name,
+                            cause: steps.join(", "),
+                        });
+                    }
                     removals.succeeded(&key);
                     queue.now(key);
                 }
@@ -125,6 +237,25 @@ impl Actuator {
                 }
             }
         });
+    }
+
+    /// Stops `r` of group `key` in the background and keeps it (a quarantined instance).
+    pub fn stop(&self, key: &ObjectKey, r: &Remove, grace: Duration) {
+        let Some(Target { engine, .. }) = self.target(&r.zone) else {
+            return;
+        };
+        let (id, key, permits) = (r.id.clone(), key.clone(), self.permits.clone());
+        self.removing.spawn(async move {
+            let _permit = permits.acquire_owned().await;
+            if let Err(e) = engine.stop(&id, grace).await {
+                warn!(group = %key, container = short_id(&id), error = %e, "stopping a quarantined instance failed");
+            }
+        });
+    }
+
+    /// The terminations of `key` that ended since the last call (for its activities).
+    pub fn take_finished(&self, key: &ObjectKey) -> Vec<Finished> {
+        self.finished.locked().remove(key).unwrap_or_default()
     }
 
     /// Waits (bounded) for the removals already asked for, so a confirmed deletion is not left

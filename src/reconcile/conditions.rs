@@ -5,6 +5,9 @@
 //!   is still stopping; `WaitingForLaunchConfiguration` while the spec names a missing one.
 //! - `Progressing`: the first of rolling update, replacing unhealthy instances, scaling out,
 //!   scaling in, stopping, rebalancing, waiting for readiness that applies; else `Converged`.
+//! - `Progressing`: the first of protected instances holding back a scale-in or a rollout
+//!   (`ProtectedFromScaleIn`), rolling update, scaling out, scaling in, stopping, rebalancing,
+//!   waiting for readiness that applies; else `Converged`.
 //! - `Degraded`: every problem, in a fixed order (the spec's, the quota, unreachable zones,
 //!   refused removals, the last failure); the first gives the reason, the messages are joined.
 //! - `Invalid`: the manifest's first error while the last valid version keeps running.
@@ -133,6 +136,14 @@ fn progressing(i: &Inputs<'_>) -> Option<(&'static str, String)> {
     let (c, desired, remaining) = (i.counts, i.desired, i.remaining);
     if i.waiting_for.is_some() {
         None
+    } else if remaining.held_by_protection > 0 {
+        Some((
+            "ProtectedFromScaleIn",
+            format!(
+                "{} instance(s) the group would remove are protected from scale-in ({} instances, {desired} desired): ms unprotect instance NAME, or wait for the protection to expire",
+                remaining.held_by_protection, c.current
+            ),
+        ))
     } else if remaining
         .create
         .iter()

@@ -8,20 +8,21 @@ use crate::engine::{labels, ContainerSpec};
 use crate::manifest::{AutoScalingGroup, LaunchConfiguration, LaunchConfigurationSpec, ObjectKey};
 
 /// Hash of what a container runs: the launch configuration's spec and the group's domain.
-/// A change of either rolls out; sizes and zones do not, nor does `healthCheck` (the
-/// controller's probes, not part of the container).
+/// A change of either rolls out; sizes and zones do not, nor do `healthCheck` (the controller's
+/// probes) and the lifecycle hooks (the controller runs them): neither is part of the container.
 pub fn container_hash(lc: &LaunchConfiguration, group: &AutoScalingGroup) -> String {
-    let text =
-        serde_json::to_string(&(&container_part(lc), &group.spec.domain)).expect("serializable");
+    let spec = hashed_spec(lc);
+    let text = serde_json::to_string(&(&*spec, &group.spec.domain)).expect("serializable");
     crate::manifest::short_hash(text.as_bytes())
 }
 
-/// The launch configuration's spec without what does not go into the container.
-fn container_part(lc: &LaunchConfiguration) -> std::borrow::Cow<'_, LaunchConfigurationSpec> {
-    if lc.spec.health_check.is_none() {
+/// The part of a launch configuration's spec that the container is made of.
+fn hashed_spec(lc: &LaunchConfiguration) -> std::borrow::Cow<'_, LaunchConfigurationSpec> {
+    if lc.spec.lifecycle.is_none() && lc.spec.health_check.is_none() {
         return std::borrow::Cow::Borrowed(&lc.spec);
     }
     let mut spec = lc.spec.clone();
+    spec.lifecycle = None;
     spec.health_check = None;
     std::borrow::Cow::Owned(spec)
 }
@@ -44,9 +45,9 @@ pub fn container_hash_with_limits(
     if limits == lc.spec.limits() {
         return container_hash(lc, group);
     }
-    let text =
-        serde_json::to_string(&(&container_part(lc), &group.spec.domain, limits.0, limits.1))
-            .expect("serializable");
+    let spec = hashed_spec(lc);
+    let text = serde_json::to_string(&(&*spec, &group.spec.domain, limits.0, limits.1))
+        .expect("serializable");
     crate::manifest::short_hash(text.as_bytes())
 }
 

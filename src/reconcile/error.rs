@@ -40,6 +40,9 @@ pub enum ReconcileError {
     /// published): the sentence says what to change.
     #[error("{0}")]
     HealthCheck(String),
+    /// An instance's `postStart` hook failed: it is replaced, through the crash backoff.
+    #[error("postStart hook of instance {instance} failed: {why}; it is replaced")]
+    PostStartFailed { instance: String, why: String },
     /// The namespace's quota leaves no room for more containers (the sentence says which).
     #[error("{0}")]
     QuotaExceeded(String),
@@ -69,6 +72,7 @@ impl ReconcileError {
             ReconcileError::CrashLoop { .. } => "CrashLoop",
             ReconcileError::Unhealthy { .. } => "Unhealthy",
             ReconcileError::HealthCheck(_) => "InvalidHealthCheck",
+            ReconcileError::PostStartFailed { .. } => "PostStartFailed",
             ReconcileError::QuotaExceeded(_) => "QuotaExceeded",
             ReconcileError::RemovalFailed { .. } => "RemovalFailed",
             ReconcileError::UnknownZone(_) => "UnknownZone",

@@ -50,7 +50,7 @@ impl Reconciler {
         }
         let grace = mem.grace(resolved.lc.as_ref());
         for r in &plan.remove {
-            let cause = if r.reason == RemoveReason::Unhealthy {
+            let mut cause = if r.reason == RemoveReason::Unhealthy {
                 // Through the crash backoff: a broken check cannot churn the engine.
                 let why = self
                     .ctx
@@ -68,6 +68,18 @@ impl Reconciler {
             } else {
                 removal_cause(r, resolved, &view.instances, mem.last_desired, by)
             };
+            if let Some(why) = self.post_starts.failed(&r.id) {
+                let e = ReconcileError::PostStartFailed {
+                    instance: r.name.clone(),
+                    why,
+                };
+                cause = e.to_string();
+                mem.fail(e, hash);
+            }
+            self.post_starts.forget(&r.id);
+            if self.quarantine(key, r, resolved, view, &cause, grace, mem) {
+                continue;
+            }
             mem.record("Terminate", &r.name, &r.zone, &cause);
             self.ctx
                 .telemetry
@@ -75,14 +87,11 @@ impl Reconciler {
             if r.reason == RemoveReason::ScaleIn && resolved.group.is_some() {
                 mem.last_scale_in = Some(super::now_secs());
             }
-            // A failed container has nothing left to stop gracefully.
-            let g = if r.reason == RemoveReason::Failed {
-                Duration::ZERO
-            } else {
-                grace
-            };
-            self.actuator.remove(key, r, g);
+            let drain = mem.drain(resolved.group.as_ref(), resolved.lc.as_ref());
+            let t = self.termination(r, view, grace, drain, &cause);
+            self.actuator.terminate(key, r, t);
         }
+        self.ctx.instances.flush();
         if plan.create.is_empty() {
             mem.last_desired = Some(desired);
             return Ok(());
@@ -200,7 +209,7 @@ impl Reconciler {
                 let Some(target) = self.actuator.target(&c.zone) else {
                     continue;
                 };
-                let spec = container_spec(
+                let mut spec = container_spec(
                     key,
                     lc,
                     group,
@@ -209,6 +218,7 @@ impl Reconciler {
                     &self.ctx.controller_name,
                     resolved.limits,
                 );
+                spec.env.extend(self.instance_env(key, &spec.name));
                 let (zone, reason) = (c.zone.clone(), c.reason.clone());
                 inflight.push(async move { (zone, reason, Actuator::launch(target, spec).await) });
             }
@@ -217,6 +227,15 @@ impl Reconciler {
             };
             match result {
                 Ok(o) => {
+                    let hook = lc
+                        .spec
+                        .lifecycle
+                        .as_ref()
+                        .and_then(|l| l.post_start.clone());
+                    if let (Some(hook), Some(engine)) = (hook, self.actuator.engine(&zone)) {
+                        self.post_starts
+                            .start(key, engine, &o, hook, self.queue.clone());
+                    }
                     window += 1;
                     self.proven.locked().insert(hash.clone(), Instant::now());
                     launched.push((o.name, zone, reason));
@@ -229,6 +248,26 @@ impl Reconciler {
             }
         }
         (launched, failure)
+    }
+}
+
+impl Reconciler {
+    /// What a container is told about its controller, for its self-protection (see
+    /// `apply::protect`): the controller's address, its own name and namespace, and a token
+    /// valid for protecting this one container only.
+    fn instance_env(&self, key: &ObjectKey, name: &str) -> Vec<(String, String)> {
+        let mut env = vec![
+            ("MS_INSTANCE".to_string(), name.to_string()),
+            ("MS_NAMESPACE".to_string(), key.namespace.clone()),
+            (
+                "MS_PROTECT_TOKEN".to_string(),
+                self.ctx.instances.token(&key.namespace, name),
+            ),
+        ];
+        if let Some(url) = &self.ctx.instance_api_url {
+            env.push(("MS_CONTROLLER_URL".to_string(), url.clone()));
+        }
+        env
     }
 }
 
@@ -260,7 +299,10 @@ fn removal_cause(
             Some(l) if l > desired => {
                 format!("desired capacity lowered from {l} to {desired}{by}")
             }
-            _ => format!("more instances than desired ({desired}): zone with most, oldest first"),
+            _ => format!(
+                "more instances than desired ({desired}): zone with most, then {}",
+                policy_words(&resolved.target.termination_policies)
+            ),
         },
         RemoveReason::Rollout => {
             if !resolved.target.zones.contains(&r.zone) {
@@ -278,6 +320,24 @@ fn removal_cause(
         RemoveReason::Rebalance => "rebalancing zones".to_string(),
         RemoveReason::Unhealthy => "liveness failed; it is replaced".to_string(),
     }
+}
+
+/// The group's termination order in words ("oldest first", "newest first", ...).
+fn policy_words(policies: &[crate::manifest::TerminationPolicy]) -> String {
+    use crate::manifest::TerminationPolicy::*;
+    if policies.is_empty() {
+        return "oldest first".to_string();
+    }
+    policies
+        .iter()
+        .map(|p| match p {
+            Default => "outdated then oldest first",
+            OldestInstance => "oldest first",
+            NewestInstance => "newest first",
+            OldestLaunchConfiguration => "outdated first",
+        })
+        .collect::<Vec<_>>()
+        .join(", then ")
 }
 
 /// The activity cause of a launch for `reason`; `replaced` are the failed instances removed in

@@ -49,6 +49,8 @@ pub(super) struct GroupMemory {
     /// Stop grace of the group's launch configuration when last seen: a deleted group's
     /// containers are stopped with it, not with Docker's default.
     last_grace: Option<Duration>,
+    /// Drain timeout and preStop hook of the group when last seen, for the same reason.
+    last_drain: Option<(Duration, Option<crate::manifest::Hook>)>,
     /// The container spec hash the failures were for: a new launch configuration starts with a
     /// clean slate, since the backoff was earned by the old one.
     pub failed_hash: Option<String>,
@@ -139,6 +141,23 @@ impl GroupMemory {
             self.last_grace = Some(lc.spec.stop_grace_period.map_or(DEFAULT_GRACE, |d| d.0));
         }
         self.last_grace.unwrap_or(DEFAULT_GRACE)
+    }
+
+    /// The drain timeout and preStop hook of this group's terminations: its spec's, remembered
+    /// for when the group is gone (a deleted group's instances are drained and hooked too).
+    pub fn drain(
+        &mut self,
+        group: Option<&crate::manifest::AutoScalingGroup>,
+        lc: Option<&LaunchConfiguration>,
+    ) -> (Duration, Option<crate::manifest::Hook>) {
+        if let Some(g) = group {
+            let drain = g.spec.drain_timeout.map_or(Duration::ZERO, |d| d.0);
+            let hook = lc
+                .and_then(|l| l.spec.lifecycle.as_ref())
+                .and_then(|l| l.pre_stop.clone());
+            self.last_drain = Some((drain, hook));
+        }
+        self.last_drain.clone().unwrap_or((Duration::ZERO, None))
     }
 
     /// Seeds activities and times from the status written before (survives restarts).

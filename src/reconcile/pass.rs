@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use chrono::{SubsecRound, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use tokio::time::Instant;
 use tracing::debug;
 
@@ -33,6 +33,13 @@ const STUCK_CREATED: Duration = Duration::from_secs(10);
 const AFTER_ACTING: Duration = Duration::from_millis(20);
 /// How often a group waiting for readiness (a rollout) or for removals is looked at.
 const WHILE_WAITING: Duration = Duration::from_secs(1);
+/// The `state` of an instance being drained, stopped and removed (see `status::InstanceStatus`).
+pub const DRAINING: &str = "draining";
+/// The `state` of a quarantined instance: failed, stopped, kept for inspection.
+pub const QUARANTINED: &str = "quarantined";
+/// How often a group whose scale-in or rollout waits for a protection is looked at (an expiry
+/// ends it without any event).
+const WHILE_PROTECTED: Duration = Duration::from_secs(5);
 /// How often a deleted group whose containers are still going is looked at.
 const WHILE_DELETING: Duration = Duration::from_millis(500);
 
@@ -46,6 +53,10 @@ pub(super) struct View {
     pub observed: Vec<(String, Observed)>,
     /// The same, as the planner sees them.
     pub instances: Vec<Instance>,
+    /// Quarantined containers of the group (not in `observed`), with their zone.
+    pub quarantined: Vec<(String, Observed)>,
+    /// Containers of the group being drained, stopped or removed (not in `observed`).
+    pub terminating: usize,
     /// False while a zone has never been listed (a pass must not act on that view).
     pub complete: bool,
 }
@@ -98,6 +109,24 @@ impl Reconciler {
                 .then_some(resolved.target.spec_hash.as_str()),
         );
         self.judge(&mut before, &resolved, &mem);
+
+        // Terminations that ended are activities; drains begun before a restart go on (their
+        // containers hidden from planning again before anything is planned).
+        self.record_finished(key, &mut mem);
+        if self.resume_drains(key, &resolved, &before, &mut mem) {
+            before = self.view(key);
+        }
+        let quarantine_ends = self.maintain_quarantine(key, &resolved, &before, &mut mem);
+        if before.unreachable.is_empty() {
+            let names: Vec<&str> = before
+                .observed
+                .iter()
+                .map(|(_, o)| o.name.as_str())
+                .collect();
+            self.ctx
+                .instances
+                .prune_protections(key, &names, Utc::now());
+        }
 
         // What the group still needs, whatever the backoff holds back (status and requeue).
         let planned = self.plan(&resolved, &before);
@@ -169,14 +198,23 @@ impl Reconciler {
             .observed
             .iter()
             .any(|(_, o)| o.state == ContainerState::Created);
-        Ok(next_action(Next {
+        let next = next_action(Next {
             acted,
             remaining: &remaining,
             hold,
             wanted_creations,
             young,
             removal_hold,
-        }))
+        });
+        let next = match quarantine_ends {
+            Some(d) => next.at_most(d),
+            None => next,
+        };
+        Ok(if remaining.held_by_protection > 0 {
+            next.at_most(WHILE_PROTECTED)
+        } else {
+            next
+        })
     }
 
     /// What of `planned` this pass may do now: no creation during the group's backoff
@@ -229,12 +267,15 @@ impl Reconciler {
             unreachable: Vec::new(),
             observed: Vec::new(),
             instances: Vec::new(),
+            quarantined: Vec::new(),
+            terminating: 0,
             complete: true,
         };
         for z in &self.zones {
             match z.reach() {
                 Reach::Reachable => {
                     v.reachable.insert(z.name.clone());
+                    v.terminating += z.terminating_of(key);
                     v.observed
                         .extend(z.instances_of(key).into_iter().map(|o| (z.name.clone(), o)));
                 }
@@ -242,10 +283,25 @@ impl Reconciler {
                 Reach::Unknown => v.complete = false,
             }
         }
+        // Quarantined instances are outside capacity: not planned, not counted, shown apart.
+        let (quarantined, observed): (Vec<_>, Vec<_>) = std::mem::take(&mut v.observed)
+            .into_iter()
+            .partition(|(_, o)| self.ctx.instances.is_quarantined(&o.id));
+        v.observed = observed;
+        v.quarantined = quarantined;
+        let now = Utc::now();
         v.instances = v
             .observed
             .iter()
-            .map(|(z, o)| to_instance(z, o, &self.ctx.controller_name))
+            .map(|(z, o)| {
+                let mut i = to_instance(z, o, &self.ctx.controller_name);
+                i.protected = self.ctx.instances.protection(&o.name, now).is_some();
+                i.post_start_pending = self.post_starts.pending(&o.id);
+                if self.post_starts.failed(&o.id).is_some() {
+                    i.state = ContainerState::Dead;
+                }
+                i
+            })
             .collect();
         v
     }
@@ -282,7 +338,28 @@ impl Reconciler {
         if resolved.waiting_for.is_some() {
             return Plan::default();
         }
-        plan::plan(&resolved.target, &view.instances, &view.reachable)
+        if resolved.group.is_none() && view.instances.iter().any(|i| i.protected) {
+            // A deleted group (a confirmed deletion) removes its protected instances too.
+            let all: Vec<Instance> = view
+                .instances
+                .iter()
+                .cloned()
+                .map(|mut i| {
+                    i.protected = false;
+                    i
+                })
+                .collect();
+            return plan::plan(&resolved.target, &all, &view.reachable);
+        }
+        let mut p = plan::plan(&resolved.target, &view.instances, &view.reachable);
+        if view.terminating > 0 {
+            // A rebalance launches one and the next pass scales in from the fullest zone: while
+            // that victim (or any other) still drains or stops, the zones only look uneven, and
+            // launching again would run one more instance per drain in flight.
+            p.create
+                .retain(|c| c.reason != plan::CreateReason::Rebalance);
+        }
+        p
     }
 
     /// The end of a pass of a group no manifest defines: forgotten once its containers are
@@ -391,8 +468,54 @@ impl Reconciler {
                 up_to_date: o.labels.get(labels::SPEC_HASH) == Some(&target.spec_hash)
                     && target.zones.contains(zone),
                 image_id: o.image_id.clone(),
+                protected_until: None,
             })
             .collect();
+        // Instances being drained or stopped: out of service, shown so a load balancer drains
+        // them and a user sees why they still run.
+        for z in &self.zones {
+            for o in z.terminating_instances_of(key) {
+                instances.push(InstanceStatus {
+                    // Out of service: a load balancer drains it.
+                    ready: false,
+                    health: self.ctx.probes.get(&o.id).map(|v| v.summary),
+                    name: o.name.clone(),
+                    container_id: short_id(&o.id).to_string(),
+                    zone: z.name.clone(),
+                    state: DRAINING.to_string(),
+                    started_at: o.started_at.map(|t| t.trunc_subsecs(0)),
+                    ports: o.ports.clone(),
+                    up_to_date: o.labels.get(labels::SPEC_HASH) == Some(&target.spec_hash)
+                        && target.zones.contains(&z.name),
+                    image_id: o.image_id.clone(),
+                    protected_until: None,
+                });
+            }
+        }
+        for (zone, o) in &after.quarantined {
+            instances.push(InstanceStatus {
+                ready: false,
+                // The probe's last word says why it failed, when a probe judged it.
+                health: self.ctx.probes.get(&o.id).map(|v| v.summary),
+                name: o.name.clone(),
+                container_id: short_id(&o.id).to_string(),
+                zone: zone.clone(),
+                state: QUARANTINED.to_string(),
+                started_at: o.started_at.map(|t| t.trunc_subsecs(0)),
+                ports: o.ports.clone(),
+                up_to_date: false,
+                image_id: o.image_id.clone(),
+                protected_until: None,
+            });
+        }
+        let now = Utc::now();
+        for i in &mut instances {
+            if let Some(p) = self.ctx.instances.protection(&i.name, now) {
+                // No expiry: shown as the last second of 9999, so "protected" is never mistaken
+                // for not (and every RFC 3339 parser reads it).
+                i.protected_until = Some(p.until.unwrap_or_else(never).trunc_subsecs(0));
+            }
+        }
         instances.sort_by(|a, b| a.zone.cmp(&b.zone).then(a.name.cmp(&b.name)));
         let mut status = GroupStatus {
             observed_generation: desired
@@ -442,6 +565,7 @@ impl Reconciler {
                     spec_hash: String::new(),
                     max_surge: 1,
                     max_unavailable: 0,
+                    termination_policies: vec![],
                 },
                 lc: None,
                 group: None,
@@ -534,6 +658,7 @@ impl Reconciler {
                 spec_hash,
                 max_surge,
                 max_unavailable,
+                termination_policies: spec.termination_policies.clone(),
             },
             lc,
             group: Some(group.clone()),
@@ -579,8 +704,10 @@ fn heal(key: &ObjectKey, mem: &mut GroupMemory, spec_hash: &str, observed: &[(St
     if matches!(degraded, ReconcileError::Unhealthy { .. }) {
         return;
     }
-    let crash_of_this_spec = matches!(degraded, ReconcileError::CrashLoop { .. })
-        && mem.failed_hash.as_deref() == Some(spec_hash);
+    let crash_of_this_spec = matches!(
+        degraded,
+        ReconcileError::CrashLoop { .. } | ReconcileError::PostStartFailed { .. }
+    ) && mem.failed_hash.as_deref() == Some(spec_hash);
     let now = Utc::now();
     let outlived = observed.iter().all(|(_, o)| {
         (now - o.started_at.unwrap_or(o.created))
@@ -625,6 +752,11 @@ fn next_action(n: Next<'_>) -> Action {
     }
 }
 
+/// The `protectedUntil` of a protection without expiry.
+fn never() -> DateTime<Utc> {
+    DateTime::from_timestamp(253_402_300_799, 0).unwrap_or_default()
+}
+
 fn is_stuck(o: &Observed) -> bool {
     (Utc::now() - o.created)
         .to_std()
@@ -652,6 +784,8 @@ fn to_instance(zone: &str, o: &Observed, controller: &str) -> Instance {
         // Filled in by `judge`, which knows the group's probes.
         probe_ready: None,
         liveness_failed: false,
+        protected: false,
+        post_start_pending: false,
     }
 }
 

@@ -4,11 +4,13 @@
 //! replacement of failed instances) is a table-driven unit test. The executor in
 //! `reconcile.rs` performs the plan.
 
+use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
 
 use crate::engine::{ContainerState, Health};
+use crate::manifest::TerminationPolicy;
 
 /// What the group wants, resolved from its manifest and its launch configuration.
 #[derive(Debug, Clone, PartialEq)]
@@ -25,6 +27,8 @@ pub struct Target {
     pub max_surge: u32,
     /// Instances that may be unavailable while rolling out (resolved count).
     pub max_unavailable: u32,
+    /// Which instances go first after zone balancing (empty: `[Default]`).
+    pub termination_policies: Vec<TerminationPolicy>,
 }
 
 /// One container of the group, as observed.
@@ -47,6 +51,11 @@ pub struct Instance {
     /// Failed its liveness probe `unhealthyThreshold` times in a row after the grace period:
     /// it is replaced.
     pub liveness_failed: bool,
+    /// Protected from scale-in (`ms protect instance`): never chosen by a scale-in, a rebalance
+    /// or a rolling update (which waits); still replaced when it fails.
+    pub protected: bool,
+    /// Its `postStart` hook has not succeeded yet: not ready.
+    pub post_start_pending: bool,
 }
 
 impl Instance {
@@ -56,6 +65,7 @@ impl Instance {
         self.state == ContainerState::Running
             && !matches!(self.health, Some(Health::Starting | Health::Unhealthy))
             && self.probe_ready != Some(false)
+            && !self.post_start_pending
     }
 
     fn is_alive(&self) -> bool {
@@ -112,6 +122,9 @@ pub struct Remove {
 pub struct Plan {
     pub create: Vec<Create>,
     pub remove: Vec<Remove>,
+    /// Instances the plan would remove (scale-in, rollout) but may not: they are protected.
+    /// Not work to do (`is_empty` ignores it); the status says so.
+    pub held_by_protection: u32,
 }
 
 impl Plan {
@@ -213,11 +226,17 @@ pub fn plan(target: &Target, instances: &[Instance], reachable: &BTreeSet<String
     // copy started by hand), so as many removals wait.
     let mut ready_scaled_in = 0u32;
     if cur > desired {
-        let mut pool: Vec<&Instance> = current.iter().copied().filter(|i| removable(i)).collect();
-        let starting = (current.len() - pool.len()) as u32;
+        let starting = current.iter().filter(|i| !removable(i)).count() as u32;
+        let mut pool: Vec<&Instance> = current
+            .iter()
+            .copied()
+            .filter(|i| removable(i) && !i.protected)
+            .collect();
         let mut counts = per_zone.clone();
-        for _ in 0..(cur - desired).saturating_sub(starting) {
-            let Some(victim) = pick_scale_in(&mut pool, &mut counts, &zones) else {
+        let wanted = (cur - desired).saturating_sub(starting);
+        for n in 0..wanted {
+            let Some(victim) = pick_scale_in(target, &mut pool, &mut counts, &zones) else {
+                out.held_by_protection = wanted - n;
                 break;
             };
             ready_scaled_in += u32::from(victim.is_ready());
@@ -256,9 +275,18 @@ pub fn plan(target: &Target, instances: &[Instance], reachable: &BTreeSet<String
             b.foreign
                 .cmp(&a.foreign)
                 .then(a.is_ready().cmp(&b.is_ready()))
-                .then(a.created.cmp(&b.created))
+                .then(by_policies(target, a, b))
         });
-        for i in ordered.into_iter().filter(|i| removable(i)) {
+        // A rolling update waits for a protected instance (as ECS deployments wait for task
+        // protection): it goes once unprotected or expired.
+        out.held_by_protection += ordered
+            .iter()
+            .filter(|i| removable(i) && i.protected && !i.foreign)
+            .count() as u32;
+        for i in ordered
+            .into_iter()
+            .filter(|i| removable(i) && (!i.protected || i.foreign))
+        {
             let ok = if !i.is_ready() {
                 true
             } else if available > min_available {
@@ -301,7 +329,12 @@ pub fn plan(target: &Target, instances: &[Instance], reachable: &BTreeSet<String
     if cur == desired && current_ready == cur && !failed_any && unhealthy.is_empty() {
         let min = per_zone.values().copied().min().unwrap_or(0);
         let max = per_zone.values().copied().max().unwrap_or(0);
-        if max > min.saturating_add(1) && desired <= target.max_size {
+        // The scale-in that follows takes from the fullest zone: if everything there is
+        // protected, it would take the new instance again, forever.
+        let fullest_has_unprotected = current
+            .iter()
+            .any(|i| per_zone.get(i.zone.as_str()) == Some(&max) && !i.protected && removable(i));
+        if max > min.saturating_add(1) && desired <= target.max_size && fullest_has_unprotected {
             launch(&mut out, &mut per_zone, &zones, 1, CreateReason::Rebalance);
         }
     }
@@ -376,10 +409,36 @@ fn launch<'z>(
     }
 }
 
+/// Orders `a` before `b` (`Less`) when `a` should be terminated first by the group's
+/// termination policies, applied in order; ties end oldest first, then by name.
+pub fn by_policies(target: &Target, a: &Instance, b: &Instance) -> Ordering {
+    let outdated = |i: &Instance| !is_current(target, i);
+    let oldest_lc = |a: &Instance, b: &Instance| outdated(b).cmp(&outdated(a));
+    let oldest = |a: &Instance, b: &Instance| a.created.cmp(&b.created);
+    let default = [TerminationPolicy::Default];
+    let policies = if target.termination_policies.is_empty() {
+        &default[..]
+    } else {
+        &target.termination_policies[..]
+    };
+    let mut o = Ordering::Equal;
+    for p in policies {
+        o = o.then_with(|| match p {
+            TerminationPolicy::Default => oldest_lc(a, b).then(oldest(a, b)),
+            TerminationPolicy::OldestInstance => oldest(a, b),
+            TerminationPolicy::NewestInstance => oldest(b, a),
+            TerminationPolicy::OldestLaunchConfiguration => oldest_lc(a, b),
+        });
+    }
+    o.then(oldest(a, b)).then(a.name.cmp(&b.name))
+}
+
 /// Picks the instance to scale in: one this controller did not launch first, then not ready
-/// before ready, then the group's termination order: zone with the most instances (ties: later
-/// zone), oldest first (the original microscaler's rule, AWS's default).
+/// before ready, then zone balancing (the zone with the most instances; ties: later zone), then
+/// the group's termination policies (by default: outdated spec, then oldest first, the original
+/// microscaler's rule and AWS's default). Protected instances are not in `pool`.
 fn pick_scale_in<'a>(
+    target: &Target,
     pool: &mut Vec<&'a Instance>,
     counts: &mut BTreeMap<&str, u32>,
     zones: &[&String],
@@ -401,7 +460,7 @@ fn pick_scale_in<'a>(
                 .then(b.is_ready().cmp(&a.is_ready()))
                 .then(ca.cmp(&cb))
                 .then(zone_rank(&a.zone).cmp(&zone_rank(&b.zone)))
-                .then(b.created.cmp(&a.created))
+                .then(by_policies(target, b, a))
         })
         .map(|(idx, _)| idx)?;
     let victim = pool.remove(best);
@@ -437,6 +496,7 @@ mod tests {
             spec_hash: "new".into(),
             max_surge: 1,
             max_unavailable: 0,
+            termination_policies: vec![],
         }
     }
 
@@ -460,6 +520,8 @@ mod tests {
             foreign: false,
             probe_ready: None,
             liveness_failed: false,
+            protected: false,
+            post_start_pending: false,
         }
     }
 
@@ -837,6 +899,147 @@ mod tests {
     fn no_reachable_zone_means_no_creation() {
         let p = plan(&target(3, &["a"]), &[], &zones(&[]));
         assert!(p.is_empty());
+    }
+
+    fn with_policies(mut t: Target, p: &[TerminationPolicy]) -> Target {
+        t.termination_policies = p.to_vec();
+        t
+    }
+
+    #[test]
+    fn termination_policies_order_scale_in_after_zone_balancing() {
+        use TerminationPolicy::*;
+        // One zone, three instances aged 30, 20, 10 s (id1 oldest); one goes.
+        let i = vec![
+            inst(1, "a", "new", Running, 0),
+            inst(2, "a", "new", Running, 10),
+            inst(3, "a", "new", Running, 20),
+        ];
+        let table: Vec<(&[TerminationPolicy], &str)> = vec![
+            (&[], "id1"),
+            (&[Default], "id1"),
+            (&[OldestInstance], "id1"),
+            (&[NewestInstance], "id3"),
+            // All run the current spec: the next policy (here the fallback, oldest) decides.
+            (&[OldestLaunchConfiguration], "id1"),
+            (&[OldestLaunchConfiguration, NewestInstance], "id3"),
+        ];
+        for (policies, want) in table {
+            let t = with_policies(target(2, &["a"]), policies);
+            assert_eq!(
+                removed(&plan(&t, &i, &zones(&["a"]))),
+                vec![want],
+                "{policies:?}"
+            );
+        }
+        // Zone balancing comes first: NewestInstance takes the newest of the fullest zone,
+        // not the newest overall.
+        let i = vec![
+            inst(1, "a", "new", Running, 0),
+            inst(2, "a", "new", Running, 10),
+            inst(3, "b", "new", Running, 50),
+        ];
+        let t = with_policies(target(2, &["a", "b"]), &[NewestInstance]);
+        assert_eq!(removed(&plan(&t, &i, &zones(&["a", "b"]))), vec!["id2"]);
+        // Always first: a copy started by hand, then instances not ready, whatever the policy.
+        let mut copy = inst(4, "a", "new", Running, 0);
+        copy.foreign = true;
+        let mut starting = inst(5, "a", "new", Running, 5);
+        starting.health = Some(Health::Starting);
+        let i = vec![
+            inst(1, "a", "new", Running, 0),
+            inst(2, "a", "new", Running, 99),
+            copy,
+            starting,
+        ];
+        let t = with_policies(target(2, &["a"]), &[NewestInstance]);
+        assert_eq!(removed(&plan(&t, &i, &zones(&["a"]))), vec!["id4", "id5"]);
+    }
+
+    #[test]
+    fn oldest_launch_configuration_puts_outdated_instances_first() {
+        use TerminationPolicy::*;
+        let t = with_policies(
+            target(2, &["a"]),
+            &[OldestLaunchConfiguration, NewestInstance],
+        );
+        let old = inst(1, "a", "old", Running, 0);
+        let new_older = inst(2, "a", "new", Running, 5);
+        let new_newer = inst(3, "a", "new", Running, 9);
+        let mut sorted = [&new_newer, &old, &new_older];
+        sorted.sort_by(|a, b| by_policies(&t, a, b));
+        let ids: Vec<&str> = sorted.iter().map(|i| i.id.as_str()).collect();
+        assert_eq!(ids, vec!["id1", "id3", "id2"]);
+        // And in a rolling update, the outdated instances are replaced oldest first (Default).
+        let t = target(2, &["a"]);
+        let mut sorted = [&new_newer, &old, &new_older];
+        sorted.sort_by(|a, b| by_policies(&t, a, b));
+        let ids: Vec<&str> = sorted.iter().map(|i| i.id.as_str()).collect();
+        assert_eq!(ids, vec!["id1", "id2", "id3"]);
+    }
+
+    #[test]
+    fn protected_instances_are_never_scaled_in_and_the_plan_says_so() {
+        let mut p1 = inst(1, "a", "new", Running, 0);
+        p1.protected = true;
+        let i = vec![p1.clone(), inst(2, "a", "new", Running, 10)];
+        // The oldest is protected: the other goes.
+        let p = plan(&target(1, &["a"]), &i, &zones(&["a"]));
+        assert_eq!(removed(&p), vec!["id2"]);
+        assert_eq!(p.held_by_protection, 0);
+        // Both protected: nothing goes, and the plan says how many it could not remove.
+        let mut p2 = inst(2, "a", "new", Running, 10);
+        p2.protected = true;
+        let p = plan(&target(0, &["a"]), &[p1.clone(), p2], &zones(&["a"]));
+        assert!(p.is_empty());
+        assert_eq!(p.held_by_protection, 2);
+        // A protected instance that failed is still replaced.
+        let mut dead = p1.clone();
+        dead.state = Exited;
+        let p = plan(&target(1, &["a"]), &[dead], &zones(&["a"]));
+        assert_eq!(removed(&p), vec!["id1"]);
+        assert_eq!(create_zones(&p), vec!["a"]);
+    }
+
+    #[test]
+    fn a_rolling_update_waits_for_a_protected_instance() {
+        let mut old = inst(1, "a", "old", Running, 0);
+        old.protected = true;
+        let i = vec![old, inst(2, "a", "new", Running, 5)];
+        let p = plan(&target(1, &["a"]), &i, &zones(&["a"]));
+        assert!(p.is_empty(), "{p:?}");
+        assert_eq!(p.held_by_protection, 1);
+    }
+
+    #[test]
+    fn no_rebalance_when_the_fullest_zone_is_all_protected() {
+        // 3 in a (all protected), 0 in b: launching into b would only have the new instance
+        // scaled in again, forever.
+        let i: Vec<Instance> = (0..3)
+            .map(|n| {
+                let mut x = inst(n, "a", "new", Running, n as i64);
+                x.protected = true;
+                x
+            })
+            .collect();
+        assert!(plan(&target(3, &["a", "b"]), &i, &zones(&["a", "b"])).is_empty());
+        // One unprotected in a: the rebalance goes ahead, and its scale-in takes that one.
+        let mut i2 = i.clone();
+        i2[1].protected = false;
+        let t = target(3, &["a", "b"]);
+        assert_eq!(create_zones(&plan(&t, &i2, &zones(&["a", "b"]))), vec!["b"]);
+        i2.push(inst(9, "b", "new", Running, 9));
+        assert_eq!(removed(&plan(&t, &i2, &zones(&["a", "b"]))), vec!["id1"]);
+    }
+
+    #[test]
+    fn an_instance_whose_post_start_runs_is_not_ready() {
+        let mut fresh = inst(2, "a", "new", Running, 9);
+        fresh.post_start_pending = true;
+        assert!(!fresh.is_ready());
+        // A rollout waits for it, as for any instance not ready.
+        let i = vec![inst(1, "a", "old", Running, 0), fresh];
+        assert!(plan(&target(1, &["a"]), &i, &zones(&["a"])).is_empty());
     }
 
     #[test]

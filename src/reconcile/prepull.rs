@@ -60,6 +60,7 @@ pub(super) fn without_rollout(plan: &Plan) -> Plan {
             .filter(|r| r.reason != RemoveReason::Rollout)
             .cloned()
             .collect(),
+        held_by_protection: plan.held_by_protection,
     }
 }
 
@@ -242,6 +243,7 @@ mod tests {
                 create("b", CreateReason::Replace),
             ],
             remove: Vec::new(),
+            ..Plan::default()
         };
         assert!(has_rollout(&plan));
         let held = without_rollout(&plan);
@@ -265,6 +267,7 @@ mod tests {
         let plan = Plan {
             create: Vec::new(),
             remove: vec![remove(RemoveReason::Rollout), remove(RemoveReason::Failed)],
+            ..Plan::default()
         };
         assert!(has_rollout(&plan));
         let held = without_rollout(&plan);

@@ -49,6 +49,11 @@ impl Action {
         }
     }
 
+    /// This action, looking again after `d` at the latest.
+    pub fn at_most(self, d: Duration) -> Self {
+        Action::requeue(self.requeue_after.map_or(d, |r| r.min(d)))
+    }
+
     /// The delay before the next look, if any.
     pub fn requeue_after(&self) -> Option<Duration> {
         self.requeue_after

@@ -658,6 +658,79 @@ async fn a_held_group_whose_containers_vanish_is_no_longer_reported() {
     .await;
 }
 
+/// A group of `desired` whose launch configuration has a preStop `command` and whose group
+/// drains for `drain`.
+fn draining_manifests(desired: u32, drain: &str, command: &str) -> String {
+    format!(
+        "apiVersion: microscaler.io/v1\nkind: LaunchConfiguration\nmetadata: {{name: web}}\nspec:\n  image: img\n  stopGracePeriod: 0s\n  lifecycle:\n    preStop:\n      exec: {{command: [{command}]}}\n---\n\
+         apiVersion: microscaler.io/v1\nkind: AutoScalingGroup\nmetadata: {{name: web}}\nspec:\n  launchConfiguration: web\n  minSize: 0\n  maxSize: 10\n  desiredCapacity: {desired}\n  drainTimeout: {drain}\n  terminationPolicies: [NewestInstance]\n"
+    )
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_scale_in_drains_out_of_service_then_hooks_and_stops_without_holding_the_group() {
+    let h = Harness::start(&["a"], &draining_manifests(3, "10s", "echo, bye")).await;
+    h.until("3 running", SECS(5), |h| h.total_running() == 3)
+        .await;
+    let mut all = h.running(0);
+    all.sort_by_key(|c| c.created);
+    let newest = all[2].name.clone();
+    h.set(&draining_manifests(2, "10s", "echo, bye"));
+    // At once: the victim (NewestInstance) is draining, out of the counts, still running.
+    h.until("draining", SECS(2), |h| {
+        h.status("web").is_some_and(|s| {
+            s.current == 2
+                && s.instances
+                    .iter()
+                    .any(|i| i.name == newest && i.state == DRAINING)
+        })
+    })
+    .await;
+    let t0 = Instant::now();
+    // The group is not held up by the drain: a scale-out meanwhile happens at once.
+    h.set(&draining_manifests(3, "10s", "echo, bye"));
+    h.until("scaled out during the drain", SECS(2), |h| {
+        h.total_running() == 4
+    })
+    .await;
+    assert!(Instant::now() - t0 < SECS(2));
+    h.until("victim gone", SECS(12), |h| {
+        h.engines[0].containers().iter().all(|c| c.name != newest)
+    })
+    .await;
+    assert!(Instant::now() - t0 >= SECS(9), "the drain was cut short");
+    h.until("stopped activity", SECS(2), |h| {
+        h.status("web").is_some_and(|s| {
+            s.activities.iter().any(|a| {
+                a.action == "Stopped"
+                    && a.instance == newest
+                    && a.cause
+                        .starts_with("drained 10 s, preStop ok (exit 0), stopped in")
+            })
+        })
+    })
+    .await;
+    assert_eq!(h.total_running(), 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failing_pre_stop_is_recorded_and_the_stop_goes_on() {
+    let h = Harness::start(&["a"], &draining_manifests(1, "0s", "\"false\"")).await;
+    h.until("1 running", SECS(5), |h| h.total_running() == 1)
+        .await;
+    h.set(&draining_manifests(0, "0s", "\"false\""));
+    h.until("stopped", SECS(5), |h| {
+        h.status("web").is_some_and(|s| {
+            s.activities.iter().any(|a| {
+                a.action == "Stopped"
+                    && a.cause.starts_with("preStop failed: `false` exited with 1")
+            })
+        })
+    })
+    .await;
+    assert!(h.engines[0].containers().is_empty());
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_rollout_pulls_its_image_on_every_zone_before_it_replaces_anything() {
     let h = Harness::start(&["a", "b"], &manifests(4, "img:1", "a, b")).await;
@@ -706,6 +779,33 @@ async fn a_rollout_pulls_its_image_on_every_zone_before_it_replaces_anything() {
             })
     })
     .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn rebalancing_waits_for_each_drain_so_it_never_runs_more_than_one_extra() {
+    let group = |zones: &str| {
+        format!(
+            "apiVersion: microscaler.io/v1\nkind: LaunchConfiguration\nmetadata: {{name: web}}\nspec:\n  image: img\n  stopGracePeriod: 0s\n---\n\
+             apiVersion: microscaler.io/v1\nkind: AutoScalingGroup\nmetadata: {{name: web}}\nspec:\n  launchConfiguration: web\n  minSize: 0\n  maxSize: 10\n  desiredCapacity: 4\n  drainTimeout: 10s\n  availabilityZones: [{zones}]\n"
+        )
+    };
+    let h = Harness::start(&["a", "b"], &group("a")).await;
+    h.until("4 in a", SECS(5), |h| h.running(0).len() == 4)
+        .await;
+    // Zone b added: 4 + 0 is uneven; each rebalance step launches one into b and drains one in
+    // a for 10 s. Never more than desired + 1 running (draining ones included).
+    h.set(&group("a, b"));
+    let start = Instant::now();
+    while !(h.running(0).len() == 2 && h.running(1).len() == 2) {
+        assert!(
+            h.total_running() <= 5,
+            "{} + {} running",
+            h.running(0).len(),
+            h.running(1).len()
+        );
+        assert!(Instant::now() - start < SECS(120), "not rebalanced");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 #[tokio::test(start_paused = true)]

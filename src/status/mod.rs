@@ -140,6 +140,11 @@ pub struct InstanceStatus {
     /// failed 3 times in a row: ..."), or the image's HEALTHCHECK status without probes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health: Option<String>,
+    /// Protected from scale-in until then (`ms protect instance`; no expiry shows as
+    /// 9999-12-31T23:59:59Z). State `draining`: chosen for termination, out of service (a load balancer drains
+    /// it), waiting for its drain, `preStop` hook and stop.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protected_until: Option<DateTime<Utc>>,
 }
 
 /// Condition types, as in Kubernetes.

@@ -298,6 +298,9 @@ mod tests {
                 max_unavailable: None,
                 health_check_grace_period: None,
                 health_check: None,
+                drain_timeout: None,
+                termination_policies: vec![],
+                quarantine: None,
                 load_balancers: vec![],
             },
             status: None,
@@ -323,6 +326,7 @@ mod tests {
                 stop_grace_period: None,
                 image_pull_policy: None,
                 health_check: None,
+                lifecycle: None,
             },
             status: None,
         })

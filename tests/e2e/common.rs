@@ -459,6 +459,11 @@ impl Controller {
         for (name, host) in &opts.zones {
             config.push_str(&format!("  - name: {name}\n    dockerHost: \"{host}\"\n"));
         }
+        // Protections and drains of this controller stay in its scratch directory.
+        config.push_str(&format!(
+            "stateDir: \"{}\"\n",
+            tmp.path().join("state").display()
+        ));
         config.push_str(&opts.extra_config);
         std::fs::write(&config_path, config).expect("write config");
         let port = free_port();

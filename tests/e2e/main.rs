@@ -11,6 +11,7 @@ mod engine_docker;
 mod exec_tty;
 mod gitops;
 mod health;
+mod lifecycle;
 mod load_balancer;
 mod ops;
 mod pull;

@@ -100,6 +100,7 @@ fn progressing_names_the_first_rule_that_applies() {
             reason: CreateReason::Rollout,
         }],
         remove: vec![],
+        ..Plan::default()
     };
     let rebalance = Plan {
         create: vec![],
@@ -109,8 +110,24 @@ fn progressing_names_the_first_rule_that_applies() {
             zone: "a".into(),
             reason: RemoveReason::Rebalance,
         }],
+        ..Plan::default()
+    };
+    let protected = Plan {
+        held_by_protection: 1,
+        ..Plan::default()
     };
     let table: Vec<(Inputs<'_>, (String, String, String))> = vec![
+        (
+            Inputs {
+                counts: counts(3, 3, 3),
+                ..base(ZONES, &protected)
+            },
+            row(
+                "True",
+                "ProtectedFromScaleIn",
+                "1 instance(s) the group would remove are protected from scale-in (3 instances, 2 desired): ms unprotect instance NAME, or wait for the protection to expire",
+            ),
+        ),
         (
             Inputs {
                 counts: counts(2, 2, 1),
