@@ -22,6 +22,8 @@
 //! - [`queue`]: one slot per group, never two reconciles of a group at once.
 //! - [`changes`]: the change feed: new snapshots and confirmations → the groups to look at.
 //! - [`plan`]: the pure planning function (desired + observed → create/remove), table-tested.
+//! - [`pool`]: the warm pool's pure decisions (takes, refills, rotation), applied after `plan`;
+//!   `pool_steps` carries them out.
 //! - [`quota`]: creations in flight per namespace, against its quotas.
 //! - `container`: the container spec of an instance, its hash and launch mark.
 //! - `orphans`: whether a group found only on the engines may be deleted.
@@ -55,6 +57,8 @@ mod memory;
 mod orphans;
 mod pass;
 pub mod plan;
+pub mod pool;
+mod pool_steps;
 pub mod queue;
 pub mod quota;
 mod removals;
@@ -108,6 +112,8 @@ pub struct Reconciler {
     quotas: QuotaLedger,
     /// Set once the runner has seen the first full observation and started popping keys.
     observed: AtomicBool,
+    /// Each group's warm pool between passes: refills in flight, their backoff, memory.
+    pools: Arc<pool_steps::Pools>,
 }
 
 /// What a group resolves to for one pass.
@@ -147,6 +153,7 @@ impl Reconciler {
             concurrency: concurrency.max(1),
             quotas: QuotaLedger::default(),
             observed: AtomicBool::new(false),
+            pools: Arc::default(),
         })
     }
 }
@@ -158,3 +165,5 @@ fn now_secs() -> DateTime<Utc> {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod warm_pool_tests;

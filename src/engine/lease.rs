@@ -700,6 +700,19 @@ impl Engine for Fenced {
     async fn identity(&self) -> crate::engine::Result<EngineIdentity> {
         self.inner.identity().await
     }
+    async fn transition(
+        &self,
+        id: &str,
+        t: crate::engine::Transition,
+    ) -> crate::engine::Result<()> {
+        self.fence().await?;
+        self.inner.transition(id, t).await
+    }
+    /// Not fenced: a rename starts, stops and removes nothing (a warm pool member's take is
+    /// fenced by its unpause or start), and it is on the hot path of self-healing.
+    async fn rename(&self, id: &str, name: &str) -> crate::engine::Result<()> {
+        self.inner.rename(id, name).await
+    }
 }
 
 #[cfg(test)]

@@ -17,7 +17,7 @@ use tokio::sync::broadcast;
 
 use super::{
     ContainerSpec, ContainerState, Engine, EngineError, EngineEvent, EngineIdentity, EventKind,
-    Health, Observed, Result, StatsSample,
+    Health, Observed, Result, StatsSample, Transition,
 };
 
 /// Events buffered per subscriber before it counts as lagging.
@@ -53,6 +53,9 @@ pub struct CallCounts {
     pub events: u64,
     pub logs: u64,
     pub stats: u64,
+    /// Pause, unpause, start and stop calls (warm pools).
+    pub transition: u64,
+    pub rename: u64,
 }
 
 /// Builds an error of a given kind, e.g. `EngineError::NotFound`.
@@ -202,7 +205,10 @@ impl State {
         let Some(c) = self.containers.get_mut(id) else {
             return;
         };
-        if c.observed.state != ContainerState::Running {
+        if !matches!(
+            c.observed.state,
+            ContainerState::Running | ContainerState::Paused
+        ) {
             return;
         }
         c.observed.state = ContainerState::Exited;
@@ -697,6 +703,75 @@ impl Engine for MemoryEngine {
         Ok(observed)
     }
 
+    async fn transition(&self, id: &str, t: Transition) -> Result<()> {
+        self.call(|c| c.transition += 1)?;
+        if t == Transition::Start {
+            let lat = self.lock().latencies;
+            delay(lat.start).await;
+        }
+        let mut s = self.lock();
+        if s.unreachable {
+            return Err(unreachable());
+        }
+        let id = s.find(id).ok_or_else(|| no_such_container(id))?;
+        let c = s.containers.get_mut(&id).expect("found above");
+        let state = c.observed.state;
+        let conflict = |what: &str| Err(EngineError::Conflict(format!("Container {id} is {what}")));
+        let kind = match (t, state) {
+            (Transition::Pause, ContainerState::Paused)
+            | (Transition::Unpause, ContainerState::Running)
+            | (Transition::Start, ContainerState::Running)
+            | (Transition::Stop(_), ContainerState::Exited | ContainerState::Created) => {
+                return Ok(())
+            }
+            (Transition::Pause, ContainerState::Running) => {
+                c.observed.state = ContainerState::Paused;
+                EventKind::Pause
+            }
+            (Transition::Pause, _) => return conflict("not running"),
+            (Transition::Unpause, ContainerState::Paused) => {
+                c.observed.state = ContainerState::Running;
+                EventKind::Unpause
+            }
+            (Transition::Unpause, _) => return conflict("not paused"),
+            (Transition::Start, ContainerState::Created | ContainerState::Exited) => {
+                c.observed.state = ContainerState::Running;
+                c.observed.started_at = Some(Utc::now());
+                c.observed.exit_code = None;
+                EventKind::Start
+            }
+            (Transition::Start, _) => return conflict("paused or being removed"),
+            (Transition::Stop(_), _) => {
+                c.observed.state = ContainerState::Exited;
+                c.observed.health = None;
+                c.observed.exit_code = Some(143);
+                EventKind::Die
+            }
+        };
+        let observed = c.observed.clone();
+        s.emit(kind, &observed);
+        Ok(())
+    }
+
+    async fn rename(&self, id: &str, name: &str) -> Result<()> {
+        self.call(|c| c.rename += 1)?;
+        let mut s = self.lock();
+        let id = s.find(id).ok_or_else(|| no_such_container(id))?;
+        if s.containers
+            .values()
+            .any(|c| c.observed.name == name && c.observed.id != id)
+        {
+            return Err(EngineError::Conflict(format!(
+                "Conflict. The container name \"/{name}\" is already in use"
+            )));
+        }
+        let c = s.containers.get_mut(&id).expect("found above");
+        c.observed.name = name.to_string();
+        let observed = c.observed.clone();
+        s.emit(EventKind::Rename, &observed);
+        Ok(())
+    }
+
     async fn identity(&self) -> Result<EngineIdentity> {
         self.call(|c| c.ping += 1)?;
         Ok(self.lock().identity.clone())
@@ -707,7 +782,11 @@ impl Engine for MemoryEngine {
         let s = self.lock();
         let id = s.find(id).ok_or_else(|| no_such_container(id))?;
         let c = &s.containers[&id];
-        if c.observed.state != ContainerState::Running {
+        // A paused container holds its memory (what a warm pool costs).
+        if !matches!(
+            c.observed.state,
+            ContainerState::Running | ContainerState::Paused
+        ) {
             return Ok(StatsSample::default());
         }
         // A plausible, steady sample (10% of a CPU, 8 MiB of 256 MiB) unless set_usage said

@@ -263,6 +263,12 @@ impl Zone {
         st.insert(c);
     }
 
+    /// Records what we just did to a container (paused, unpaused, started, stopped, renamed: a
+    /// warm pool's steps), as an expectation like [`Zone::created`].
+    pub fn changed(&self, c: Observed) {
+        self.created(c);
+    }
+
     /// Hides a container we are about to remove.
     pub fn terminating(&self, id: &str) {
         let mut st = self.state.locked();
@@ -339,7 +345,10 @@ impl Zone {
             | EventKind::Start
             | EventKind::Die
             | EventKind::Oom
-            | EventKind::Health(_) => {
+            | EventKind::Health(_)
+            | EventKind::Pause
+            | EventKind::Unpause
+            | EventKind::Rename => {
                 if !st.containers.contains_key(&ev.id) {
                     st.insert(Observed {
                         id: ev.id.clone(),
@@ -369,6 +378,13 @@ impl Zone {
                         entry.exit_code = ev.exit_code;
                     }
                     EventKind::Health(h) => entry.health = Some(h),
+                    EventKind::Pause => entry.state = ContainerState::Paused,
+                    EventKind::Unpause => entry.state = ContainerState::Running,
+                    EventKind::Rename => {
+                        if let Some(n) = &ev.name {
+                            entry.name.clone_from(n);
+                        }
+                    }
                     _ => {}
                 }
             }

@@ -11,7 +11,9 @@ use async_trait::async_trait;
 use futures::stream::BoxStream;
 
 use super::observe::Connector;
-use super::{ContainerSpec, Engine, EngineEvent, EngineIdentity, Observed, Result, StatsSample};
+use super::{
+    ContainerSpec, Engine, EngineEvent, EngineIdentity, Observed, Result, StatsSample, Transition,
+};
 use crate::health::telemetry::Telemetry;
 
 /// An engine of one zone whose calls are timed (failed calls too: a timeout is latency).
@@ -88,5 +90,17 @@ impl Engine for Timed {
     }
     async fn identity(&self) -> Result<EngineIdentity> {
         self.time("identity", self.inner.identity()).await
+    }
+    async fn transition(&self, id: &str, t: Transition) -> Result<()> {
+        let operation = match t {
+            Transition::Pause => "pause",
+            Transition::Unpause => "unpause",
+            Transition::Start => "start",
+            Transition::Stop(_) => "stop",
+        };
+        self.time(operation, self.inner.transition(id, t)).await
+    }
+    async fn rename(&self, id: &str, name: &str) -> Result<()> {
+        self.time("rename", self.inner.rename(id, name)).await
     }
 }

@@ -15,9 +15,11 @@ pub mod parse;
 pub mod schema;
 pub mod types;
 pub mod validate;
+pub mod warm_pool;
 pub mod yamldoc;
 
 pub use duration::DurationSpec;
 pub use parse::{parse_file, parse_file_checked, ManifestError, ParsedFile, ParsedObject};
 pub use types::*;
 pub use validate::{did_you_mean, missing_references, validate, Problem, Severity};
+pub use warm_pool::{WarmPool, WarmPoolState};

@@ -317,6 +317,9 @@ pub struct AutoScalingGroupSpec {
     /// Time after start during which an instance is not counted in metrics. Default 60s.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health_check_grace_period: Option<DurationSpec>,
+    /// Spare containers kept prepared, taken first by scale-out and self-healing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warm_pool: Option<super::WarmPool>,
 }
 
 impl AutoScalingGroupSpec {

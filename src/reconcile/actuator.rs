@@ -18,7 +18,7 @@ use super::plan::Remove;
 use super::queue::Queue;
 use super::removals::Removals;
 use crate::engine::observe::{short_id, Zone};
-use crate::engine::{ContainerSpec, Engine, EngineError, Observed};
+use crate::engine::{ContainerSpec, ContainerState, Engine, EngineError, Observed, Transition};
 use crate::manifest::ObjectKey;
 
 /// How long a clean shutdown waits for removals in flight (the supervisor drains for 10 s).
@@ -36,6 +36,7 @@ pub(super) struct Actuator {
 }
 
 /// A zone to launch into, with its connected engine.
+#[derive(Clone)]
 pub(super) struct Target {
     pub zone: Arc<Zone>,
     engine: Arc<dyn Engine>,
@@ -125,6 +126,82 @@ impl Actuator {
                 }
             }
         });
+    }
+
+    /// Warm pools: changes the run state of container `o` in `target`'s zone and records the
+    /// result in the zone's cache (the expectation); returns the container as it is now.
+    ///
+    /// # Errors
+    /// The engine's answer.
+    pub async fn transition(
+        target: &Target,
+        mut o: Observed,
+        t: Transition,
+    ) -> Result<Observed, EngineError> {
+        target.engine.transition(&o.id, t).await?;
+        o.state = match t {
+            Transition::Pause => ContainerState::Paused,
+            Transition::Unpause | Transition::Start => ContainerState::Running,
+            Transition::Stop(_) => ContainerState::Exited,
+        };
+        if t == Transition::Start {
+            o.started_at = Some(chrono::Utc::now());
+            o.exit_code = None;
+        }
+        target.zone.changed(o.clone());
+        Ok(o)
+    }
+
+    /// Warm pools: renames container `o` (a pool member becomes an instance, or the other way)
+    /// and records it in the zone's cache.
+    ///
+    /// # Errors
+    /// The engine's answer (`Conflict` when the name is taken).
+    pub async fn rename(
+        target: &Target,
+        mut o: Observed,
+        name: &str,
+    ) -> Result<Observed, EngineError> {
+        target.engine.rename(&o.id, name).await?;
+        o.name = name.to_string();
+        target.zone.changed(o.clone());
+        Ok(o)
+    }
+
+    /// Warm pools: creates and starts a pool member, then brings it to its waiting state
+    /// (`then`), and only then records it in the zone's cache.
+    ///
+    /// # Errors
+    /// The engine's answer; a member left half prepared is found by the next pass.
+    pub async fn prepare(
+        target: &Target,
+        spec: ContainerSpec,
+        then: Option<Transition>,
+    ) -> Result<Observed, ReconcileError> {
+        let o = target
+            .engine
+            .create_and_start(&spec)
+            .await
+            .map_err(|e| ReconcileError::launch_failed(&target.zone.name, &spec.image, e))?;
+        match then {
+            Some(t) => Self::transition(target, o, t)
+                .await
+                .map_err(|e| ReconcileError::launch_failed(&target.zone.name, &spec.image, e)),
+            None => {
+                target.zone.changed(o.clone());
+                Ok(o)
+            }
+        }
+    }
+
+    /// The memory container `id` holds now, in bytes (`None` when the engine does not say).
+    pub async fn memory(target: &Target, id: &str) -> Option<u64> {
+        target
+            .engine
+            .stats(id)
+            .await
+            .ok()
+            .map(|s| s.memory_used_bytes)
     }
 
     /// Waits (bounded) for the removals already asked for, so a confirmed deletion is not left

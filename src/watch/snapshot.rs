@@ -297,6 +297,7 @@ mod tests {
                 max_surge: None,
                 max_unavailable: None,
                 health_check_grace_period: None,
+                warm_pool: None,
             },
             status: None,
         })
