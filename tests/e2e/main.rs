@@ -19,3 +19,4 @@ mod standby;
 mod status_files;
 mod tenants;
 mod torture;
+mod warm_pool;
