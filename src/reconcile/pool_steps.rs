@@ -56,6 +56,8 @@ struct GroupPool {
     steps_hold_until: Option<Instant>,
     /// Memory each member held once prepared, by container id.
     memory: HashMap<String, u64>,
+    /// Members whose memory is being measured (or could not be): asked once each.
+    measuring: BTreeSet<String>,
     /// Why the last pass prepared fewer members than the pool lacked (a quota).
     limited: Option<String>,
 }
@@ -381,6 +383,46 @@ impl Reconciler {
             }
         }
         self.refill(key, resolved, &pp.refill, desired);
+        self.measure(key, view);
+    }
+
+    /// Measures, once, the memory of members prepared before this controller started (or given
+    /// back), so `ms describe` shows what the whole pool holds.
+    fn measure(&self, key: &ObjectKey, view: &View) {
+        let todo: Vec<(String, String)> = {
+            let mut groups = self.pools.groups.locked();
+            let Some(g) = groups.get_mut(key) else {
+                return;
+            };
+            let todo: Vec<(String, String)> = view
+                .pool
+                .iter()
+                .filter(|(_, o)| {
+                    matches!(o.state, ContainerState::Paused | ContainerState::Running)
+                })
+                .filter(|(_, o)| !g.memory.contains_key(&o.id) && !g.measuring.contains(&o.id))
+                .filter(|(_, o)| !g.in_flight.contains_key(&o.name))
+                .map(|(z, o)| (z.clone(), o.id.clone()))
+                .collect();
+            g.measuring.extend(todo.iter().map(|(_, id)| id.clone()));
+            todo
+        };
+        for (zone, id) in todo {
+            let Some(target) = self.actuator.target(&zone) else {
+                continue;
+            };
+            let (pools, queue, key) = (self.pools.clone(), self.queue.clone(), key.clone());
+            tokio::spawn(async move {
+                let Some(m) = Actuator::memory(&target, &id).await else {
+                    return;
+                };
+                if let Some(g) = pools.groups.locked().get_mut(&key) {
+                    g.measuring.remove(&id);
+                    g.memory.insert(id, m);
+                }
+                queue.now(key);
+            });
+        }
     }
 
     /// Starts the preparation of one member per zone in `zones`, in the background, as far as
@@ -505,6 +547,7 @@ impl Reconciler {
         // Members gone are forgotten; the memory of the others is summed.
         let ids: BTreeSet<&str> = view.pool.iter().map(|(_, o)| o.id.as_str()).collect();
         g.memory.retain(|id, _| ids.contains(id.as_str()));
+        g.measuring.retain(|id| ids.contains(id.as_str()));
         let memory_bytes = (!g.memory.is_empty() && spec.state != WarmPoolState::Stopped)
             .then(|| g.memory.values().sum());
         let in_flight: u32 = in_flight.values().sum();
