@@ -488,6 +488,11 @@ fn validate_warm_pool(w: &crate::manifest::WarmPool, max_size: u32, p: &mut Prob
             );
         }
     }
+    p.duration_at_most(
+        "spec.warmPool.prepareTime",
+        w.prepare_time,
+        crate::manifest::warm_pool::MAX_PREPARE_TIME,
+    );
     if w.min_size == 0 {
         p.warning(
             "spec.warmPool.minSize",
@@ -1073,7 +1078,11 @@ mod tests {
                 .map(|p| (p.field, p.severity))
                 .collect()
         };
-        assert!(problems("{minSize: 2, maxPrepared: 2}").is_empty());
+        assert!(problems("{minSize: 2, maxPrepared: 2, prepareTime: 5s}").is_empty());
+        assert_eq!(
+            problems("{minSize: 1, prepareTime: 1h}"),
+            vec![("spec.warmPool.prepareTime".into(), Severity::Error)]
+        );
         assert!(problems("{minSize: 5000}")
             .contains(&("spec.warmPool.minSize".into(), Severity::Error)));
         assert_eq!(

@@ -1,8 +1,17 @@
 //! The `warmPool` of an AutoScalingGroup: spare containers prepared before they are needed
 //! (EC2 Auto Scaling's warm pools, for containers), and the one rule for its size.
 
+use std::time::Duration;
+
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+
+use super::DurationSpec;
+
+/// Default of `prepareTime`.
+pub const DEFAULT_PREPARE_TIME: Duration = Duration::from_secs(1);
+/// Upper bound of `prepareTime`.
+pub const MAX_PREPARE_TIME: Duration = Duration::from_secs(600);
 
 /// Spares kept prepared (created, started once, then paused, stopped or left running) with the
 /// group's current launch configuration. Scale-out and the replacement of a failed instance
@@ -23,6 +32,11 @@ pub struct WarmPool {
     /// What a spare is while it waits. Default `Paused`.
     #[serde(default)]
     pub state: WarmPoolState,
+    /// How long a new spare runs before it is paused or stopped, so its process initializes
+    /// (and, when the image has a health check, until it is healthy, for at most a minute
+    /// more). Default 1s, at most 10m.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prepare_time: Option<DurationSpec>,
     /// A scaled-in instance goes back to the pool (when it runs the current launch
     /// configuration, is ready, and the pool has room) instead of being removed. Default false.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -54,6 +68,11 @@ impl WarmPoolState {
 }
 
 impl WarmPool {
+    /// How long a new spare runs before it waits (`prepareTime`, default 1s).
+    pub fn prepare_time(&self) -> Duration {
+        self.prepare_time.map_or(DEFAULT_PREPARE_TIME, |d| d.0)
+    }
+
     /// How many spares to keep for a group of `max_size` converging to `desired`:
     /// `minSize`, at most `maxPrepared` (default `max_size − desired`).
     pub fn size(&self, max_size: u32, desired: u32) -> u32 {

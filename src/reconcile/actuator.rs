@@ -18,9 +18,13 @@ use super::plan::Remove;
 use super::queue::Queue;
 use super::removals::Removals;
 use crate::engine::observe::{short_id, Zone};
-use crate::engine::{ContainerSpec, ContainerState, Engine, EngineError, Observed, Transition};
+use crate::engine::{
+    ContainerSpec, ContainerState, Engine, EngineError, Health, Observed, Transition,
+};
 use crate::manifest::ObjectKey;
 
+/// How long a warm pool spare may take to pass its health check once started.
+const HEALTHY_WITHIN: Duration = Duration::from_secs(60);
 /// How long a clean shutdown waits for removals in flight (the supervisor drains for 10 s).
 const SHUTDOWN_REMOVALS: Duration = Duration::from_secs(9);
 
@@ -176,13 +180,40 @@ impl Actuator {
     pub async fn prepare(
         target: &Target,
         spec: ContainerSpec,
+        warm_up: Duration,
         then: Option<Transition>,
     ) -> Result<Observed, ReconcileError> {
+        let failed = |e| ReconcileError::launch_failed(&target.zone.name, &spec.image, e);
         let o = target
             .engine
             .create_and_start(&spec)
             .await
-            .map_err(|e| ReconcileError::launch_failed(&target.zone.name, &spec.image, e))?;
+            .map_err(failed)?;
+        // Its process initializes before it waits: `warm_up`, and a health check's verdict.
+        tokio::time::sleep(warm_up).await;
+        let deadline = Instant::now() + HEALTHY_WITHIN;
+        loop {
+            let now = target.engine.inspect(&o.id).await.map_err(failed)?;
+            match now.health {
+                _ if now.state != ContainerState::Running => {
+                    return Err(failed(EngineError::Other(format!(
+                        "the spare {} stopped while it was prepared (exit code {})",
+                        o.name,
+                        now.exit_code.map_or("unknown".into(), |c| c.to_string())
+                    ))))
+                }
+                Some(Health::Starting) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+                Some(Health::Starting | Health::Unhealthy) => {
+                    return Err(failed(EngineError::Other(format!(
+                        "the spare {} did not become healthy",
+                        o.name
+                    ))))
+                }
+                _ => break,
+            }
+        }
         match then {
             Some(t) => Self::transition(target, o, t)
                 .await

@@ -442,14 +442,9 @@ impl Reconciler {
                 u32::try_from(zones.len()).unwrap_or(u32::MAX),
                 resolved.limits,
             );
-            let then = waiting_step(
-                group
-                    .spec
-                    .warm_pool
-                    .as_ref()
-                    .map(|w| w.state)
-                    .unwrap_or_default(),
-            );
+            let spec_of_pool = group.spec.warm_pool.clone().unwrap_or_default();
+            let then = waiting_step(spec_of_pool.state);
+            let warm_up = spec_of_pool.prepare_time();
             for zone in zones.iter().take(reservation.granted as usize) {
                 let Some(target) = self.actuator.target(zone) else {
                     continue;
@@ -477,7 +472,7 @@ impl Reconciler {
                     .insert(name.clone(), (zone.clone(), Usage::of(1, resolved.limits)));
                 let (pools, queue, key) = (self.pools.clone(), self.queue.clone(), key.clone());
                 tokio::spawn(async move {
-                    let res = Actuator::prepare(&target, spec, then).await;
+                    let res = Actuator::prepare(&target, spec, warm_up, then).await;
                     let outcome = match res {
                         Ok(o) => Ok((o.id.clone(), Actuator::memory(&target, &o.id).await)),
                         Err(e) => {

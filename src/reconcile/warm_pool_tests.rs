@@ -347,3 +347,49 @@ async fn scale_in_returns_instances_to_the_pool_with_reuse_on_scale_in() {
         s.activities
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_spare_waits_its_prepare_time_and_failed_preparations_back_off() {
+    let engine = MemoryEngine::new();
+    let h = Harness::start(
+        vec![engine.clone()],
+        &manifests(0, "img", "a", "{minSize: 1, prepareTime: 5s}"),
+    )
+    .await;
+    h.until("a spare started", |h| {
+        h.all().iter().any(|c| warm::is_member(c))
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        h.members(ContainerState::Paused).is_empty(),
+        "paused before its prepare time"
+    );
+    assert!(
+        h.instances().is_empty(),
+        "a spare being prepared is no instance"
+    );
+    h.until("paused after 5 s", |h| {
+        h.members(ContainerState::Paused).len() == 1
+    })
+    .await;
+
+    // A spec whose containers die at once: preparations fail and back off, visibly.
+    engine.crash_on_start("bad", 1);
+    h.tx.send(snapshot(&manifests(0, "bad", "a", "{minSize: 1}")))
+        .unwrap();
+    h.until("the failure is shown", |h| {
+        h.status()
+            .and_then(|s| s.warm_pool)
+            .and_then(|p| p.message)
+            .is_some_and(|m| m.contains("preparing a spare failed"))
+    })
+    .await;
+    let creates = engine.calls().create;
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    let more = engine.calls().create - creates;
+    assert!(
+        (1..=4).contains(&more),
+        "{more} preparations in 20 s: the backoff does not hold"
+    );
+}
