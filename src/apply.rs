@@ -27,6 +27,7 @@ pub mod access_log;
 pub mod auth;
 pub mod edit;
 pub mod error;
+pub mod exec_attach;
 pub mod logs;
 pub mod metrics;
 pub mod prometheus;

@@ -318,6 +318,43 @@ impl Client {
         self.open(req).await
     }
 
+    /// `POST /v1/exec/{ns}/{instance}/attach`: runs `command` with its input attached (and a
+    /// terminal of `size` rows × columns with `tty`); the upgraded connection then carries
+    /// [`crate::wire::tty`] frames.
+    pub async fn exec_attach(
+        &self,
+        namespace: &str,
+        instance: &str,
+        command: &[String],
+        tty: bool,
+        size: Option<(u16, u16)>,
+    ) -> Result<reqwest::Upgraded> {
+        let command = serde_json::to_string(command).expect("strings serialize");
+        let (rows, cols) = (size.map(|s| s.0.to_string()), size.map(|s| s.1.to_string()));
+        let path = format!(
+            "/v1/exec/{}/{}/attach{}",
+            enc(namespace),
+            enc(instance),
+            query(&[
+                ("command", Some(&command)),
+                ("tty", tty.then_some("true")),
+                ("rows", rows.as_deref()),
+                ("cols", cols.as_deref()),
+            ])
+        );
+        let req = self
+            .request(reqwest::Method::POST, &path)
+            .header(reqwest::header::CONNECTION, "Upgrade")
+            .header(reqwest::header::UPGRADE, crate::wire::tty::PROTOCOL);
+        let resp = req.send().await.map_err(|e| self.transport(e))?;
+        let status = resp.status();
+        if status == reqwest::StatusCode::SWITCHING_PROTOCOLS {
+            return resp.upgrade().await.map_err(|e| self.transport(e));
+        }
+        let text = resp.text().await.map_err(|e| self.transport(e))?;
+        Err(self.api_error(status, &text))
+    }
+
     fn transport(&self, e: reqwest::Error) -> ClientError {
         if e.is_connect() {
             ClientError::Unreachable {

@@ -59,6 +59,7 @@ mod pass;
 pub mod plan;
 pub mod pool;
 mod pool_steps;
+mod prepull;
 pub mod queue;
 pub mod quota;
 mod removals;
@@ -102,6 +103,8 @@ pub struct Reconciler {
     /// Container specs (by hash) that recently started a container: slow start protects against
     /// broken images and commands, which a recent success of the very same spec rules out.
     proven: Mutex<HashMap<String, Instant>>,
+    /// Zones that have a spec's image (by zone and spec hash): rollouts pre-pull there first.
+    prepared: Mutex<HashMap<(String, String), Instant>>,
     /// Creations in flight per group at most (the slow-start window grows up to this).
     concurrency: usize,
     /// Whether a group found only on the engines may be deleted.
@@ -150,6 +153,7 @@ impl Reconciler {
             queue,
             memory: memory::Memory::default(),
             proven: Mutex::new(HashMap::new()),
+            prepared: Mutex::new(HashMap::new()),
             concurrency: concurrency.max(1),
             quotas: QuotaLedger::default(),
             observed: AtomicBool::new(false),

@@ -1,6 +1,8 @@
 //! The HTTP API's wire types: the JSON bodies and headers the server ([`crate::apply`]) and the
 //! client ([`crate::client`]) share, so the client never imports the server.
 
+pub mod tty;
+
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};

@@ -1032,3 +1032,57 @@ async fn a_write_answers_once_the_watcher_loaded_it_even_while_other_files_keep_
     churning.store(false, Ordering::Relaxed);
     churn.join().unwrap();
 }
+
+#[tokio::test]
+async fn every_metrics_series_has_a_panel_in_the_grafana_dashboard() {
+    let s = Server::start(vec![]).await;
+    let text = s
+        .http
+        .get(format!("{}/metrics", s.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let dashboard = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/grafana-dashboard.json"),
+    )
+    .unwrap();
+    let mut names: Vec<String> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_string)
+        .collect();
+    assert!(names.len() >= 8, "{text}");
+    // Series without samples yet are not in a scrape: the documented table lists them all
+    // (`microscaler_group_min_size`, `_max_size` shares the first two words).
+    let operations =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/operations.md"))
+            .unwrap();
+    for row in operations
+        .lines()
+        .filter(|l| l.starts_with("| `microscaler_"))
+    {
+        let cell = row.split('|').nth(1).unwrap_or_default();
+        let listed: Vec<&str> = cell.split('`').skip(1).step_by(2).collect();
+        let first = listed[0];
+        let prefix: String = first.split('_').take(2).collect::<Vec<_>>().join("_");
+        for n in listed {
+            names.push(if n.starts_with('_') {
+                format!("{prefix}{n}")
+            } else {
+                n.to_string()
+            });
+        }
+    }
+    let missing: Vec<&String> = names
+        .iter()
+        .filter(|n| !dashboard.contains(n.as_str()))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "series without a panel in docs/grafana-dashboard.json: {missing:?}"
+    );
+}

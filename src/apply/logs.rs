@@ -35,10 +35,10 @@ const MAX_LINE: usize = 64 * 1024;
 
 /// One instance as the logs and exec routes need it.
 #[derive(Debug, Clone)]
-struct Target {
-    name: String,
-    container_id: String,
-    zone: String,
+pub(super) struct Target {
+    pub(super) name: String,
+    pub(super) container_id: String,
+    pub(super) zone: String,
 }
 
 /// Query of the logs routes.
@@ -59,7 +59,12 @@ pub struct ExecRequest {
     command: Vec<String>,
 }
 
-fn targets(ctx: &Context, ns: &str, group: Option<&str>, instance: Option<&str>) -> Vec<Target> {
+pub(super) fn targets(
+    ctx: &Context,
+    ns: &str,
+    group: Option<&str>,
+    instance: Option<&str>,
+) -> Vec<Target> {
     let board = ctx.status.read_locked();
     board
         .iter()
@@ -74,7 +79,7 @@ fn targets(ctx: &Context, ns: &str, group: Option<&str>, instance: Option<&str>)
         .collect()
 }
 
-async fn engine_of(ctx: &Context, zone: &str) -> ApiResult<DockerEngine> {
+pub(super) async fn engine_of(ctx: &Context, zone: &str) -> ApiResult<DockerEngine> {
     let z = ctx
         .config
         .zones
@@ -86,7 +91,7 @@ async fn engine_of(ctx: &Context, zone: &str) -> ApiResult<DockerEngine> {
         .map_err(engine_error)
 }
 
-fn engine_error(e: EngineError) -> ApiError {
+pub(super) fn engine_error(e: EngineError) -> ApiError {
     match e {
         EngineError::NotFound(m) => ApiError::new(StatusCode::NOT_FOUND, m),
         EngineError::Unreachable(m) => ApiError::new(
@@ -244,18 +249,7 @@ pub async fn exec(
                 return;
             }
         }
-        // The exit code is set a moment after the output ends.
-        let mut code = None;
-        for _ in 0..50 {
-            match engine.exec_exit_code(&exec_id).await {
-                Ok(Some(c)) => {
-                    code = Some(c);
-                    break;
-                }
-                Ok(None) => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
-                Err(_) => break,
-            }
-        }
+        let code = exit_code(&engine, &exec_id).await;
         let _ = tx.send(line(json!({ "exitCode": code }))).await;
     });
     let body = futures::stream::poll_fn(move |cx| rx.poll_recv(cx)).map(Ok::<_, std::io::Error>);
@@ -264,4 +258,17 @@ pub async fn exec(
         Body::from_stream(body),
     )
         .into_response())
+}
+
+/// The exit code of a command whose output ended (`None` when the engine does not say within
+/// a second: it is set a moment after the output ends).
+pub(super) async fn exit_code(engine: &DockerEngine, exec_id: &str) -> Option<i64> {
+    for _ in 0..50 {
+        match engine.exec_exit_code(exec_id).await {
+            Ok(Some(c)) => return Some(c),
+            Ok(None) => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
+            Err(_) => return None,
+        }
+    }
+    None
 }

@@ -41,6 +41,10 @@ pub fn router(ctx: Arc<Context>) -> Router {
         .route("/v1/logs/{ns}/{name}", get(super::logs::instance_logs))
         .route("/v1/logs/{ns}/asg/{group}", get(super::logs::group_logs))
         .route("/v1/exec/{ns}/{name}", post(super::logs::exec))
+        .route(
+            "/v1/exec/{ns}/{name}/attach",
+            post(super::exec_attach::exec_attach),
+        )
         .merge(super::stream::routes(&ctx))
         .merge(super::prometheus::routes(&ctx));
     // `GET /lease`: this controller's holder id, so a contender on another machine can tell

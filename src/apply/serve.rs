@@ -25,7 +25,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -181,18 +181,19 @@ pub async fn serve_with_tls(
         match slots.clone().try_acquire_owned() {
             Ok(permit) => {
                 let (app, stop, tls) = (app.clone(), stop.clone(), tls.clone());
+                // The permit travels with the connection's stream: an upgraded connection
+                // (`ms exec -it`) outlives `serve_connection` and keeps its place under the cap.
                 tracker.spawn(async move {
                     match tls {
-                        None => serve_connection(stream, app, limits, stop).await,
+                        None => serve_connection(stream, app, limits, stop, permit).await,
                         Some(acceptor) => {
                             let timeout = limits.header_read_timeout;
                             if let Some(s) = super::tls::handshake(&acceptor, stream, timeout).await
                             {
-                                serve_connection(s, app, limits, stop).await;
+                                serve_connection(s, app, limits, stop, permit).await;
                             }
                         }
                     }
-                    drop(permit);
                 });
             }
             Err(_) => {
@@ -249,23 +250,29 @@ impl Refusals {
 }
 
 /// One connection: HTTP/1.1 with the header-read timeout, closed after `idle_timeout` without
-/// traffic, shut down gracefully when `stop` is cancelled.
+/// traffic, shut down gracefully when `stop` is cancelled. An upgraded connection (an
+/// interactive exec) leaves here with its `permit` and is its route's from then on: a person at
+/// a shell may be silent longer than the idle timeout.
 async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
     stream: S,
     app: Router,
     limits: ConnLimits,
     stop: CancellationToken,
+    permit: OwnedSemaphorePermit,
 ) {
     let activity = Arc::new(Activity::new());
     let io = TokioIo::new(Tracked {
         inner: stream,
         activity: activity.clone(),
+        _permit: permit,
     });
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout);
-    let conn = builder.serve_connection(io, TowerToHyperService::new(app));
+    let conn = builder
+        .serve_connection(io, TowerToHyperService::new(app))
+        .with_upgrades();
     tokio::pin!(conn);
     let check = (limits.idle_timeout / 4).max(Duration::from_millis(10));
     let mut stopping = false;
@@ -317,10 +324,12 @@ impl Activity {
     }
 }
 
-/// A stream that records each read and write in its [`Activity`].
+/// A stream that records each read and write in its [`Activity`], and holds its connection's
+/// place under the cap for as long as it lives.
 struct Tracked<S> {
     inner: S,
     activity: Arc<Activity>,
+    _permit: OwnedSemaphorePermit,
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Tracked<S> {

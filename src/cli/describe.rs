@@ -255,6 +255,26 @@ fn describe_group(item: &Value, lc: Option<&Value>, now: DateTime<Utc>) -> Strin
         );
     }
 
+    // Only while a launch or rollout waits on a pull.
+    if let Some(pulls) = status["pulls"].as_array().filter(|p| !p.is_empty()) {
+        let mut t = Table::new(&["ZONE", "IMAGE", "LAYERS", "DOWNLOADED", "ELAPSED"]);
+        for p in pulls {
+            let n = |k: &str| p[k].as_u64().unwrap_or(0);
+            t.row(vec![
+                cell(p.get("zone")),
+                cell(p.get("image")),
+                format!("{}/{}", n("layersDone"), n("layersTotal")),
+                format!(
+                    "{} / {}",
+                    megabytes(n("bytesDone")),
+                    megabytes(n("bytesTotal"))
+                ),
+                format!("{}s", n("seconds")),
+            ]);
+        }
+        section(&mut out, "Image Pulls", Some(t));
+    }
+
     let conditions = status["conditions"].as_array().map(|cs| {
         let mut t = Table::new(&["TYPE", "STATUS", "REASON", "MESSAGE"]);
         for c in cs {
@@ -347,6 +367,14 @@ fn warm_pool(spec: &Value, status: &Value) -> Option<String> {
     Some(s)
 }
 
+/// `12.3 MB` (decimal, as Docker shows pulls).
+fn megabytes(bytes: u64) -> String {
+    // Display only: precision beyond 2^53 bytes does not matter.
+    #[allow(clippy::cast_precision_loss)]
+    let mb = bytes as f64 / 1e6;
+    format!("{mb:.1} MB")
+}
+
 fn describe_other(item: &Value, now: DateTime<Utc>) -> String {
     let mut out = String::new();
     header(&mut out, item, now);
@@ -409,6 +437,19 @@ mod tests {
         );
         assert!(text.contains("  web-abc   local   running   0123456789ab   127.0.0.1:32768->80/tcp   60s   yes\n"), "{text}");
         assert!(text.contains("Activities:\n  <none>\n"), "{text}");
+        assert!(
+            !text.contains("Image Pulls"),
+            "shown only during pulls: {text}"
+        );
+        let mut pulling = item.clone();
+        pulling["status"]["pulls"] = json!([{"zone": "b", "image": "127.0.0.1:5000/web:2",
+            "layersDone": 1, "layersTotal": 3, "bytesDone": 12_345_678, "bytesTotal": 40_000_000,
+            "seconds": 4}]);
+        let text = describe_group(&pulling, Some(&lc), now);
+        assert!(
+            text.contains("Image Pulls:\n  ZONE   IMAGE                  LAYERS   DOWNLOADED          ELAPSED\n  b      127.0.0.1:5000/web:2   1/3      12.3 MB / 40.0 MB   4s\n"),
+            "{text}"
+        );
         assert!(
             text.contains("  /m/shop/web.yaml:9:3: spec.maxSize: expected a number\n"),
             "{text}"

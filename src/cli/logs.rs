@@ -39,17 +39,26 @@ pub(crate) struct LogsArgs {
 Examples:
   ms exec web-a-1b2c3d -- cat /etc/hostname
   ms exec web-a-1b2c3d -n shop -- sh -c 'ls /data'
+  ms exec -it web-a-1b2c3d -- sh          # an interactive shell
+  ms exec -i web-a-1b2c3d -- sh < script.sh
 
-The command runs without a terminal and without input (-it is not supported yet); the exit
-status of ms is the command's.")]
+Without -i the command gets no input; without -t no terminal. With -t the local terminal is in
+raw mode while the command runs (Ctrl-C goes to the command) and window size changes follow.
+The exit status of ms is the command's.")]
 pub(crate) struct ExecArgs {
     /// The instance (names from `ms get instances`).
-    instance: String,
+    pub(crate) instance: String,
+    /// Pass standard input to the command.
+    #[arg(short = 'i', long)]
+    pub(crate) stdin: bool,
+    /// Give the command a terminal (with -i: an interactive session).
+    #[arg(short = 't', long)]
+    pub(crate) tty: bool,
     /// The command and its arguments, after `--`.
     #[arg(last = true, required = true, value_name = "CMD")]
-    command: Vec<String>,
+    pub(crate) command: Vec<String>,
     #[command(flatten)]
-    ns: NamespaceArgs,
+    pub(crate) ns: NamespaceArgs,
 }
 
 /// `asg/web` → group `web`; anything else is an instance name.
@@ -101,6 +110,16 @@ pub(crate) async fn logs(client: Client, args: LogsArgs) -> CmdResult {
 }
 
 pub(crate) async fn exec(client: Client, args: ExecArgs) -> CmdResult {
+    #[cfg(unix)]
+    if args.stdin || args.tty {
+        return super::exec_attach::run(client, args).await;
+    }
+    #[cfg(not(unix))]
+    if args.stdin || args.tty {
+        return Err(Failure::Message(
+            "ms exec -i/-t needs a Unix terminal".into(),
+        ));
+    }
     let mut stream = client
         .exec(&args.ns.namespace, &args.instance, &args.command)
         .await?;
@@ -129,6 +148,11 @@ pub(crate) async fn exec(client: Client, args: ExecArgs) -> CmdResult {
     if let Some(e) = error {
         return Err(Failure::Message(e));
     }
+    exit_status(code)
+}
+
+/// `ms exec`'s outcome for the command's exit code.
+pub(crate) fn exit_status(code: Option<i64>) -> CmdResult {
     match code {
         Some(0) => Ok(()),
         Some(c) => Err(Failure::Quiet(u8::try_from(c.clamp(1, 255)).unwrap_or(1))),

@@ -10,6 +10,8 @@ mod change;
 mod completion;
 mod describe;
 mod diff;
+#[cfg(unix)]
+mod exec_attach;
 mod get;
 mod gitops_cmd;
 mod jsonpath;
@@ -18,6 +20,8 @@ mod logs;
 mod progress;
 mod selector;
 pub mod table;
+#[cfg(unix)]
+mod terminal;
 mod validate;
 mod wait;
 mod watch_cmd;
@@ -70,6 +74,8 @@ HTTP API of the controller (JSON; `Authorization: Bearer <token>` when tokens ar
   GET /v1/watch[?kind=asgs,instances&namespace=NS] (JSON lines: the state, SYNCED, changes),
   GET /v1/logs/NS/INSTANCE and /v1/logs/NS/asg/GROUP [?follow=true&since=SECS&tail=N],
   POST /v1/exec/NS/INSTANCE (JSON {command: [...]}; JSON lines of output, then {exitCode}),
+  POST /v1/exec/NS/INSTANCE/attach?command=JSON[&tty=true&rows=R&cols=C] (Upgrade:
+    microscaler-exec; then frames both ways: input, resizes / output, exit status),
   GET /metrics (Prometheus/OpenMetrics text, no token),
   GET /lease (no token: this controller's lease holder id, for another controller to check).";
 

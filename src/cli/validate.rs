@@ -5,10 +5,14 @@
 //! configuration aside). All errors of all files are reported in one run; references that do not
 //! resolve among the files given, and objects defined in two files, are reported too.
 //!
+//! Within one document, an unknown field or a value of the wrong type is taken out and the
+//! document read again, so each of its errors is reported, then the range checks of what is
+//! left (see `manifest/parse/recover.rs`).
+//!
 //! # Caveats
-//! Within one document, a field of the wrong type or an unknown field stops that document's
-//! deserialization, so it is reported alone; every range and reference check of a document
-//! that deserializes is reported.
+//! The recovery stops at a missing required field, at an error inside flow style (`{a: 1}`),
+//! and at anything that could be a consequence of a removal (it then reports less, never a
+//! false error); at most 20 errors per document.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -225,6 +229,31 @@ mod tests {
         assert_eq!(files.iter().filter(|f| *f == "a.yaml").count(), 2, "{r:#?}");
         assert_eq!(files.iter().filter(|f| *f == "b.yaml").count(), 1, "{r:#?}");
         assert!(r.errors.iter().all(|e| e.line > 0));
+    }
+
+    #[test]
+    fn three_errors_of_one_document_are_three_located_errors() {
+        // (spec lines after the group's head, the `file:line:col` of each error)
+        let head = "apiVersion: microscaler.io/v1\nkind: AutoScalingGroup\nmetadata:\n  name: web\nspec:\n  launchConfiguration: web\n";
+        let table: &[(&str, &[&str])] = &[
+            (
+                "  minSize: 1\n  maxSize: 3\n  desiredCapacty: 2\n  scaleOutCooldown: later\n  availabilityZones: [a, a]\n",
+                &["g.yaml:9:3", "g.yaml:10:3", "g.yaml:11:26"],
+            ),
+            (
+                "  minSize: 1\n  maxSize: 3\n  state: Paused\n  maxSurge: lots\n  domain: 7\n  mxUnavailable: 1\n",
+                &["g.yaml:9:3", "g.yaml:10:3", "g.yaml:12:3"],
+            ),
+        ];
+        for (spec, want) in table {
+            let r = validate_texts(&files(&[("g.yaml", &format!("{head}{spec}"))]));
+            let got: Vec<String> = r
+                .errors
+                .iter()
+                .map(|e| format!("{}:{}:{}", e.file.display(), e.line, e.column))
+                .collect();
+            assert_eq!(got, *want, "{spec}{:#?}", r.errors);
+        }
     }
 
     #[test]

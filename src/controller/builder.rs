@@ -232,6 +232,7 @@ impl Builder {
             });
         }
         if let Some(leases) = &leases {
+            leases.time_with(telemetry.clone());
             tasks.spawn_fallible("lease keeper", leases.clone().keep(shutdown.clone()));
         }
 

@@ -10,6 +10,7 @@
 //! - [`tls`]: the certificate files of a TLS zone and the rustls client.
 //! - [`pull`]: image pulls (policy, one pull per engine and image, registry credentials).
 
+pub mod attach;
 pub mod endpoint;
 pub mod pull;
 pub mod tls;
@@ -762,6 +763,24 @@ impl Engine for DockerEngine {
             name: info.name.unwrap_or_default(),
             root_dir: info.docker_root_dir.unwrap_or_default(),
         })
+    }
+
+    async fn ensure_image(&self, spec: &ContainerSpec) -> Result<()> {
+        match spec.pull_policy {
+            ImagePullPolicy::Never => Ok(()),
+            ImagePullPolicy::Always => self.pull(spec).await,
+            ImagePullPolicy::IfNotPresent => match self.docker.inspect_image(&spec.image).await {
+                Ok(_) => Ok(()),
+                Err(e) => match with_host(classify(e), &self.host) {
+                    EngineError::NotFound(_) => self.pull(spec).await,
+                    other => Err(other),
+                },
+            },
+        }
+    }
+
+    fn pulls(&self) -> Vec<pull::PullProgress> {
+        self.pulls.in_flight()
     }
 
     async fn stats(&self, id: &str) -> Result<StatsSample> {

@@ -297,6 +297,8 @@ pub struct Leases {
     lost: CancellationToken,
     lost_why: Mutex<Option<LeaseError>>,
     http: reqwest::Client,
+    /// Where the keeper's engine calls are timed (`/metrics`), once the wiring set it.
+    telemetry: std::sync::OnceLock<Arc<crate::health::telemetry::Telemetry>>,
 }
 
 impl Leases {
@@ -313,7 +315,22 @@ impl Leases {
                 .timeout(Duration::from_secs(1))
                 .build()
                 .unwrap_or_default(),
+            telemetry: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Times the engine calls of the keeper and of later lease checks into `telemetry` (the
+    /// reconciler's calls are timed by the builder's connectors; these go around them).
+    pub fn time_with(&self, telemetry: Arc<crate::health::telemetry::Telemetry>) {
+        let _ = self.telemetry.set(telemetry);
+    }
+
+    /// `engine` of `zone`, timed once [`Leases::time_with`] was called.
+    fn timed(&self, engine: Arc<dyn Engine>, zone: &str) -> Arc<dyn Engine> {
+        match self.telemetry.get() {
+            Some(t) => super::timed::timed(engine, zone, t.clone()),
+            None => engine,
+        }
     }
 
     /// This process's identity.
@@ -368,7 +385,7 @@ impl Leases {
                 let engine = z.engine.locked().clone();
                 if let Some(engine) = engine {
                     // Unreachable engines are the observer's business; only a loss counts.
-                    let _ = z.check(&*engine).await;
+                    let _ = z.check(&*self.timed(engine, &z.zone)).await;
                 }
             }
         }
@@ -387,7 +404,11 @@ impl Leases {
             let engine = z.engine.locked().clone();
             let id = z.id.lock().await.take();
             if let (Some(engine), Some(id)) = (engine, id) {
-                match engine.remove(&id, Duration::ZERO).await {
+                match self
+                    .timed(engine, &z.zone)
+                    .remove(&id, Duration::ZERO)
+                    .await
+                {
                     Ok(()) | Err(EngineError::NotFound(_)) => {
                         info!(zone = %z.zone, "lease released")
                     }
@@ -591,7 +612,8 @@ impl ZoneLease {
         connect: &Connector,
     ) -> crate::engine::Result<Arc<dyn Engine>> {
         let inner = connect().await?;
-        let identity = inner.identity().await?;
+        let watched = self.leases.timed(inner.clone(), &self.zone);
+        let identity = watched.identity().await?;
         let fatal = |e: LeaseError| {
             self.leases.lose(e.clone());
             EngineError::Other(e.to_string())
@@ -610,7 +632,7 @@ impl ZoneLease {
             }
             ids.insert(self.zone.clone(), identity);
         }
-        match self.check(&*inner).await {
+        match self.check(&*watched).await {
             Ok(()) => {}
             Err(LeaseError::Engine { source, .. }) => {
                 return Err(EngineError::Unreachable(source.to_string()))
@@ -713,6 +735,13 @@ impl Engine for Fenced {
     async fn rename(&self, id: &str, name: &str) -> crate::engine::Result<()> {
         self.inner.rename(id, name).await
     }
+    async fn ensure_image(&self, spec: &ContainerSpec) -> crate::engine::Result<()> {
+        self.fence().await?;
+        self.inner.ensure_image(spec).await
+    }
+    fn pulls(&self) -> Vec<crate::engine::docker::pull::PullProgress> {
+        self.inner.pulls()
+    }
 }
 
 #[cfg(test)]
@@ -805,6 +834,40 @@ mod tests {
         let z = leases.zone(zone, "mem");
         let e: Arc<dyn Engine> = Arc::new(engine.clone());
         z.connector(crate::engine::observe::fixed_connector(e))().await
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_keepers_engine_calls_are_timed_like_the_others() {
+        let engine = MemoryEngine::new();
+        let leases = Leases::new(Identity::of_this_process(
+            "timed",
+            "127.0.0.1:1".parse().unwrap(),
+            Path::new("/t"),
+        ));
+        let telemetry = Arc::new(crate::health::telemetry::Telemetry::default());
+        leases.time_with(telemetry.clone());
+        connected(&leases, "a", &engine).await.unwrap();
+        let keeper = tokio::spawn(leases.clone().keep(CancellationToken::new()));
+        tokio::time::sleep(KEEP_EVERY * 2).await;
+        leases.release().await;
+        keeper.abort();
+        let mut r = prometheus_client::registry::Registry::with_prefix("microscaler");
+        telemetry.register(&mut r);
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &r).unwrap();
+        let count = |op: &str| {
+            let prefix = format!(
+                "microscaler_engine_request_duration_seconds_count{{operation=\"{op}\",zone=\"a\"}} "
+            );
+            out.lines()
+                .find_map(|l| l.strip_prefix(&prefix))
+                .and_then(|n| n.trim().parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        assert_eq!(count("identity"), 1, "{out}");
+        assert_eq!(count("create_marker"), 1, "the lease taken: {out}");
+        assert!(count("inspect") >= 2, "the keeper's checks: {out}");
+        assert_eq!(count("remove"), 1, "the release: {out}");
     }
 
     #[tokio::test]

@@ -56,6 +56,8 @@ pub struct CallCounts {
     /// Pause, unpause, start and stop calls (warm pools).
     pub transition: u64,
     pub rename: u64,
+    /// `ensure_image` calls (rollout pre-pulls).
+    pub ensure_image: u64,
 }
 
 /// Builds an error of a given kind, e.g. `EngineError::NotFound`.
@@ -775,6 +777,16 @@ impl Engine for MemoryEngine {
     async fn identity(&self) -> Result<EngineIdentity> {
         self.call(|c| c.ping += 1)?;
         Ok(self.lock().identity.clone())
+    }
+
+    /// An image made to fail creates ([`MemoryEngine::fail_image`]) fails its pull the same
+    /// way: the registry refuses it.
+    async fn ensure_image(&self, spec: &ContainerSpec) -> Result<()> {
+        self.call(|c| c.ensure_image += 1)?;
+        match self.lock().images.get(&spec.image) {
+            Some(ImageBehaviour::Fail { kind, message }) => Err(kind(message.clone())),
+            _ => Ok(()),
+        }
     }
 
     async fn stats(&self, id: &str) -> Result<StatsSample> {

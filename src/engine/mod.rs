@@ -282,4 +282,14 @@ pub trait Engine: Send + Sync + 'static {
     /// Renames a container (a warm pool member becomes an instance by its name). `Conflict`
     /// when the name is taken.
     async fn rename(&self, id: &str, name: &str) -> Result<()>;
+    /// Makes sure `spec`'s image is on the engine as its pull policy says a launch would need
+    /// it (`IfNotPresent`: pulled when missing; `Always`: pulled; `Never`: nothing), so a
+    /// rollout pulls before it replaces anything. Engines without images have nothing to do.
+    async fn ensure_image(&self, _spec: &ContainerSpec) -> Result<()> {
+        Ok(())
+    }
+    /// The image pulls in flight on this engine, with their progress.
+    fn pulls(&self) -> Vec<docker::pull::PullProgress> {
+        Vec::new()
+    }
 }

@@ -33,6 +33,16 @@ impl Timed {
     }
 }
 
+/// `inner`, its calls timed under `zone` (the lease keeper's engine, which no connector of
+/// the builder wraps).
+pub fn timed(inner: Arc<dyn Engine>, zone: &str, telemetry: Arc<Telemetry>) -> Arc<dyn Engine> {
+    Arc::new(Timed {
+        inner,
+        zone: zone.to_string(),
+        telemetry,
+    })
+}
+
 /// `connect`, with every engine it hands out timed under `zone`.
 pub fn timed_connector(connect: Connector, zone: String, telemetry: Arc<Telemetry>) -> Connector {
     Arc::new(move || {
@@ -102,5 +112,12 @@ impl Engine for Timed {
     }
     async fn rename(&self, id: &str, name: &str) -> Result<()> {
         self.time("rename", self.inner.rename(id, name)).await
+    }
+    async fn ensure_image(&self, spec: &ContainerSpec) -> Result<()> {
+        self.time("ensure_image", self.inner.ensure_image(spec))
+            .await
+    }
+    fn pulls(&self) -> Vec<super::docker::pull::PullProgress> {
+        self.inner.pulls()
     }
 }

@@ -11,6 +11,8 @@ use super::types::{Kind, Manifest, Object, ObjectKey, API_VERSION};
 use super::validate::{self, did_you_mean, Severity};
 use crate::manifest::yamldoc;
 
+mod recover;
+
 /// One object read from a file.
 #[derive(Debug, Clone)]
 pub struct ParsedObject {
@@ -206,14 +208,10 @@ impl<'a> Doc<'a> {
             )]);
         };
         let kind = self.check_header(entries, &locations)?;
-        let object = match kind {
-            Kind::LaunchConfiguration => self
-                .typed(&root, &locations)
-                .map(Object::LaunchConfiguration)?,
-            Kind::AutoScalingGroup => self
-                .typed(&root, &locations)
-                .map(Object::AutoScalingGroup)?,
-            Kind::ScalingPolicy => self.typed(&root, &locations).map(Object::ScalingPolicy)?,
+        let object = match self.typed_object(kind, self.body, &root, &locations) {
+            Ok(object) => object,
+            // Every further error the document's shape allows, not only serde's first.
+            Err(first) => return Err(self.recover(kind, first, extra)),
         };
         let mut errors = Vec::new();
         let mut warnings = Vec::new();
@@ -299,13 +297,31 @@ impl<'a> Doc<'a> {
         }
     }
 
+    /// Deserializes `body` (this document's text, or a repaired copy of it) as `kind`.
+    fn typed_object(
+        &self,
+        kind: Kind,
+        body: &str,
+        root: &Node,
+        locations: &Locations,
+    ) -> Result<Object, TypedError> {
+        Ok(match kind {
+            Kind::LaunchConfiguration => {
+                Object::LaunchConfiguration(self.typed(body, root, locations)?)
+            }
+            Kind::AutoScalingGroup => Object::AutoScalingGroup(self.typed(body, root, locations)?),
+            Kind::ScalingPolicy => Object::ScalingPolicy(self.typed(body, root, locations)?),
+        })
+    }
+
     /// Deserializes the typed manifest, turning serde's error into a located, friendly one.
     fn typed<S: DeserializeOwned>(
         &self,
+        body: &str,
         root: &Node,
         locations: &Locations,
-    ) -> Result<Manifest<S>, Vec<ManifestError>> {
-        let de = serde_yaml_ng::Deserializer::from_str(self.body);
+    ) -> Result<Manifest<S>, TypedError> {
+        let de = serde_yaml_ng::Deserializer::from_str(body);
         serde_path_to_error::deserialize(de).map_err(|e| {
             let path = path_string(e.path());
             let inner = e.into_inner();
@@ -321,9 +337,28 @@ impl<'a> Doc<'a> {
             } else {
                 serde_at.unwrap_or((1, 1))
             };
-            vec![self.error_at(at, &friendly.field, friendly.message)]
+            // The field to take out to read on: the one that is wrong, when it is there (a
+            // missing field cannot be taken out).
+            let removable = !raw.starts_with("missing field ")
+                && !friendly.field.is_empty()
+                && !friendly.field.contains('?')
+                && locations.contains(&friendly.field);
+            TypedError {
+                removable: removable.then(|| friendly.field.clone()),
+                missing: raw.starts_with("missing field "),
+                error: self.error_at(at, &friendly.field, friendly.message),
+            }
         })
     }
+}
+
+/// serde's error in a document, located, and what to remove to read the rest.
+struct TypedError {
+    error: ManifestError,
+    /// The field path whose entry, taken out of the text, lets deserialization go on.
+    removable: Option<String>,
+    /// A required field is missing.
+    missing: bool,
 }
 
 fn list(names: &[&str]) -> String {
@@ -729,6 +764,9 @@ fn node<'i>(
         }
         Event::MappingStart(..) => {
             let mut entries: Vec<(Node, Node)> = Vec::new();
+            // Where each scalar key was first seen: a linear scan per key made a map of
+            // thousands of keys (a long `env:`) cost seconds.
+            let mut seen: HashMap<String, (usize, usize)> = HashMap::new();
             loop {
                 let key = match next_event(parser)? {
                     (Event::MappingEnd, _) => break,
@@ -737,17 +775,14 @@ fn node<'i>(
                 let (e, s) = next_event(parser)?;
                 let value = node(e, s, parser, depth + 1)?;
                 if let NodeValue::Scalar(k) = &key.value {
-                    let first = entries.iter().find_map(|(other, _)| match &other.value {
-                        NodeValue::Scalar(o) if o == k => Some((other.line, other.col)),
-                        _ => None,
-                    });
-                    if let Some(first) = first {
+                    if let Some(first) = seen.get(k) {
                         return Err(TreeError::DuplicateKey {
                             key: k.clone(),
-                            first,
+                            first: *first,
                             at: (key.line, key.col),
                         });
                     }
+                    seen.insert(k.clone(), (key.line, key.col));
                 }
                 entries.push((key, value));
             }

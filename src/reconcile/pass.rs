@@ -115,6 +115,10 @@ impl Reconciler {
             removal_hold,
             &mut mem,
         );
+        // A rollout's image first, on every zone of the group (prepull.rs).
+        let (plan, prepull_failure) = self
+            .prepull(key, &resolved, plan, held.is_some(), &mut mem)
+            .await;
         let acted = !plan.is_empty() || !pool_plan.is_empty();
         let by = autoscale.as_ref().map_or("", |a| a.cause.as_str());
         let replaced: Vec<&str> = plan
@@ -125,10 +129,18 @@ impl Reconciler {
             .collect();
         self.take_from_pool(key, &resolved, &pool_plan, &before, &replaced, &mut mem, by)
             .await;
-        let failure = self
-            .execute(key, &resolved, &plan, &before, &mut mem, by)
-            .await
-            .err();
+        let image = resolved.lc.as_ref().map(|lc| lc.spec.image.clone());
+        let execute = self.execute(key, &resolved, &plan, &before, &mut mem, by);
+        let failure = match (&image, plan.create.is_empty()) {
+            // Launches may wait on a pull: its progress is shown meanwhile.
+            (Some(image), false) => {
+                self.reporting_pulls(key, &resolved.target.zones, image, execute)
+                    .await
+            }
+            _ => execute.await,
+        }
+        .err()
+        .or(prepull_failure);
         drop(reservation);
         self.tend_pool(key, &resolved, &pool_plan, &before, &desired, &mut mem)
             .await;

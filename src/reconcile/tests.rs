@@ -657,3 +657,53 @@ async fn a_held_group_whose_containers_vanish_is_no_longer_reported() {
     })
     .await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_rollout_pulls_its_image_on_every_zone_before_it_replaces_anything() {
+    let h = Harness::start(&["a", "b"], &manifests(4, "img:1", "a, b")).await;
+    h.until("4 running", SECS(5), |h| h.total_running() == 4)
+        .await;
+    // Zone b's registry refuses the new image: zone a must not start rolling out either.
+    h.engines[1].fail_image("img:2", EngineError::Other, "pull access denied for img:2");
+    h.set(&manifests(4, "img:2", "a, b"));
+    h.until("degraded by the pre-pull", SECS(10), |h| {
+        h.status("web").is_some_and(|s| {
+            s.conditions.iter().any(|c| {
+                c.type_ == "Degraded"
+                    && c.status == "True"
+                    && c.message.contains("pull access denied")
+            })
+        })
+    })
+    .await;
+    tokio::time::sleep(SECS(20)).await;
+    for z in 0..2 {
+        let images: Vec<Option<String>> = h.engines[z]
+            .containers()
+            .iter()
+            .map(|c| h.engines[z].image_of(&c.id))
+            .collect();
+        assert!(
+            images.iter().all(|i| i.as_deref() == Some("img:1")) && images.len() == 2,
+            "zone {z} changed before the image was everywhere: {images:?}"
+        );
+    }
+    let asked = h.engines[1].calls().ensure_image;
+    assert!(
+        (1..=6).contains(&asked),
+        "{asked} pre-pulls in 20 s: no backoff"
+    );
+    assert!(h.engines[0].calls().ensure_image >= 1, "zone a pulled too");
+    // The registry lets it through: the rollout runs to the end.
+    h.engines[1].heal_image("img:2");
+    h.until("rolled out", SECS(90), |h| {
+        h.total_running() == 4
+            && (0..2).all(|z| {
+                h.engines[z]
+                    .containers()
+                    .iter()
+                    .all(|c| h.engines[z].image_of(&c.id).as_deref() == Some("img:2"))
+            })
+    })
+    .await;
+}

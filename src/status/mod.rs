@@ -74,6 +74,25 @@ pub struct GroupStatus {
     /// `warm`). Only for groups with a `warmPool`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub warm_pool: Option<WarmPoolStatus>,
+    /// Image pulls a launch or rollout of the group waits for, with their progress (only while
+    /// they run).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pulls: Vec<PullStatus>,
+}
+
+/// One image pull in one zone, as far as it has come.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PullStatus {
+    pub zone: String,
+    pub image: String,
+    pub layers_done: u32,
+    pub layers_total: u32,
+    /// Bytes downloaded, of the sizes announced so far.
+    pub bytes_done: u64,
+    pub bytes_total: u64,
+    /// Seconds since the pull started.
+    pub seconds: u64,
 }
 
 /// A group's warm pool as last seen.

@@ -1,6 +1,6 @@
 //! The controller's API over TLS: `ms` reaches an https:// controller with the CA that signed
 //! its certificate (flag or `ms login`), refuses it without, and a plain-HTTP client gets
-//! nothing.
+//! nothing; an attached `ms exec -i` (an upgraded connection) works over TLS too.
 
 use std::process::{Command, Output};
 use std::time::Duration;
@@ -108,6 +108,62 @@ fn ms_talks_to_an_https_controller_it_can_verify_and_to_no_other() {
     assert!(
         out.status.success(),
         "after ms login: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // An attached exec (`ms exec -i`) is an upgraded connection: over TLS too.
+    let ns = TestNs::new();
+    ctl.write_manifest(
+        "web.yaml",
+        &format!(
+            "apiVersion: microscaler.io/v1\nkind: LaunchConfiguration\nmetadata: {{name: web, namespace: {ns}}}\n\
+             spec:\n  image: {TEST_IMAGE}\n  command: [sleep, \"3600\"]\n  stopGracePeriod: 0s\n---\n\
+             apiVersion: microscaler.io/v1\nkind: AutoScalingGroup\nmetadata: {{name: web, namespace: {ns}}}\n\
+             spec:\n  launchConfiguration: web\n  minSize: 1\n  maxSize: 1\n",
+            ns = ns.name
+        ),
+    );
+    let mut name = String::new();
+    let listed = wait_until(Duration::from_secs(60), || {
+        let out = ms(
+            &[
+                "get",
+                "instances",
+                "-n",
+                &ns.name,
+                "-o",
+                "jsonpath={.items[*].name}",
+            ],
+            &home,
+        );
+        name = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        !name.is_empty() && containers(&ns).iter().any(|c| c.state == "running")
+    });
+    assert!(listed, "no running instance; log:\n{}", ctl.log());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ms"))
+        .args(["exec", "-i", &name, "-n", &ns.name, "--", "sh", "-c"])
+        .arg("read x; echo \"got $x\"; exit 5")
+        .env("XDG_CONFIG_HOME", &home)
+        .env_remove("MS_SERVER")
+        .env_remove("MS_TOKEN")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(b"over tls\n").unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).as_ref()
+        ),
+        (Some(5), "got over tls\n"),
+        "{}",
         String::from_utf8_lossy(&out.stderr)
     );
     ctl.stop();

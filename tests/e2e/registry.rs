@@ -89,10 +89,15 @@ impl Registry {
 
     /// Tags the test image on zone a as `path` and pushes it (logged in with a config of its own).
     pub fn push_test_image(&mut self, path: &str) -> String {
+        self.push_image(TEST_IMAGE, path)
+    }
+
+    /// Tags `local` (an image on zone a) as `path` and pushes it.
+    pub fn push_image(&mut self, local: &str, path: &str) -> String {
         let reference = self.reference(path);
         let login = self.dir.path().join("login");
         self.write_docker_config(&login);
-        docker_ok(&docker_host_a(), &["tag", TEST_IMAGE, &reference]);
+        docker_ok(&docker_host_a(), &["tag", local, &reference]);
         let out = docker(&docker_host_a())
             .env("DOCKER_CONFIG", &login)
             .args(["push", &reference])

@@ -83,10 +83,83 @@ pub fn split_reference(image: &str) -> (&str, &str) {
 
 type PullFuture = Shared<BoxFuture<'static, Result<()>>>;
 
+/// How far one pull in flight on one engine has come (`ms describe` shows it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PullProgress {
+    pub image: String,
+    /// Layers the image has, as far as the engine has said yet.
+    pub layers_total: u32,
+    /// Layers pulled and extracted (or already on the engine).
+    pub layers_done: u32,
+    /// Bytes downloaded, and the sum of the sizes of the layers being downloaded (both grow as
+    /// the engine announces layers).
+    pub bytes_done: u64,
+    pub bytes_total: u64,
+    pub started: std::time::Instant,
+}
+
+/// One layer of a pull as the engine reports it.
+#[derive(Debug, Default, Clone, Copy)]
+struct Layer {
+    current: u64,
+    total: u64,
+    done: bool,
+}
+
+/// Folds the engine's progress messages into a [`PullProgress`].
+#[derive(Debug, Default)]
+struct Tracker {
+    layers: std::collections::BTreeMap<String, Layer>,
+}
+
+impl Tracker {
+    /// One message: `status` of layer `id`, with `current`/`total` bytes when downloading.
+    fn step(&mut self, id: &str, status: &str, current: Option<i64>, total: Option<i64>) {
+        let bytes = |v: Option<i64>| v.and_then(|v| u64::try_from(v).ok());
+        let layer = match status {
+            "Pulling fs layer" | "Waiting" | "Already exists" | "Downloading"
+            | "Verifying Checksum" | "Download complete" | "Extracting" | "Pull complete" => {
+                self.layers.entry(id.to_string()).or_default()
+            }
+            _ => return, // "Pulling from ...", "Digest: ...", "Status: ..."
+        };
+        match status {
+            "Downloading" => {
+                layer.total = bytes(total).unwrap_or(layer.total);
+                layer.current = bytes(current)
+                    .unwrap_or(layer.current)
+                    .min(layer.total.max(1));
+            }
+            "Download complete" | "Extracting" => layer.current = layer.total,
+            "Already exists" | "Pull complete" => {
+                layer.current = layer.total;
+                layer.done = true;
+            }
+            _ => {}
+        }
+    }
+
+    fn progress(&self, image: &str, started: std::time::Instant) -> PullProgress {
+        let count = |f: fn(&Layer) -> bool| {
+            u32::try_from(self.layers.values().filter(|l| f(l)).count()).unwrap_or(u32::MAX)
+        };
+        PullProgress {
+            image: image.to_string(),
+            layers_total: count(|_| true),
+            layers_done: count(|l| l.done),
+            bytes_done: self.layers.values().map(|l| l.current).sum(),
+            bytes_total: self.layers.values().map(|l| l.total).sum(),
+            started,
+        }
+    }
+}
+
 /// The pulls in flight on one engine, by image and credentials.
 #[derive(Default)]
 pub struct Pulls {
     inflight: Mutex<HashMap<String, PullFuture>>,
+    /// How far each of them has come, by the same key.
+    progress: Arc<Mutex<HashMap<String, PullProgress>>>,
 }
 
 impl std::fmt::Debug for Pulls {
@@ -98,6 +171,11 @@ impl std::fmt::Debug for Pulls {
 }
 
 impl Pulls {
+    /// The pulls in flight now, with their progress.
+    pub fn in_flight(&self) -> Vec<PullProgress> {
+        self.progress.locked().values().cloned().collect()
+    }
+
     /// Pulls `image` onto the engine, joining a pull of the same image with the same
     /// credentials already in flight.
     ///
@@ -122,8 +200,17 @@ impl Pulls {
         );
         let docker = docker.clone().with_timeout(PULL_TIMEOUT);
         let (host, image) = (host.to_string(), image.to_string());
-        self.join(key, move || {
-            async move { pull_once(&docker, &host, &image, credentials).await }.boxed()
+        let progress = Arc::clone(&self.progress);
+        self.join(key.clone(), move || {
+            async move {
+                let r = pull_once(&docker, &host, &image, credentials, |p| {
+                    progress.locked().insert(key.clone(), p);
+                })
+                .await;
+                progress.locked().remove(&key);
+                r
+            }
+            .boxed()
         })
         .await
     }
@@ -162,6 +249,7 @@ async fn pull_once(
     host: &str,
     image: &str,
     credentials: Option<Credentials>,
+    report: impl Fn(PullProgress),
 ) -> Result<()> {
     let (name, tag) = split_reference(image);
     let options = CreateImageOptionsBuilder::default()
@@ -177,6 +265,8 @@ async fn pull_once(
     tracing::info!(%image, engine = %host, "pulling image");
     let started = std::time::Instant::now();
     let mut layers = std::collections::BTreeSet::new();
+    let mut tracker = Tracker::default();
+    report(tracker.progress(image, started));
     let mut progress = docker.create_image(Some(options), None, auth);
     while let Some(step) = progress.next().await {
         match step {
@@ -185,6 +275,16 @@ async fn pull_once(
                     info.status.as_deref(),
                     Some("Pull complete" | "Already exists")
                 );
+                if let (Some(id), Some(status)) = (&info.id, &info.status) {
+                    let detail = info.progress_detail.as_ref();
+                    tracker.step(
+                        id,
+                        status,
+                        detail.and_then(|d| d.current),
+                        detail.and_then(|d| d.total),
+                    );
+                    report(tracker.progress(image, started));
+                }
                 if let Some(id) = info.id.filter(|_| done) {
                     layers.insert(id);
                 }
@@ -319,6 +419,31 @@ mod tests {
         }
         release.notify_waiters();
         assert!(next.await.unwrap().is_ok());
+    }
+
+    #[test]
+    fn progress_counts_layers_and_bytes_as_the_engine_reports_them() {
+        let started = std::time::Instant::now();
+        let mut t = Tracker::default();
+        t.step("1", "Pulling from team/web", None, None);
+        t.step("a", "Already exists", None, None);
+        t.step("b", "Pulling fs layer", None, None);
+        t.step("c", "Waiting", None, None);
+        t.step("b", "Downloading", Some(300), Some(1000));
+        let p = t.progress("web:1", started);
+        assert_eq!((p.layers_done, p.layers_total), (1, 3));
+        assert_eq!((p.bytes_done, p.bytes_total), (300, 1000));
+        t.step("b", "Download complete", None, None);
+        t.step("c", "Downloading", Some(50), Some(500));
+        t.step("b", "Extracting", Some(10), Some(1000));
+        t.step("b", "Pull complete", None, None);
+        let p = t.progress("web:1", started);
+        assert_eq!((p.layers_done, p.layers_total), (2, 3));
+        assert_eq!((p.bytes_done, p.bytes_total), (1050, 1500));
+        // A hostile engine cannot make done exceed total.
+        t.step("c", "Downloading", Some(i64::MAX), Some(-5));
+        let p = t.progress("web:1", started);
+        assert_eq!((p.bytes_done, p.bytes_total), (1500, 1500));
     }
 
     #[test]
