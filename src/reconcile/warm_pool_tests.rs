@@ -356,10 +356,8 @@ async fn a_spare_waits_its_prepare_time_and_failed_preparations_back_off() {
         &manifests(0, "img", "a", "{minSize: 1, prepareTime: 5s}"),
     )
     .await;
-    h.until("a spare started", |h| {
-        h.all().iter().any(|c| warm::is_member(c))
-    })
-    .await;
+    h.until("a spare started", |h| h.all().iter().any(warm::is_member))
+        .await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(
         h.members(ContainerState::Paused).is_empty(),
