@@ -233,11 +233,19 @@ impl Zone {
             .collect()
     }
 
-    /// How many containers of one group are being stopped or removed right now.
+    /// How many instances of one group are being stopped or removed right now (warm pool
+    /// members being replaced are not: they never served).
     pub fn terminating_of(&self, key: &ObjectKey) -> usize {
         let st = self.state.locked();
         st.by_group.get(key).map_or(0, |ids| {
-            ids.iter().filter(|id| st.terminating.contains(*id)).count()
+            ids.iter()
+                .filter(|id| st.terminating.contains(*id))
+                .filter(|id| {
+                    st.containers
+                        .get(*id)
+                        .is_none_or(|c| !crate::engine::warm::is_member(c))
+                })
+                .count()
         })
     }
 
@@ -601,6 +609,12 @@ mod tests {
             1,
             "a failed removal shows the container again"
         );
+        // A warm pool member being removed is no instance being stopped.
+        let mut spare = obs("c2", "web", ContainerState::Paused);
+        spare.name = "web-abcde-warm".into();
+        z.apply_list(Instant::now(), vec![spare]);
+        z.terminating("c2");
+        assert_eq!(z.terminating_of(&key("web")), 0);
     }
 
     #[test]
