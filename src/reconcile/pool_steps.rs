@@ -35,7 +35,8 @@ const STUCK_CREATED: Duration = Duration::from_secs(10);
 const REFILL_BACKOFF_BASE: Duration = Duration::from_secs(1);
 /// …up to this.
 const REFILL_BACKOFF_MAX: Duration = Duration::from_secs(300);
-/// How long a stopped member gets to end its process when it is prepared.
+/// How long a stopped member gets to end its process when it is prepared, when its launch
+/// configuration does not say (`stopGracePeriod`).
 const STOP_GRACE: Duration = Duration::from_secs(10);
 
 /// What the reconciler keeps of every group's pool.
@@ -188,10 +189,10 @@ fn target(resolved: &Resolved) -> PoolTarget {
 }
 
 /// The waiting state a fresh (running) member is brought to.
-fn waiting_step(state: WarmPoolState) -> Option<Transition> {
+fn waiting_step(state: WarmPoolState, grace: Duration) -> Option<Transition> {
     match state {
         WarmPoolState::Paused => Some(Transition::Pause),
-        WarmPoolState::Stopped => Some(Transition::Stop(STOP_GRACE)),
+        WarmPoolState::Stopped => Some(Transition::Stop(grace)),
         WarmPoolState::Running => None,
     }
 }
@@ -443,7 +444,9 @@ impl Reconciler {
                 resolved.limits,
             );
             let spec_of_pool = group.spec.warm_pool.clone().unwrap_or_default();
-            let then = waiting_step(spec_of_pool.state);
+            // Stopped with the launch configuration's grace, as an instance would be.
+            let grace = lc.spec.stop_grace_period.map_or(STOP_GRACE, |d| d.0);
+            let then = waiting_step(spec_of_pool.state, grace);
             let warm_up = spec_of_pool.prepare_time();
             for zone in zones.iter().take(reservation.granted as usize) {
                 let Some(target) = self.actuator.target(zone) else {

@@ -175,3 +175,39 @@ fn a_new_launch_configuration_replaces_the_spares_and_a_restart_keeps_them() {
             && containers(&ns).len() == 3
     });
 }
+
+#[test]
+fn a_stopped_pool_serves_with_a_start() {
+    let ns = TestNs::new();
+    let mut ctl = Controller::start();
+    ctl.wait_ready();
+    let a = docker_host_a();
+    ctl.write_manifest(
+        "web.yaml",
+        &sleepers(
+            &ns.name,
+            1,
+            1,
+            "",
+            "  warmPool: {minSize: 1, maxPrepared: 1, state: Stopped}\n",
+        ),
+    );
+    let stopped = |ns: &TestNs| -> Vec<DockerContainer> {
+        containers_on(&docker_host_a(), &ns.name)
+            .into_iter()
+            .filter(|c| c.state == "exited" && c.name.ends_with(SPARE))
+            .collect()
+    };
+    expect(&ctl, &ns, "1 instance and 1 stopped spare", || {
+        instances_on(&a, &ns).len() == 1 && stopped(&ns).len() == 1
+    });
+    let spare = stopped(&ns).remove(0);
+    let victim = instances_on(&a, &ns).remove(0);
+    kill9(&victim);
+    expect(&ctl, &ns, "the stopped spare serves", || {
+        instances_on(&a, &ns).iter().any(|c| c.id == spare.id)
+    });
+    expect(&ctl, &ns, "pool refilled", || {
+        stopped(&ns).len() == 1 && containers(&ns).len() == 2
+    });
+}
