@@ -16,6 +16,7 @@
 //!   [`write_locks`]: changes serialized per file (and per namespace where a quota is checked).
 //! - [`error`]: [`ApiError`], the one error every route answers with.
 //! - [`metrics`]: pushed metric values and `/v1/top`; [`prometheus`]: `/metrics`.
+//! - [`dashboard`]: the web dashboard at `/` (embedded assets), `/v1/history`, `/v1/whoami`.
 //! - [`stream`]: `/v1/watch` (changes as they happen); [`logs`]: instance output and exec;
 //!   [`access_log`]: an INFO line per write.
 //! - [`mod@serve`]: serving within limits (connections, timeouts, file descriptors).
@@ -25,6 +26,7 @@
 
 pub mod access_log;
 pub mod auth;
+pub mod dashboard;
 pub mod edit;
 pub mod error;
 pub mod exec_attach;
@@ -73,6 +75,8 @@ pub struct Context {
     pub desired: DesiredReader,
     /// Each group's latest status.
     pub status: Arc<StatusBoard>,
+    /// Each load balancer's latest status (members and their state).
+    pub lb_status: Arc<crate::lb::LbBoard>,
     /// Manifests whose status cannot be written, and why.
     pub status_problems: WriteProblems,
     /// Set once the first full load of the directory is done (`/readyz`; a write waits for the
@@ -107,4 +111,8 @@ pub struct Context {
     pub file_locks: FileLocks,
     /// The counters and latencies the stages record, served at `/metrics`.
     pub telemetry: Arc<crate::health::telemetry::Telemetry>,
+    /// Each group's capacity and metrics over time (`/v1/history`, the dashboard's charts).
+    pub history: Arc<crate::status::history::History>,
+    /// Attached exec sessions open per namespace (`ms exec -i/-t`).
+    pub exec_sessions: Arc<exec_attach::Sessions>,
 }

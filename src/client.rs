@@ -144,6 +144,7 @@ pub fn kind_path(kind: Kind) -> &'static str {
         Kind::AutoScalingGroup => "asgs",
         Kind::LaunchConfiguration => "lcs",
         Kind::ScalingPolicy => "policies",
+        Kind::LoadBalancer => "lbs",
     }
 }
 
@@ -473,6 +474,7 @@ impl Client {
             Kind::AutoScalingGroup => "asg",
             Kind::LaunchConfiguration => "lc",
             Kind::ScalingPolicy => "policy",
+            Kind::LoadBalancer => "lb",
         };
         let path = format!("/v1/{short}/{}/{}", enc(namespace), enc(name));
         self.send(self.request(reqwest::Method::DELETE, &path))

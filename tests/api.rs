@@ -1034,6 +1034,111 @@ async fn a_write_answers_once_the_watcher_loaded_it_even_while_other_files_keep_
 }
 
 #[tokio::test]
+async fn the_dashboard_is_public_and_its_data_follows_the_token() {
+    use microscaler::manifest::{Kind, ObjectKey};
+    use microscaler::status::GroupStatus;
+
+    let s = Server::start(vec![token("shop-token", &["shop"]), token("root", &["*"])]).await;
+    s.write("default/web.yaml", &format!("{LC}---\n{GROUP}"));
+    s.write(
+        "shop/web.yaml",
+        &GROUP.replace("name: web\n", "name: web\n  namespace: shop\n"),
+    );
+    s.reload();
+
+    // The page itself carries no data: no token needed, nothing loaded from elsewhere.
+    let page = s.http.get(format!("{}/", s.url)).send().await.unwrap();
+    assert_eq!(page.status().as_u16(), 200);
+    let csp = page.headers()["content-security-policy"].to_str().unwrap();
+    assert!(csp.contains("script-src 'self'") && csp.contains("connect-src 'self'"));
+    assert!(page.text().await.unwrap().contains("src=\"ui/app.js\""));
+
+    // What the token may see.
+    assert_eq!(s.get(None, "/v1/whoami").await.0, 401);
+    let (status, who) = s.get(Some("shop-token"), "/v1/whoami").await;
+    assert_eq!(status, 200, "{who}");
+    assert_eq!(who["allNamespaces"], false);
+    assert_eq!(who["namespaces"], json!(["shop"]));
+    assert_eq!(
+        s.get(Some("root"), "/v1/whoami").await.1["allNamespaces"],
+        true
+    );
+
+    // A group's history: what its published status said, for its namespace's tokens only.
+    let key = ObjectKey::new(Kind::AutoScalingGroup, "shop", "web");
+    s._controller.status.publish(
+        &key,
+        GroupStatus {
+            desired_capacity: 3,
+            current: 2,
+            ready: 1,
+            ..GroupStatus::default()
+        },
+    );
+    let (status, h) = s
+        .get(Some("shop-token"), "/v1/history/shop/web?hours=1")
+        .await;
+    assert_eq!(status, 200, "{h}");
+    let last = h["items"].as_array().unwrap().last().cloned().unwrap();
+    assert_eq!(
+        (&last["desired"], &last["current"], &last["ready"]),
+        (&json!(3), &json!(2), &json!(1))
+    );
+    assert_eq!(
+        s.get(Some("shop-token"), "/v1/history/default/web").await.0,
+        403
+    );
+    assert_eq!(
+        s.get(Some("shop-token"), "/v1/history/shop/nope").await.0,
+        404
+    );
+
+    // One watch over several namespaces: each is checked.
+    let watch = |t: &'static str| {
+        s.http
+            .get(format!(
+                "{}/v1/watch?namespace=shop,default&kind=asgs",
+                s.url
+            ))
+            .bearer_auth(t)
+            .send()
+    };
+    assert_eq!(watch("shop-token").await.unwrap().status().as_u16(), 403);
+    let mut resp = watch("root").await.unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let mut text = String::new();
+    while !text.contains("SYNCED") {
+        let chunk = tokio::time::timeout(Duration::from_secs(10), resp.chunk())
+            .await
+            .expect("the current state within 10 s")
+            .unwrap()
+            .expect("the stream goes on");
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    let namespaces: Vec<String> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|e| e["type"] == "ADDED")
+        .map(|e| {
+            e["object"]["metadata"]["namespace"]
+                .as_str()
+                .unwrap_or("default")
+                .to_string()
+        })
+        .collect();
+    assert_eq!(namespaces, ["default", "shop"]);
+
+    // A controller without tokens (loopback only) needs no login.
+    let open = Server::start(vec![]).await;
+    let (status, who) = open.get(None, "/v1/whoami").await;
+    assert_eq!(status, 200, "{who}");
+    assert_eq!(
+        (&who["allNamespaces"], &who["tokenRequired"]),
+        (&json!(true), &json!(false))
+    );
+}
+
+#[tokio::test]
 async fn every_metrics_series_has_a_panel_in_the_grafana_dashboard() {
     let s = Server::start(vec![]).await;
     let text = s

@@ -12,7 +12,7 @@ fn root() -> PathBuf {
 #[test]
 fn committed_schemas_match_the_types() {
     let schemas = manifest::schema::schemas();
-    assert_eq!(schemas.len(), 3);
+    assert_eq!(schemas.len(), 4);
     for (name, fresh) in schemas {
         let path = root().join("schema").join(name);
         let committed = std::fs::read_to_string(&path).unwrap_or_default();
@@ -76,6 +76,7 @@ fn every_example_parses_with_the_expected_kinds() {
         ("launch-configuration.yaml", vec![Kind::LaunchConfiguration]),
         ("autoscaling-group.yaml", vec![Kind::AutoScalingGroup]),
         ("scaling-policy.yaml", vec![Kind::ScalingPolicy]),
+        ("load-balancer.yaml", vec![Kind::LoadBalancer]),
         (
             "cirros.yaml",
             vec![Kind::AutoScalingGroup, Kind::LaunchConfiguration],

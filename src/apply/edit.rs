@@ -115,6 +115,7 @@ pub fn file_kind(kind: Kind) -> &'static str {
         Kind::LaunchConfiguration => "launch-configuration",
         Kind::AutoScalingGroup => "autoscaling-group",
         Kind::ScalingPolicy => "scaling-policy",
+        Kind::LoadBalancer => "load-balancer",
     }
 }
 

@@ -60,5 +60,6 @@ pub fn human_kind(kind: Kind) -> &'static str {
         Kind::LaunchConfiguration => "launch configuration",
         Kind::AutoScalingGroup => "autoscaling group",
         Kind::ScalingPolicy => "scaling policy",
+        Kind::LoadBalancer => "load balancer",
     }
 }

@@ -6,7 +6,9 @@
 //! # Rules
 //! - The same checks as `POST /v1/exec/...` (token, namespace, the instance found in the status
 //!   board), all made before the upgrade, so a refusal is an ordinary JSON error.
-//! - The upgraded connection keeps its place under the API's connection cap until it closes.
+//! - The upgraded connection keeps its place under the API's connection cap until it closes,
+//!   and a namespace has at most [`MAX_SESSIONS_PER_NAMESPACE`] sessions open (429 beyond), so
+//!   one tenant's shells cannot take every connection.
 //! - A client that goes away closes the command's input; output that cannot be delivered ends
 //!   the session (nothing buffers without bound: the engine's stream waits for the client).
 
@@ -28,6 +30,50 @@ use crate::wire::tty::{Decoder, Frame, PROTOCOL};
 
 /// Longest command accepted (its JSON), so a query string cannot grow without bound.
 const MAX_COMMAND: usize = 16 * 1024;
+
+/// Attached sessions a namespace may have open at once: each holds an API connection for as
+/// long as it lasts, and one tenant's shells must not take the connections of the others.
+pub const MAX_SESSIONS_PER_NAMESPACE: usize = 16;
+
+/// The attached sessions open, per namespace.
+#[derive(Debug, Default)]
+pub struct Sessions {
+    open: std::sync::Mutex<std::collections::HashMap<String, usize>>,
+}
+
+/// One open session's place; freed when dropped.
+pub struct Slot {
+    sessions: Arc<Sessions>,
+    namespace: String,
+}
+
+impl Sessions {
+    /// A place for a session of `namespace`, unless it has [`MAX_SESSIONS_PER_NAMESPACE`].
+    pub fn take(self: &Arc<Self>, namespace: &str) -> Option<Slot> {
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        let n = open.entry(namespace.to_string()).or_default();
+        if *n >= MAX_SESSIONS_PER_NAMESPACE {
+            return None;
+        }
+        *n += 1;
+        Some(Slot {
+            sessions: Arc::clone(self),
+            namespace: namespace.to_string(),
+        })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut open = self.sessions.open.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = open.get_mut(&self.namespace) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                open.remove(&self.namespace);
+            }
+        }
+    }
+}
 
 /// Query of the route.
 #[derive(Debug, Deserialize)]
@@ -80,6 +126,12 @@ pub async fn exec_attach(
             format!("instance `{name}` not found in namespace `{ns}`"),
         ));
     };
+    let Some(slot) = ctx.exec_sessions.take(&ns) else {
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!("namespace `{ns}` has {MAX_SESSIONS_PER_NAMESPACE} exec sessions open, the most at once: end one first"),
+        ));
+    };
     let engine = engine_of(&ctx, &t.zone).await?;
     let attached = engine
         .exec_attached(&t.container_id, command, q.tty)
@@ -92,6 +144,7 @@ pub async fn exec_attach(
     }
     tracing::info!(namespace = %ns, instance = %name, tty = q.tty, "interactive exec started through the API");
     tokio::spawn(async move {
+        let _slot = slot; // the namespace's place, until the session ends
         match on_upgrade.await {
             Ok(upgraded) => bridge(TokioIo::new(upgraded), engine, attached).await,
             // The client went away before the upgrade: dropping `attached` closes the input.
@@ -185,4 +238,34 @@ where
         let _ = wr.shutdown().await;
     }
     from_client.abort();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_namespace_has_a_bounded_number_of_sessions_and_ended_ones_free_theirs() {
+        let sessions = Arc::new(Sessions::default());
+        let mut held: Vec<Slot> = (0..MAX_SESSIONS_PER_NAMESPACE)
+            .map(|_| sessions.take("a").expect("within the limit"))
+            .collect();
+        assert!(sessions.take("a").is_none(), "one more is refused");
+        assert!(
+            sessions.take("b").is_some(),
+            "another namespace is not affected"
+        );
+        held.pop();
+        assert!(
+            sessions.take("a").is_some(),
+            "an ended session frees its place"
+        );
+        drop(held);
+        assert!(sessions
+            .open
+            .lock()
+            .unwrap()
+            .get("a")
+            .is_none_or(|n| *n == 0));
+    }
 }

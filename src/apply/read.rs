@@ -53,6 +53,12 @@ fn item(ctx: &Context, desired: &Desired, key: &ObjectKey, entry: &Entry) -> Val
             }
         }
         status
+    } else if key.kind == Kind::LoadBalancer {
+        ctx.lb_status
+            .read_locked()
+            .get(key)
+            .map(|st| json!(st))
+            .unwrap_or(Value::Null)
     } else {
         Value::Null
     };
@@ -130,6 +136,22 @@ pub(super) async fn list_policies(
     Query(q): Query<ListQuery>,
 ) -> ApiResult<Json<Value>> {
     list_kind(&ctx, &headers, &q, Kind::ScalingPolicy)
+}
+
+pub(super) async fn list_lbs(
+    State(ctx): State<Arc<Context>>,
+    headers: HeaderMap,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<Json<Value>> {
+    list_kind(&ctx, &headers, &q, Kind::LoadBalancer)
+}
+
+pub(super) async fn get_lb(
+    State(ctx): State<Arc<Context>>,
+    headers: HeaderMap,
+    UrlPath((ns, name)): UrlPath<(String, String)>,
+) -> ApiResult<Json<Value>> {
+    get_one(&ctx, &headers, Kind::LoadBalancer, &ns, &name)
 }
 
 pub(super) async fn get_group(
@@ -249,11 +271,51 @@ pub(super) async fn problems(
         .into_iter()
         .filter(|p| visible(&p.file))
         .collect();
+    // Load balancers that are not serving for a reason other than having no ready instance,
+    // and instances that cannot be members.
+    let load_balancers: Vec<Value> = ctx
+        .lb_status
+        .read_locked()
+        .iter()
+        .filter(|(k, _)| access.allows(&k.namespace))
+        .flat_map(|(k, st)| {
+            let failing = st
+                .conditions
+                .iter()
+                .filter(|c| {
+                    c.status == "False" && c.reason != "NoMembers" && c.reason != "Converging"
+                })
+                .map(|c| format!("{}: {}", c.reason, c.message));
+            failing
+                .chain(st.problems.iter().cloned())
+                .map(
+                    |message| json!({"namespace": k.namespace, "name": k.name, "message": message}),
+                )
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let mut load_balancers = load_balancers;
+    load_balancers.extend(
+        crate::lb::members::missing(&desired)
+            .into_iter()
+            .filter(|(g, _)| access.allows(&g.namespace))
+            .map(|(g, lb)| {
+                json!({
+                    "namespace": g.namespace,
+                    "name": lb,
+                    "message": format!(
+                        "group {} lists load balancer `{lb}`, which does not exist in namespace {}",
+                        g.name, g.namespace
+                    ),
+                })
+            }),
+    );
     Ok(Json(json!({
         "fileErrors": file_errors,
         "conflicts": conflicts,
         "held": held,
         "statusErrors": status_errors,
+        "loadBalancers": load_balancers,
     })))
 }
 

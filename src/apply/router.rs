@@ -32,6 +32,8 @@ pub fn router(ctx: Arc<Context>) -> Router {
         .route("/v1/lcs/{ns}/{name}", get(read::get_lc))
         .route("/v1/policies", get(read::list_policies))
         .route("/v1/policies/{ns}/{name}", get(read::get_policy))
+        .route("/v1/lbs", get(read::list_lbs))
+        .route("/v1/lbs/{ns}/{name}", get(read::get_lb))
         .route("/v1/instances", get(read::list_instances))
         .route("/v1/problems", get(read::problems))
         .route("/v1/instancetypes", get(read::instance_types))
@@ -46,6 +48,7 @@ pub fn router(ctx: Arc<Context>) -> Router {
             post(super::exec_attach::exec_attach),
         )
         .merge(super::stream::routes(&ctx))
+        .merge(super::dashboard::routes())
         .merge(super::prometheus::routes(&ctx));
     // `GET /lease`: this controller's holder id, so a contender on another machine can tell
     // that the holder of a lease still runs (only a controller that holds leases has one).

@@ -7,6 +7,7 @@
 //! {"type":"MODIFIED","kind":"Instance","object":{...}}          then one line per change
 //! {"type":"DELETED","kind":"Instance","object":{...}}
 //! {"type":"ERROR","message":"..."}                             last line when the watch is ended
+//! {"type":"RELOADED"}                                          with ?reloads=true: manifests loaded
 //! ```
 //!
 //! # Rules
@@ -49,6 +50,9 @@ pub const TICK: Duration = Duration::from_millis(100);
 /// Events buffered per watcher; a watcher further behind is dropped.
 pub const BUFFER: usize = 1024;
 
+/// Namespaces one watch may name.
+pub const MAX_NAMESPACES: usize = 100;
+
 /// Longest silence on a watch stream.
 pub const HEARTBEAT: Duration = Duration::from_secs(15);
 
@@ -57,8 +61,13 @@ pub const HEARTBEAT: Duration = Duration::from_secs(15);
 pub struct WatchQuery {
     /// Comma-separated: `asgs`, `lcs`, `policies`, `instances` (default: all).
     kind: Option<String>,
-    /// One namespace (default: all the token may see).
+    /// One namespace, or several separated by commas (the dashboard of a token with several);
+    /// default: every namespace, for a token that may see them all.
     namespace: Option<String>,
+    /// `true`: also a `{"type":"RELOADED"}` line whenever the manifests were loaded again (a
+    /// file with an error changes no object, yet the problems list changes).
+    #[serde(default)]
+    reloads: bool,
 }
 
 /// The kind of an event's object, as the stream names it.
@@ -83,7 +92,10 @@ type Key = (StreamKind, String, String);
 /// One watcher: what it wants and where its events go.
 struct Watcher {
     kinds: Vec<StreamKind>,
-    namespace: Option<String>,
+    /// `None`: every namespace.
+    namespaces: Option<Vec<String>>,
+    /// Also told `{"type":"RELOADED"}` at each new desired state (`?reloads=true`).
+    reloads: bool,
     tx: mpsc::Sender<Bytes>,
     /// Set when the hub drops it for being slow (its stream then says so).
     dropped: Arc<AtomicBool>,
@@ -91,7 +103,11 @@ struct Watcher {
 
 impl Watcher {
     fn wants(&self, key: &Key) -> bool {
-        self.kinds.contains(&key.0) && self.namespace.as_ref().is_none_or(|ns| ns == &key.1)
+        self.kinds.contains(&key.0)
+            && self
+                .namespaces
+                .as_ref()
+                .is_none_or(|list| list.contains(&key.1))
     }
 }
 
@@ -131,6 +147,27 @@ fn deliver(watchers: &mut Vec<Watcher>, lines: &[(&Key, Bytes)]) {
             }
         }
         true
+    });
+}
+
+/// Tells the watchers that asked for it that a new desired state was loaded; like [`deliver`],
+/// never waits.
+fn deliver_reload(watchers: &mut Vec<Watcher>) {
+    watchers.retain(|w| {
+        if !w.reloads {
+            return true;
+        }
+        match w
+            .tx
+            .try_send(Bytes::from_static(b"{\"type\":\"RELOADED\"}\n"))
+        {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                w.dropped.store(true, Ordering::Release);
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
     });
 }
 
@@ -366,7 +403,15 @@ impl Hub {
                 st.served = Served::default();
                 return;
             }
+            let before = st.served.desired.clone();
             let events = st.served.refresh(&ctx);
+            let reloaded =
+                !matches!((&before, &st.served.desired), (Some(a), Some(b)) if Arc::ptr_eq(a, b));
+            if reloaded {
+                // Watchers that asked to hear of every new desired state (the dashboard reads
+                // the problems again: a broken file changes no object).
+                deliver_reload(&mut st.watchers);
+            }
             if !events.is_empty() {
                 let lines: Vec<(&Key, Bytes)> =
                     events.iter().map(|(t, k, v)| (k, event(t, k, v))).collect();
@@ -403,13 +448,33 @@ fn kinds(q: &WatchQuery) -> ApiResult<Vec<StreamKind>> {
         .collect()
 }
 
+/// The namespaces asked for: `None` for every namespace.
+fn namespaces(q: &WatchQuery) -> ApiResult<Option<Vec<String>>> {
+    let Some(list) = q.namespace.as_deref().filter(|s| !s.is_empty()) else {
+        return Ok(None);
+    };
+    let list: Vec<String> = list.split(',').map(|n| n.trim().to_string()).collect();
+    if list.iter().any(String::is_empty) || list.len() > MAX_NAMESPACES {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("namespace: give one to {MAX_NAMESPACES} names separated by commas"),
+        ));
+    }
+    Ok(Some(list))
+}
+
 async fn watch(
     State((ctx, hub)): State<(Arc<Context>, Arc<Hub>)>,
     headers: HeaderMap,
     Query(q): Query<WatchQuery>,
 ) -> ApiResult<Response> {
-    match &q.namespace {
-        Some(ns) => check_access(&ctx, &headers, ns)?,
+    let namespaces = namespaces(&q)?;
+    match &namespaces {
+        Some(list) => {
+            for ns in list {
+                check_access(&ctx, &headers, ns)?;
+            }
+        }
         // Without a namespace, only a token that sees every namespace may watch.
         None => check_access(&ctx, &headers, "*").map_err(|e| match e.status {
             StatusCode::FORBIDDEN => ApiError::new(
@@ -426,7 +491,8 @@ async fn watch(
         &ctx,
         Watcher {
             kinds,
-            namespace: q.namespace.clone(),
+            namespaces,
+            reloads: q.reloads,
             tx,
             dropped: dropped.clone(),
         },
@@ -494,7 +560,8 @@ mod tests {
         let (tx, rx) = mpsc::channel(capacity);
         let w = Watcher {
             kinds: vec![StreamKind::Instance],
-            namespace: None,
+            namespaces: None,
+            reloads: false,
             tx,
             dropped: Arc::new(AtomicBool::new(false)),
         };
@@ -525,7 +592,7 @@ mod tests {
     #[test]
     fn a_watcher_gets_only_its_kinds_and_namespace() {
         let (mut w, mut rx) = watcher(8);
-        w.namespace = Some("shop".into());
+        w.namespaces = Some(vec!["shop".into(), "lab".into()]);
         let mut watchers = vec![w];
         let other_ns: Key = (StreamKind::Instance, "other".into(), "x".into());
         let other_kind: Key = (
@@ -547,6 +614,7 @@ mod tests {
         let q = WatchQuery {
             kind: Some("asgs,instances".into()),
             namespace: None,
+            reloads: false,
         };
         assert_eq!(
             kinds(&q).unwrap(),
@@ -558,6 +626,7 @@ mod tests {
         let bad = WatchQuery {
             kind: Some("pods".into()),
             namespace: None,
+            reloads: false,
         };
         assert!(kinds(&bad).is_err());
     }

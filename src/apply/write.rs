@@ -402,7 +402,7 @@ pub(super) async fn delete_object(
     let kind = Kind::parse(&kind).ok_or_else(|| {
         ApiError::new(
             StatusCode::NOT_FOUND,
-            format!("unknown kind `{kind}`: use asg, lc or policy"),
+            format!("unknown kind `{kind}`: use asg, lc, policy or lb"),
         )
     })?;
     access.check(&ns)?;

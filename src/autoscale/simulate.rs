@@ -243,7 +243,7 @@ pub fn load(
             match o.object {
                 Object::ScalingPolicy(p) => policies.push((p.metadata.name, p.spec)),
                 Object::AutoScalingGroup(g) => group = Some((g.metadata.name, g.spec)),
-                Object::LaunchConfiguration(_) => {}
+                Object::LaunchConfiguration(_) | Object::LoadBalancer(_) => {}
             }
         }
     }

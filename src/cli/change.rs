@@ -111,6 +111,7 @@ pub(crate) async fn delete(client: Client, args: DeleteArgs) -> CmdResult {
         Kind::ScalingPolicy => 0,
         Kind::AutoScalingGroup => 1,
         Kind::LaunchConfiguration => 2,
+        Kind::LoadBalancer => 3,
     });
     // Like kubectl: every object is attempted; the exit status says whether one failed.
     let mut failed = 0usize;

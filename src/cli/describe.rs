@@ -16,9 +16,10 @@ use crate::manifest::Kind;
 Examples:
   ms describe asg web
   ms describe asg/web -n shop
-  ms describe lc/web")]
+  ms describe lc/web
+  ms describe lb front")]
 pub(crate) struct DescribeArgs {
-    /// asg, lc or policy; or KIND/NAME.
+    /// asg, lc, policy or lb; or KIND/NAME.
     kind: String,
     /// Name of the object (unless given as KIND/NAME).
     name: Option<String>,
@@ -52,7 +53,7 @@ pub(crate) async fn run(client: Client, mut args: DescribeArgs) -> CmdResult {
     };
     let kind = Kind::parse(&args.kind).ok_or_else(|| {
         Failure::Message(format!(
-            "unknown kind `{}`: use asg, lc or policy",
+            "unknown kind `{}`: use asg, lc, policy or lb",
             args.kind
         ))
     })?;
@@ -77,6 +78,13 @@ pub(crate) async fn run(client: Client, mut args: DescribeArgs) -> CmdResult {
                 &item, &policies,
             ));
             text
+        }
+        Kind::LoadBalancer => {
+            let mut out = String::new();
+            header(&mut out, &item, now);
+            super::lb_view::describe(&item, &mut out, field);
+            problems(&mut out, &item);
+            out
         }
         _ => describe_other(&item, now),
     };

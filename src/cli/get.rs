@@ -24,7 +24,7 @@ Examples:
   ms get instances -w                  # the table, then one line per change
   ms get asgs --no-headers | wc -l")]
 pub(crate) struct GetArgs {
-    /// asgs, lcs, policies, instances, instancetypes or problems (singular forms accepted),
+    /// asgs, lcs, policies, lbs, instances, instancetypes or problems (singular forms accepted),
     /// or KIND/NAME.
     resource: String,
     /// Show only this object (for instances: this instance).
@@ -69,7 +69,7 @@ fn resource(s: &str) -> Result<Resource, Failure> {
         "instancetypes" | "instancetype" | "it" => Ok(Resource::InstanceTypes),
         "problems" | "problem" => Ok(Resource::Problems),
         _ => Err(Failure::Message(format!(
-            "unknown resource `{s}`: use asgs, lcs, policies, instances, instancetypes or problems"
+            "unknown resource `{s}`: use asgs, lcs, policies, lbs, instances, instancetypes or problems"
         ))),
     }
 }
@@ -105,10 +105,33 @@ pub(crate) async fn run(client: Client, mut args: GetArgs) -> CmdResult {
     let ns = (!args.all_namespaces).then_some(args.namespace.as_str());
     let now = Utc::now();
     let mut items: Vec<Value> = match res {
-        Resource::Object(kind) => match &args.name {
-            Some(name) => vec![client.get(kind, &args.namespace, name).await?],
-            None => client.list(kind, ns).await?,
-        },
+        Resource::Object(kind) => {
+            let mut items = match &args.name {
+                Some(name) => vec![client.get(kind, &args.namespace, name).await?],
+                None => client.list(kind, ns).await?,
+            };
+            if kind == Kind::AutoScalingGroup && args.output == Output::Wide {
+                // The URL column: the load balancers that name each group.
+                let lbs = client
+                    .list(Kind::LoadBalancer, ns)
+                    .await
+                    .unwrap_or_default();
+                let urls = super::lb_view::urls_by_group(&lbs);
+                for i in items.iter_mut() {
+                    let key = (
+                        i["metadata"]["namespace"]
+                            .as_str()
+                            .unwrap_or("default")
+                            .to_string(),
+                        name(i),
+                    );
+                    if let Some(u) = urls.get(&key) {
+                        i["urls"] = json!(u);
+                    }
+                }
+            }
+            items
+        }
         Resource::Instances => {
             let mut items = client.instances(ns, None).await?;
             if args.output == Output::Wide {
@@ -202,6 +225,7 @@ pub(crate) async fn run(client: Client, mut args: GetArgs) -> CmdResult {
                 Resource::Object(Kind::AutoScalingGroup) => groups(&items, wide, now),
                 Resource::Object(Kind::LaunchConfiguration) => lcs(&items, now),
                 Resource::Object(Kind::ScalingPolicy) => policies(&items),
+                Resource::Object(Kind::LoadBalancer) => super::lb_view::lbs(&items, now),
                 Resource::Instances => instances(&items, wide, args.all_namespaces, now),
                 Resource::InstanceTypes => types(&items),
                 Resource::Problems => problems(&items),
@@ -313,6 +337,7 @@ impl View {
             Resource::Object(Kind::AutoScalingGroup) => groups(items, self.wide, now),
             Resource::Object(Kind::LaunchConfiguration) => lcs(items, now),
             Resource::Object(Kind::ScalingPolicy) => policies(items),
+            Resource::Object(Kind::LoadBalancer) => super::lb_view::lbs(items, now),
             Resource::Instances => instances(items, self.wide, self.all_namespaces, now),
             Resource::InstanceTypes => types(items),
             Resource::Problems => problems(items),
@@ -418,6 +443,14 @@ fn problem_items(p: &Value) -> Vec<Value> {
             ),
         }));
     }
+    for lb in p["loadBalancers"].as_array().into_iter().flatten() {
+        items.push(json!({
+            "file": format!("lb {}/{}", cell(lb.get("namespace")), cell(lb.get("name"))),
+            "line": Value::Null,
+            "field": "",
+            "message": lb["message"],
+        }));
+    }
     for h in p["held"].as_array().into_iter().flatten() {
         // The file it was last defined in, or (known only from the engines) the group itself.
         let location = match h["file"].as_str() {
@@ -507,7 +540,7 @@ fn groups(items: &[Value], wide: bool, now: DateTime<Utc>) -> Table {
         "NAME", "STATE", "ZONES", "MIN", "MAX", "DESIRED", "CURRENT", "READY", "AGE",
     ];
     if wide {
-        h.extend(["LAUNCH-CONFIGURATION", "UP-TO-DATE"]);
+        h.extend(["LAUNCH-CONFIGURATION", "UP-TO-DATE", "URL"]);
     }
     let mut t = Table::new(&h);
     for i in items {
@@ -538,6 +571,10 @@ fn groups(items: &[Value], wide: bool, now: DateTime<Utc>) -> Table {
         if wide {
             row.push(cell(spec.get("launchConfiguration")));
             row.push(cell(status.get("updated")));
+            row.push(match i["urls"].as_array() {
+                Some(u) if !u.is_empty() => cell(Some(&i["urls"])),
+                _ => "-".into(),
+            });
         }
         t.row(row);
     }

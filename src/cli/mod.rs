@@ -15,6 +15,7 @@ mod exec_attach;
 mod get;
 mod gitops_cmd;
 mod jsonpath;
+mod lb_view;
 mod login;
 mod logs;
 mod progress;
@@ -41,9 +42,10 @@ Server and token of the client commands:
 
 Output (stable; scripts should prefer `-o json`):
   ms get asgs            NAME STATE ZONES MIN MAX DESIRED CURRENT READY AGE
-                         (wide adds LAUNCH-CONFIGURATION UP-TO-DATE)
+                         (wide adds LAUNCH-CONFIGURATION UP-TO-DATE URL)
   ms get lcs             NAME IMAGE INSTANCE-TYPE CPUS MEMORY AGE
   ms get policies        NAME GROUP TYPE METRIC RULE
+  ms get lbs             NAME URL TARGET GROUPS MEMBERS READY AGE
   ms get instances       NAME GROUP ZONE STATE CONTAINER PORTS AGE
                          (wide adds UP-TO-DATE NAMESPACE CPU MEM IMAGE-ID)
   ms top instances       NAME GROUP ZONE CPU% MEMORY MEM%
@@ -67,9 +69,9 @@ Namespace of client commands: -n, else $MS_NAMESPACE, else the one stored by
 
 HTTP API of the controller (JSON; `Authorization: Bearer <token>` when tokens are configured):
   GET /healthz, GET /readyz, POST /v1/apply[?dryRun=true] (YAML body, header X-Ms-Filename),
-  GET /v1/{asgs|lcs|policies}[?namespace=NS], GET /v1/{asgs|lcs|policies}/NS/NAME,
+  GET /v1/{asgs|lcs|policies|lbs}[?namespace=NS], GET /v1/{asgs|lcs|policies|lbs}/NS/NAME,
   GET /v1/instances[?namespace=NS&group=G], GET /v1/problems, GET /v1/instancetypes,
-  DELETE /v1/{asg|lc|policy}/NS/NAME, POST /v1/asgs/NS/NAME/{scale|start|stop},
+  DELETE /v1/{asg|lc|policy|lb}/NS/NAME, POST /v1/asgs/NS/NAME/{scale|start|stop},
   POST /v1/metrics/NS/GROUP (JSON {name, value}), GET /v1/top[?namespace=NS&group=G],
   GET /v1/watch[?kind=asgs,instances&namespace=NS] (JSON lines: the state, SYNCED, changes),
   GET /v1/logs/NS/INSTANCE and /v1/logs/NS/asg/GROUP [?follow=true&since=SECS&tail=N],

@@ -10,9 +10,9 @@
 //! left (see `manifest/parse/recover.rs`).
 //!
 //! # Caveats
-//! The recovery stops at a missing required field, at an error inside flow style (`{a: 1}`),
-//! and at anything that could be a consequence of a removal (it then reports less, never a
-//! false error); at most 20 errors per document.
+//! The recovery stops at an error inside flow style (`{a: 1}`), and at anything that could be a
+//! consequence of a removal (a required field or map taken out: it then reports less, never a
+//! false error); at most 20 errors per document, the first only over 64 KiB.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -110,7 +110,7 @@ pub(crate) fn validate_texts(files: &[(String, String)]) -> Report {
         let field = match key.kind {
             Kind::AutoScalingGroup => "spec.launchConfiguration",
             Kind::ScalingPolicy => "spec.autoScalingGroup",
-            Kind::LaunchConfiguration => "",
+            Kind::LaunchConfiguration | Kind::LoadBalancer => "",
         };
         report.warnings.push(ManifestError {
             file: file.clone(),

@@ -11,9 +11,11 @@
 //! - [`api_tls`]: the API's own TLS and the rule for listening beyond loopback.
 //! - [`registry`]: registry credentials for image pulls (`registryCredentials:`, Docker's config).
 //! - [`zone_tls`]: a zone's `tls:` files and the start-up check of its engine address.
+//! - [`load_balancers`]: the `loadBalancers:` section (managed HAProxy, allowed listen addresses).
 
 pub mod api;
 pub mod api_tls;
+pub mod load_balancers;
 pub mod registry;
 pub mod tenancy;
 pub mod zone_tls;
@@ -191,6 +193,9 @@ pub struct Config {
     /// Limits of the HTTP API: connections, timeouts, write rates. See [`api`].
     #[serde(default)]
     pub api: ApiLimits,
+    /// The load balancers' managed HAProxy and what they may listen on. See [`load_balancers`].
+    #[serde(default)]
+    pub load_balancers: load_balancers::LoadBalancersConfig,
     /// The file this configuration was read from (for messages naming a setting).
     #[serde(skip)]
     pub source: Option<PathBuf>,
@@ -351,6 +356,9 @@ impl Config {
             .map_err(|e| anyhow::anyhow!("invalid configuration{file}: {e}"))?;
         self.api
             .validate()
+            .map_err(|e| anyhow::anyhow!("invalid configuration{file}: {e}"))?;
+        self.load_balancers
+            .validate(&self.controller_name)
             .map_err(|e| anyhow::anyhow!("invalid configuration{file}: {e}"))?;
         if !self.listen.ip().is_loopback() && self.tokens.is_empty() {
             anyhow::bail!(

@@ -11,7 +11,8 @@
 //! 3. The status writer: the board at once, the files shortly after.
 //! 4. The autoscaler: metrics, policies, the effective capacity of groups with policies.
 //! 5. The change feed and the reconciler (desired + observed → actions).
-//! 6. The HTTP API, when given a listener.
+//! 6. The load balancers (a managed HAProxy), with the reconciler.
+//! 7. The HTTP API, when given a listener.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -27,6 +28,7 @@ use crate::apply;
 use crate::apply::ratelimit::RateLimiter;
 use crate::apply::write_locks::{FileLocks, NamespaceLocks};
 use crate::autoscale::{Autoscaler, Settings};
+use crate::config::load_balancers::zone_address;
 use crate::config::{Config, StatusMode};
 use crate::engine::lease::Leases;
 use crate::engine::observe::{observe, Connector, Zone};
@@ -34,6 +36,7 @@ use crate::engine::timed::timed_connector;
 use crate::health::liveness::silence_bound;
 use crate::health::supervise::{Supervisor, TaskEnded};
 use crate::health::telemetry::Telemetry;
+use crate::lb::{self, haproxy::Haproxy};
 use crate::manifest::ObjectKey;
 use crate::reconcile::changes::enqueue_changes;
 use crate::reconcile::queue::Queue;
@@ -177,6 +180,8 @@ impl Builder {
         let queue: Arc<Queue<ObjectKey>> = Arc::new(Queue::new());
         // Recorded by the stages, served by the API at `/metrics`.
         let telemetry = Arc::new(Telemetry::default());
+        // Each group's capacity and metrics over time: recorded on publish, charted by the API.
+        let history = Arc::new(crate::status::history::History::default());
 
         // The status writer: what the reconciler publishes, on the board at once, in files later.
         let status = StatusSync::new(
@@ -187,6 +192,7 @@ impl Builder {
                 problems: shared.status_problems.clone(),
                 rescan: shared.rescan.clone(),
                 telemetry: telemetry.clone(),
+                history: history.clone(),
             }),
             own.clone(),
             STATUS_COALESCE,
@@ -340,11 +346,48 @@ impl Builder {
             );
         }
 
+        // The load balancers: one managed HAProxy, members following the published instances.
+        // Only a controller that reconciles runs it (a standby's reader never does).
+        if reconciling {
+            let lbc = &config.load_balancers;
+            let driver = Arc::new(Haproxy::new(
+                &config.controller_name,
+                lbc.haproxy(),
+                lbc.run_dir(&config.controller_name),
+            ));
+            let settings = lb::members::Settings {
+                config: lbc.clone(),
+                zones: config
+                    .zones
+                    .iter()
+                    .map(|z| {
+                        let addr = zone_address(lbc, &z.name, z.docker_host.as_deref());
+                        (z.name.clone(), addr)
+                    })
+                    .collect(),
+                reserved: vec![config.listen],
+            };
+            let ctx = lb::run::Context {
+                desired: shared.desired.clone(),
+                status: shared.status.clone(),
+                board: shared.lb_status.clone(),
+                settings,
+            };
+            let beat = shared
+                .liveness
+                .beat("load balancers", silence_bound(lb::run::PERIOD));
+            tasks.spawn(
+                "load balancers",
+                lb::run::run(ctx, driver, beat, shutdown.clone()),
+            );
+        }
+
         // The HTTP API: reads everything, writes only files (and confirmations, rescans).
         let api = Arc::new(apply::Context {
             config: config.clone(),
             desired: shared.desired.clone(),
             status: shared.status.clone(),
+            lb_status: shared.lb_status.clone(),
             status_problems: shared.status_problems.clone(),
             ready: shared.ready.clone(),
             rescan: shared.rescan.clone(),
@@ -361,6 +404,8 @@ impl Builder {
             write_locks: NamespaceLocks::default(),
             file_locks: FileLocks::default(),
             telemetry,
+            history,
+            exec_sessions: Arc::default(),
         });
         if let Some(listener) = listener {
             let stop = shutdown.clone();

@@ -100,6 +100,14 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<()> {
         }
     };
     info!(dir = %config.dir.display(), listen = %listener.local_addr()?, zones = ?config.zone_names(), "controller starting");
+    info!(
+        url = %format!(
+            "{}://{}/",
+            if config.tls.is_some() { "https" } else { "http" },
+            listener.local_addr()?
+        ),
+        "web dashboard"
+    );
     // Descriptor headroom: the soft limit up to the hard one, and API connections capped at
     // half of it, so a connection flood can never starve the engines or the directory.
     let fd_limit = crate::apply::serve::raise_fd_limit();

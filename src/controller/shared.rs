@@ -23,6 +23,8 @@ pub struct Shared {
     pub desired: DesiredReader,
     /// Latest status of every group (written by the status writer only).
     pub status: Arc<StatusBoard>,
+    /// Each load balancer's latest status (written by the load balancer loop).
+    pub lb_status: Arc<crate::lb::LbBoard>,
     /// Set once the first full load of the directory is done (by the change feed).
     pub ready: Arc<AtomicBool>,
     /// Asks the watcher to rescan the directory now (after the API wrote a file, or a user edit
@@ -50,6 +52,7 @@ impl Shared {
             config: Arc::new(config),
             desired,
             status: Arc::default(),
+            lb_status: Arc::default(),
             ready: Arc::default(),
             rescan: Arc::default(),
             confirmations: Arc::default(),

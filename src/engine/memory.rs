@@ -100,6 +100,10 @@ struct State {
     events: broadcast::Sender<EngineEvent>,
     /// What `identity` answers: unique per engine (clones share it).
     identity: EngineIdentity,
+    /// Images whose first create waits this long, as for a pull ([`MemoryEngine::slow_pull`]).
+    slow_pulls: HashMap<String, Duration>,
+    /// Those "pulls" in flight, shown by `pulls()`.
+    pulling: Vec<String>,
 }
 
 /// Distinct identities for engines made in one process.
@@ -256,6 +260,8 @@ impl MemoryEngine {
                     name: "memory".into(),
                     root_dir: "/memory".into(),
                 },
+                slow_pulls: HashMap::new(),
+                pulling: Vec::new(),
             })),
         }
     }
@@ -299,6 +305,26 @@ impl MemoryEngine {
                 message: message.into(),
             },
         );
+    }
+
+    /// Makes the first create (or pre-pull) of `image` wait `took`, shown meanwhile by
+    /// `pulls()` as a pull in flight (one layer, not done).
+    pub fn slow_pull(&self, image: &str, took: Duration) {
+        self.lock().slow_pulls.insert(image.to_string(), took);
+    }
+
+    /// The "pull" of a [`MemoryEngine::slow_pull`] image, once.
+    async fn pull_if_slow(&self, image: &str) {
+        let took = {
+            let mut s = self.lock();
+            let Some(took) = s.slow_pulls.remove(image) else {
+                return;
+            };
+            s.pulling.push(image.to_string());
+            took
+        };
+        delay(took).await;
+        self.lock().pulling.retain(|i| i != image);
     }
 
     /// Makes `image` missing, as Docker says it: `NotFound("No such image: <image>")`.
@@ -520,6 +546,7 @@ impl Engine for MemoryEngine {
 
     async fn create_and_start(&self, spec: &ContainerSpec) -> Result<Observed> {
         self.call(|c| c.create += 1)?;
+        self.pull_if_slow(&spec.image).await;
         let lat = self.lock().latencies;
         delay(lat.create).await;
         let id = {
@@ -783,10 +810,26 @@ impl Engine for MemoryEngine {
     /// way: the registry refuses it.
     async fn ensure_image(&self, spec: &ContainerSpec) -> Result<()> {
         self.call(|c| c.ensure_image += 1)?;
+        self.pull_if_slow(&spec.image).await;
         match self.lock().images.get(&spec.image) {
             Some(ImageBehaviour::Fail { kind, message }) => Err(kind(message.clone())),
             _ => Ok(()),
         }
+    }
+
+    fn pulls(&self) -> Vec<crate::engine::docker::pull::PullProgress> {
+        self.lock()
+            .pulling
+            .iter()
+            .map(|image| crate::engine::docker::pull::PullProgress {
+                image: image.clone(),
+                layers_total: 1,
+                layers_done: 0,
+                bytes_done: 0,
+                bytes_total: 0,
+                started: std::time::Instant::now(),
+            })
+            .collect()
     }
 
     async fn stats(&self, id: &str) -> Result<StatsSample> {

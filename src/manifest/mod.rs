@@ -11,6 +11,7 @@
 
 pub mod duration;
 pub mod instance_types;
+pub mod load_balancer;
 pub mod parse;
 pub mod schema;
 pub mod types;
@@ -19,6 +20,7 @@ pub mod warm_pool;
 pub mod yamldoc;
 
 pub use duration::DurationSpec;
+pub use load_balancer::{Balance, LbHealthCheck, LbMode, LoadBalancerSpec};
 pub use parse::{parse_file, parse_file_checked, ManifestError, ParsedFile, ParsedObject};
 pub use types::*;
 pub use validate::{did_you_mean, missing_references, validate, Problem, Severity};

@@ -311,6 +311,7 @@ impl<'a> Doc<'a> {
             }
             Kind::AutoScalingGroup => Object::AutoScalingGroup(self.typed(body, root, locations)?),
             Kind::ScalingPolicy => Object::ScalingPolicy(self.typed(body, root, locations)?),
+            Kind::LoadBalancer => Object::LoadBalancer(self.typed(body, root, locations)?),
         })
     }
 

@@ -1,4 +1,4 @@
-//! JSON Schemas of the three manifest kinds, for editors (`# yaml-language-server: $schema=...`).
+//! JSON Schemas of the manifest kinds, for editors (`# yaml-language-server: $schema=...`).
 //!
 //! Generated from the serde types with schemars, then adjusted where the types say less than
 //! the parser checks: `apiVersion` and `kind` become constants, `status` is allowed (the
@@ -8,7 +8,9 @@ use schemars::JsonSchema;
 use serde_json::{json, Map, Value};
 
 use super::instance_types;
-use super::types::{AutoScalingGroup, Kind, LaunchConfiguration, ScalingPolicy, API_VERSION};
+use super::types::{
+    AutoScalingGroup, Kind, LaunchConfiguration, LoadBalancer, ScalingPolicy, API_VERSION,
+};
 use super::validate::{MAX_GROUP_SIZE, MIN_MEMORY_MIB};
 
 /// `(file name, pretty JSON)` for each kind's schema, as committed under `schema/`
@@ -26,6 +28,10 @@ pub fn schemas() -> Vec<(&'static str, String)> {
         (
             "scaling-policy.schema.json",
             render::<ScalingPolicy>(Kind::ScalingPolicy),
+        ),
+        (
+            "load-balancer.schema.json",
+            render::<LoadBalancer>(Kind::LoadBalancer),
         ),
     ]
 }

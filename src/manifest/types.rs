@@ -1,4 +1,4 @@
-//! The serde/schemars types of the three manifest kinds and the identity they share.
+//! The serde/schemars types of the manifest kinds and the identity they share.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -11,7 +11,7 @@ use super::duration::DurationSpec;
 /// The only `apiVersion` this controller understands.
 pub const API_VERSION: &str = "microscaler.io/v1";
 
-/// The three kinds of manifest.
+/// The kinds of manifest.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
 )]
@@ -19,13 +19,15 @@ pub enum Kind {
     LaunchConfiguration,
     AutoScalingGroup,
     ScalingPolicy,
+    LoadBalancer,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 3] = [
+    pub const ALL: [Kind; 4] = [
         Kind::LaunchConfiguration,
         Kind::AutoScalingGroup,
         Kind::ScalingPolicy,
+        Kind::LoadBalancer,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -33,6 +35,7 @@ impl Kind {
             Kind::LaunchConfiguration => "LaunchConfiguration",
             Kind::AutoScalingGroup => "AutoScalingGroup",
             Kind::ScalingPolicy => "ScalingPolicy",
+            Kind::LoadBalancer => "LoadBalancer",
         }
     }
 
@@ -48,6 +51,7 @@ impl Kind {
             "scalingpolicy" | "scalingpolicies" | "policy" | "policies" => {
                 Some(Kind::ScalingPolicy)
             }
+            "loadbalancer" | "loadbalancers" | "lb" | "lbs" => Some(Kind::LoadBalancer),
             _ => None,
         }
     }
@@ -129,14 +133,16 @@ pub struct Manifest<S> {
 pub type LaunchConfiguration = Manifest<LaunchConfigurationSpec>;
 pub type AutoScalingGroup = Manifest<AutoScalingGroupSpec>;
 pub type ScalingPolicy = Manifest<ScalingPolicySpec>;
+pub type LoadBalancer = Manifest<super::load_balancer::LoadBalancerSpec>;
 
-/// Any one of the three kinds, as stored by the controller.
+/// Any one of the kinds, as stored by the controller.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum Object {
     LaunchConfiguration(LaunchConfiguration),
     AutoScalingGroup(AutoScalingGroup),
     ScalingPolicy(ScalingPolicy),
+    LoadBalancer(LoadBalancer),
 }
 
 impl Object {
@@ -145,6 +151,7 @@ impl Object {
             Object::LaunchConfiguration(_) => Kind::LaunchConfiguration,
             Object::AutoScalingGroup(_) => Kind::AutoScalingGroup,
             Object::ScalingPolicy(_) => Kind::ScalingPolicy,
+            Object::LoadBalancer(_) => Kind::LoadBalancer,
         }
     }
 
@@ -153,6 +160,7 @@ impl Object {
             Object::LaunchConfiguration(m) => &m.metadata,
             Object::AutoScalingGroup(m) => &m.metadata,
             Object::ScalingPolicy(m) => &m.metadata,
+            Object::LoadBalancer(m) => &m.metadata,
         }
     }
 
@@ -167,6 +175,7 @@ impl Object {
             Object::LaunchConfiguration(m) => serde_json::to_string(&(&m.metadata, &m.spec)),
             Object::AutoScalingGroup(m) => serde_json::to_string(&(&m.metadata, &m.spec)),
             Object::ScalingPolicy(m) => serde_json::to_string(&(&m.metadata, &m.spec)),
+            Object::LoadBalancer(m) => serde_json::to_string(&(&m.metadata, &m.spec)),
         }
         .expect("manifest types always serialize");
         short_hash(value.as_bytes())
@@ -320,6 +329,10 @@ pub struct AutoScalingGroupSpec {
     /// Spare containers kept prepared, taken first by scale-out and self-healing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub warm_pool: Option<super::WarmPool>,
+    /// Names of `LoadBalancer`s (same namespace) that send traffic to this group's ready
+    /// instances.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub load_balancers: Vec<String>,
 }
 
 impl AutoScalingGroupSpec {

@@ -170,8 +170,16 @@ pub fn validate(object: &Object) -> Vec<Problem> {
     validate_metadata(object.metadata(), &mut p);
     match object {
         Object::LaunchConfiguration(m) => validate_launch_configuration(&m.spec, &mut p),
-        Object::AutoScalingGroup(m) => validate_group(&m.spec, &mut p),
+        Object::AutoScalingGroup(m) => {
+            validate_group(&m.spec, &mut p);
+            p.0.extend(super::load_balancer::validate_group_load_balancers(
+                &m.spec.load_balancers,
+            ));
+        }
         Object::ScalingPolicy(m) => validate_policy(&m.spec, &mut p),
+        Object::LoadBalancer(m) => {
+            p.0.extend(super::load_balancer::validate_load_balancer(&m.spec))
+        }
     }
     p.0
 }
@@ -878,7 +886,7 @@ pub fn missing_references(objects: &BTreeMap<ObjectKey, Object>) -> BTreeMap<Obj
                 &m.spec.auto_scaling_group,
                 "autoscaling group",
             ),
-            Object::LaunchConfiguration(_) => continue,
+            Object::LaunchConfiguration(_) | Object::LoadBalancer(_) => continue,
         };
         let target_key = ObjectKey::new(target_kind, key.namespace.clone(), target.clone());
         if !objects.contains_key(&target_key) {
@@ -971,6 +979,7 @@ mod tests {
                 max_unavailable: None,
                 health_check_grace_period: None,
                 warm_pool: None,
+                load_balancers: vec![],
             },
             status: None,
         })

@@ -134,7 +134,7 @@ impl Reconciler {
         let failure = match (&image, plan.create.is_empty()) {
             // Launches may wait on a pull: its progress is shown meanwhile.
             (Some(image), false) => {
-                self.reporting_pulls(key, &resolved.target.zones, image, execute)
+                self.reporting_pulls(key, &resolved.target, image, execute)
                     .await
             }
             _ => execute.await,

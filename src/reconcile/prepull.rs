@@ -21,7 +21,7 @@ use tokio::time::Instant;
 
 use super::error::ReconcileError;
 use super::memory::GroupMemory;
-use super::plan::{CreateReason, Plan, RemoveReason};
+use super::plan::{CreateReason, Plan, RemoveReason, Target};
 use super::{container_spec, Reconciler, Resolved};
 use crate::engine::observe::Reach;
 use crate::engine::{Engine, EngineError};
@@ -114,7 +114,7 @@ impl Reconciler {
             async move { (zone.clone(), engine.ensure_image(&spec).await) }
         });
         let results = self
-            .reporting_pulls(key, &resolved.target.zones, &lc.spec.image, join_all(pulls))
+            .reporting_pulls(key, &resolved.target, &lc.spec.image, join_all(pulls))
             .await;
         let mut failure = None;
         // Forget what expired (one entry per zone and spec a rollout went to).
@@ -159,7 +159,7 @@ impl Reconciler {
     pub(super) async fn reporting_pulls<F: Future>(
         &self,
         key: &ObjectKey,
-        zones: &[String],
+        target: &Target,
         image: &str,
         work: F,
     ) -> F::Output {
@@ -171,10 +171,12 @@ impl Reconciler {
             tokio::select! {
                 out = &mut work => return out,
                 _ = tick.tick() => {
-                    let pulls = self.pulls_of(zones, image);
-                    // A group's first pass has published nothing yet: its status starts here.
+                    let pulls = self.pulls_of(&target.zones, image);
+                    // A group's first pass has published nothing yet: its status starts here
+                    // (nothing runs yet; what it converges to is known).
                     let mut status = self.ctx.status.get(key).unwrap_or_else(|| GroupStatus {
-                        zones: zones.to_vec(),
+                        desired_capacity: target.desired,
+                        zones: target.zones.clone(),
                         ..GroupStatus::default()
                     });
                     if status.pulls != pulls {

@@ -707,3 +707,23 @@ async fn a_rollout_pulls_its_image_on_every_zone_before_it_replaces_anything() {
     })
     .await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_launch_waiting_on_a_pull_shows_it_in_the_status_until_it_ends() {
+    let engine = MemoryEngine::new();
+    engine.slow_pull("big:1", SECS(8));
+    let h = Harness::start_with(&["a"], vec![engine], &manifests(1, "big:1", "a")).await;
+    // Shown within the report period, before anything runs (the group's first pass).
+    h.until("the pull in the status", SECS(3), |h| {
+        h.status("web")
+            .is_some_and(|s| s.pulls.len() == 1 && s.pulls[0].zone == "a" && s.current == 0)
+    })
+    .await;
+    let s = h.status("web").unwrap();
+    assert_eq!(s.pulls[0].image, "big:1");
+    assert_eq!(s.desired_capacity, 1, "the first status knows the target");
+    h.until("running, the pull gone", SECS(15), |h| {
+        h.total_running() == 1 && h.status("web").is_some_and(|s| s.pulls.is_empty())
+    })
+    .await;
+}

@@ -9,6 +9,7 @@
 //! the autoscaler and the reconciler, which publish into it.
 
 pub mod activity_log;
+pub mod history;
 pub mod sync;
 
 use std::collections::BTreeMap;

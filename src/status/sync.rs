@@ -135,6 +135,8 @@ pub struct Context {
     pub rescan: Arc<Notify>,
     /// Where writes and failed writes are counted (`/metrics`).
     pub telemetry: Arc<crate::health::telemetry::Telemetry>,
+    /// Each group's capacity and metrics over time (the dashboard's charts).
+    pub history: Arc<super::history::History>,
 }
 
 /// Hands status from the reconciler to the API and to the files.
@@ -204,6 +206,7 @@ impl StatusSync {
         }
         let block: Arc<str> = Arc::from(files::render_status(&status));
         super::activity_log::log_new(key, map.get(key), &status);
+        self.ctx.history.record(key, &status);
         map.insert(key.clone(), status);
         drop(map);
         self.blocks.locked().insert(key.clone(), block);
@@ -220,6 +223,7 @@ impl StatusSync {
     pub fn forget(&self, key: &ObjectKey) {
         self.ctx.status.write_locked().remove(key);
         self.blocks.locked().remove(key);
+        self.ctx.history.forget(key);
     }
 
     /// The watcher saw these files change (content, creation, removal): their status is compared
@@ -524,6 +528,7 @@ mod tests {
                 problems: WriteProblems::default(),
                 rescan: Arc::default(),
                 telemetry: Arc::default(),
+                history: Arc::default(),
             });
             let sync = StatusSync::new(ctx, Arc::new(OwnWrites::new()), Duration::ZERO);
             let f = Fixture { dir, sync, tx };

@@ -175,7 +175,7 @@ pub fn reference_warnings(
             let field = match key.kind {
                 Kind::AutoScalingGroup => "spec.launchConfiguration",
                 Kind::ScalingPolicy => "spec.autoScalingGroup",
-                Kind::LaunchConfiguration => "",
+                Kind::LaunchConfiguration | Kind::LoadBalancer => "",
             };
             let warning = ManifestError {
                 file: e.file.clone(),
@@ -298,6 +298,7 @@ mod tests {
                 max_unavailable: None,
                 health_check_grace_period: None,
                 warm_pool: None,
+                load_balancers: vec![],
             },
             status: None,
         })
@@ -494,6 +495,7 @@ mod tests {
             Object::AutoScalingGroup(m) => m.metadata.namespace = ns.into(),
             Object::LaunchConfiguration(m) => m.metadata.namespace = ns.into(),
             Object::ScalingPolicy(m) => m.metadata.namespace = ns.into(),
+            Object::LoadBalancer(m) => m.metadata.namespace = ns.into(),
         }
         o
     }

@@ -10,7 +10,8 @@
 //!   `[1, 2]` spanning the error) ends the recovery.
 //! - An error about a path that was taken out, or about its parent or child (a required field
 //!   now missing, a map left empty), is a consequence, not the user's: the recovery ends without
-//!   reporting it. A missing required field cannot be taken out: the recovery ends after it.
+//!   reporting it. A missing required field cannot be taken out: the map missing it is (then
+//!   its own absence ends the recovery where it is required too).
 //! - Validation on the repaired object reports only problems that cannot come from a removal:
 //!   none on a removed path or its relatives, none naming a removed field (`minSize 3 > maxSize
 //!   2` when `maxSize` was removed).
@@ -35,13 +36,13 @@ impl Doc<'_> {
         first: TypedError,
         extra: &dyn Fn(&Object) -> Vec<validate::Problem>,
     ) -> Vec<ManifestError> {
+        let mut next = removal(&first.error.field, first.removable, first.missing);
         let mut errors = vec![first.error];
         if self.body.len() > MAX_RECOVERED_BYTES {
             return errors;
         }
         let mut removed: Vec<String> = Vec::new();
         let mut body = self.body.to_string();
-        let mut next = first.removable;
         let Ok(Some(mut root)) = load_tree(&body) else {
             return errors;
         };
@@ -90,13 +91,23 @@ impl Doc<'_> {
                     }) {
                         break;
                     }
-                    next = e.removable;
+                    next = removal(&e.error.field, e.removable, e.missing);
                     errors.push(e.error);
                 }
             }
         }
         errors
     }
+}
+
+/// What to take out after an error at `field`: the field itself, or, for a missing required
+/// field, the map that misses it (`spec.schedule[1]` without its `cron`), whose own absence is
+/// then a consequence (and ends the recovery if it is required too).
+fn removal(field: &str, removable: Option<String>, missing: bool) -> Option<String> {
+    removable.or_else(|| {
+        let p = parent(field);
+        (missing && !p.is_empty()).then(|| p.to_string())
+    })
 }
 
 /// Whether one path is the other, or inside it.
@@ -281,6 +292,28 @@ mod tests {
             got[1].starts_with("10:") && got[1].contains("spec.availabilityZones[0]"),
             "{got:#?}"
         );
+    }
+
+    #[test]
+    fn a_list_item_missing_a_required_field_is_taken_out_and_reading_goes_on() {
+        let text = "apiVersion: microscaler.io/v1\nkind: ScalingPolicy\nmetadata:\n  name: hours\nspec:\n  autoScalingGroup: web\n  type: Scheduled\n  schedule:\n    - minSize: 3\n      timeZone: Europe/Berlin\n  upperTreshold: 80\n";
+        let got = errors(text);
+        assert_eq!(got.len(), 2, "{got:#?}");
+        assert!(
+            got[0].contains("spec.schedule[0].cron") && got[0].contains("missing"),
+            "{got:#?}"
+        );
+        assert!(got[1].starts_with("11:3: spec.upperTreshold"), "{got:#?}");
+        // A required map missing a field: the rest is still read, its own absence (a
+        // consequence) is not reported.
+        let text = HEAD.replace("  name: web\n", "  namespace: x\n") + "  portz: 1\n";
+        let got = errors(&text);
+        assert_eq!(got.len(), 2, "{got:#?}");
+        assert!(
+            got[0].starts_with("3:1: metadata.name: missing"),
+            "{got:#?}"
+        );
+        assert!(got[1].starts_with("7:3: spec.portz"), "{got:#?}");
     }
 
     #[test]
