@@ -22,6 +22,8 @@
 //! - [`queue`]: one slot per group, never two reconciles of a group at once.
 //! - [`changes`]: the change feed: new snapshots and confirmations → the groups to look at.
 //! - [`plan`]: the pure planning function (desired + observed → create/remove), table-tested.
+//! - [`pool`]: the warm pool's pure decisions (takes, refills, rotation), applied after `plan`;
+//!   `pool_steps` carries them out.
 //! - [`quota`]: creations in flight per namespace, against its quotas.
 //! - `container`: the container spec of an instance, its hash and launch mark.
 //! - `orphans`: whether a group found only on the engines may be deleted.
@@ -61,6 +63,8 @@ mod memory;
 mod orphans;
 mod pass;
 pub mod plan;
+pub mod pool;
+mod pool_steps;
 mod post_start;
 mod prepull;
 mod quarantine;
@@ -130,6 +134,8 @@ pub struct Reconciler {
     observed: AtomicBool,
     /// The `postStart` hooks running or failed.
     post_starts: post_start::PostStarts,
+    /// Each group's warm pool between passes: refills in flight, their backoff, memory.
+    pools: Arc<pool_steps::Pools>,
 }
 
 /// What a group resolves to for one pass.
@@ -173,6 +179,7 @@ impl Reconciler {
             quotas: QuotaLedger::default(),
             observed: AtomicBool::new(false),
             post_starts: post_start::PostStarts::default(),
+            pools: Arc::default(),
         })
     }
 }
@@ -184,3 +191,5 @@ fn now_secs() -> DateTime<Utc> {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod warm_pool_tests;

@@ -95,7 +95,8 @@ impl Collector {
             for key in groups.keys() {
                 reached.insert(key.clone(), true);
                 for o in zone.instances_of(key) {
-                    if o.state == ContainerState::Running {
+                    // Warm pool members are spares, not capacity: never measured.
+                    if o.state == ContainerState::Running && !crate::engine::warm::is_member(&o) {
                         todo.push((key.clone(), o));
                     }
                 }

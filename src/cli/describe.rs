@@ -246,6 +246,9 @@ fn describe_group(item: &Value, lc: Option<&Value>, now: DateTime<Utc>) -> Strin
             cooldown("scaleInCooldown")
         ),
     );
+    if let Some(w) = warm_pool(&spec["warmPool"], &status["warmPool"]) {
+        field(&mut out, "Warm Pool", w);
+    }
     if let Some(z) = status["unreachableZones"]
         .as_array()
         .filter(|z| !z.is_empty())
@@ -351,6 +354,36 @@ fn describe_group(item: &Value, lc: Option<&Value>, now: DateTime<Utc>) -> Strin
     out
 }
 
+/// The warm pool in one line: spares ready of its size, in which state, what memory they hold.
+fn warm_pool(spec: &Value, status: &Value) -> Option<String> {
+    if spec.is_null() {
+        return None;
+    }
+    if status.is_null() {
+        return Some(format!(
+            "minSize {} (not reconciled yet)",
+            cell(spec.get("minSize"))
+        ));
+    }
+    let mut s = format!(
+        "{}/{} ready ({}), {} preparing",
+        cell(status.get("ready")),
+        cell(status.get("size")),
+        cell(status.get("state")),
+        cell(status.get("preparing")),
+    );
+    if let Some(b) = status["memoryBytes"].as_u64() {
+        s.push_str(&format!(", holding {:.1} MiB", b as f64 / 1048576.0));
+    }
+    if spec["reuseOnScaleIn"].as_bool() == Some(true) {
+        s.push_str(", reuse on scale-in");
+    }
+    if let Some(m) = status["message"].as_str() {
+        s.push_str(&format!("; {m}"));
+    }
+    Some(s)
+}
+
 /// `12.3 MB` (decimal, as Docker shows pulls).
 fn megabytes(bytes: u64) -> String {
     // Display only: precision beyond 2^53 bytes does not matter.
@@ -439,5 +472,29 @@ mod tests {
             text.contains("  /m/shop/web.yaml:9:3: spec.maxSize: expected a number\n"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn a_warm_pool_shows_its_spares_and_the_memory_they_hold() {
+        let item = json!({
+            "kind": "AutoScalingGroup",
+            "metadata": {"name": "web", "namespace": "default"},
+            "spec": {"launchConfiguration": "web", "minSize": 1, "maxSize": 4,
+                     "warmPool": {"minSize": 2, "reuseOnScaleIn": true}},
+            "status": {"current": 1, "ready": 1, "updated": 1,
+                "warmPool": {"size": 2, "ready": 1, "preparing": 1, "state": "Paused",
+                             "memoryBytes": 524288},
+                "instances": [{"name": "web-abcde-warm", "containerId": "0123456789ab",
+                               "zone": "a", "state": "warm", "upToDate": true}]},
+        });
+        let now = "2024-01-01T00:05:00Z".parse().unwrap();
+        let text = describe_group(&item, None, now);
+        assert!(
+            text.contains(
+                "Warm Pool:             1/2 ready (Paused), 1 preparing, holding 0.5 MiB, reuse on scale-in\n"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("web-abcde-warm   a      warm"), "{text}");
     }
 }

@@ -31,7 +31,7 @@ use bollard::models::{
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, CreateImageOptionsBuilder, EventsOptionsBuilder,
     ListContainersOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
-    StatsOptionsBuilder, StopContainerOptionsBuilder,
+    RenameContainerOptionsBuilder, StatsOptionsBuilder, StopContainerOptionsBuilder,
 };
 use bollard::{Docker, API_DEFAULT_VERSION};
 use chrono::{DateTime, Utc};
@@ -44,7 +44,7 @@ use crate::manifest::ImagePullPolicy;
 
 use super::{
     ContainerSpec, ContainerState, Engine, EngineError, EngineEvent, EngineIdentity, EventKind,
-    ExecOutcome, Health, Observed, Result, StatsSample,
+    ExecOutcome, Health, Observed, Result, StatsSample, Transition,
 };
 
 /// Socket used when neither an address nor `DOCKER_HOST` is given.
@@ -424,6 +424,9 @@ fn event_kind(action: &str) -> EventKind {
         "oom" => EventKind::Oom,
         "stop" => EventKind::Stop,
         "destroy" => EventKind::Destroy,
+        "pause" => EventKind::Pause,
+        "unpause" => EventKind::Unpause,
+        "rename" => EventKind::Rename,
         a => match a.strip_prefix("health_status:").map(str::trim) {
             Some("healthy") => EventKind::Health(Health::Healthy),
             Some("unhealthy") => EventKind::Health(Health::Unhealthy),
@@ -707,25 +710,46 @@ impl Engine for DockerEngine {
         self.inspect(&created.id).await
     }
 
-    async fn stop(&self, id: &str, grace: Duration) -> Result<()> {
-        let docker = self
-            .docker
-            .clone()
-            .with_timeout(Duration::from_secs(REQUEST_TIMEOUT_SECS).saturating_add(grace));
-        let options = StopContainerOptionsBuilder::default()
-            .t(grace_secs(grace))
-            .build();
-        match docker.stop_container(id, Some(options)).await {
-            Ok(()) => Ok(()),
-            // 304: already stopped.
+    async fn transition(&self, id: &str, t: Transition) -> Result<()> {
+        let res = match t {
+            Transition::Pause => self.docker.pause_container(id).await,
+            Transition::Unpause => self.docker.unpause_container(id).await,
+            Transition::Start => self.docker.start_container(id, None).await,
+            Transition::Stop(grace) => {
+                let docker = self
+                    .docker
+                    .clone()
+                    .with_timeout(Duration::from_secs(REQUEST_TIMEOUT_SECS).saturating_add(grace));
+                let options = StopContainerOptionsBuilder::default()
+                    .t(grace_secs(grace))
+                    .build();
+                docker.stop_container(id, Some(options)).await
+            }
+        };
+        match res {
+            // 304: already started / stopped.
             Err(BollardError::DockerResponseServerError {
                 status_code: 304, ..
             }) => Ok(()),
-            Err(e) => match classify(e) {
-                EngineError::NotFound(_) => Ok(()),
-                e => Err(with_host(e, &self.host)),
+            r => match r.map_err(classify) {
+                // Already (un)paused: the wanted state.
+                Err(EngineError::Conflict(m))
+                    if (t == Transition::Pause && m.contains("already paused"))
+                        || (t == Transition::Unpause && m.contains("not paused")) =>
+                {
+                    Ok(())
+                }
+                r => r.map_err(|e| with_host(e, &self.host)),
             },
         }
+    }
+
+    async fn rename(&self, id: &str, name: &str) -> Result<()> {
+        let options = RenameContainerOptionsBuilder::default().name(name).build();
+        self.docker
+            .rename_container(id, options)
+            .await
+            .map_err(|e| with_host(classify(e), &self.host))
     }
 
     async fn identity(&self) -> Result<EngineIdentity> {

@@ -732,14 +732,23 @@ impl Engine for Fenced {
         self.inner.exec_wait(id, cmd, keep).await
     }
 
-    async fn stop(&self, id: &str, grace: Duration) -> crate::engine::Result<()> {
-        self.fence().await?;
-        self.inner.stop(id, grace).await
-    }
     /// A hook acts in a container: only while the lease is ours, like a removal.
     async fn run_hook(&self, id: &str, cmd: &[String]) -> crate::engine::Result<(i64, String)> {
         self.fence().await?;
         self.inner.run_hook(id, cmd).await
+    }
+    async fn transition(
+        &self,
+        id: &str,
+        t: crate::engine::Transition,
+    ) -> crate::engine::Result<()> {
+        self.fence().await?;
+        self.inner.transition(id, t).await
+    }
+    /// Not fenced: a rename starts, stops and removes nothing (a warm pool member's take is
+    /// fenced by its unpause or start), and it is on the hot path of self-healing.
+    async fn rename(&self, id: &str, name: &str) -> crate::engine::Result<()> {
+        self.inner.rename(id, name).await
     }
     async fn ensure_image(&self, spec: &ContainerSpec) -> crate::engine::Result<()> {
         self.fence().await?;

@@ -17,7 +17,7 @@ use tokio::sync::broadcast;
 
 use super::{
     ContainerSpec, ContainerState, Engine, EngineError, EngineEvent, EngineIdentity, EventKind,
-    ExecOutcome, Health, Observed, Result, StatsSample,
+    ExecOutcome, Health, Observed, Result, StatsSample, Transition,
 };
 
 /// Events buffered per subscriber before it counts as lagging.
@@ -53,6 +53,9 @@ pub struct CallCounts {
     pub events: u64,
     pub logs: u64,
     pub stats: u64,
+    /// Pause, unpause, start and stop calls (warm pools).
+    pub transition: u64,
+    pub rename: u64,
     /// `ensure_image` calls (rollout pre-pulls).
     pub ensure_image: u64,
 }
@@ -210,7 +213,10 @@ impl State {
         let Some(c) = self.containers.get_mut(id) else {
             return;
         };
-        if c.observed.state != ContainerState::Running {
+        if !matches!(
+            c.observed.state,
+            ContainerState::Running | ContainerState::Paused
+        ) {
             return;
         }
         c.observed.state = ContainerState::Exited;
@@ -697,17 +703,6 @@ impl Engine for MemoryEngine {
         Ok(stream.boxed())
     }
 
-    async fn stop(&self, id: &str, _grace: Duration) -> Result<()> {
-        let mut s = self.lock();
-        if s.unreachable {
-            return Err(unreachable());
-        }
-        if let Some(id) = s.find(id) {
-            s.terminate(&id, 143);
-        }
-        Ok(())
-    }
-
     /// Appends `hook: <command>` to the container's logs (so tests see hooks in order with
     /// its life); a command starting with `false` fails with exit code 1.
     async fn run_hook(&self, id: &str, cmd: &[String]) -> Result<(i64, String)> {
@@ -773,6 +768,75 @@ impl Engine for MemoryEngine {
         Ok(observed)
     }
 
+    async fn transition(&self, id: &str, t: Transition) -> Result<()> {
+        self.call(|c| c.transition += 1)?;
+        if t == Transition::Start {
+            let lat = self.lock().latencies;
+            delay(lat.start).await;
+        }
+        let mut s = self.lock();
+        if s.unreachable {
+            return Err(unreachable());
+        }
+        let id = s.find(id).ok_or_else(|| no_such_container(id))?;
+        let c = s.containers.get_mut(&id).expect("found above");
+        let state = c.observed.state;
+        let conflict = |what: &str| Err(EngineError::Conflict(format!("Container {id} is {what}")));
+        let kind = match (t, state) {
+            (Transition::Pause, ContainerState::Paused)
+            | (Transition::Unpause, ContainerState::Running)
+            | (Transition::Start, ContainerState::Running)
+            | (Transition::Stop(_), ContainerState::Exited | ContainerState::Created) => {
+                return Ok(())
+            }
+            (Transition::Pause, ContainerState::Running) => {
+                c.observed.state = ContainerState::Paused;
+                EventKind::Pause
+            }
+            (Transition::Pause, _) => return conflict("not running"),
+            (Transition::Unpause, ContainerState::Paused) => {
+                c.observed.state = ContainerState::Running;
+                EventKind::Unpause
+            }
+            (Transition::Unpause, _) => return conflict("not paused"),
+            (Transition::Start, ContainerState::Created | ContainerState::Exited) => {
+                c.observed.state = ContainerState::Running;
+                c.observed.started_at = Some(Utc::now());
+                c.observed.exit_code = None;
+                EventKind::Start
+            }
+            (Transition::Start, _) => return conflict("paused or being removed"),
+            (Transition::Stop(_), _) => {
+                c.observed.state = ContainerState::Exited;
+                c.observed.health = None;
+                c.observed.exit_code = Some(143);
+                EventKind::Die
+            }
+        };
+        let observed = c.observed.clone();
+        s.emit(kind, &observed);
+        Ok(())
+    }
+
+    async fn rename(&self, id: &str, name: &str) -> Result<()> {
+        self.call(|c| c.rename += 1)?;
+        let mut s = self.lock();
+        let id = s.find(id).ok_or_else(|| no_such_container(id))?;
+        if s.containers
+            .values()
+            .any(|c| c.observed.name == name && c.observed.id != id)
+        {
+            return Err(EngineError::Conflict(format!(
+                "Conflict. The container name \"/{name}\" is already in use"
+            )));
+        }
+        let c = s.containers.get_mut(&id).expect("found above");
+        c.observed.name = name.to_string();
+        let observed = c.observed.clone();
+        s.emit(EventKind::Rename, &observed);
+        Ok(())
+    }
+
     async fn identity(&self) -> Result<EngineIdentity> {
         self.call(|c| c.ping += 1)?;
         Ok(self.lock().identity.clone())
@@ -825,7 +889,11 @@ impl Engine for MemoryEngine {
         let s = self.lock();
         let id = s.find(id).ok_or_else(|| no_such_container(id))?;
         let c = &s.containers[&id];
-        if c.observed.state != ContainerState::Running {
+        // A paused container holds its memory (what a warm pool costs).
+        if !matches!(
+            c.observed.state,
+            ContainerState::Running | ContainerState::Paused
+        ) {
             return Ok(StatsSample::default());
         }
         // A plausible, steady sample (10% of a CPU, 8 MiB of 256 MiB) unless set_usage said

@@ -19,6 +19,7 @@ pub mod lease;
 pub mod memory;
 pub mod observe;
 pub mod timed;
+pub mod warm;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -46,6 +47,9 @@ pub mod labels {
     pub const INSTANCE: &str = "io.microscaler.instance";
     /// Controller name assumed for containers without a `CONTROLLER` label.
     pub const DEFAULT_CONTROLLER: &str = "default";
+    /// Set on a container created for the group's warm pool (`true`). Informational: labels
+    /// cannot change, so whether it is a pool member *now* is its name (see [`super::warm`]).
+    pub const WARM_POOL: &str = "io.microscaler.warm-pool";
 }
 
 /// Everything needed to create one container.
@@ -157,7 +161,24 @@ pub enum EventKind {
     Stop,
     Destroy,
     Health(Health),
+    /// Paused, unpaused, renamed (warm pools); a rename event carries the new name.
+    Pause,
+    Unpause,
+    Rename,
     Other,
+}
+
+/// A change of a container's run state, for warm pools (a pool member is prepared, kept and
+/// taken with these).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transition {
+    /// Freeze its processes (they keep their memory).
+    Pause,
+    Unpause,
+    /// Start a created or stopped container.
+    Start,
+    /// SIGTERM, then SIGKILL after the grace; the container stays (unlike `remove`).
+    Stop(Duration),
 }
 
 /// One container event.
@@ -269,9 +290,12 @@ pub trait Engine: Send + Sync + 'static {
             )),
         }
     }
-    /// Stops a container (SIGTERM, then SIGKILL after `grace`) and keeps it (a quarantined
-    /// instance). Missing or already stopped is not an error.
-    async fn stop(&self, id: &str, grace: Duration) -> Result<()>;
+    /// Changes the run state of a container (warm pools). Already in the wanted state is not
+    /// an error.
+    async fn transition(&self, id: &str, t: Transition) -> Result<()>;
+    /// Renames a container (a warm pool member becomes an instance by its name). `Conflict`
+    /// when the name is taken.
+    async fn rename(&self, id: &str, name: &str) -> Result<()>;
     /// Makes sure `spec`'s image is on the engine as its pull policy says a launch would need
     /// it (`IfNotPresent`: pulled when missing; `Always`: pulled; `Never`: nothing), so a
     /// rollout pulls before it replaces anything. Engines without images have nothing to do.

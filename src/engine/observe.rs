@@ -233,11 +233,19 @@ impl Zone {
             .collect()
     }
 
-    /// How many containers of one group are being stopped or removed right now.
+    /// How many instances of one group are being stopped or removed right now (warm pool
+    /// members being replaced are not: they never served).
     pub fn terminating_of(&self, key: &ObjectKey) -> usize {
         let st = self.state.locked();
         st.by_group.get(key).map_or(0, |ids| {
-            ids.iter().filter(|id| st.terminating.contains(*id)).count()
+            ids.iter()
+                .filter(|id| st.terminating.contains(*id))
+                .filter(|id| {
+                    st.containers
+                        .get(*id)
+                        .is_none_or(|c| !crate::engine::warm::is_member(c))
+                })
+                .count()
         })
     }
 
@@ -279,6 +287,12 @@ impl Zone {
         let mut st = self.state.locked();
         st.touched.insert(c.id.clone(), Instant::now());
         st.insert(c);
+    }
+
+    /// Records what we just did to a container (paused, unpaused, started, stopped, renamed: a
+    /// warm pool's steps), as an expectation like [`Zone::created`].
+    pub fn changed(&self, c: Observed) {
+        self.created(c);
     }
 
     /// Hides a container we are about to remove.
@@ -357,7 +371,10 @@ impl Zone {
             | EventKind::Start
             | EventKind::Die
             | EventKind::Oom
-            | EventKind::Health(_) => {
+            | EventKind::Health(_)
+            | EventKind::Pause
+            | EventKind::Unpause
+            | EventKind::Rename => {
                 if !st.containers.contains_key(&ev.id) {
                     st.insert(Observed {
                         id: ev.id.clone(),
@@ -387,6 +404,13 @@ impl Zone {
                         entry.exit_code = ev.exit_code;
                     }
                     EventKind::Health(h) => entry.health = Some(h),
+                    EventKind::Pause => entry.state = ContainerState::Paused,
+                    EventKind::Unpause => entry.state = ContainerState::Running,
+                    EventKind::Rename => {
+                        if let Some(n) = &ev.name {
+                            entry.name.clone_from(n);
+                        }
+                    }
                     _ => {}
                 }
             }
@@ -603,6 +627,12 @@ mod tests {
             1,
             "a failed removal shows the container again"
         );
+        // A warm pool member being removed is no instance being stopped.
+        let mut spare = obs("c2", "web", ContainerState::Paused);
+        spare.name = "web-abcde-warm".into();
+        z.apply_list(Instant::now(), vec![spare]);
+        z.terminating("c2");
+        assert_eq!(z.terminating_of(&key("web")), 0);
     }
 
     #[test]

@@ -13,6 +13,7 @@ use futures::stream::BoxStream;
 use super::observe::Connector;
 use super::{
     ContainerSpec, Engine, EngineEvent, EngineIdentity, ExecOutcome, Observed, Result, StatsSample,
+    Transition,
 };
 use crate::health::telemetry::Telemetry;
 
@@ -105,11 +106,20 @@ impl Engine for Timed {
         self.time("exec", self.inner.exec_wait(id, cmd, keep)).await
     }
 
-    async fn stop(&self, id: &str, grace: Duration) -> Result<()> {
-        self.time("stop", self.inner.stop(id, grace)).await
-    }
     async fn run_hook(&self, id: &str, cmd: &[String]) -> Result<(i64, String)> {
         self.time("run_hook", self.inner.run_hook(id, cmd)).await
+    }
+    async fn transition(&self, id: &str, t: Transition) -> Result<()> {
+        let operation = match t {
+            Transition::Pause => "pause",
+            Transition::Unpause => "unpause",
+            Transition::Start => "start",
+            Transition::Stop(_) => "stop",
+        };
+        self.time(operation, self.inner.transition(id, t)).await
+    }
+    async fn rename(&self, id: &str, name: &str) -> Result<()> {
+        self.time("rename", self.inner.rename(id, name)).await
     }
     async fn ensure_image(&self, spec: &ContainerSpec) -> Result<()> {
         self.time("ensure_image", self.inner.ensure_image(spec))

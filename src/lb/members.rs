@@ -317,6 +317,8 @@ mod tests {
                     instance("web-2", "draining", 102),
                     instance("web-3", "created", 103),
                     instance("web-4", "exited", 104),
+                    // A warm pool spare is never load-balanced.
+                    instance("web-5-warm", crate::status::WARM, 105),
                 ],
                 ..Default::default()
             },

@@ -20,6 +20,7 @@ pub mod parse;
 pub mod schema;
 pub mod types;
 pub mod validate;
+pub mod warm_pool;
 pub mod yamldoc;
 
 pub use duration::DurationSpec;
@@ -29,3 +30,4 @@ pub use load_balancer::{Balance, LbHealthCheck, LbMode, LoadBalancerSpec};
 pub use parse::{parse_file, parse_file_checked, ManifestError, ParsedFile, ParsedObject};
 pub use types::*;
 pub use validate::{did_you_mean, missing_references, validate, Problem, Severity};
+pub use warm_pool::{WarmPool, WarmPoolState};

@@ -354,6 +354,9 @@ pub struct AutoScalingGroupSpec {
     /// `keepFor` (default 1h). Their replacements are launched as usual.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quarantine: Option<super::lifecycle::Quarantine>,
+    /// Spare containers kept prepared, taken first by scale-out and self-healing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warm_pool: Option<super::WarmPool>,
     /// Names of `LoadBalancer`s (same namespace) that send traffic to this group's ready
     /// instances.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -573,6 +573,51 @@ fn validate_group(s: &AutoScalingGroupSpec, p: &mut Problems) {
             "maxSurge and maxUnavailable are both 0, so a rollout could never replace an instance: set maxSurge (or maxUnavailable) to at least 1",
         );
     }
+    if let Some(w) = &s.warm_pool {
+        validate_warm_pool(w, s.max_size, p);
+    }
+}
+
+/// `warmPool`: sizes bounded like a group's, and the settings that keep no spare said so.
+fn validate_warm_pool(w: &crate::manifest::WarmPool, max_size: u32, p: &mut Problems) {
+    for (field, n) in [
+        ("spec.warmPool.minSize", Some(w.min_size)),
+        ("spec.warmPool.maxPrepared", w.max_prepared),
+    ] {
+        if let Some(n) = n.filter(|n| *n > MAX_GROUP_SIZE) {
+            p.error(
+                field,
+                format!("{n} is above the limit of {MAX_GROUP_SIZE}: use {MAX_GROUP_SIZE} or less"),
+            );
+        }
+    }
+    p.duration_at_most(
+        "spec.warmPool.prepareTime",
+        w.prepare_time,
+        crate::manifest::warm_pool::MAX_PREPARE_TIME,
+    );
+    if w.min_size == 0 {
+        p.warning(
+            "spec.warmPool.minSize",
+            "minSize is 0, so the warm pool keeps no spare: set minSize to the number of spares to keep",
+        );
+    } else if let Some(cap) = w.max_prepared.filter(|cap| *cap < w.min_size) {
+        p.warning(
+            "spec.warmPool.maxPrepared",
+            format!(
+                "maxPrepared {cap} is below minSize {}: the pool keeps at most {cap} spares",
+                w.min_size
+            ),
+        );
+    } else if w.max_prepared.is_none() && w.min_size > max_size {
+        p.warning(
+            "spec.warmPool.minSize",
+            format!(
+                "minSize {} is above maxSize {max_size}: without maxPrepared, the pool keeps at most maxSize minus the desired capacity",
+                w.min_size
+            ),
+        );
+    }
 }
 
 fn validate_policy(s: &ScalingPolicySpec, p: &mut Problems) {
@@ -1034,6 +1079,7 @@ mod tests {
                 drain_timeout: None,
                 termination_policies: vec![],
                 quarantine: None,
+                warm_pool: None,
                 load_balancers: vec![],
             },
             status: None,
@@ -1127,6 +1173,39 @@ mod tests {
         assert_eq!(
             missing[&ObjectKey::new(Kind::ScalingPolicy, "default", "cpu")],
             "autoscaling group `wbe` does not exist (yet) in namespace `default` (did you mean `web`?)"
+        );
+    }
+
+    #[test]
+    fn warm_pools_are_bounded_and_a_pool_that_keeps_nothing_is_said_so() {
+        let problems = |yaml: &str| -> Vec<(String, Severity)> {
+            let Object::AutoScalingGroup(mut m) = group("web", "web") else {
+                unreachable!()
+            };
+            m.spec.warm_pool = Some(serde_yaml_ng::from_str(yaml).unwrap());
+            validate(&Object::AutoScalingGroup(m))
+                .into_iter()
+                .map(|p| (p.field, p.severity))
+                .collect()
+        };
+        assert!(problems("{minSize: 2, maxPrepared: 2, prepareTime: 5s}").is_empty());
+        assert_eq!(
+            problems("{minSize: 1, prepareTime: 1h}"),
+            vec![("spec.warmPool.prepareTime".into(), Severity::Error)]
+        );
+        assert!(problems("{minSize: 5000}")
+            .contains(&("spec.warmPool.minSize".into(), Severity::Error)));
+        assert_eq!(
+            problems("{minSize: 1, maxPrepared: 5000}"),
+            vec![("spec.warmPool.maxPrepared".into(), Severity::Error)]
+        );
+        assert_eq!(
+            problems("{state: Stopped}"),
+            vec![("spec.warmPool.minSize".into(), Severity::Warning)]
+        );
+        assert_eq!(
+            problems("{minSize: 3, maxPrepared: 1}"),
+            vec![("spec.warmPool.maxPrepared".into(), Severity::Warning)]
         );
     }
 

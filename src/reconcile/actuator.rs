@@ -23,10 +23,14 @@ use super::plan::Remove;
 use super::queue::Queue;
 use super::removals::Removals;
 use crate::engine::observe::{short_id, Zone};
-use crate::engine::{ContainerSpec, Engine, EngineError, Observed};
+use crate::engine::{
+    ContainerSpec, ContainerState, Engine, EngineError, Health, Observed, Transition,
+};
 use crate::manifest::{Hook, ObjectKey};
 use crate::util::unpoisoned::LockExt;
 
+/// How long a warm pool spare may take to pass its health check once started.
+const HEALTHY_WITHIN: Duration = Duration::from_secs(60);
 /// How long a clean shutdown waits for removals in flight (the supervisor drains for 10 s).
 const SHUTDOWN_REMOVALS: Duration = Duration::from_secs(9);
 
@@ -67,6 +71,23 @@ pub(super) struct Termination {
     pub report: bool,
 }
 
+impl Termination {
+    /// Removed at once: no drain, no hook, no grace, no activity (a container that never served
+    /// or has served its time: a released quarantine, a warm pool member).
+    pub fn immediate(cause: &str) -> Self {
+        Self {
+            drain: Duration::ZERO,
+            drain_total: Duration::ZERO,
+            since: chrono::Utc::now(),
+            pre_stop: None,
+            grace: Duration::ZERO,
+            ports: Vec::new(),
+            cause: cause.to_string(),
+            report: false,
+        }
+    }
+}
+
 /// A termination that ended.
 #[derive(Debug, Clone)]
 pub(super) struct Finished {
@@ -84,6 +105,7 @@ fn round_tenths(d: Duration) -> Duration {
 }
 
 /// A zone to launch into, with its connected engine.
+#[derive(Clone)]
 pub(super) struct Target {
     pub zone: Arc<Zone>,
     engine: Arc<dyn Engine>,
@@ -247,7 +269,7 @@ impl Actuator {
         let (id, key, permits) = (r.id.clone(), key.clone(), self.permits.clone());
         self.removing.spawn(async move {
             let _permit = permits.acquire_owned().await;
-            if let Err(e) = engine.stop(&id, grace).await {
+            if let Err(e) = engine.transition(&id, Transition::Stop(grace)).await {
                 warn!(group = %key, container = short_id(&id), error = %e, "stopping a quarantined instance failed");
             }
         });
@@ -256,6 +278,109 @@ impl Actuator {
     /// The terminations of `key` that ended since the last call (for its activities).
     pub fn take_finished(&self, key: &ObjectKey) -> Vec<Finished> {
         self.finished.locked().remove(key).unwrap_or_default()
+    }
+
+    /// Warm pools: changes the run state of container `o` in `target`'s zone and records the
+    /// result in the zone's cache (the expectation); returns the container as it is now.
+    ///
+    /// # Errors
+    /// The engine's answer.
+    pub async fn transition(
+        target: &Target,
+        mut o: Observed,
+        t: Transition,
+    ) -> Result<Observed, EngineError> {
+        target.engine.transition(&o.id, t).await?;
+        o.state = match t {
+            Transition::Pause => ContainerState::Paused,
+            Transition::Unpause | Transition::Start => ContainerState::Running,
+            Transition::Stop(_) => ContainerState::Exited,
+        };
+        if t == Transition::Start {
+            o.started_at = Some(chrono::Utc::now());
+            o.exit_code = None;
+        }
+        target.zone.changed(o.clone());
+        Ok(o)
+    }
+
+    /// Warm pools: renames container `o` (a pool member becomes an instance, or the other way)
+    /// and records it in the zone's cache.
+    ///
+    /// # Errors
+    /// The engine's answer (`Conflict` when the name is taken).
+    pub async fn rename(
+        target: &Target,
+        mut o: Observed,
+        name: &str,
+    ) -> Result<Observed, EngineError> {
+        target.engine.rename(&o.id, name).await?;
+        o.name = name.to_string();
+        target.zone.changed(o.clone());
+        Ok(o)
+    }
+
+    /// Warm pools: creates and starts a pool member, then brings it to its waiting state
+    /// (`then`), and only then records it in the zone's cache.
+    ///
+    /// # Errors
+    /// The engine's answer; a member left half prepared is found by the next pass.
+    pub async fn prepare(
+        target: &Target,
+        spec: ContainerSpec,
+        warm_up: Duration,
+        then: Option<Transition>,
+    ) -> Result<Observed, ReconcileError> {
+        let failed = |e| ReconcileError::launch_failed(&target.zone.name, &spec.image, e);
+        let o = target
+            .engine
+            .create_and_start(&spec)
+            .await
+            .map_err(failed)?;
+        // Its process initializes before it waits: `warm_up`, and a health check's verdict.
+        tokio::time::sleep(warm_up).await;
+        let deadline = Instant::now() + HEALTHY_WITHIN;
+        loop {
+            let now = target.engine.inspect(&o.id).await.map_err(failed)?;
+            match now.health {
+                _ if now.state != ContainerState::Running => {
+                    return Err(failed(EngineError::Other(format!(
+                        "the spare {} stopped while it was prepared (exit code {})",
+                        o.name,
+                        now.exit_code.map_or("unknown".into(), |c| c.to_string())
+                    ))))
+                }
+                Some(Health::Starting) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+                Some(Health::Starting | Health::Unhealthy) => {
+                    return Err(failed(EngineError::Other(format!(
+                        "the spare {} did not become healthy",
+                        o.name
+                    ))))
+                }
+                _ => break,
+            }
+        }
+        match then {
+            Some(t) => Self::transition(target, o, t)
+                .await
+                .map_err(|e| ReconcileError::launch_failed(&target.zone.name, &spec.image, e)),
+            None => {
+                target.zone.changed(o.clone());
+                Ok(o)
+            }
+        }
+    }
+
+    /// The memory container `id` holds now, in bytes (`None` when the engine does not say).
+    pub async fn memory(target: &Target, id: &str) -> Option<u64> {
+        target
+            .engine
+            .stats(id)
+            .await
+            .ok()
+            .map(|s| s.memory_used_bytes)
     }
 
     /// Waits (bounded) for the removals already asked for, so a confirmed deletion is not left

@@ -342,7 +342,7 @@ fn policy_words(policies: &[crate::manifest::TerminationPolicy]) -> String {
 
 /// The activity cause of a launch for `reason`; `replaced` are the failed instances removed in
 /// the same pass.
-fn launch_cause(
+pub(super) fn launch_cause(
     reason: &CreateReason,
     resolved: &Resolved,
     last_desired: Option<u32>,

@@ -57,6 +57,8 @@ pub(super) struct View {
     pub quarantined: Vec<(String, Observed)>,
     /// Containers of the group being drained, stopped or removed (not in `observed`).
     pub terminating: usize,
+    /// The group's warm pool members in reachable zones (not instances: not in `observed`).
+    pub pool: Vec<(String, Observed)>,
     /// False while a zone has never been listed (a pass must not act on that view).
     pub complete: bool,
 }
@@ -86,7 +88,7 @@ impl Reconciler {
             self.orphans.defined(key);
         }
         if resolved.group.is_none()
-            && !before.observed.is_empty()
+            && (!before.observed.is_empty() || !before.pool.is_empty())
             && self.orphans.may_prune(key, &desired, &self.zones).is_err()
         {
             // Held (reported): touch nothing; look again when something may have changed.
@@ -129,9 +131,11 @@ impl Reconciler {
         }
 
         // What the group still needs, whatever the backoff holds back (status and requeue).
-        let planned = self.plan(&resolved, &before);
-        let wanted_creations = planned.create.len();
+        let mut planned = self.plan(&resolved, &before);
         let removal_hold = self.actuator.removals.held(key).map(|(t, _)| t);
+        // The warm pool serves what it can of the creations, and plans its own work.
+        let pool_plan = self.pool_plan(key, &resolved, &mut planned, &before, held, removal_hold);
+        let wanted_creations = planned.create.len();
         let (plan, reservation) = self.allowed(
             key,
             &resolved,
@@ -145,8 +149,16 @@ impl Reconciler {
         let (plan, prepull_failure) = self
             .prepull(key, &resolved, plan, held.is_some(), &mut mem)
             .await;
-        let acted = !plan.is_empty();
+        let acted = !plan.is_empty() || !pool_plan.is_empty();
         let by = autoscale.as_ref().map_or("", |a| a.cause.as_str());
+        let replaced: Vec<&str> = plan
+            .remove
+            .iter()
+            .filter(|r| r.reason == plan::RemoveReason::Failed)
+            .map(|r| r.name.as_str())
+            .collect();
+        self.take_from_pool(key, &resolved, &pool_plan, &before, &replaced, &mut mem, by)
+            .await;
         let image = resolved.lc.as_ref().map(|lc| lc.spec.image.clone());
         let execute = self.execute(key, &resolved, &plan, &before, &mut mem, by);
         let failure = match (&image, plan.create.is_empty()) {
@@ -160,6 +172,8 @@ impl Reconciler {
         .err()
         .or(prepull_failure);
         drop(reservation);
+        self.tend_pool(key, &resolved, &pool_plan, &before, &desired, &mut mem)
+            .await;
 
         // Status from what we see now (our own actions are already in the caches). A pass that
         // did nothing (every periodic resync of a converged group) reuses what it read.
@@ -269,6 +283,7 @@ impl Reconciler {
             instances: Vec::new(),
             quarantined: Vec::new(),
             terminating: 0,
+            pool: Vec::new(),
             complete: true,
         };
         for z in &self.zones {
@@ -290,6 +305,10 @@ impl Reconciler {
         v.observed = observed;
         v.quarantined = quarantined;
         let now = Utc::now();
+        let (pool, observed) = std::mem::take(&mut v.observed)
+            .into_iter()
+            .partition(|(_, o)| crate::engine::warm::is_member(o));
+        (v.pool, v.observed) = (pool, observed);
         v.instances = v
             .observed
             .iter()
@@ -366,7 +385,8 @@ impl Reconciler {
     /// gone; until then, failing removals are reported as problems (no status to carry them).
     fn deleted(&self, key: &ObjectKey, after: &View, removal_hold: Option<Instant>) -> Action {
         self.ctx.status.forget(key);
-        if after.observed.is_empty() {
+        if after.observed.is_empty() && after.pool.is_empty() {
+            self.forget_pool(key);
             self.orphans.gone(key);
             self.actuator.removals.forget(key);
             return Action::await_change();
@@ -516,6 +536,8 @@ impl Reconciler {
                 i.protected_until = Some(p.until.unwrap_or_else(never).trunc_subsecs(0));
             }
         }
+        let (warm, warm_pool) = self.pool_status(key, resolved, after);
+        instances.extend(warm);
         instances.sort_by(|a, b| a.zone.cmp(&b.zone).then(a.name.cmp(&b.name)));
         let mut status = GroupStatus {
             observed_generation: desired
@@ -543,6 +565,7 @@ impl Reconciler {
         if let Some(fields) = autoscale.and_then(|a| a.status) {
             fields.fill(&mut status);
         }
+        status.warm_pool = warm_pool;
         status
     }
 
@@ -672,7 +695,7 @@ impl Reconciler {
     /// What the containers of namespace `ns` use now, in the reachable zones: each group's
     /// running containers times its containers' limits (the namespace's defaults for a group
     /// no longer defined).
-    fn namespace_usage(&self, ns: &str, desired: &Desired) -> Usage {
+    pub(super) fn namespace_usage(&self, ns: &str, desired: &Desired) -> Usage {
         let tenancy = &self.ctx.tenancy;
         let defaults = {
             let (c, m) = tenancy.default_resources(ns);
@@ -689,6 +712,7 @@ impl Reconciler {
                 usage.add(Usage::of(n, limits));
             }
         }
+        usage.add(self.pools.namespace_in_flight(ns));
         usage
     }
 }

@@ -162,20 +162,8 @@ impl Reconciler {
             reason: RemoveReason::Failed,
         };
         mem.record("Terminate", &rec.name, &rec.zone, why);
-        self.actuator.terminate(
-            key,
-            &r,
-            Termination {
-                drain: Duration::ZERO,
-                drain_total: Duration::ZERO,
-                since: Utc::now(),
-                pre_stop: None,
-                grace: Duration::ZERO,
-                ports: Vec::new(),
-                cause: why.to_string(),
-                report: false,
-            },
-        );
+        self.actuator
+            .terminate(key, &r, Termination::immediate(why));
         self.ctx.instances.release(id);
     }
 }

@@ -71,6 +71,10 @@ pub struct GroupStatus {
     /// Current averages of the group's metrics (whole percent). Only for groups with policies.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics: Option<GroupMetrics>,
+    /// The warm pool: spares kept prepared (its members are listed among `instances` with state
+    /// `warm`). Only for groups with a `warmPool`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warm_pool: Option<WarmPoolStatus>,
     /// Image pulls a launch or rollout of the group waits for, with their progress (only while
     /// they run).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -91,6 +95,31 @@ pub struct PullStatus {
     /// Seconds since the pull started.
     pub seconds: u64,
 }
+
+/// A group's warm pool as last seen.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WarmPoolStatus {
+    /// Spares the pool keeps now (`minSize`, capped by `maxPrepared`).
+    pub size: u32,
+    /// Spares of the current launch configuration in the pool's state, ready to be taken.
+    pub ready: u32,
+    /// Spares being prepared, replaced or brought to the pool's state.
+    #[serde(default)]
+    pub preparing: u32,
+    /// `Paused`, `Stopped` or `Running`.
+    pub state: String,
+    /// Memory the spares hold, in bytes, as measured once each was prepared (a stopped spare
+    /// holds none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_bytes: Option<u64>,
+    /// Why the pool holds fewer spares than it should (a namespace quota, failed preparations).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// The `state` of a warm pool member in [`InstanceStatus`]: not an instance, never in service.
+pub const WARM: &str = "warm";
 
 /// A group's current metric averages, rounded so the status changes only on real changes.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]

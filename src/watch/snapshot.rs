@@ -301,6 +301,7 @@ mod tests {
                 drain_timeout: None,
                 termination_policies: vec![],
                 quarantine: None,
+                warm_pool: None,
                 load_balancers: vec![],
             },
             status: None,

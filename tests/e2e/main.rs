@@ -25,3 +25,4 @@ mod standby;
 mod status_files;
 mod tenants;
 mod torture;
+mod warm_pool;
