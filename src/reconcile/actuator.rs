@@ -69,7 +69,22 @@ pub(super) struct Termination {
     pub cause: String,
     /// Whether its end is reported as an activity (not for instances that had already failed).
     pub report: bool,
+    /// Warm pools: after its drain the instance is not stopped and removed but renamed to its
+    /// pool name and brought to the pool's state (no preStop: it is kept warm).
+    pub give_back: Option<GiveBackTo>,
 }
+
+/// Where a drained instance goes back to the warm pool.
+#[derive(Debug, Clone)]
+pub(super) struct GiveBackTo {
+    /// Its pool name (`<instance>-warm`).
+    pub member: String,
+    /// How it reaches the pool's state (none for a `Running` pool).
+    pub transition: Option<Transition>,
+}
+
+/// What the drain record says of a give-back (its `reason`), so a restart resumes it as one.
+pub(super) const GIVE_BACK_REASON: &str = "GiveBack";
 
 impl Termination {
     /// Removed at once: no drain, no hook, no grace, no activity (a container that never served
@@ -84,6 +99,7 @@ impl Termination {
             ports: Vec::new(),
             cause: cause.to_string(),
             report: false,
+            give_back: None,
         }
     }
 }
@@ -95,6 +111,18 @@ pub(super) struct Finished {
     pub zone: String,
     /// What happened, e.g. "drained 5 s, preStop ok (exit 0), stopped in 0.3 s (grace 10 s)".
     pub cause: String,
+}
+
+/// Renames drained instance `id` to its pool name and brings it to the pool's state.
+async fn give_back(target: &Target, id: &str, to: &GiveBackTo) -> Result<(), EngineError> {
+    let o = target.engine.inspect(id).await?;
+    // Rename first: interrupted, a running member is paused by the next pass, while a paused
+    // instance would stay out of service.
+    let o = Actuator::rename(target, o, &to.member).await?;
+    if let Some(t) = to.transition {
+        Actuator::transition(target, o, t).await?;
+    }
+    Ok(())
 }
 
 /// Stops and preStop hooks in flight at once, over every group.
@@ -187,7 +215,11 @@ impl Actuator {
                     name: r.name.clone(),
                     zone: r.zone.clone(),
                     cause: t.cause.clone(),
-                    reason: format!("{:?}", r.reason),
+                    reason: if t.give_back.is_some() {
+                        GIVE_BACK_REASON.to_string()
+                    } else {
+                        format!("{:?}", r.reason)
+                    },
                     since: t.since,
                     drain_secs: t.drain_total.as_secs(),
                 },
@@ -208,6 +240,24 @@ impl Actuator {
             // Out of service first: the drain is only waiting (no engine call, no permit).
             tokio::time::sleep(t.drain).await;
             let _permit = permits.acquire_owned().await;
+            if let Some(to) = &t.give_back {
+                let res = give_back(&Target { zone: zone.clone(), engine }, &id, to).await;
+                // Kept, renamed (the cache has it already): shown again, as a pool member.
+                zone.removed(&id, false);
+                instances.drain_ended(&id);
+                match res {
+                    Ok(()) => {
+                        removals.succeeded(&key);
+                        queue.now(key);
+                    }
+                    Err(e) => {
+                        let retry = removals.failed(&key, &name, &e.to_string());
+                        warn!(group = %key, container = short_id(&id), error = %e, "returning an instance to the warm pool failed");
+                        queue.schedule(key, retry);
+                    }
+                }
+                return;
+            }
             let mut steps: Vec<String> = Vec::new();
             if !t.drain_total.is_zero() {
                 steps.push(format!("drained {}", hooks::secs(t.drain_total)));

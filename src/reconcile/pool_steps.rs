@@ -15,7 +15,7 @@ use futures::stream::{self, StreamExt};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-use super::actuator::Actuator;
+use super::actuator::{Actuator, GiveBackTo};
 use super::memory::GroupMemory;
 use super::pass::View;
 use super::plan::{CreateReason, Plan, RemoveReason};
@@ -197,6 +197,20 @@ fn waiting_step(state: WarmPoolState, grace: Duration) -> Option<Transition> {
     }
 }
 
+/// Where instance `instance` of the group goes back to its pool after a drain (`None` when the
+/// group keeps no pool now).
+pub(super) fn give_back_to(
+    resolved: &Resolved,
+    instance: &str,
+    grace: Duration,
+) -> Option<GiveBackTo> {
+    let w = resolved.group.as_ref()?.spec.warm_pool.as_ref()?;
+    Some(GiveBackTo {
+        member: warm::member_name(instance),
+        transition: waiting_step(w.state, grace),
+    })
+}
+
 impl Reconciler {
     /// The pool's part of a pass: turns creations of `plan` into takes of pool members and
     /// decides the pool's own work. `held` is the group's launch backoff.
@@ -216,7 +230,13 @@ impl Reconciler {
         if target.size == 0 && view.pool.is_empty() {
             return PoolPlan::default();
         }
-        let (in_flight, preparing) = self.pools.in_flight(key);
+        let (mut in_flight, preparing) = self.pools.in_flight(key);
+        // Instances draining on their way back hold a place in the pool already.
+        for (_, d) in self.ctx.instances.drains_of(key) {
+            if d.reason == super::actuator::GIVE_BACK_REASON {
+                *in_flight.entry(d.zone).or_default() += 1;
+            }
+        }
         let members: Vec<Member> = view
             .pool
             .iter()
@@ -350,7 +370,13 @@ impl Reconciler {
         if !pp.settle.is_empty() {
             self.steps_outcome(key, failed);
         }
+        let (drain, _) = mem.drain(resolved.group.as_ref(), resolved.lc.as_ref());
+        let grace = mem.grace(resolved.lc.as_ref());
         for g in &pp.give_back {
+            if !drain.is_zero() {
+                self.give_back_drained(key, resolved, g, view, (drain, grace), mem);
+                continue;
+            }
             let (Some(target), Some(o)) =
                 (self.actuator.target(&g.zone), view_instance(view, &g.id))
             else {
@@ -386,6 +412,47 @@ impl Reconciler {
         }
         self.refill(key, resolved, &pp.refill, desired);
         self.measure(key, view);
+    }
+
+    /// Gives `g` back through the one termination path: out of service (`draining`) at once,
+    /// for the group's `drainTimeout`, then renamed and brought to the pool's state. No
+    /// preStop hook runs: the instance is kept warm, not stopped, and a hook that shuts the
+    /// application down would leave a spare that cannot serve when taken.
+    fn give_back_drained(
+        &self,
+        key: &ObjectKey,
+        resolved: &Resolved,
+        g: &pool::GiveBack,
+        view: &View,
+        (drain, grace): (Duration, Duration),
+        mem: &mut GroupMemory,
+    ) {
+        let member = warm::member_name(&g.instance);
+        let r = super::plan::Remove {
+            id: g.id.clone(),
+            name: g.instance.clone(),
+            zone: g.zone.clone(),
+            reason: RemoveReason::ScaleIn,
+        };
+        let cause = format!(
+            "desired capacity lowered to {}: returned to the warm pool as {member} after a drain of {} s",
+            resolved.target.desired,
+            drain.as_secs()
+        );
+        let mut t = self.termination(&r, view, grace, (drain, None), &cause);
+        t.grace = Duration::ZERO;
+        t.report = false;
+        t.give_back = Some(GiveBackTo {
+            member,
+            // The pool's waiting state, as the decision said (none for a running pool).
+            transition: g.transition.map(|s| match s {
+                Transition::Stop(_) => Transition::Stop(grace),
+                other => other,
+            }),
+        });
+        self.actuator.terminate(key, &r, t);
+        mem.record("Terminate", &g.instance, &g.zone, &cause);
+        mem.last_scale_in = Some(super::now_secs());
     }
 
     /// Measures, once, the memory of members prepared before this controller started (or given

@@ -7,7 +7,7 @@ use std::time::Duration;
 use chrono::Utc;
 use tracing::info;
 
-use super::actuator::Termination;
+use super::actuator::{Termination, GIVE_BACK_REASON};
 use super::memory::GroupMemory;
 use super::pass::View;
 use super::plan::{Remove, RemoveReason};
@@ -45,6 +45,7 @@ impl Reconciler {
             ports,
             cause: cause.to_string(),
             report: !failed,
+            give_back: None,
         }
     }
 
@@ -83,6 +84,14 @@ impl Reconciler {
             let grace = mem.grace(resolved.lc.as_ref());
             let drain = mem.drain(resolved.group.as_ref(), resolved.lc.as_ref());
             let mut t = self.termination(&r, view, grace, drain, &d.cause);
+            if d.reason == GIVE_BACK_REASON {
+                // Still a give-back while the group keeps a pool; else a plain scale-in.
+                t.give_back = super::pool_steps::give_back_to(resolved, &o.name, grace);
+                if t.give_back.is_some() {
+                    t.pre_stop = None;
+                    t.report = false;
+                }
+            }
             t.drain = total.saturating_sub(passed);
             t.drain_total = total;
             t.since = d.since;

@@ -391,3 +391,115 @@ async fn a_spare_waits_its_prepare_time_and_failed_preparations_back_off() {
         "{more} preparations in 20 s: the backoff does not hold"
     );
 }
+
+/// The manifests of [`manifests`] with the group's `drainTimeout` set.
+fn manifests_draining(desired: u32, pool: &str, drain: &str) -> String {
+    format!(
+        "{}  drainTimeout: {drain}\n",
+        manifests(desired, "img", "a", pool)
+    )
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_give_back_drains_for_the_drain_timeout_before_joining_the_pool() {
+    let pool = "{minSize: 2, maxPrepared: 2, reuseOnScaleIn: true}";
+    let h = Harness::start(engines(1), &manifests_draining(3, pool, "10s")).await;
+    h.until("3 + 2", |h| {
+        h.instances().len() == 3 && h.members(ContainerState::Paused).len() == 2
+    })
+    .await;
+    let instances = ids(&h.instances());
+    let creates = h.engines[0].calls().create;
+    let bigger = "{minSize: 3, maxPrepared: 3, reuseOnScaleIn: true}";
+    let began = Instant::now();
+    h.tx.send(snapshot(&manifests_draining(2, bigger, "10s")))
+        .unwrap();
+    // Out of service at once: shown `draining`, not counted, still running under its name.
+    h.until("one instance draining", |h| {
+        h.status()
+            .is_some_and(|s| s.current == 2 && s.instances.iter().any(|i| i.state == "draining"))
+    })
+    .await;
+    let draining = h
+        .status()
+        .unwrap()
+        .instances
+        .into_iter()
+        .find(|i| i.state == "draining")
+        .unwrap();
+    let id = h
+        .instances()
+        .into_iter()
+        .find(|c| c.name == draining.name)
+        .expect("still running under its instance name")
+        .id;
+    assert!(instances.contains(&id));
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let s = h.status().unwrap();
+    assert_eq!(s.current, 2, "a draining instance is not counted");
+    assert!(
+        s.instances
+            .iter()
+            .any(|i| i.name == draining.name && i.state == "draining"),
+        "still draining half way: {:?}",
+        s.instances
+    );
+    assert_eq!(h.instances().len(), 3, "not paused during its drain");
+    assert_eq!(
+        h.members(ContainerState::Paused).len(),
+        2,
+        "not a member yet"
+    );
+    assert_eq!(
+        h.engines[0].calls().create,
+        creates,
+        "its place in the pool is held: no refill"
+    );
+    // Then a warm member: renamed and paused, no longer an instance.
+    h.until("2 instances, 3 spares", |h| {
+        h.instances().len() == 2 && h.members(ContainerState::Paused).len() == 3
+    })
+    .await;
+    assert!(began.elapsed() >= Duration::from_secs(10), "drained 10 s");
+    let spare = h
+        .members(ContainerState::Paused)
+        .into_iter()
+        .find(|c| c.id == id)
+        .expect("the drained instance is a spare now");
+    assert_eq!(spare.name, warm::member_name(&draining.name));
+    assert_eq!(h.engines[0].calls().create, creates, "nothing new prepared");
+    let s = h.status().unwrap();
+    assert!(s.instances.iter().all(|i| i.state != "draining"));
+    assert!(
+        s.activities
+            .iter()
+            .any(|a| a.cause.contains("after a drain of 10 s")),
+        "{:?}",
+        s.activities
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_give_back_without_drain_timeout_is_immediate() {
+    let pool = "{minSize: 2, maxPrepared: 2, reuseOnScaleIn: true}";
+    let h = Harness::start(engines(1), &manifests_draining(3, pool, "0s")).await;
+    h.until("3 + 2", |h| {
+        h.instances().len() == 3 && h.members(ContainerState::Paused).len() == 2
+    })
+    .await;
+    let bigger = "{minSize: 3, maxPrepared: 3, reuseOnScaleIn: true}";
+    let began = Instant::now();
+    h.tx.send(snapshot(&manifests_draining(2, bigger, "0s")))
+        .unwrap();
+    let start = Instant::now();
+    while !(h.instances().len() == 2 && h.members(ContainerState::Paused).len() == 3) {
+        assert!(
+            h.status()
+                .is_none_or(|s| s.instances.iter().all(|i| i.state != "draining")),
+            "never draining with drainTimeout 0"
+        );
+        assert!(start.elapsed() < Duration::from_secs(30), "timed out");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(began.elapsed() < Duration::from_secs(2), "at once");
+}
