@@ -37,6 +37,15 @@ fn snapshot(yaml: &str) -> Arc<Desired> {
 
 impl Harness {
     async fn start(engines: Vec<MemoryEngine>, yaml: &str) -> Harness {
+        Self::start_with_state(engines, yaml, None).await
+    }
+
+    /// Like [`Harness::start`], keeping the instance state (drains) in `state_dir`.
+    async fn start_with_state(
+        engines: Vec<MemoryEngine>,
+        yaml: &str,
+        state_dir: Option<std::path::PathBuf>,
+    ) -> Harness {
         let names: Vec<String> = (0..engines.len())
             .map(|i| ["a", "b", "c"][i].to_string())
             .collect();
@@ -51,6 +60,7 @@ impl Harness {
             })
             .collect();
         config.concurrency = 8;
+        config.state_dir = state_dir;
         let shutdown = CancellationToken::new();
         let connectors = names
             .iter()
@@ -502,4 +512,84 @@ async fn a_give_back_without_drain_timeout_is_immediate() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert!(began.elapsed() < Duration::from_secs(2), "at once");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_give_back_interrupted_by_a_restart_resumes_its_drain_then_joins_the_pool() {
+    use crate::reconcile::instance_state::{state_path, Drain, InstanceState};
+    let dir = tempfile::tempdir().unwrap();
+    let engine = MemoryEngine::new();
+    let pool = "{minSize: 2, maxPrepared: 2, reuseOnScaleIn: true}";
+    let first = Harness::start(vec![engine.clone()], &manifests_draining(3, pool, "10s")).await;
+    first
+        .until("3 + 2", |h| {
+            h.instances().len() == 3 && h.members(ContainerState::Paused).len() == 2
+        })
+        .await;
+    drop(first);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // A controller killed (kill -9) 3 s into a give-back's drain left its record, and the
+    // instance running under its instance name.
+    let victim = engine
+        .containers()
+        .into_iter()
+        .find(|c| c.state == ContainerState::Running && !warm::is_member(c))
+        .unwrap();
+    let path = state_path(dir.path(), &Config::default().controller_name);
+    let state = InstanceState::open(&path).unwrap();
+    state.drain_started(
+        &victim.id,
+        Drain {
+            namespace: "default".into(),
+            group: "web".into(),
+            name: victim.name.clone(),
+            zone: "a".into(),
+            cause: "desired capacity lowered to 2".into(),
+            reason: "GiveBack".into(),
+            since: chrono::Utc::now() - chrono::Duration::seconds(3),
+            drain_secs: 10,
+        },
+    );
+    state.flush();
+    drop(state);
+    let creates = engine.calls().create;
+    let began = Instant::now();
+    let bigger = manifests_draining(
+        2,
+        "{minSize: 3, maxPrepared: 3, reuseOnScaleIn: true}",
+        "10s",
+    );
+    let second = Harness::start_with_state(
+        vec![engine.clone()],
+        &bigger,
+        Some(dir.path().to_path_buf()),
+    )
+    .await;
+    second
+        .until("draining again", |h| {
+            h.status().is_some_and(|s| {
+                s.current == 2
+                    && s.instances
+                        .iter()
+                        .any(|i| i.name == victim.name && i.state == "draining")
+            })
+        })
+        .await;
+    second
+        .until("2 instances, 3 spares", |h| {
+            h.instances().len() == 2 && h.members(ContainerState::Paused).len() == 3
+        })
+        .await;
+    let waited = began.elapsed();
+    assert!(
+        waited >= Duration::from_secs(6) && waited < Duration::from_secs(9),
+        "what was left of the drain: {waited:?}"
+    );
+    let spare = second
+        .members(ContainerState::Paused)
+        .into_iter()
+        .find(|c| c.id == victim.id)
+        .expect("given back, not removed");
+    assert_eq!(spare.name, warm::member_name(&victim.name));
+    assert_eq!(engine.calls().create, creates, "nothing new prepared");
 }
