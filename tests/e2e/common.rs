@@ -813,3 +813,37 @@ pub fn sleepers(ns: &str, desired: u32, max: u32, lc_extra: &str, group_extra: &
          spec:\n  launchConfiguration: web\n  minSize: 0\n  maxSize: {max}\n  desiredCapacity: {desired}\n{group_extra}"
     )
 }
+
+/// Waits for `what`, failing the test with the controller's view when it does not happen.
+pub fn expect(
+    ctl: &Controller,
+    ns: &TestNs,
+    what: &str,
+    timeout: Duration,
+    cond: impl FnMut() -> bool,
+) {
+    if !wait_until(timeout, cond) {
+        let out = ctl.ms(&["describe", "asg", "web", "-n", &ns.name]);
+        panic!(
+            "timed out after {timeout:?} waiting for: {what}\ncontainers: {:#?}\nms describe:\n{}{}",
+            containers(ns).iter().map(|c| (&c.name, &c.state)).collect::<Vec<_>>(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+/// Kills the container's main process with SIGKILL (as `docker kill` would, without the
+/// engine knowing beforehand).
+pub fn kill9(c: &DockerContainer) {
+    let pid = docker_ok(
+        &docker_host_a(),
+        &["inspect", "--format", "{{.State.Pid}}", &c.id],
+    );
+    let status = Command::new("kill")
+        .arg("-9")
+        .arg(pid.trim())
+        .status()
+        .expect("kill runs");
+    assert!(status.success(), "kill -9 {} failed", pid.trim());
+}

@@ -1,7 +1,6 @@
 //! The reconciler on real engines: the original health-manager scenarios, restarts of the
 //! controller and of dockerd, two zones, rolling updates and failure containment.
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::common::*;
@@ -19,38 +18,6 @@ fn running(ns: &TestNs) -> Vec<DockerContainer> {
 
 fn ids(list: &[DockerContainer]) -> Vec<String> {
     list.iter().map(|c| c.id.clone()).collect()
-}
-
-/// Waits for `what`, failing the test with the controller's view when it does not happen.
-fn expect(
-    ctl: &Controller,
-    ns: &TestNs,
-    what: &str,
-    timeout: Duration,
-    cond: impl FnMut() -> bool,
-) {
-    if !wait_until(timeout, cond) {
-        let out = ctl.ms(&["describe", "asg", "web", "-n", &ns.name]);
-        panic!(
-            "timed out after {timeout:?} waiting for: {what}\ncontainers: {:#?}\nms describe:\n{}{}",
-            containers(ns).iter().map(|c| (&c.name, &c.state)).collect::<Vec<_>>(),
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-}
-
-fn kill9(c: &DockerContainer) {
-    let pid = docker_ok(
-        &docker_host_a(),
-        &["inspect", "--format", "{{.State.Pid}}", &c.id],
-    );
-    let status = Command::new("kill")
-        .arg("-9")
-        .arg(pid.trim())
-        .status()
-        .expect("kill runs");
-    assert!(status.success(), "kill -9 {} failed", pid.trim());
 }
 
 #[test]

@@ -4,7 +4,6 @@
 //! with `kill -9` tells spares from instances by what the engine shows.
 
 use std::collections::BTreeSet;
-use std::process::Command;
 use std::time::Duration;
 
 use crate::common::*;
@@ -30,32 +29,7 @@ fn ids(list: &[DockerContainer]) -> BTreeSet<String> {
 }
 
 fn expect(ctl: &Controller, ns: &TestNs, what: &str, cond: impl FnMut() -> bool) {
-    let timeout = Duration::from_secs(30);
-    if !wait_until(timeout, cond) {
-        let out = ctl.ms(&["describe", "asg", "web", "-n", &ns.name]);
-        panic!(
-            "timed out after {timeout:?} waiting for: {what}\ncontainers: {:#?}\nms describe:\n{}{}",
-            containers(ns)
-                .iter()
-                .map(|c| (&c.name, &c.state))
-                .collect::<Vec<_>>(),
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-}
-
-fn kill9(c: &DockerContainer) {
-    let pid = docker_ok(
-        &docker_host_a(),
-        &["inspect", "--format", "{{.State.Pid}}", &c.id],
-    );
-    let status = Command::new("kill")
-        .arg("-9")
-        .arg(pid.trim())
-        .status()
-        .expect("kill runs");
-    assert!(status.success(), "kill -9 {} failed", pid.trim());
+    crate::common::expect(ctl, ns, what, Duration::from_secs(30), cond);
 }
 
 #[test]
