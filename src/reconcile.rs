@@ -59,6 +59,7 @@ pub mod error;
 mod execute;
 mod hooks;
 pub mod instance_state;
+mod laps;
 mod memory;
 mod orphans;
 mod pass;

@@ -551,6 +551,7 @@ impl Engine for DockerEngine {
         if spec.pull_policy == ImagePullPolicy::Always {
             self.pull(spec).await?;
         }
+        let began = std::time::Instant::now();
         let create = || async {
             self.docker
                 .create_container(options.clone(), create_body(spec, self.host_cpus))
@@ -567,6 +568,7 @@ impl Engine for DockerEngine {
             }
             r => r?,
         };
+        let create_took = began.elapsed();
         if let Err(e) = self.docker.start_container(&created.id, None).await {
             // A container that never ran is debris: remove it so the next attempt starts clean
             // (and the name is free again). Its own failure is secondary to the start error.
@@ -576,6 +578,12 @@ impl Engine for DockerEngine {
             }
             return Err(with_host(classify(e), &self.host));
         }
+        tracing::debug!(
+            name = %spec.name,
+            create_ms = create_took.as_secs_f64() * 1000.0,
+            start_ms = (began.elapsed() - create_took).as_secs_f64() * 1000.0,
+            "container created and started"
+        );
         if !spec.ports.is_empty() {
             // Ephemeral host ports are only known after start; one inspect is worth it then.
             return self.inspect(&created.id).await;

@@ -669,8 +669,15 @@ pub struct Fenced {
 }
 
 impl Fenced {
-    async fn fence(&self) -> crate::engine::Result<()> {
-        match self.lease.check(&*self.inner).await {
+    async fn fence(&self, op: &'static str) -> crate::engine::Result<()> {
+        let began = std::time::Instant::now();
+        let checked = self.lease.check(&*self.inner).await;
+        tracing::debug!(
+            op,
+            took_ms = began.elapsed().as_secs_f64() * 1000.0,
+            "lease checked before acting"
+        );
+        match checked {
             Ok(()) => Ok(()),
             Err(LeaseError::Engine { source, .. }) => Err(match &*source {
                 EngineError::Unreachable(m) => EngineError::Unreachable(m.clone()),
@@ -693,11 +700,11 @@ impl Engine for Fenced {
         self.inner.inspect(id).await
     }
     async fn create_and_start(&self, spec: &ContainerSpec) -> crate::engine::Result<Observed> {
-        self.fence().await?;
+        self.fence("create").await?;
         self.inner.create_and_start(spec).await
     }
     async fn remove(&self, id: &str, grace: Duration) -> crate::engine::Result<()> {
-        self.fence().await?;
+        self.fence("remove").await?;
         self.inner.remove(id, grace).await
     }
     async fn events(
@@ -734,7 +741,7 @@ impl Engine for Fenced {
 
     /// A hook acts in a container: only while the lease is ours, like a removal.
     async fn run_hook(&self, id: &str, cmd: &[String]) -> crate::engine::Result<(i64, String)> {
-        self.fence().await?;
+        self.fence("hook").await?;
         self.inner.run_hook(id, cmd).await
     }
     async fn transition(
@@ -742,7 +749,7 @@ impl Engine for Fenced {
         id: &str,
         t: crate::engine::Transition,
     ) -> crate::engine::Result<()> {
-        self.fence().await?;
+        self.fence("transition").await?;
         self.inner.transition(id, t).await
     }
     /// Not fenced: a rename starts, stops and removes nothing (a warm pool member's take is
@@ -751,7 +758,7 @@ impl Engine for Fenced {
         self.inner.rename(id, name).await
     }
     async fn ensure_image(&self, spec: &ContainerSpec) -> crate::engine::Result<()> {
-        self.fence().await?;
+        self.fence("ensure_image").await?;
         self.inner.ensure_image(spec).await
     }
     fn pulls(&self) -> Vec<crate::engine::docker::pull::PullProgress> {

@@ -504,6 +504,17 @@ impl MemoryEngine {
         all
     }
 
+    /// Moves every container's creation and start back by `by` (wall-clock ages, which paused
+    /// test time does not advance).
+    pub fn backdate(&self, by: Duration) {
+        let by = TimeDelta::from_std(by).unwrap_or_default();
+        let mut s = self.lock();
+        for c in s.containers.values_mut() {
+            c.observed.created -= by;
+            c.observed.started_at = c.observed.started_at.map(|t| t - by);
+        }
+    }
+
     /// The image a container was created from.
     pub fn image_of(&self, id: &str) -> Option<String> {
         let s = self.lock();

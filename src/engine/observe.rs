@@ -518,6 +518,15 @@ async fn observe_once(
                 Some(Ok(ev)) => {
                     zone.touch();
                     if let Some(k) = zone.apply_event(&ev) {
+                        // The event's own time against ours: how late it reached us (latency).
+                        debug!(
+                            zone = %zone.name,
+                            group = %k,
+                            container = short_id(&ev.id),
+                            kind = ?ev.kind,
+                            lag_ms = (chrono::Utc::now() - ev.time).num_microseconds().unwrap_or(0) as f64 / 1000.0,
+                            "event enqueues its group"
+                        );
                         queue.enqueue(k);
                     }
                 }

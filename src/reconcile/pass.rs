@@ -11,6 +11,7 @@ use tracing::debug;
 use super::conditions::{self, Inputs};
 use super::error::ReconcileError;
 use super::execute::CRASH_WINDOW;
+use super::laps::Laps;
 use super::memory::GroupMemory;
 use super::plan::{self, Instance, Plan, Target};
 use super::quota::Reservation;
@@ -73,6 +74,7 @@ impl Reconciler {
     /// `NotObserved` when called before the first full observation (the runner never does).
     pub async fn reconcile(&self, key: &ObjectKey) -> Result<Action, ReconcileError> {
         crate::util::failpoint::reconcile_panic(&format!("{}/{}", key.namespace, key.name));
+        let mut laps = Laps::start();
         let desired = self.ctx.desired.borrow().clone();
         let mut before = self.view(key);
         if !desired.loaded || !before.complete {
@@ -130,6 +132,7 @@ impl Reconciler {
                 .prune_protections(key, &names, Utc::now());
         }
 
+        laps.lap("view");
         // What the group still needs, whatever the backoff holds back (status and requeue).
         let mut planned = self.plan(&resolved, &before);
         let removal_hold = self.actuator.removals.held(key).map(|(t, _)| t);
@@ -150,6 +153,7 @@ impl Reconciler {
             .prepull(key, &resolved, plan, held.is_some(), &mut mem)
             .await;
         let acted = !plan.is_empty() || !pool_plan.is_empty();
+        laps.lap("plan");
         let by = autoscale.as_ref().map_or("", |a| a.cause.as_str());
         let replaced: Vec<&str> = plan
             .remove
@@ -159,6 +163,7 @@ impl Reconciler {
             .collect();
         self.take_from_pool(key, &resolved, &pool_plan, &before, &replaced, &mut mem, by)
             .await;
+        laps.lap("pool takes");
         let image = resolved.lc.as_ref().map(|lc| lc.spec.image.clone());
         let execute = self.execute(key, &resolved, &plan, &before, &mut mem, by);
         let failure = match (&image, plan.create.is_empty()) {
@@ -172,8 +177,10 @@ impl Reconciler {
         .err()
         .or(prepull_failure);
         drop(reservation);
+        laps.lap("execute");
         self.tend_pool(key, &resolved, &pool_plan, &before, &desired, &mut mem)
             .await;
+        laps.lap("tend pool");
 
         // Status from what we see now (our own actions are already in the caches). A pass that
         // did nothing (every periodic resync of a converged group) reuses what it read.
@@ -202,6 +209,10 @@ impl Reconciler {
             autoscale,
         );
         self.ctx.status.publish(key, status);
+        if acted {
+            laps.lap("status");
+            laps.log(key);
+        }
         let hold = mem.held();
         drop(mem);
         if let Some(e) = failure {

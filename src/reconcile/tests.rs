@@ -188,6 +188,55 @@ async fn killed_and_removed_instances_are_replaced() {
     .await;
 }
 
+/// A self-heal launches first and removes the dead container after: its removal is cleanup and
+/// must not queue ahead of the replacement's create (lease check, engine work). Bounded: a
+/// launch that takes long (a pull) does not keep the dead container for more than a second.
+#[tokio::test(start_paused = true)]
+async fn a_failed_instance_is_removed_after_its_replacement_is_launched() {
+    let h = Harness::start(&["a"], &manifests(2, "img", "a")).await;
+    h.until("2 running", SECS(5), |h| h.total_running() == 2)
+        .await;
+    let latencies = |create| crate::engine::memory::Latencies {
+        create,
+        start: Duration::from_millis(200),
+        ..Default::default()
+    };
+
+    // A quick launch: the dead container is still there while its replacement starts.
+    h.engines[0].set_latencies(latencies(Duration::from_millis(200)));
+    let before = h.engines[0].calls();
+    let victim = h.running(0)[0].id.clone();
+    h.engines[0].kill(&victim).unwrap();
+    h.until("the replacement created", SECS(2), |h| {
+        h.engines[0].containers().len() == 3
+    })
+    .await;
+    assert_eq!(h.engines[0].calls().remove, before.remove);
+    assert!(h.engines[0].containers().iter().any(|c| c.id == victim));
+    h.until("replaced, then cleaned up", SECS(5), |h| {
+        h.total_running() == 2 && h.engines[0].containers().len() == 2
+    })
+    .await;
+
+    // A launch that takes long: the dead container goes after a second all the same.
+    h.engines[0].set_latencies(latencies(SECS(5)));
+    let victim = h.running(0)[0].id.clone();
+    let killed = Instant::now();
+    h.engines[0].kill(&victim).unwrap();
+    h.until("the dead container removed", SECS(3), |h| {
+        h.engines[0].containers().iter().all(|c| c.id != victim)
+    })
+    .await;
+    assert!(killed.elapsed() >= SECS(1), "{:?}", killed.elapsed());
+    assert_eq!(
+        h.engines[0].containers().len(),
+        1,
+        "removed while the replacement's create was still running"
+    );
+    h.until("replaced", SECS(10), |h| h.total_running() == 2)
+        .await;
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_labelled_container_started_by_hand_is_removed() {
     let h = Harness::start(&["a"], &manifests(1, "img", "a")).await;
@@ -477,6 +526,38 @@ async fn a_spec_that_just_started_a_container_skips_the_slow_start() {
     assert!(
         warm <= Duration::from_millis(250),
         "warm start took {warm:?}: slow start not skipped"
+    );
+}
+
+/// Replacements of a spec whose instances run (past the crash window) go at full speed, even
+/// when this controller never launched the spec (a restart): it works, slow start has nothing
+/// to find out.
+#[tokio::test(start_paused = true)]
+async fn replacements_of_a_running_spec_skip_the_slow_start() {
+    let engine = MemoryEngine::new();
+    let first = Harness::start_with(&["a"], vec![engine.clone()], &manifests(8, "img", "a")).await;
+    first
+        .until("8 running", SECS(10), |h| h.total_running() == 8)
+        .await;
+    drop(first);
+    engine.backdate(SECS(3600));
+    let h = Harness::start_with(&["a"], vec![engine.clone()], &manifests(8, "img", "a")).await;
+    h.until("the restarted controller sees them", SECS(5), |h| {
+        h.status("web").is_some_and(|s| s.current == 8)
+    })
+    .await;
+    engine.set_latencies(crate::engine::memory::Latencies {
+        create: Duration::from_millis(100),
+        ..Default::default()
+    });
+    for c in h.running(0).iter().take(6) {
+        engine.kill(&c.id).unwrap();
+    }
+    let took = time_to_8(&h).await;
+    // Slow start (1, 2, 3) would take three round trips.
+    assert!(
+        took <= Duration::from_millis(250),
+        "6 replacements took {took:?}: slow start not skipped"
     );
 }
 
