@@ -10,7 +10,7 @@ use futures::stream::{FuturesUnordered, StreamExt};
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-use super::actuator::{Actuator, Termination};
+use super::actuator::Actuator;
 use super::error::ReconcileError;
 use super::memory::GroupMemory;
 use super::pass::View;
@@ -24,8 +24,6 @@ use crate::util::unpoisoned::LockExt;
 pub(super) const CRASH_WINDOW: Duration = Duration::from_secs(10);
 /// How long a spec that started a container skips the slow start.
 const PROVEN_FOR: Duration = Duration::from_secs(600);
-/// How long the removal of failed instances waits for the first launch of their pass.
-const CLEANUP_WAITS_AT_MOST: Duration = Duration::from_secs(1);
 
 /// One launched instance: its name, zone and why.
 type Launched = (String, String, CreateReason);
@@ -52,8 +50,6 @@ impl Reconciler {
             self.proven.locked().remove(hash);
         }
         let grace = mem.grace(resolved.lc.as_ref());
-        // Failed instances whose removal waits for the first launch (see below).
-        let mut after_launch: Vec<(plan::Remove, Termination)> = Vec::new();
         for r in &plan.remove {
             let mut cause = if r.reason == RemoveReason::Unhealthy {
                 // Through the crash backoff: a broken check cannot churn the engine.
@@ -94,16 +90,7 @@ impl Reconciler {
             }
             let drain = mem.drain(resolved.group.as_ref(), resolved.lc.as_ref());
             let t = self.termination(r, view, grace, drain, &cause);
-            if r.reason == RemoveReason::Failed && !plan.create.is_empty() {
-                // A self-heal launches first: the failed container serves nothing and is
-                // already out of capacity, so its removal is only cleanup, and done first it
-                // would queue its lease check and its engine work ahead of the replacement's
-                // create. Nothing durable is reordered: a failed instance gets no drain and no
-                // preStop (`termination`), so no drain record is written for it.
-                after_launch.push((r.clone(), t));
-            } else {
-                self.actuator.terminate(key, r, t);
-            }
+            self.actuator.terminate(key, r, t);
         }
         self.ctx.instances.flush();
         if plan.create.is_empty() {
@@ -111,14 +98,10 @@ impl Reconciler {
             return Ok(());
         }
         if resolved.lc.is_none() || resolved.group.is_none() {
-            self.terminate_all(key, &mut after_launch);
             return Ok(());
         }
         let works = runs_proven(view, hash);
-        let (launched, failure) = self
-            .slow_start(key, resolved, &plan.create, works, &mut after_launch)
-            .await;
-        self.terminate_all(key, &mut after_launch);
+        let (launched, failure) = self.slow_start(key, resolved, &plan.create, works).await;
         let replaced: Vec<&str> = plan
             .remove
             .iter()
@@ -204,15 +187,13 @@ impl Reconciler {
     /// a hundred. A spec that started a container within [`PROVEN_FOR`] starts at full speed.
     ///
     /// `works`: an instance of the spec runs and outlived the crash window (a self-heal or a
-    /// zone made up: the spec is proven, full speed too). `after_launch` (failed instances) are
-    /// terminated once the first launch has answered.
+    /// zone made up: the spec is proven, full speed too).
     async fn slow_start(
         &self,
         key: &ObjectKey,
         resolved: &Resolved,
         creates: &[plan::Create],
         works: bool,
-        after_launch: &mut Vec<(plan::Remove, Termination)>,
     ) -> (Vec<Launched>, Option<ReconcileError>) {
         let (Some(lc), Some(group)) = (&resolved.lc, &resolved.group) else {
             return (Vec::new(), None);
@@ -249,20 +230,7 @@ impl Reconciler {
                 let (zone, reason) = (c.zone.clone(), c.reason.clone());
                 inflight.push(async move { (zone, reason, Actuator::launch(target, spec).await) });
             }
-            let next = if after_launch.is_empty() {
-                inflight.next().await
-            } else {
-                // Bounded: a launch that waits on a pull does not keep the failed ones around.
-                match tokio::time::timeout(CLEANUP_WAITS_AT_MOST, inflight.next()).await {
-                    Ok(next) => next,
-                    Err(_) => {
-                        self.terminate_all(key, after_launch);
-                        continue;
-                    }
-                }
-            };
-            self.terminate_all(key, after_launch);
-            let Some((zone, reason, result)) = next else {
+            let Some((zone, reason, result)) = inflight.next().await else {
                 break;
             };
             match result {
@@ -292,13 +260,6 @@ impl Reconciler {
 }
 
 impl Reconciler {
-    /// Starts the terminations in `list` (and empties it).
-    fn terminate_all(&self, key: &ObjectKey, list: &mut Vec<(plan::Remove, Termination)>) {
-        for (r, t) in list.drain(..) {
-            self.actuator.terminate(key, &r, t);
-        }
-    }
-
     /// What a container is told about its controller, for its self-protection (see
     /// `apply::protect`): the controller's address, its own name and namespace, and a token
     /// valid for protecting this one container only.

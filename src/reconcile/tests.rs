@@ -188,55 +188,6 @@ async fn killed_and_removed_instances_are_replaced() {
     .await;
 }
 
-/// A self-heal launches first and removes the dead container after: its removal is cleanup and
-/// must not queue ahead of the replacement's create (lease check, engine work). Bounded: a
-/// launch that takes long (a pull) does not keep the dead container for more than a second.
-#[tokio::test(start_paused = true)]
-async fn a_failed_instance_is_removed_after_its_replacement_is_launched() {
-    let h = Harness::start(&["a"], &manifests(2, "img", "a")).await;
-    h.until("2 running", SECS(5), |h| h.total_running() == 2)
-        .await;
-    let latencies = |create| crate::engine::memory::Latencies {
-        create,
-        start: Duration::from_millis(200),
-        ..Default::default()
-    };
-
-    // A quick launch: the dead container is still there while its replacement starts.
-    h.engines[0].set_latencies(latencies(Duration::from_millis(200)));
-    let before = h.engines[0].calls();
-    let victim = h.running(0)[0].id.clone();
-    h.engines[0].kill(&victim).unwrap();
-    h.until("the replacement created", SECS(2), |h| {
-        h.engines[0].containers().len() == 3
-    })
-    .await;
-    assert_eq!(h.engines[0].calls().remove, before.remove);
-    assert!(h.engines[0].containers().iter().any(|c| c.id == victim));
-    h.until("replaced, then cleaned up", SECS(5), |h| {
-        h.total_running() == 2 && h.engines[0].containers().len() == 2
-    })
-    .await;
-
-    // A launch that takes long: the dead container goes after a second all the same.
-    h.engines[0].set_latencies(latencies(SECS(5)));
-    let victim = h.running(0)[0].id.clone();
-    let killed = Instant::now();
-    h.engines[0].kill(&victim).unwrap();
-    h.until("the dead container removed", SECS(3), |h| {
-        h.engines[0].containers().iter().all(|c| c.id != victim)
-    })
-    .await;
-    assert!(killed.elapsed() >= SECS(1), "{:?}", killed.elapsed());
-    assert_eq!(
-        h.engines[0].containers().len(),
-        1,
-        "removed while the replacement's create was still running"
-    );
-    h.until("replaced", SECS(10), |h| h.total_running() == 2)
-        .await;
-}
-
 #[tokio::test(start_paused = true)]
 async fn a_labelled_container_started_by_hand_is_removed() {
     let h = Harness::start(&["a"], &manifests(1, "img", "a")).await;
