@@ -460,9 +460,9 @@ impl Reconciler {
     fn measure(&self, key: &ObjectKey, view: &View) {
         let todo: Vec<(String, String)> = {
             let mut groups = self.pools.groups.locked();
-            let Some(g) = groups.get_mut(key) else {
-                return;
-            };
+            // After a restart the group has no entry yet: its members are measured at once all
+            // the same, not at the next resync.
+            let g = groups.entry(key.clone()).or_default();
             let todo: Vec<(String, String)> = view
                 .pool
                 .iter()
@@ -482,14 +482,17 @@ impl Reconciler {
             };
             let (pools, queue, key) = (self.pools.clone(), self.queue.clone(), key.clone());
             tokio::spawn(async move {
-                let Some(m) = Actuator::memory(&target, &id).await else {
-                    return;
-                };
+                let m = Actuator::memory(&target, &id).await;
                 if let Some(g) = pools.groups.locked().get_mut(&key) {
+                    // Not measured (the engine did not say): asked again by a later pass.
                     g.measuring.remove(&id);
-                    g.memory.insert(id, m);
+                    if let Some(m) = m {
+                        g.memory.insert(id, m);
+                    }
                 }
-                queue.now(key);
+                if m.is_some() {
+                    queue.now(key);
+                }
             });
         }
     }
