@@ -601,7 +601,7 @@ impl Reconciler {
         else {
             return (members, None);
         };
-        let (in_flight, _) = self.pools.in_flight(key);
+        let (_, in_flight) = self.pools.in_flight(key);
         let ready = view
             .pool
             .iter()
@@ -623,11 +623,15 @@ impl Reconciler {
         g.measuring.retain(|id| ids.contains(id.as_str()));
         let memory_bytes = (!g.memory.is_empty() && spec.state != WarmPoolState::Stopped)
             .then(|| g.memory.values().sum());
-        let in_flight: u32 = in_flight.values().sum();
+        // A refill's container is in the view once created: counted there, not twice.
+        let unseen = in_flight
+            .iter()
+            .filter(|name| !view.pool.iter().any(|(_, o)| &o.name == *name))
+            .count() as u32;
         let status = WarmPoolStatus {
             size: target.size,
             ready,
-            preparing: (view.pool.len() as u32).saturating_sub(ready) + in_flight,
+            preparing: (view.pool.len() as u32).saturating_sub(ready) + unseen,
             state: spec.state.as_str().to_string(),
             memory_bytes,
             message: g.limited.clone().or_else(|| g.last_error.clone()),

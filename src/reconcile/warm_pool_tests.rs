@@ -384,6 +384,12 @@ async fn a_spare_waits_its_prepare_time_and_failed_preparations_back_off() {
         h.instances().is_empty(),
         "a spare being prepared is no instance"
     );
+    let pool = h.status().and_then(|s| s.warm_pool).expect("pool status");
+    assert_eq!(
+        (pool.ready, pool.preparing),
+        (0, 1),
+        "one spare in preparation"
+    );
     h.until("paused after 5 s", |h| {
         h.members(ContainerState::Paused).len() == 1
     })
