@@ -206,15 +206,8 @@ fn the_readmes_first_command_in_a_fresh_checkout_starts_nothing_and_writes_nothi
     // `default` on the shared engine would take other tests' unlabelled containers for its own.
     // The configuration names no directory, so the default one is used.
     let config = home.path().join("config.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "controllerName: e2e-readme-{}
-",
-            std::process::id()
-        ),
-    )
-    .unwrap();
+    let name = format!("e2e-readme-{}", std::process::id());
+    std::fs::write(&config, format!("controllerName: {name}\n")).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_ms"))
         .args(["controller", "--listen", &format!("127.0.0.1:{port}")])
         .arg("--config")
@@ -239,6 +232,7 @@ fn the_readmes_first_command_in_a_fresh_checkout_starts_nothing_and_writes_nothi
     std::thread::sleep(Duration::from_secs(1));
     let _ = child.kill();
     let _ = child.wait();
+    crate::common::remove_leases(&name);
     let log_text = read(&log);
     let _ = std::fs::remove_file(&log);
     assert!(ready, "the controller did not become ready:\n{log_text}");
