@@ -705,8 +705,9 @@ impl Reconciler {
 
     /// What the containers of namespace `ns` use now, in the reachable zones: each group's
     /// running containers times its containers' limits (the namespace's defaults for a group
-    /// no longer defined), warm pool refills in flight, and instances draining on their way
-    /// back to a warm pool (hidden from the zones' counts like any termination, but kept).
+    /// no longer defined), warm pool refills in flight not in the caches yet, and instances
+    /// draining on their way back to a warm pool (hidden from the zones' counts like any
+    /// termination, but kept).
     pub(super) fn namespace_usage(&self, ns: &str, desired: &Desired) -> Usage {
         let tenancy = &self.ctx.tenancy;
         let defaults = {
@@ -738,7 +739,10 @@ impl Reconciler {
                 usage.add(Usage::of(1, limits_of(&key)));
             }
         }
-        usage.add(self.pools.namespace_in_flight(ns));
+        usage.add(self.pools.namespace_in_flight(ns, |key, zone, name| {
+            reachable()
+                .any(|z| z.name == zone && z.instances_of(key).iter().any(|o| o.name == name))
+        }));
         usage
     }
 }

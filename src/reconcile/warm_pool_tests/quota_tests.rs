@@ -177,3 +177,35 @@ async fn an_instance_draining_back_to_the_pool_keeps_its_place_in_the_quota() {
     assert_eq!(reason, "QuotaExceeded");
     assert!(message.contains("at most 5 containers"), "{message}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_spare_being_prepared_is_counted_once_not_twice() {
+    let pool = "{minSize: 2, maxPrepared: 2, prepareTime: 5s}";
+    let h =
+        Harness::start_configured(engines(1), &manifests(1, "img", "a", pool), at_most(4)).await;
+    // Two spares warming up (running, in the zone's cache) beside one instance: 3 of 4.
+    until_within(&h, 4, "1 instance, 2 spares preparing", |h| {
+        h.members(ContainerState::Running).len() == 2 && h.instances().len() == 1
+    })
+    .await;
+    // One more instance fits, while they still prepare (counted once each, not as 5 of 4).
+    let began = Instant::now();
+    h.tx.send(snapshot(&manifests(2, "img", "a", pool)))
+        .unwrap();
+    until_within(&h, 4, "2 instances", |h| h.instances().len() == 2).await;
+    assert!(
+        began.elapsed() < Duration::from_secs(2),
+        "launched at once, not after the preparations: {:?}",
+        began.elapsed()
+    );
+    assert_eq!(
+        h.members(ContainerState::Running).len(),
+        2,
+        "still preparing"
+    );
+    until_within(&h, 4, "2 paused spares", |h| {
+        h.members(ContainerState::Paused).len() == 2
+    })
+    .await;
+    stays_within(&h, 4, Duration::from_secs(3)).await;
+}
