@@ -641,7 +641,7 @@ fn a_port_another_process_holds_blocks_only_its_own_load_balancer() {
 
 /// A request through the load balancer sent up to its last header line: httpd waits for the
 /// blank line, so the connection stays open (and counted on its server) until [`finish_held`].
-fn hold(port: u16) -> TcpStream {
+pub fn hold(port: u16) -> TcpStream {
     let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect to the LB");
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     write!(s, "GET / HTTP/1.0\r\nHost: lb\r\n").expect("send the request's head");
@@ -649,7 +649,7 @@ fn hold(port: u16) -> TcpStream {
 }
 
 /// Ends a held request: the status and body of its answer, `None` when the connection was cut.
-fn finish_held(mut s: TcpStream) -> Option<(u16, String)> {
+pub fn finish_held(mut s: TcpStream) -> Option<(u16, String)> {
     s.write_all(b"\r\n").ok()?;
     http_answer(s)
 }
