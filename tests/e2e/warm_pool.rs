@@ -208,14 +208,16 @@ fn a_give_back_behind_a_load_balancer_drains_first_and_rejoins_only_when_ready()
     const DRAIN: Duration = Duration::from_secs(5);
     let (ns, ctl, _dir, port) = lb_setup();
     // maxSize 2: the pool (its size is at most maxSize − desired) has room only after a
-    // scale-in, so the instance scaled in is given back rather than a spare prepared.
+    // scale-in, so the instance scaled in is given back rather than a spare prepared. Two
+    // probes a second apart before an instance is ready: a spare taken back runs for a second
+    // before it may join.
     let yaml = |desired: u32| {
         with_group_lines(
             &web_behind_lb(
                 &ns.name,
                 desired,
                 port,
-                "  healthCheck: {type: HTTP, port: 8080, path: /, interval: 1s}\n",
+                "  healthCheck: {type: HTTP, port: 8080, path: /, interval: 1s, healthyThreshold: 2}\n",
             ),
             &format!(
                 "  drainTimeout: {}s\n  warmPool: {{minSize: 1, reuseOnScaleIn: true}}\n",
@@ -228,13 +230,17 @@ fn a_give_back_behind_a_load_balancer_drains_first_and_rejoins_only_when_ready()
     expect(
         &ctl,
         &ns,
-        "2 instances serving through the LB, no spare",
+        "2 ready instances serving through the LB, no spare",
         || {
+            let now = containers(&ns);
             names_through(port, 6).len() == 2
                 && server_views(&ctl.name, &ns.name)
                     .iter()
                     .all(|s| s.admin == 0)
-                && containers(&ns).len() == 2
+                && now.len() == 2
+                && now
+                    .iter()
+                    .all(|c| published(&ctl, &ns, &c.name) == Some(("running".to_string(), true)))
         },
     );
     let before: BTreeSet<String> = ids(&containers(&ns));
