@@ -266,6 +266,12 @@ fn a_give_back_behind_a_load_balancer_drains_first_and_rejoins_only_when_ready()
         "drain came after the give-back"
     );
     assert!(to_drain < DRAIN, "drain only after {to_drain:?}");
+    expect(&ctl, &ns, "ms describe lb shows it draining", || {
+        let out = ctl.ms(&["describe", "lb", "front", "-n", &ns.name]);
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .any(|l| l.contains(&victim.name) && l.contains(" drain "))
+    });
 
     // Violations seen by every sample from here: a spare (`-warm`, or the victim's container
     // while it is paused) taking connections from HAProxy, or, while the victim is `leaving`
