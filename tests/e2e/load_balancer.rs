@@ -210,6 +210,13 @@ pub fn scale_in_until_drain(
     (victim.unwrap(), written.elapsed())
 }
 
+/// The hostname (`<group>-<suffix>`, what it answers) of container `name` of namespace `ns`
+/// (`<namespace>-<group>-<suffix>`).
+pub fn hostname(ns: &TestNs, name: &str) -> String {
+    name.trim_start_matches(&format!("{}-", ns.name))
+        .to_string()
+}
+
 /// The hostnames answering through the load balancer in `tries` requests.
 pub fn names_through(port: u16, tries: usize) -> BTreeSet<String> {
     (0..tries)
@@ -357,10 +364,7 @@ fn a_load_balancer_follows_the_group_without_reloads_or_lost_requests() {
     );
     // Hostnames are `<group>-<suffix>`, container names `<namespace>-<group>-<suffix>`.
     let names: BTreeSet<String> = containers(&ns).into_iter().map(|c| c.name).collect();
-    let hostnames: BTreeSet<String> = names
-        .iter()
-        .map(|n| n.trim_start_matches(&format!("{}-", ns.name)).to_string())
-        .collect();
+    let hostnames: BTreeSet<String> = names.iter().map(|n| hostname(&ns, n)).collect();
     assert_eq!(names_through(port, 6), hostnames);
     let pid = worker_pid(&ctl.name).expect("HAProxy answers on its admin socket");
 
@@ -729,10 +733,7 @@ fn a_tcp_load_balancer_keeps_serving_a_held_connection_through_the_group_drain()
         })
         .collect();
     let served_at = scaled_in.elapsed();
-    let hostname = victim
-        .name
-        .trim_start_matches(&format!("{}-", ns.name))
-        .to_string();
+    let hostname = hostname(&ns, &victim.name);
     assert!(
         answers.contains(&hostname),
         "{hostname} did not answer its held request: {answers:?}"

@@ -414,10 +414,7 @@ fn a_connection_left_open_after_a_give_back_drain_is_closed_not_frozen() {
     let answers: Vec<Option<(u16, String)>> = held.into_iter().map(finish_held).collect();
     // A connection still held open would wait out its 5 s read timeout.
     assert!(finishing.elapsed() < Duration::from_secs(4), "{answers:?}");
-    let hostname = victim
-        .name
-        .trim_start_matches(&format!("{}-", ns.name))
-        .to_string();
+    let hostname = hostname(&ns, &victim.name);
     assert_eq!(
         answers.iter().filter(|a| a.is_none()).count(),
         1,
