@@ -460,9 +460,9 @@ impl Reconciler {
     fn measure(&self, key: &ObjectKey, view: &View) {
         let todo: Vec<(String, String)> = {
             let mut groups = self.pools.groups.locked();
-            let Some(g) = groups.get_mut(key) else {
-                return;
-            };
+            // After a restart the group has no entry yet: its members are measured at once all
+            // the same, not at the next resync.
+            let g = groups.entry(key.clone()).or_default();
             let todo: Vec<(String, String)> = view
                 .pool
                 .iter()
@@ -482,14 +482,17 @@ impl Reconciler {
             };
             let (pools, queue, key) = (self.pools.clone(), self.queue.clone(), key.clone());
             tokio::spawn(async move {
-                let Some(m) = Actuator::memory(&target, &id).await else {
-                    return;
-                };
+                let m = Actuator::memory(&target, &id).await;
                 if let Some(g) = pools.groups.locked().get_mut(&key) {
+                    // Not measured (the engine did not say): asked again by a later pass.
                     g.measuring.remove(&id);
-                    g.memory.insert(id, m);
+                    if let Some(m) = m {
+                        g.memory.insert(id, m);
+                    }
                 }
-                queue.now(key);
+                if m.is_some() {
+                    queue.now(key);
+                }
             });
         }
     }
@@ -598,7 +601,7 @@ impl Reconciler {
         else {
             return (members, None);
         };
-        let (in_flight, _) = self.pools.in_flight(key);
+        let (_, in_flight) = self.pools.in_flight(key);
         let ready = view
             .pool
             .iter()
@@ -620,11 +623,15 @@ impl Reconciler {
         g.measuring.retain(|id| ids.contains(id.as_str()));
         let memory_bytes = (!g.memory.is_empty() && spec.state != WarmPoolState::Stopped)
             .then(|| g.memory.values().sum());
-        let in_flight: u32 = in_flight.values().sum();
+        // A refill's container is in the view once created: counted there, not twice.
+        let unseen = in_flight
+            .iter()
+            .filter(|name| !view.pool.iter().any(|(_, o)| &o.name == *name))
+            .count() as u32;
         let status = WarmPoolStatus {
             size: target.size,
             ready,
-            preparing: (view.pool.len() as u32).saturating_sub(ready) + in_flight,
+            preparing: (view.pool.len() as u32).saturating_sub(ready) + unseen,
             state: spec.state.as_str().to_string(),
             memory_bytes,
             message: g.limited.clone().or_else(|| g.last_error.clone()),

@@ -293,7 +293,9 @@ async fn a_restarted_controller_tells_spares_from_instances_by_what_the_engine_s
                 .is_some_and(|s| s.ready == 2 && s.warm_pool.is_some_and(|p| p.ready == 2))
         })
         .await;
-    // What the spares hold is measured again (8 MiB each on the memory engine).
+    // What the spares hold is measured again (8 MiB each on the memory engine), at once: not
+    // at the next resync.
+    let restarted = Instant::now();
     second
         .until("memory measured", |h| {
             h.status()
@@ -301,6 +303,11 @@ async fn a_restarted_controller_tells_spares_from_instances_by_what_the_engine_s
                 .is_some_and(|p| p.memory_bytes == Some(2 * (8 << 20)))
         })
         .await;
+    assert!(
+        restarted.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        restarted.elapsed()
+    );
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(engine.calls().create, creates, "nothing new");
     assert_eq!(ids(&engine.containers()), before, "nothing removed");
@@ -376,6 +383,12 @@ async fn a_spare_waits_its_prepare_time_and_failed_preparations_back_off() {
     assert!(
         h.instances().is_empty(),
         "a spare being prepared is no instance"
+    );
+    let pool = h.status().and_then(|s| s.warm_pool).expect("pool status");
+    assert_eq!(
+        (pool.ready, pool.preparing),
+        (0, 1),
+        "one spare in preparation"
     );
     h.until("paused after 5 s", |h| {
         h.members(ContainerState::Paused).len() == 1

@@ -653,18 +653,23 @@ impl Controller {
     }
 }
 
+/// Removes the lease containers of controller `name` on both zones: a killed controller could
+/// not release them, so they are its test's debris.
+pub fn remove_leases(name: &str) {
+    let lease = format!("microscaler-lease-{name}");
+    for host in [docker_host_a(), docker_host_b()] {
+        let _ = docker(&host)
+            .args(["rm", "-f", &lease])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
 impl Drop for Controller {
     fn drop(&mut self) {
         self.kill();
-        // Killed, it could not release its lease containers: they are this test's debris.
-        let lease = format!("microscaler-lease-{}", self.name);
-        for host in [docker_host_a(), docker_host_b()] {
-            let _ = docker(&host)
-                .args(["rm", "-f", &lease])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status();
-        }
+        remove_leases(&self.name);
         if std::thread::panicking() {
             eprintln!(
                 "----- controller log ({}) -----\n{}\n----- end of controller log -----",
