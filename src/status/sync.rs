@@ -23,7 +23,7 @@
 //! - A status published before a pass acts ([`StatusSync::publish_early`]) is on the board at
 //!   once but reaches the files only if the pass's own status has not replaced it within
 //!   [`EARLY_FILE_HOLD`]: a pass of a second is one write, a long pull or launch still shows
-//!   in the file while it lasts.
+//!   in the file while it lasts. The final flush at shutdown does not write one sooner.
 
 mod git_index;
 pub mod inline;
@@ -327,7 +327,7 @@ impl StatusSync {
             return 0; // nothing is known yet; the first load reports every file
         }
         let now = Instant::now();
-        self.take_due_early(now, deadline.is_some());
+        self.take_due_early(now);
         let (keys, disk, retries, all, refresh) = {
             let mut d = self.dirty.locked();
             let due: Vec<PathBuf> = d
@@ -427,15 +427,16 @@ impl StatusSync {
         written
     }
 
-    /// Early statuses whose hold ended (all of them with `everything`, at shutdown) become
-    /// changed statuses for this flush.
-    fn take_due_early(&self, now: Instant, everything: bool) {
+    /// Early statuses whose hold ended become changed statuses for this flush. The final flush
+    /// at shutdown takes no others: a pass cut short launches nothing more, and its file keeps
+    /// the status of the last pass that ended (the next start publishes the truth).
+    fn take_due_early(&self, now: Instant) {
         let due: Vec<ObjectKey> = {
             let mut d = self.dirty.locked();
             let due: Vec<ObjectKey> = d
                 .early
                 .iter()
-                .filter(|(_, at)| everything || **at <= now)
+                .filter(|(_, at)| **at <= now)
                 .map(|(k, _)| k.clone())
                 .collect();
             for k in &due {
@@ -679,11 +680,11 @@ mod tests {
         assert_eq!(f.sync.flush(None), 1);
         assert!(f.read("web.yaml").contains("current: 6"));
 
-        // Shutdown: the final flush writes what the board holds.
+        // Shutdown during a pass: its words of launching are not left in the file.
         f.sync.publish_early(&key("web"), status(7));
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        assert_eq!(f.sync.flush(Some(deadline)), 1);
-        assert!(f.read("web.yaml").contains("current: 7"));
+        assert_eq!(f.sync.flush(Some(deadline)), 0);
+        assert!(f.read("web.yaml").contains("current: 6"));
     }
 
     #[test]
