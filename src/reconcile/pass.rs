@@ -8,7 +8,7 @@ use chrono::{DateTime, SubsecRound, Utc};
 use tokio::time::Instant;
 use tracing::debug;
 
-use super::conditions::{self, Inputs};
+use super::conditions::{self, InFlight, Inputs};
 use super::error::ReconcileError;
 use super::execute::CRASH_WINDOW;
 use super::memory::GroupMemory;
@@ -148,6 +148,26 @@ impl Reconciler {
             removal_hold,
             &mut mem,
         );
+        // Watchers learn what this pass does before it does it: launches may take seconds (a
+        // pull, a large scale-out), and the status after them would tell the new capacity late.
+        if resolved.group.is_some() && (!plan.is_empty() || !pool_plan.is_empty()) {
+            let early = self.status(
+                key,
+                &resolved,
+                &before,
+                &before.unreachable,
+                &planned,
+                held,
+                &desired,
+                &mut mem,
+                autoscale.clone(),
+                Some(InFlight {
+                    launching: plan.create.len() + pool_plan.take.len(),
+                    removing: plan.remove.len(),
+                }),
+            );
+            self.ctx.status.publish_early(key, early);
+        }
         // A rollout's image first, on every zone of the group (prepull.rs).
         let (plan, prepull_failure) = self
             .prepull(key, &resolved, plan, held.is_some(), &mut mem)
@@ -203,6 +223,7 @@ impl Reconciler {
             &desired,
             &mut mem,
             autoscale,
+            None,
         );
         self.ctx.status.publish(key, status);
         let hold = mem.held();
@@ -419,8 +440,9 @@ impl Reconciler {
         removal_hold.map_or(Action::requeue(WHILE_DELETING), Action::requeue_at)
     }
 
-    /// The group's status after the pass; forgets failures when the group converged on a
-    /// healthy spec.
+    /// The group's status as `after` shows it, `remaining` still to do: after the pass, or
+    /// (with `in_flight`, the steps it is about to carry out) before it acts. Forgets failures
+    /// when the group converged on a healthy spec.
     #[allow(clippy::too_many_arguments)]
     fn status(
         &self,
@@ -433,6 +455,7 @@ impl Reconciler {
         desired: &Desired,
         mem: &mut GroupMemory,
         autoscale: Option<PassView>,
+        in_flight: Option<InFlight>,
     ) -> GroupStatus {
         let target = &resolved.target;
         let counts = plan::counts(target, &after.instances);
@@ -470,6 +493,7 @@ impl Reconciler {
                     .map(|e| (e, held.map(|t| t.saturating_duration_since(now)))),
                 manifest_error: manifest_error.as_deref(),
                 deletion_held: desired.held.get(key).map(String::as_str),
+                in_flight,
             },
             &mem.conditions,
             now_secs(),
