@@ -13,6 +13,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -351,6 +352,27 @@ impl Zone {
         }
     }
 
+    /// Running or paused containers whose start time is unknown: a list does not carry it, so
+    /// after a restart every container's is learned by one inspect (`learn_start_times`).
+    fn missing_start_times(&self) -> Vec<String> {
+        let st = self.state.locked();
+        st.containers
+            .values()
+            .filter(|c| c.started_at.is_none())
+            .filter(|c| matches!(c.state, ContainerState::Running | ContainerState::Paused))
+            .map(|c| c.id.clone())
+            .collect()
+    }
+
+    /// Fills in a start time learned by inspecting `id`, unless the entry is gone or an event
+    /// told us a newer one meanwhile.
+    fn learned_start_time(&self, id: &str, started_at: DateTime<Utc>) {
+        let mut st = self.state.locked();
+        if let Some(c) = st.containers.get_mut(id) {
+            c.started_at = c.started_at.or(Some(started_at));
+        }
+    }
+
     /// Applies one event; returns the group it concerns.
     pub fn apply_event(&self, ev: &EngineEvent) -> Option<ObjectKey> {
         if !self.owns(&ev.labels) {
@@ -550,8 +572,36 @@ async fn relist(zone: &Zone, engine: &dyn Engine) -> crate::engine::Result<()> {
         .await
         .map_err(|_| crate::engine::EngineError::Unreachable("list timed out".into()))??;
     zone.apply_list(started, list);
+    learn_start_times(zone, engine).await;
     zone.touch();
     Ok(())
+}
+
+/// Learns the start times a list leaves out, by inspecting each container that lacks one: after
+/// a restart every instance would otherwise have no age, lose `startedAt` from the status
+/// written into its manifest file (a diff in git for nothing), and look freshly started to the
+/// crash window. Once learned, a start time is kept across lists, so a steady resync inspects
+/// nothing. Bounded (16 at once, 5 s in all): what is not learned now is asked at the next list.
+async fn learn_start_times(zone: &Zone, engine: &dyn Engine) {
+    let ids = zone.missing_start_times();
+    if ids.is_empty() {
+        return;
+    }
+    let inspect_all = futures::stream::iter(ids)
+        .map(|id| async move { engine.inspect(&id).await.ok() })
+        .buffer_unordered(16)
+        .for_each(|o| {
+            if let Some((id, t)) = o.and_then(|o| Some((o.id, o.started_at?))) {
+                zone.learned_start_time(&id, t);
+            }
+            async {}
+        });
+    if tokio::time::timeout(Duration::from_secs(5), inspect_all)
+        .await
+        .is_err()
+    {
+        debug!(zone = %zone.name, "start times not all learned within 5 s; the next list asks again");
+    }
 }
 
 #[cfg(test)]
@@ -581,6 +631,31 @@ mod tests {
 
     fn key(g: &str) -> ObjectKey {
         ObjectKey::new(Kind::AutoScalingGroup, "default", g)
+    }
+
+    #[tokio::test]
+    async fn a_restarted_controller_learns_start_times_once() {
+        let engine = Arc::new(crate::engine::memory::MemoryEngine::new());
+        let id = engine.add_foreign(&[
+            (labels::MANAGED_BY, labels::MANAGER),
+            (labels::NAMESPACE, "default"),
+            (labels::GROUP, "web"),
+        ]);
+        let started = engine.containers()[0].started_at;
+        assert!(started.is_some());
+        // A new controller: all it has is a list, which carries no start time.
+        let z = Zone::with_engine("a", engine.clone());
+        relist(&z, engine.as_ref()).await.unwrap();
+        let seen = z.instances_of(&key("web"));
+        assert_eq!(
+            (seen[0].id.as_str(), seen[0].started_at),
+            (id.as_str(), started)
+        );
+        assert_eq!(engine.calls().inspect, 1);
+        // Kept across lists: a steady resync inspects nothing.
+        relist(&z, engine.as_ref()).await.unwrap();
+        assert_eq!(z.instances_of(&key("web"))[0].started_at, started);
+        assert_eq!(engine.calls().inspect, 1);
     }
 
     #[tokio::test(start_paused = true)]

@@ -1,7 +1,7 @@
 //! The pure membership rule: the members a load balancer should have and the servers it has
 //! now → the commands that correct it. Level-triggered: nothing here remembers what was sent.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use super::driver::{Admin, Command, Member, Server, Want};
@@ -58,6 +58,29 @@ pub fn diff(
             Admin::Drain if s.sessions > 0 && s.since_change < drain_timeout => {}
             _ => remove(s, &mut out),
         }
+    }
+    out
+}
+
+/// [`diff`], where the servers named in `given_back` that no member wants have drained already,
+/// whatever the balancer says: their instance went back to the warm pool after the group's
+/// drain, and a connection left on a paused (or stopped) spare would hang until the load
+/// balancer's own `drainTimeout`. They are removed at once, their connections closed, as a
+/// stopped instance's would be.
+pub fn diff_given_back(
+    members: &[Member],
+    servers: &[Server],
+    drain_timeout: Duration,
+    check: bool,
+    given_back: &BTreeSet<String>,
+) -> Vec<Command> {
+    let (gone, rest): (Vec<Server>, Vec<Server>) = servers
+        .iter()
+        .cloned()
+        .partition(|s| given_back.contains(&s.name) && !members.iter().any(|m| m.name == s.name));
+    let mut out = diff(members, &rest, drain_timeout, check);
+    for s in &gone {
+        remove(s, &mut out);
     }
     out
 }
@@ -187,6 +210,40 @@ mod tests {
         assert_eq!(
             diff(&[], &[server("a", 1, Admin::Maint, 0, 0)], DRAIN, false),
             [Command::Del("a".into())]
+        );
+    }
+
+    #[test]
+    fn a_server_given_back_to_the_warm_pool_goes_at_once_unless_wanted_again() {
+        let given_back: BTreeSet<String> = ["a".to_string()].into();
+        // Still busy, well within the load balancer's drain: removed, its connections closed.
+        assert_eq!(
+            diff_given_back(
+                &[],
+                &[
+                    server("a", 1, Admin::Drain, 2, 5),
+                    server("b", 2, Admin::Drain, 2, 5)
+                ],
+                DRAIN,
+                false,
+                &given_back
+            ),
+            [
+                set("a", Admin::Maint),
+                Command::ShutdownSessions("a".into()),
+                Command::Del("a".into())
+            ]
+        );
+        // Taken back from the pool before its server was removed: it serves again.
+        assert_eq!(
+            diff_given_back(
+                &[member("a", 1, Want::Ready)],
+                &[server("a", 1, Admin::Drain, 2, 5)],
+                DRAIN,
+                false,
+                &given_back
+            ),
+            [set("a", Admin::Ready)]
         );
     }
 

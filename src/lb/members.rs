@@ -29,8 +29,9 @@ pub struct Placed {
     pub zone: String,
 }
 
-/// One load balancer's plan: its frontend (none when it cannot run, with why), its members and
-/// the instances that cannot be members (with why).
+/// One load balancer's plan: its frontend (none when it cannot run, with why), its members, the
+/// instances that cannot be members (with why), and the servers whose instance went back to the
+/// warm pool.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Plan {
     pub key: ObjectKey,
@@ -40,6 +41,9 @@ pub struct Plan {
     pub groups: Vec<String>,
     pub members: Vec<Placed>,
     pub skipped: Vec<String>,
+    /// Server names (instance names) whose container is a warm pool spare now: given back
+    /// after the group's drain, so their drain is over.
+    pub given_back: BTreeSet<String>,
 }
 
 /// The balancer's name of a load balancer's backend: `namespace.name` (both DNS labels, so
@@ -186,6 +190,7 @@ pub fn plan(
             groups: Vec::new(),
             members: Vec::new(),
             skipped: Vec::new(),
+            given_back: BTreeSet::new(),
         };
         let zones: BTreeSet<&str> = lb.spec.zones.iter().map(String::as_str).collect();
         let mut names = BTreeSet::new();
@@ -198,6 +203,12 @@ pub fn plan(
                 continue;
             };
             for i in &status.instances {
+                if i.state == crate::status::WARM {
+                    if let Some(name) = crate::engine::warm::instance_name(&i.name) {
+                        plan.given_back.insert(name.to_string());
+                    }
+                    continue;
+                }
                 if !zones.is_empty() && !zones.contains(i.zone.as_str()) {
                     continue;
                 }
@@ -339,6 +350,8 @@ mod tests {
             .map(|p| (p.member.name.as_str(), p.member.want))
             .collect();
         assert_eq!(members, [("web-1", Want::Ready), ("web-2", Want::Drain)]);
+        // Its instance's server, if the balancer still has one, has drained already.
+        assert_eq!(front.given_back, ["web-5".to_string()].into());
         // The second load balancer on one address, and one beyond loopback, do not run.
         assert_eq!(plans[1].frontend.as_ref().unwrap_err().0, "PortConflict");
         assert_eq!(

@@ -13,7 +13,7 @@ use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::diff::diff;
+use super::diff::diff_given_back;
 use super::driver::{
     Command, DriverError, Frontend, LoadBalancerDriver, Member, Seed, Server, Want,
 };
@@ -284,7 +284,13 @@ async fn reconcile_one<D: LoadBalancerDriver + ?Sized>(
     };
     st.members = members_status(p, have);
     let wanted: Vec<Member> = p.members.iter().map(|m| m.member.clone()).collect();
-    let commands = diff(&wanted, have, p.drain_timeout, frontend.check.is_some());
+    let commands = diff_given_back(
+        &wanted,
+        have,
+        p.drain_timeout,
+        frontend.check.is_some(),
+        &p.given_back,
+    );
     let mut refused = None;
     let mut sent = 0;
     if let (false, Some(why)) = (commands.is_empty(), retry.waiting(&p.key)) {

@@ -78,15 +78,29 @@ impl Pools {
         (per_zone, names)
     }
 
-    /// What the refills in flight of namespace `ns` will hold (counted against its quotas
-    /// until their containers are in the zones' caches).
-    pub fn namespace_in_flight(&self, ns: &str) -> Usage {
+    /// What the refills in flight of namespace `ns` will hold, counted against its quotas
+    /// until their containers are in the zones' caches: `seen(group, zone, member)` says
+    /// when, and from then on the cache counts them (while they hold resources), not twice.
+    pub fn namespace_in_flight(
+        &self,
+        ns: &str,
+        seen: impl Fn(&ObjectKey, &str, &str) -> bool,
+    ) -> Usage {
+        let entries: Vec<(ObjectKey, String, String, Usage)> = self
+            .groups
+            .locked()
+            .iter()
+            .filter(|(key, _)| key.namespace == ns)
+            .flat_map(|(key, g)| {
+                g.in_flight
+                    .iter()
+                    .map(|(name, (zone, each))| (key.clone(), zone.clone(), name.clone(), *each))
+            })
+            .collect();
         let mut u = Usage::default();
-        for (key, g) in self.groups.locked().iter() {
-            if key.namespace == ns {
-                for (_, each) in g.in_flight.values() {
-                    u.add(*each);
-                }
+        for (key, zone, name, each) in entries {
+            if !seen(&key, &zone, &name) {
+                u.add(each);
             }
         }
         u
@@ -460,9 +474,9 @@ impl Reconciler {
     fn measure(&self, key: &ObjectKey, view: &View) {
         let todo: Vec<(String, String)> = {
             let mut groups = self.pools.groups.locked();
-            let Some(g) = groups.get_mut(key) else {
-                return;
-            };
+            // After a restart the group has no entry yet: its members are measured at once all
+            // the same, not at the next resync.
+            let g = groups.entry(key.clone()).or_default();
             let todo: Vec<(String, String)> = view
                 .pool
                 .iter()
@@ -482,14 +496,17 @@ impl Reconciler {
             };
             let (pools, queue, key) = (self.pools.clone(), self.queue.clone(), key.clone());
             tokio::spawn(async move {
-                let Some(m) = Actuator::memory(&target, &id).await else {
-                    return;
-                };
+                let m = Actuator::memory(&target, &id).await;
                 if let Some(g) = pools.groups.locked().get_mut(&key) {
+                    // Not measured (the engine did not say): asked again by a later pass.
                     g.measuring.remove(&id);
-                    g.memory.insert(id, m);
+                    if let Some(m) = m {
+                        g.memory.insert(id, m);
+                    }
                 }
-                queue.now(key);
+                if m.is_some() {
+                    queue.now(key);
+                }
             });
         }
     }
@@ -598,7 +615,7 @@ impl Reconciler {
         else {
             return (members, None);
         };
-        let (in_flight, _) = self.pools.in_flight(key);
+        let (_, in_flight) = self.pools.in_flight(key);
         let ready = view
             .pool
             .iter()
@@ -620,11 +637,15 @@ impl Reconciler {
         g.measuring.retain(|id| ids.contains(id.as_str()));
         let memory_bytes = (!g.memory.is_empty() && spec.state != WarmPoolState::Stopped)
             .then(|| g.memory.values().sum());
-        let in_flight: u32 = in_flight.values().sum();
+        // A refill's container is in the view once created: counted there, not twice.
+        let unseen = in_flight
+            .iter()
+            .filter(|name| !view.pool.iter().any(|(_, o)| &o.name == *name))
+            .count() as u32;
         let status = WarmPoolStatus {
             size: target.size,
             ready,
-            preparing: (view.pool.len() as u32).saturating_sub(ready) + in_flight,
+            preparing: (view.pool.len() as u32).saturating_sub(ready) + unseen,
             state: spec.state.as_str().to_string(),
             memory_bytes,
             message: g.limited.clone().or_else(|| g.last_error.clone()),

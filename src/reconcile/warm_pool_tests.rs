@@ -46,6 +46,15 @@ impl Harness {
         yaml: &str,
         state_dir: Option<std::path::PathBuf>,
     ) -> Harness {
+        Self::start_configured(engines, yaml, |c| c.state_dir = state_dir).await
+    }
+
+    /// Like [`Harness::start`], with `configure` applied to the controller configuration.
+    async fn start_configured(
+        engines: Vec<MemoryEngine>,
+        yaml: &str,
+        configure: impl FnOnce(&mut Config),
+    ) -> Harness {
         let names: Vec<String> = (0..engines.len())
             .map(|i| ["a", "b", "c"][i].to_string())
             .collect();
@@ -60,7 +69,7 @@ impl Harness {
             })
             .collect();
         config.concurrency = 8;
-        config.state_dir = state_dir;
+        configure(&mut config);
         let shutdown = CancellationToken::new();
         let connectors = names
             .iter()
@@ -293,7 +302,9 @@ async fn a_restarted_controller_tells_spares_from_instances_by_what_the_engine_s
                 .is_some_and(|s| s.ready == 2 && s.warm_pool.is_some_and(|p| p.ready == 2))
         })
         .await;
-    // What the spares hold is measured again (8 MiB each on the memory engine).
+    // What the spares hold is measured again (8 MiB each on the memory engine), at once: not
+    // at the next resync.
+    let restarted = Instant::now();
     second
         .until("memory measured", |h| {
             h.status()
@@ -301,6 +312,11 @@ async fn a_restarted_controller_tells_spares_from_instances_by_what_the_engine_s
                 .is_some_and(|p| p.memory_bytes == Some(2 * (8 << 20)))
         })
         .await;
+    assert!(
+        restarted.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        restarted.elapsed()
+    );
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(engine.calls().create, creates, "nothing new");
     assert_eq!(ids(&engine.containers()), before, "nothing removed");
@@ -376,6 +392,12 @@ async fn a_spare_waits_its_prepare_time_and_failed_preparations_back_off() {
     assert!(
         h.instances().is_empty(),
         "a spare being prepared is no instance"
+    );
+    let pool = h.status().and_then(|s| s.warm_pool).expect("pool status");
+    assert_eq!(
+        (pool.ready, pool.preparing),
+        (0, 1),
+        "one spare in preparation"
     );
     h.until("paused after 5 s", |h| {
         h.members(ContainerState::Paused).len() == 1
@@ -593,3 +615,5 @@ async fn a_give_back_interrupted_by_a_restart_resumes_its_drain_then_joins_the_p
     assert_eq!(spare.name, warm::member_name(&victim.name));
     assert_eq!(engine.calls().create, creates, "nothing new prepared");
 }
+
+mod quota_tests;

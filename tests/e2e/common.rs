@@ -332,7 +332,16 @@ pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     )
     .ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+    // One write: `write!` sends each piece on its own, and Nagle's algorithm with the peer's
+    // delayed ACK then holds the last piece for ~40 ms (HAProxy waits for the whole request).
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").as_bytes())
+        .ok()?;
+    http_answer(s)
+}
+
+/// Status code and body of the HTTP/1.0 answer read from `s` up to its end (the request is
+/// sent), or `None` when the connection fails or closes without an answer.
+pub fn http_answer(mut s: TcpStream) -> Option<(u16, String)> {
     let mut raw = Vec::new();
     s.read_to_end(&mut raw).ok()?;
     let text = String::from_utf8_lossy(&raw);
@@ -653,18 +662,23 @@ impl Controller {
     }
 }
 
+/// Removes the lease containers of controller `name` on both zones: a killed controller could
+/// not release them, so they are its test's debris.
+pub fn remove_leases(name: &str) {
+    let lease = format!("microscaler-lease-{name}");
+    for host in [docker_host_a(), docker_host_b()] {
+        let _ = docker(&host)
+            .args(["rm", "-f", &lease])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
 impl Drop for Controller {
     fn drop(&mut self) {
         self.kill();
-        // Killed, it could not release its lease containers: they are this test's debris.
-        let lease = format!("microscaler-lease-{}", self.name);
-        for host in [docker_host_a(), docker_host_b()] {
-            let _ = docker(&host)
-                .args(["rm", "-f", &lease])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status();
-        }
+        remove_leases(&self.name);
         if std::thread::panicking() {
             eprintln!(
                 "----- controller log ({}) -----\n{}\n----- end of controller log -----",

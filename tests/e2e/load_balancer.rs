@@ -2,11 +2,11 @@
 //! their own name, behind a `LoadBalancer` on a free 127.0.0.1 port. Traffic goes to
 //! 127.0.0.1 only, bounded in count and time.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::os::unix::net::UnixStream;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -70,8 +70,155 @@ pub fn servers(controller: &str, ns: &str) -> Vec<(String, u32)> {
         .collect()
 }
 
+/// One server of backend `ns.front` as HAProxy shows it: its admin state bits, the port it
+/// sends to, and its sessions now and in total (`scur`, `stot`: every connection, in HTTP mode
+/// every request, the balancer gave it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerView {
+    pub name: String,
+    pub admin: u32,
+    pub port: u16,
+    pub scur: u64,
+    pub stot: u64,
+}
+
+impl ServerView {
+    /// Set to drain (`set server ... state drain`) and not in maintenance: it keeps its
+    /// connections and is given no new one.
+    pub fn draining(&self) -> bool {
+        self.admin & 0x08 != 0 && self.admin & 0x67 == 0
+    }
+}
+
+/// The rows of a Runtime API table (header line `# a b c`, fields split by `sep`), each as
+/// header field → value.
+fn rows(text: &str, sep: char) -> Vec<BTreeMap<String, String>> {
+    let split = |l: &str| -> Vec<String> {
+        match sep {
+            ' ' => l.split_whitespace().map(str::to_string).collect(),
+            _ => l.split(sep).map(str::to_string).collect(),
+        }
+    };
+    let Some(header) = text.lines().find_map(|l| l.strip_prefix("# ")) else {
+        return Vec::new();
+    };
+    let header = split(header);
+    text.lines()
+        .filter(|l| !l.starts_with('#') && l.split(sep).count() >= header.len())
+        .map(|l| header.iter().cloned().zip(split(l)).collect())
+        .collect()
+}
+
+/// The servers of backend `ns.front` now (`show servers state` and `show stat`).
+pub fn server_views(controller: &str, ns: &str) -> Vec<ServerView> {
+    let backend = format!("{ns}.front");
+    let stat = rows(&admin(controller, "show stat").unwrap_or_default(), ',');
+    let state = rows(
+        &admin(controller, "show servers state").unwrap_or_default(),
+        ' ',
+    );
+    let field = |r: &BTreeMap<String, String>, k: &str| r.get(k).cloned().unwrap_or_default();
+    state
+        .iter()
+        .filter(|r| field(r, "be_name") == backend)
+        .map(|r| {
+            let name = field(r, "srv_name");
+            let counter = |k: &str| {
+                stat.iter()
+                    .find(|s| field(s, "pxname") == backend && field(s, "svname") == name)
+                    .and_then(|s| field(s, k).parse().ok())
+                    .unwrap_or(0)
+            };
+            ServerView {
+                admin: field(r, "srv_admin_state").parse().unwrap_or(0),
+                port: field(r, "srv_port").parse().unwrap_or(0),
+                scur: counter("scur"),
+                stot: counter("stot"),
+                name,
+            }
+        })
+        .collect()
+}
+
+/// The host port a container publishes its port 8080 on (`127.0.0.1:32768->8080/tcp`).
+pub fn published_8080(c: &DockerContainer) -> u16 {
+    c.ports
+        .iter()
+        .find_map(|p| {
+            p.strip_suffix("->8080/tcp")?
+                .rsplit_once(':')?
+                .1
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("{} publishes no port 8080: {:?}", c.name, c.ports))
+}
+
+/// `(name, state)` of container `id` on zone `a` (name without the leading `/`), or `None`
+/// once it is gone.
+pub fn name_and_state(id: &str) -> Option<(String, String)> {
+    let out = docker(&docker_host_a())
+        .args(["inspect", "--format", "{{.Name}} {{.State.Status}}", id])
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let (name, state) = text.trim().split_once(' ')?;
+    Some((name.trim_start_matches('/').to_string(), state.to_string()))
+}
+
+/// What a test of a load balancer starts with: a namespace, a ready controller, its HAProxy's
+/// run directory (removed when dropped) and a free port for the load balancer.
+pub fn lb_setup() -> (TestNs, Controller, RunDir, u16) {
+    let ns = TestNs::new();
+    let mut ctl = Controller::start();
+    ctl.wait_ready();
+    let dir = RunDir(run_dir(&ctl.name));
+    (ns, ctl, dir, free_port())
+}
+
+/// `yaml` (of [`web_behind_lb`]) with `lines` (2-space indented) added to the group's spec.
+pub fn with_group_lines(yaml: &str, lines: &str) -> String {
+    yaml.replace(
+        "loadBalancers: [front]\n",
+        &format!("loadBalancers: [front]\n{lines}"),
+    )
+}
+
+/// Writes `yaml` (a scale-in) to `file` and waits up to 10 s for a server of `ns.front` to go
+/// to drain: that server as it was then, and how long after the write it was seen.
+pub fn scale_in_until_drain(
+    ctl: &Controller,
+    ns: &str,
+    file: &Path,
+    yaml: &str,
+) -> (ServerView, Duration) {
+    let written = Instant::now();
+    std::fs::write(file, yaml).unwrap();
+    let mut victim = None;
+    let found = wait_until(Duration::from_secs(10), || {
+        victim = server_views(&ctl.name, ns)
+            .into_iter()
+            .find(|s| s.draining());
+        victim.is_some()
+    });
+    assert!(
+        found,
+        "no server went to drain: {:?}\n{}",
+        server_views(&ctl.name, ns),
+        ctl.log()
+    );
+    (victim.unwrap(), written.elapsed())
+}
+
+/// The hostname (`<group>-<suffix>`, what it answers) of container `name` of namespace `ns`
+/// (`<namespace>-<group>-<suffix>`).
+pub fn hostname(ns: &TestNs, name: &str) -> String {
+    name.trim_start_matches(&format!("{}-", ns.name))
+        .to_string()
+}
+
 /// The hostnames answering through the load balancer in `tries` requests.
-fn names_through(port: u16, tries: usize) -> BTreeSet<String> {
+pub fn names_through(port: u16, tries: usize) -> BTreeSet<String> {
     (0..tries)
         .filter_map(|_| http_get(port, "/"))
         .filter(|(code, _)| *code == 200)
@@ -123,6 +270,20 @@ impl ClientLoop {
         }
     }
 
+    /// Stops the loop and asserts that no request failed and that it made more than 20;
+    /// returns how many it made.
+    pub fn finish_without_failures(self) -> u64 {
+        let (ok, failed, errors) = self.finish();
+        assert_eq!(
+            failed,
+            0,
+            "{failed} of {} requests failed: {errors:?}",
+            ok + failed
+        );
+        assert!(ok > 20, "the client loop made only {ok} requests");
+        ok
+    }
+
     /// Stops the loop; returns (ok, failed, first errors).
     pub fn finish(mut self) -> (u64, u64, Vec<String>) {
         self.stop.store(true, Ordering::Relaxed);
@@ -169,7 +330,8 @@ fn keep_alive_request(s: &mut TcpStream) -> Option<String> {
     }
 }
 
-struct RunDir(PathBuf);
+/// The managed HAProxy's run directory, removed when the test ends.
+pub struct RunDir(pub PathBuf);
 
 impl Drop for RunDir {
     fn drop(&mut self) {
@@ -202,10 +364,7 @@ fn a_load_balancer_follows_the_group_without_reloads_or_lost_requests() {
     );
     // Hostnames are `<group>-<suffix>`, container names `<namespace>-<group>-<suffix>`.
     let names: BTreeSet<String> = containers(&ns).into_iter().map(|c| c.name).collect();
-    let hostnames: BTreeSet<String> = names
-        .iter()
-        .map(|n| n.trim_start_matches(&format!("{}-", ns.name)).to_string())
-        .collect();
+    let hostnames: BTreeSet<String> = names.iter().map(|n| hostname(&ns, n)).collect();
     assert_eq!(names_through(port, 6), hostnames);
     let pid = worker_pid(&ctl.name).expect("HAProxy answers on its admin socket");
 
@@ -278,14 +437,7 @@ fn a_load_balancer_follows_the_group_without_reloads_or_lost_requests() {
         ctl.log()
     );
     std::thread::sleep(Duration::from_secs(1));
-    let (ok, failed, errors) = client.finish();
-    assert_eq!(
-        failed,
-        0,
-        "{failed} of {} requests failed: {errors:?}",
-        ok + failed
-    );
-    assert!(ok > 20, "the client loop made only {ok} requests");
+    client.finish_without_failures();
     assert_eq!(worker_pid(&ctl.name), Some(pid), "HAProxy was reloaded");
     let log = ctl.log();
     assert!(!log.contains("load balancer command failed"), "{log}");
@@ -431,14 +583,7 @@ fn a_rolling_update_behind_a_health_checked_load_balancer_loses_no_request() {
         servers(&ctl.name, &ns.name)
     );
     std::thread::sleep(Duration::from_millis(500));
-    let (ok, failed, errors) = client.finish();
-    assert_eq!(
-        failed,
-        0,
-        "{failed} of {} requests failed: {errors:?}",
-        ok + failed
-    );
-    assert!(ok > 20, "the client loop made only {ok} requests");
+    client.finish_without_failures();
     assert_eq!(worker_pid(&ctl.name), pid, "HAProxy was reloaded");
     let describe = stdout(ctl.ms(&["describe", "lb", "front", "-n", &ns.name]));
     assert!(
@@ -496,4 +641,147 @@ fn a_port_another_process_holds_blocks_only_its_own_load_balancer() {
     );
     assert_eq!(names_through(port, 6).len(), 2);
     assert!(!problems().contains("PortInUse"), "{}", problems());
+}
+
+/// A request through the load balancer sent up to its last header line: httpd waits for the
+/// blank line, so the connection stays open (and counted on its server) until [`finish_held`].
+pub fn hold(port: u16) -> TcpStream {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect to the LB");
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(s, "GET / HTTP/1.0\r\nHost: lb\r\n").expect("send the request's head");
+    s
+}
+
+/// Ends a held request: the status and body of its answer, `None` when the connection was cut.
+pub fn finish_held(mut s: TcpStream) -> Option<(u16, String)> {
+    s.write_all(b"\r\n").ok()?;
+    http_answer(s)
+}
+
+/// In TCP mode HAProxy cannot retry for the client, so only the group's drain keeps a scale-in
+/// from cutting connections: the instance chosen goes to `drain` at once, a connection it holds
+/// is still served during the drain while new ones go to the other instance, and it stops (and
+/// leaves HAProxy) only after `drainTimeout`.
+#[test]
+fn a_tcp_load_balancer_keeps_serving_a_held_connection_through_the_group_drain() {
+    const DRAIN: Duration = Duration::from_secs(8);
+    let (ns, ctl, _dir, port) = lb_setup();
+    let yaml = |desired: u32| {
+        with_group_lines(
+            &web_behind_lb(&ns.name, desired, port, ""),
+            &format!("  drainTimeout: {}s\n", DRAIN.as_secs()),
+        )
+        .replace(
+            "targetPort: 8080\n",
+            "targetPort: 8080\n  mode: tcp\n  balance: leastconn\n",
+        )
+    };
+    let file = ctl.write_manifest("web.yaml", &yaml(2));
+    assert!(
+        wait_until(Duration::from_secs(60), || names_through(port, 6).len()
+            == 2
+            && server_views(&ctl.name, &ns.name)
+                .iter()
+                .all(|s| s.admin == 0)),
+        "2 instances never answered through the LB\n{}",
+        ctl.log()
+    );
+    let by_name: BTreeMap<String, DockerContainer> = containers(&ns)
+        .into_iter()
+        .map(|c| (c.name.clone(), c))
+        .collect();
+
+    // One request held open on each instance (least connections: one each).
+    let held = [hold(port), hold(port)];
+    assert!(
+        wait_until(Duration::from_secs(5), || {
+            let s = server_views(&ctl.name, &ns.name);
+            s.len() == 2 && s.iter().all(|s| s.scur == 1)
+        }),
+        "the held connections are not one per instance: {:?}",
+        server_views(&ctl.name, &ns.name)
+    );
+    let client = ClientLoop::start(
+        port,
+        Duration::from_millis(10),
+        6000,
+        Duration::from_secs(60),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+
+    // The instance chosen goes to drain while it still runs.
+    let scaled_in = Instant::now();
+    let (victim, to_drain) = scale_in_until_drain(&ctl, &ns.name, &file, &yaml(1));
+    let container = by_name
+        .get(&victim.name)
+        .unwrap_or_else(|| panic!("server {} is no instance of {by_name:?}", victim.name));
+    let running = || name_and_state(&container.id).is_some_and(|(_, s)| s == "running");
+    assert!(running(), "{} stopped before its drain", victim.name);
+
+    // Two seconds into the drain the held requests end: both answered, one by the instance
+    // that drains, which still runs.
+    std::thread::sleep(Duration::from_secs(2).saturating_sub(scaled_in.elapsed()));
+    let answers: BTreeSet<String> = held
+        .into_iter()
+        .map(|s| match finish_held(s) {
+            Some((200, body)) => body.trim().to_string(),
+            other => panic!(
+                "a held connection was not served during the drain: {other:?} after {:?}\n{}",
+                scaled_in.elapsed(),
+                ctl.log()
+            ),
+        })
+        .collect();
+    let served_at = scaled_in.elapsed();
+    let hostname = hostname(&ns, &victim.name);
+    assert!(
+        answers.contains(&hostname),
+        "{hostname} did not answer its held request: {answers:?}"
+    );
+    assert!(
+        served_at < DRAIN && running(),
+        "the held request was answered after {served_at:?}, not within the drain of {DRAIN:?}"
+    );
+
+    // Until the drain ends: no new connection for the victim, the instance runs; then it stops
+    // and leaves HAProxy.
+    let (mut stopped_at, mut removed_at) = (None, None);
+    let mut new_sessions = Vec::new();
+    let done = wait_until(Duration::from_secs(40), || {
+        let views = server_views(&ctl.name, &ns.name);
+        match views.iter().find(|s| s.name == victim.name) {
+            Some(s) if s.draining() && s.stot != victim.stot => new_sessions.push(s.clone()),
+            Some(_) => {}
+            None => {
+                removed_at.get_or_insert(scaled_in.elapsed());
+            }
+        }
+        if !running() {
+            stopped_at.get_or_insert(scaled_in.elapsed());
+        }
+        removed_at.is_some() && stopped_at.is_some() && views.len() == 1
+    });
+    assert!(
+        done,
+        "the victim did not stop and leave HAProxy: {:?}\n{}",
+        server_views(&ctl.name, &ns.name),
+        ctl.log()
+    );
+    let (stopped_at, removed_at) = (stopped_at.unwrap(), removed_at.unwrap());
+    assert!(
+        new_sessions.is_empty(),
+        "the draining server got new connections (it had {} at the drain): {:?}",
+        victim.stot,
+        &new_sessions[..new_sessions.len().min(3)]
+    );
+    assert!(
+        stopped_at >= DRAIN && removed_at >= DRAIN,
+        "the victim stopped after {stopped_at:?} and left HAProxy after {removed_at:?}, before the drain of {DRAIN:?}"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let ok = client.finish_without_failures();
+    eprintln!(
+        "tcp drain: drain seen after {to_drain:?}, held requests answered after {served_at:?}, \
+         stopped after {stopped_at:?}, left HAProxy after {removed_at:?}, {ok} requests, 0 failed"
+    );
 }

@@ -206,15 +206,8 @@ fn the_readmes_first_command_in_a_fresh_checkout_starts_nothing_and_writes_nothi
     // `default` on the shared engine would take other tests' unlabelled containers for its own.
     // The configuration names no directory, so the default one is used.
     let config = home.path().join("config.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "controllerName: e2e-readme-{}
-",
-            std::process::id()
-        ),
-    )
-    .unwrap();
+    let name = format!("e2e-readme-{}", std::process::id());
+    std::fs::write(&config, format!("controllerName: {name}\n")).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_ms"))
         .args(["controller", "--listen", &format!("127.0.0.1:{port}")])
         .arg("--config")
@@ -239,6 +232,7 @@ fn the_readmes_first_command_in_a_fresh_checkout_starts_nothing_and_writes_nothi
     std::thread::sleep(Duration::from_secs(1));
     let _ = child.kill();
     let _ = child.wait();
+    crate::common::remove_leases(&name);
     let log_text = read(&log);
     let _ = std::fs::remove_file(&log);
     assert!(ready, "the controller did not become ready:\n{log_text}");
@@ -258,4 +252,51 @@ fn the_readmes_first_command_in_a_fresh_checkout_starts_nothing_and_writes_nothi
         log_text.contains(".local/share/microscaler/manifests"),
         "{log_text}"
     );
+}
+
+/// Waits until `path` has not changed for `quiet`; returns its text then.
+fn settled(path: &Path, quiet: Duration) -> String {
+    let mut last = read(path);
+    let mut since = std::time::Instant::now();
+    let deadline = since + CONVERGE;
+    while std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+        let now = read(path);
+        if now != last {
+            (last, since) = (now, std::time::Instant::now());
+        } else if since.elapsed() >= quiet {
+            return last;
+        }
+    }
+    panic!("{} never settled; last:\n{last}", path.display());
+}
+
+/// A controller killed and started again over a converged group leaves its manifest file byte
+/// for byte as it was: a restart is nothing to commit. (A container list carries no start time;
+/// without learning it again, every instance lost its `startedAt`.)
+#[test]
+fn a_restart_leaves_a_converged_groups_file_byte_for_byte() {
+    let ns = TestNs::new();
+    let mut ctl = started(ControllerOptions::default());
+    let path = ctl.write_manifest("web.yaml", &crate::common::sleepers(&ns.name, 2, 4, "", ""));
+    let converged = |t: &str| t.contains("current: 2") && t.matches("startedAt:").count() == 2;
+    assert!(
+        wait_until(CONVERGE, || converged(&read(&path))),
+        "{}",
+        read(&path)
+    );
+    let before = settled(&path, Duration::from_secs(2));
+    assert!(converged(&before), "{before}");
+
+    ctl.restart(&ControllerOptions::default()).wait_ready();
+    // The restarted controller has looked at the group (it serves its status)...
+    assert!(wait_until(CONVERGE, || {
+        let run = ms(&ctl, &["get", "asgs", "-n", &ns.name]);
+        table(&run.stdout)
+            .iter()
+            .any(|r| r.get("CURRENT").map(String::as_str) == Some("2"))
+    }));
+    // ...and had time to write it.
+    let after = settled(&path, Duration::from_secs(3));
+    assert_eq!(after, before, "the restart rewrote the file");
 }
