@@ -151,6 +151,7 @@ impl Reconciler {
             removal_hold,
             &mut mem,
         );
+        laps.lap("plan");
         // Watchers learn what this pass does before it does it: launches may take seconds (a
         // pull, a large scale-out), and the status after them would tell the new capacity late.
         if resolved.group.is_some() && (!plan.is_empty() || !pool_plan.is_empty()) {
@@ -170,13 +171,14 @@ impl Reconciler {
                 }),
             );
             self.ctx.status.publish_early(key, early);
+            laps.lap("early status");
         }
         // A rollout's image first, on every zone of the group (prepull.rs).
         let (plan, prepull_failure) = self
             .prepull(key, &resolved, plan, held.is_some(), &mut mem)
             .await;
         let acted = !plan.is_empty() || !pool_plan.is_empty();
-        laps.lap("plan");
+        laps.lap("prepull");
         let by = autoscale.as_ref().map_or("", |a| a.cause.as_str());
         let replaced: Vec<&str> = plan
             .remove
