@@ -106,8 +106,6 @@ impl LoadBalancerDriver for Memory {
         }
         Ok(())
     }
-
-    async fn stop(&self) {}
 }
 
 /// A load balancer on `port`, a group naming it.
