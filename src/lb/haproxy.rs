@@ -569,6 +569,27 @@ impl LoadBalancerDriver for Haproxy {
 mod tests {
     use super::*;
 
+    fn frontend(port: u16) -> Frontend {
+        Frontend {
+            key: crate::manifest::ObjectKey::new(crate::manifest::Kind::LoadBalancer, "ns", "a"),
+            backend: "ns.a".into(),
+            listen: "127.0.0.1".parse().unwrap(),
+            port,
+            mode: crate::manifest::LbMode::Http,
+            balance: crate::manifest::Balance::Roundrobin,
+            check: None,
+        }
+    }
+
+    #[test]
+    fn an_adopted_haproxy_is_reloaded_only_when_the_load_balancers_differ() {
+        // The digest is what a restarted controller compares with the configuration on disk.
+        assert_eq!(digest(&[frontend(80)]), digest(&[frontend(80)]));
+        assert_ne!(digest(&[frontend(80)]), digest(&[frontend(81)]));
+        assert_ne!(digest(&[frontend(80)]), digest(&[]));
+        assert_eq!(digest(&[]).len(), 16);
+    }
+
     #[test]
     fn restarts_back_off_exponentially_up_to_a_bound() {
         assert_eq!(backoff(1), Duration::from_millis(500));

@@ -871,9 +871,32 @@ fn the_load_balancer_keeps_serving_while_its_controller_is_down_and_is_adopted_a
         joined.as_secs_f32()
     );
 
-    // Back once more, the load balancer leaves the manifests: HAProxy is stopped.
+    // Back once more: an adopted HAProxy (not the controller's child) that dies is noticed and
+    // restarted with its members.
     ctl.spawn(&ControllerOptions::default());
     ctl.wait_ready();
+    assert!(
+        wait_until(Duration::from_secs(10), || ctl
+            .log()
+            .matches("adopted the HAProxy left running")
+            .count()
+            == 2),
+        "{}",
+        ctl.log()
+    );
+    // SAFETY: kill(2) on the HAProxy master of this test's controller (its pid file).
+    unsafe { libc::kill(master, libc::SIGKILL) };
+    assert!(
+        wait_until(Duration::from_secs(30), || {
+            master_pid(&ctl.name).is_some_and(|p| p != master && running(p))
+                && names_through(port, 9).len() == 3
+        }),
+        "the adopted HAProxy was not restarted with its members\n{}",
+        ctl.log()
+    );
+    let master = master_pid(&ctl.name).expect("the new HAProxy's pid file");
+
+    // The load balancer leaves the manifests: HAProxy is stopped.
     let without_lb = web_behind_lb(&ns.name, 3, port, "");
     let without_lb = without_lb
         .split("---\n")
