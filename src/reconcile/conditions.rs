@@ -8,6 +8,8 @@
 //! - `Progressing`: the first of protected instances holding back a scale-in or a rollout
 //!   (`ProtectedFromScaleIn`), rolling update, scaling out, scaling in, stopping, rebalancing,
 //!   waiting for readiness that applies; else `Converged`.
+//! - The status a pass publishes before it acts (`in_flight`) says what it is doing in the same
+//!   condition: the reason above, its message followed by "; launching N, removing M".
 //! - `Degraded`: every problem, in a fixed order (the spec's, the quota, unreachable zones,
 //!   refused removals, the last failure); the first gives the reason, the messages are joined.
 //! - `Invalid`: the manifest's first error while the last valid version keeps running.
@@ -50,6 +52,30 @@ pub struct Inputs<'a> {
     pub manifest_error: Option<&'a str>,
     /// Why the group's deletion is held.
     pub deletion_held: Option<&'a str>,
+    /// What the pass is doing now, for the status it publishes before acting (`None` in the
+    /// status of what it sees after acting).
+    pub in_flight: Option<InFlight>,
+}
+
+/// The steps a pass is carrying out, counted for the status published before it acts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct InFlight {
+    /// Instances being launched (new containers, or warm pool members taken).
+    pub launching: usize,
+    /// Instances being removed (drained, stopped, removed in the background).
+    pub removing: usize,
+}
+
+impl InFlight {
+    /// "launching 3", "removing 1", "launching 1, removing 1"; `None` when nothing is.
+    fn words(self) -> Option<String> {
+        match (self.launching, self.removing) {
+            (0, 0) => None,
+            (l, 0) => Some(format!("launching {l}")),
+            (0, r) => Some(format!("removing {r}")),
+            (l, r) => Some(format!("launching {l}, removing {r}")),
+        }
+    }
 }
 
 /// Whether the group is `Ready`: exactly the desired instances, all current and ready, and no
@@ -65,8 +91,17 @@ pub fn is_ready(desired: u32, counts: Counts, stopping: usize) -> bool {
 /// carry over), `now` the time of a transition.
 pub fn conditions(i: &Inputs<'_>, previous: &[Condition], now: DateTime<Utc>) -> Vec<Condition> {
     let mut conds: Vec<(&str, bool, String, String)> = vec![ready(i)];
+    let doing = i.in_flight.and_then(InFlight::words);
     conds.push(match progressing(i) {
-        Some((reason, msg)) => (status::PROGRESSING, true, reason.into(), msg),
+        Some((reason, msg)) => match doing {
+            Some(d) => (
+                status::PROGRESSING,
+                true,
+                reason.into(),
+                format!("{msg}; {d}"),
+            ),
+            None => (status::PROGRESSING, true, reason.into(), msg),
+        },
         None => (
             status::PROGRESSING,
             false,

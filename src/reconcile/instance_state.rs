@@ -312,6 +312,17 @@ impl InstanceState {
         v
     }
 
+    /// The drains recorded in `namespace` (every group), by container id.
+    pub fn drains_in(&self, namespace: &str) -> Vec<(String, Drain)> {
+        self.stored
+            .locked()
+            .drains
+            .iter()
+            .filter(|(_, d)| d.namespace == namespace)
+            .map(|(id, d)| (id.clone(), d.clone()))
+            .collect()
+    }
+
     /// The drains recorded for `group`, by container id.
     pub fn drains_of(&self, group: &ObjectKey) -> Vec<(String, Drain)> {
         self.stored

@@ -8,11 +8,12 @@ use chrono::{DateTime, SubsecRound, Utc};
 use tokio::time::Instant;
 use tracing::debug;
 
-use super::conditions::{self, Inputs};
+use super::conditions::{self, InFlight, Inputs};
 use super::error::ReconcileError;
 use super::execute::CRASH_WINDOW;
 use super::memory::GroupMemory;
 use super::plan::{self, Instance, Plan, Target};
+use super::pool::PoolPlan;
 use super::quota::Reservation;
 use super::runner::Action;
 use super::{container_hash_with_limits, launch_mark, now_secs, Reconciler, Resolved};
@@ -20,7 +21,7 @@ use crate::autoscale::{Effective, PassView};
 use crate::config::tenancy::Usage;
 use crate::engine::observe::{short_id, Reach};
 use crate::engine::{labels, ContainerState, Observed};
-use crate::manifest::{GroupState, IntOrPercent, Object, ObjectKey};
+use crate::manifest::{GroupState, IntOrPercent, Kind, Object, ObjectKey};
 use crate::status::{GroupStatus, InstanceStatus};
 use crate::watch::store::Desired;
 
@@ -134,17 +135,39 @@ impl Reconciler {
         let mut planned = self.plan(&resolved, &before);
         let removal_hold = self.actuator.removals.held(key).map(|(t, _)| t);
         // The warm pool serves what it can of the creations, and plans its own work.
-        let pool_plan = self.pool_plan(key, &resolved, &mut planned, &before, held, removal_hold);
+        let mut pool_plan =
+            self.pool_plan(key, &resolved, &mut planned, &before, held, removal_hold);
         let wanted_creations = planned.create.len();
         let (plan, reservation) = self.allowed(
             key,
             &resolved,
             &desired,
             &planned,
+            &mut pool_plan,
             held,
             removal_hold,
             &mut mem,
         );
+        // Watchers learn what this pass does before it does it: launches may take seconds (a
+        // pull, a large scale-out), and the status after them would tell the new capacity late.
+        if resolved.group.is_some() && (!plan.is_empty() || !pool_plan.is_empty()) {
+            let early = self.status(
+                key,
+                &resolved,
+                &before,
+                &before.unreachable,
+                &planned,
+                held,
+                &desired,
+                &mut mem,
+                autoscale.clone(),
+                Some(InFlight {
+                    launching: plan.create.len() + pool_plan.take.len(),
+                    removing: plan.remove.len(),
+                }),
+            );
+            self.ctx.status.publish_early(key, early);
+        }
         // A rollout's image first, on every zone of the group (prepull.rs).
         let (plan, prepull_failure) = self
             .prepull(key, &resolved, plan, held.is_some(), &mut mem)
@@ -200,6 +223,7 @@ impl Reconciler {
             &desired,
             &mut mem,
             autoscale,
+            None,
         );
         self.ctx.status.publish(key, status);
         let hold = mem.held();
@@ -234,7 +258,9 @@ impl Reconciler {
     /// What of `planned` this pass may do now: no creation during the group's backoff
     /// (`held`), no removal during the backoff of refused removals, and only the creations the
     /// namespace's quotas leave room for (reserved until the returned reservation is dropped;
-    /// the rest waits, visibly: `Degraded=True QuotaExceeded`).
+    /// the rest waits, visibly: `Degraded=True QuotaExceeded`). Takes of stopped warm pool
+    /// spares are reserved with the creations, and served first (`pool::cut_to_quota`); takes
+    /// of paused or running spares are counted already and reserve nothing.
     #[allow(clippy::too_many_arguments)]
     fn allowed<'q>(
         &'q self,
@@ -242,6 +268,7 @@ impl Reconciler {
         resolved: &Resolved,
         desired: &Desired,
         planned: &Plan,
+        pool: &mut PoolPlan,
         held: Option<Instant>,
         removal_hold: Option<Instant>,
         mem: &mut GroupMemory,
@@ -253,18 +280,23 @@ impl Reconciler {
         if removal_hold.is_some() {
             plan.remove.clear();
         }
-        let reservation = (!plan.create.is_empty()).then(|| {
+        let takes = super::pool::takes_to_reserve(pool);
+        let wanted = takes.saturating_add(u32::try_from(plan.create.len()).unwrap_or(u32::MAX));
+        let reservation = (wanted > 0).then(|| {
             let running = self.namespace_usage(&key.namespace, desired);
             self.quotas.reserve(
                 &self.ctx.tenancy,
                 &key.namespace,
                 running,
-                u32::try_from(plan.create.len()).unwrap_or(u32::MAX),
+                wanted,
                 resolved.limits,
             )
         });
         if let Some(r) = &reservation {
-            plan.create.truncate(r.granted as usize);
+            let cut = super::pool::cut_to_quota(pool, &mut plan, r.granted);
+            if cut > 0 {
+                debug!(group = %key, cut, "quota: stopped warm pool spares not taken");
+            }
         }
         let refused = reservation.as_ref().and_then(|r| r.refused.clone());
         if let Some(why) = &refused {
@@ -408,8 +440,9 @@ impl Reconciler {
         removal_hold.map_or(Action::requeue(WHILE_DELETING), Action::requeue_at)
     }
 
-    /// The group's status after the pass; forgets failures when the group converged on a
-    /// healthy spec.
+    /// The group's status as `after` shows it, `remaining` still to do: after the pass, or
+    /// (with `in_flight`, the steps it is about to carry out) before it acts. Forgets failures
+    /// when the group converged on a healthy spec.
     #[allow(clippy::too_many_arguments)]
     fn status(
         &self,
@@ -422,6 +455,7 @@ impl Reconciler {
         desired: &Desired,
         mem: &mut GroupMemory,
         autoscale: Option<PassView>,
+        in_flight: Option<InFlight>,
     ) -> GroupStatus {
         let target = &resolved.target;
         let counts = plan::counts(target, &after.instances);
@@ -459,6 +493,7 @@ impl Reconciler {
                     .map(|e| (e, held.map(|t| t.saturating_duration_since(now)))),
                 manifest_error: manifest_error.as_deref(),
                 deletion_held: desired.held.get(key).map(String::as_str),
+                in_flight,
             },
             &mem.conditions,
             now_secs(),
@@ -694,25 +729,44 @@ impl Reconciler {
 
     /// What the containers of namespace `ns` use now, in the reachable zones: each group's
     /// running containers times its containers' limits (the namespace's defaults for a group
-    /// no longer defined).
+    /// no longer defined), warm pool refills in flight not in the caches yet, and instances
+    /// draining on their way back to a warm pool (hidden from the zones' counts like any
+    /// termination, but kept).
     pub(super) fn namespace_usage(&self, ns: &str, desired: &Desired) -> Usage {
         let tenancy = &self.ctx.tenancy;
         let defaults = {
             let (c, m) = tenancy.default_resources(ns);
             (Some(c), Some(m))
         };
+        let limits_of = |key: &ObjectKey| {
+            desired
+                .group(key)
+                .and_then(|g| desired.launch_configuration(ns, &g.spec.launch_configuration))
+                .map(|l| tenancy.container_limits(ns, &l.spec))
+                .unwrap_or(defaults)
+        };
         let mut usage = Usage::default();
-        for z in self.zones.iter().filter(|z| z.reach() == Reach::Reachable) {
+        let reachable = || self.zones.iter().filter(|z| z.reach() == Reach::Reachable);
+        for z in reachable() {
             for (key, n) in z.namespace_usage(ns) {
-                let limits = desired
-                    .group(&key)
-                    .and_then(|g| desired.launch_configuration(ns, &g.spec.launch_configuration))
-                    .map(|l| tenancy.container_limits(ns, &l.spec))
-                    .unwrap_or(defaults);
-                usage.add(Usage::of(n, limits));
+                usage.add(Usage::of(n, limits_of(&key)));
             }
         }
-        usage.add(self.pools.namespace_in_flight(ns));
+        for (id, d) in self.ctx.instances.drains_in(ns) {
+            if d.reason != super::actuator::GIVE_BACK_REASON {
+                continue;
+            }
+            // Only while hidden: once back in the pool, the zone counts it (if it holds
+            // resources there).
+            if reachable().any(|z| z.name == d.zone && z.is_terminating(&id)) {
+                let key = ObjectKey::new(Kind::AutoScalingGroup, ns, &d.group);
+                usage.add(Usage::of(1, limits_of(&key)));
+            }
+        }
+        usage.add(self.pools.namespace_in_flight(ns, |key, zone, name| {
+            reachable()
+                .any(|z| z.name == zone && z.instances_of(key).iter().any(|o| o.name == name))
+        }));
         usage
     }
 }

@@ -67,6 +67,10 @@ pub struct Take {
     pub wake: Option<Transition>,
     /// The creation it replaces.
     pub reason: CreateReason,
+    /// The member holds resources now (paused, running), so the namespace's quotas count it
+    /// already. False for a stopped spare: its start adds a container's worth, reserved like a
+    /// cold creation ([`cut_to_quota`]).
+    pub counted: bool,
 }
 
 /// A member brought to the pool's state (a pool's state changed, or a step was interrupted).
@@ -239,6 +243,7 @@ pub fn apply(
                         zone: m.zone.clone(),
                         wake: wake_step(m.state),
                         reason: c.reason,
+                        counted: counted(m.state),
                     });
                 }
                 None => cold.push(c),
@@ -337,6 +342,44 @@ pub fn apply(
         }
     }
     out
+}
+
+/// Whether a container in state `s` counts in its namespace's quotas (the zones' caches count
+/// what has not failed: see `engine::observe::Zone::namespace_usage`).
+fn counted(s: ContainerState) -> bool {
+    !s.is_failed()
+}
+
+/// How many of `pool`'s takes need room in the namespace's quotas (stopped spares to start).
+pub fn takes_to_reserve(pool: &PoolPlan) -> u32 {
+    pool.take.iter().filter(|t| !t.counted).count() as u32
+}
+
+/// Fits the pass to what the namespace's quotas granted: `granted` of the takes that need room
+/// ([`takes_to_reserve`]) and of `plan`'s cold creations, takes first (a start is cheaper than
+/// a create and start). Takes of counted members always stay. The takes cut are not done
+/// (their members stay in the pool), and neither are the pool's refills, which counted on
+/// those members being gone and would find no room either. Returns how many takes were cut.
+pub fn cut_to_quota(pool: &mut PoolPlan, plan: &mut Plan, granted: u32) -> u32 {
+    let mut left = granted;
+    let mut cut = 0;
+    pool.take.retain(|t| {
+        if t.counted {
+            return true;
+        }
+        if left > 0 {
+            left -= 1;
+            true
+        } else {
+            cut += 1;
+            false
+        }
+    });
+    plan.create.truncate(left as usize);
+    if cut > 0 {
+        pool.refill.clear();
+    }
+    cut
 }
 
 fn remove(m: &Member, reason: RemoveReason) -> Remove {

@@ -78,15 +78,29 @@ impl Pools {
         (per_zone, names)
     }
 
-    /// What the refills in flight of namespace `ns` will hold (counted against its quotas
-    /// until their containers are in the zones' caches).
-    pub fn namespace_in_flight(&self, ns: &str) -> Usage {
+    /// What the refills in flight of namespace `ns` will hold, counted against its quotas
+    /// until their containers are in the zones' caches: `seen(group, zone, member)` says
+    /// when, and from then on the cache counts them (while they hold resources), not twice.
+    pub fn namespace_in_flight(
+        &self,
+        ns: &str,
+        seen: impl Fn(&ObjectKey, &str, &str) -> bool,
+    ) -> Usage {
+        let entries: Vec<(ObjectKey, String, String, Usage)> = self
+            .groups
+            .locked()
+            .iter()
+            .filter(|(key, _)| key.namespace == ns)
+            .flat_map(|(key, g)| {
+                g.in_flight
+                    .iter()
+                    .map(|(name, (zone, each))| (key.clone(), zone.clone(), name.clone(), *each))
+            })
+            .collect();
         let mut u = Usage::default();
-        for (key, g) in self.groups.locked().iter() {
-            if key.namespace == ns {
-                for (_, each) in g.in_flight.values() {
-                    u.add(*each);
-                }
+        for (key, zone, name, each) in entries {
+            if !seen(&key, &zone, &name) {
+                u.add(each);
             }
         }
         u

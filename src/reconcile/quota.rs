@@ -4,7 +4,9 @@
 //! Groups of one namespace reconcile in parallel, so each pass reserves what it is about to
 //! create before creating it; the reservation ends when the pass ends (by then its containers
 //! are in the zones' caches and counted there). This is the hard guarantee: the API's checks
-//! of desired capacities only give an early, clearer answer.
+//! of desired capacities only give an early, clearer answer. A pass's takes of stopped warm
+//! pool spares are reserved with its creations (a start adds a container the caches did not
+//! count); paused and running spares are counted already (`pool::cut_to_quota`).
 
 use std::collections::HashMap;
 use std::sync::Mutex;

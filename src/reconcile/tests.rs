@@ -828,4 +828,74 @@ async fn a_launch_waiting_on_a_pull_shows_it_in_the_status_until_it_ends() {
     .await;
 }
 
+#[tokio::test(start_paused = true)]
+async fn watchers_see_the_new_capacity_and_the_launches_before_the_launches_end() {
+    let engine = MemoryEngine::new();
+    let h = Harness::start_with(&["a"], vec![engine.clone()], &manifests(1, "img", "a")).await;
+    let progressing = |s: &GroupStatus| {
+        s.conditions
+            .iter()
+            .find(|c| c.type_ == crate::status::PROGRESSING)
+            .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+            .unwrap_or_default()
+    };
+    h.until("1 ready, converged", SECS(5), |h| {
+        h.status("web")
+            .is_some_and(|s| s.ready == 1 && progressing(&s).1 == "Converged")
+    })
+    .await;
+    // Every launch now takes 3 s (a loaded engine, a registry).
+    engine.set_latencies(crate::engine::memory::Latencies {
+        create: SECS(3),
+        ..Default::default()
+    });
+    h.set(&manifests(3, "img", "a"));
+    let t0 = Instant::now();
+    h.until("the new desired capacity in the status", SECS(1), |h| {
+        h.status("web").is_some_and(|s| s.desired_capacity == 3)
+    })
+    .await;
+    assert!(Instant::now() - t0 < SECS(1));
+    let s = h.status("web").unwrap();
+    assert_eq!(h.total_running(), 1, "published before the launches ended");
+    assert_eq!((s.current, s.ready, s.instances.len()), (1, 1, 1), "{s:#?}");
+    assert_eq!(
+        progressing(&s),
+        (
+            "True".into(),
+            "ScalingOut".into(),
+            "1 of 3 instances running; launching 2".into()
+        )
+    );
+    let ready = s.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
+    assert_eq!(
+        (ready.status.as_str(), ready.message.as_str()),
+        ("False", "1 of 3 instances ready")
+    );
+    // Still the same while the launches run: nothing made up in between.
+    tokio::time::sleep(SECS(2)).await;
+    assert_eq!(h.status("web").unwrap(), s);
+    // Then the status after the launches, as before: no word of launching left.
+    h.until("3 ready, converged", SECS(10), |h| {
+        h.status("web").is_some_and(|s| {
+            s.ready == 3
+                && progressing(&s)
+                    == (
+                        "False".into(),
+                        "Converged".into(),
+                        "the group matches its spec".into(),
+                    )
+        })
+    })
+    .await;
+    let s = h.status("web").unwrap();
+    assert_eq!(
+        s.activities.iter().filter(|a| a.action == "Launch").count(),
+        3
+    );
+    // Converged, idle resyncs publish nothing new.
+    tokio::time::sleep(SECS(30)).await;
+    assert_eq!(h.status("web").unwrap(), s);
+}
+
 mod probes;

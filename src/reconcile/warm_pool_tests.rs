@@ -46,6 +46,15 @@ impl Harness {
         yaml: &str,
         state_dir: Option<std::path::PathBuf>,
     ) -> Harness {
+        Self::start_configured(engines, yaml, |c| c.state_dir = state_dir).await
+    }
+
+    /// Like [`Harness::start`], with `configure` applied to the controller configuration.
+    async fn start_configured(
+        engines: Vec<MemoryEngine>,
+        yaml: &str,
+        configure: impl FnOnce(&mut Config),
+    ) -> Harness {
         let names: Vec<String> = (0..engines.len())
             .map(|i| ["a", "b", "c"][i].to_string())
             .collect();
@@ -60,7 +69,7 @@ impl Harness {
             })
             .collect();
         config.concurrency = 8;
-        config.state_dir = state_dir;
+        configure(&mut config);
         let shutdown = CancellationToken::new();
         let connectors = names
             .iter()
@@ -606,3 +615,5 @@ async fn a_give_back_interrupted_by_a_restart_resumes_its_drain_then_joins_the_p
     assert_eq!(spare.name, warm::member_name(&victim.name));
     assert_eq!(engine.calls().create, creates, "nothing new prepared");
 }
+
+mod quota_tests;

@@ -20,6 +20,10 @@
 //!   API) and is retried with backoff; a busy git is waited for.
 //! - The final flush at shutdown stops at its deadline between two files: every file is
 //!   either written whole or not at all.
+//! - A status published before a pass acts ([`StatusSync::publish_early`]) is on the board at
+//!   once but reaches the files only if the pass's own status has not replaced it within
+//!   [`EARLY_FILE_HOLD`]: a pass of a second is one write, a long pull or launch still shows
+//!   in the file while it lasts. The final flush at shutdown does not write one sooner.
 
 mod git_index;
 pub mod inline;
@@ -69,6 +73,9 @@ pub enum FileOutcome {
     Problem(Reason, String),
 }
 
+/// How long a status published before a pass acts waits for the pass's own status before it
+/// goes to the files.
+pub const EARLY_FILE_HOLD: Duration = Duration::from_secs(5);
 /// How long a busy git is given before the next look.
 const BUSY_RETRY: Duration = Duration::from_millis(300);
 /// Backoff of files with a write problem: 1 s doubling up to 1 min.
@@ -107,6 +114,9 @@ struct Dirty {
     /// Every file (sidecar mode: the first load, and periodically, since nobody watches the
     /// sidecar tree for removals).
     all: bool,
+    /// Groups whose status on the board was published early, and when it goes to the files
+    /// unless a pass's own status replaces it first.
+    early: BTreeMap<ObjectKey, Instant>,
 }
 
 impl Dirty {
@@ -116,6 +126,7 @@ impl Dirty {
             .values()
             .map(|r| r.at)
             .chain(self.refresh_at)
+            .chain(self.early.values().copied())
             .min()
     }
 }
@@ -198,19 +209,45 @@ impl StatusSync {
         })
     }
 
-    /// Records the latest status of `key`; schedules a look at its file if it changed.
+    /// Records the latest status of `key`; schedules a look at its file if it changed (or if
+    /// it is the one published early, which the file has not had yet).
     pub fn publish(&self, key: &ObjectKey, status: GroupStatus) {
+        let mut map = self.ctx.status.write_locked();
+        let same = map.get(key) == Some(&status);
+        let was_early = self.dirty.locked().early.remove(key).is_some();
+        if same && !was_early {
+            return;
+        }
+        let block: Arc<str> = Arc::from(files::render_status(&status));
+        if !same {
+            super::activity_log::log_new(key, map.get(key), &status);
+            self.ctx.history.record(key, &status);
+            map.insert(key.clone(), status);
+        }
+        drop(map);
+        self.blocks.locked().insert(key.clone(), block);
+        self.dirty.locked().keys.insert(key.clone());
+        self.wake.notify_one();
+    }
+
+    /// Records the status of `key` as a pass is about to act: the API and its watchers have it
+    /// at once; the files get it only if no [`StatusSync::publish`] replaced it within
+    /// [`EARLY_FILE_HOLD`] of the first early status (so a short pass costs one write).
+    pub fn publish_early(&self, key: &ObjectKey, status: GroupStatus) {
         let mut map = self.ctx.status.write_locked();
         if map.get(key) == Some(&status) {
             return;
         }
-        let block: Arc<str> = Arc::from(files::render_status(&status));
         super::activity_log::log_new(key, map.get(key), &status);
         self.ctx.history.record(key, &status);
         map.insert(key.clone(), status);
+        // Lock order: the board, then `dirty` (as in `publish`).
+        self.dirty
+            .locked()
+            .early
+            .entry(key.clone())
+            .or_insert_with(|| Instant::now() + EARLY_FILE_HOLD);
         drop(map);
-        self.blocks.locked().insert(key.clone(), block);
-        self.dirty.locked().keys.insert(key.clone());
         self.wake.notify_one();
     }
 
@@ -221,7 +258,10 @@ impl StatusSync {
 
     /// Drops the status of a deleted group.
     pub fn forget(&self, key: &ObjectKey) {
-        self.ctx.status.write_locked().remove(key);
+        let mut map = self.ctx.status.write_locked();
+        map.remove(key);
+        self.dirty.locked().early.remove(key);
+        drop(map);
         self.blocks.locked().remove(key);
         self.ctx.history.forget(key);
     }
@@ -287,6 +327,7 @@ impl StatusSync {
             return 0; // nothing is known yet; the first load reports every file
         }
         let now = Instant::now();
+        self.take_due_early(now);
         let (keys, disk, retries, all, refresh) = {
             let mut d = self.dirty.locked();
             let due: Vec<PathBuf> = d
@@ -384,6 +425,33 @@ impl StatusSync {
             }
         }
         written
+    }
+
+    /// Early statuses whose hold ended become changed statuses for this flush. The final flush
+    /// at shutdown takes no others: a pass cut short launches nothing more, and its file keeps
+    /// the status of the last pass that ended (the next start publishes the truth).
+    fn take_due_early(&self, now: Instant) {
+        let due: Vec<ObjectKey> = {
+            let mut d = self.dirty.locked();
+            let due: Vec<ObjectKey> = d
+                .early
+                .iter()
+                .filter(|(_, at)| **at <= now)
+                .map(|(k, _)| k.clone())
+                .collect();
+            for k in &due {
+                d.early.remove(k);
+            }
+            due
+        };
+        for key in due {
+            let Some(status) = self.ctx.status.read_locked().get(&key).cloned() else {
+                continue;
+            };
+            let block: Arc<str> = Arc::from(files::render_status(&status));
+            self.blocks.locked().insert(key.clone(), block);
+            self.dirty.locked().keys.insert(key);
+        }
     }
 
     /// One file through the sink.
@@ -570,6 +638,53 @@ mod tests {
         // Nothing changed: nothing written.
         f.sync.files_changed([f.path("all.yaml")]);
         assert_eq!(f.sync.flush(None), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_early_status_reaches_the_file_only_when_its_pass_outlasts_the_hold() {
+        let text = format!("{LC}{}", group("web"));
+        let f = Fixture::new(&[("web.yaml", text.clone())], "");
+        let board = |f: &Fixture| f.sync.ctx.status.read_locked()[&key("web")].current;
+        // A short pass: the board has each status at once, the file only the pass's own.
+        f.sync.publish_early(&key("web"), status(1));
+        assert_eq!(board(&f), 1);
+        assert_eq!(f.sync.flush(None), 0, "held back from the file");
+        assert_eq!(f.read("web.yaml"), text);
+        f.sync.publish(&key("web"), status(3));
+        assert_eq!(f.sync.flush(None), 1);
+        assert!(f.read("web.yaml").contains("current: 3"));
+        tokio::time::advance(EARLY_FILE_HOLD * 2).await;
+        assert_eq!(f.sync.flush(None), 0, "the early status never follows");
+        assert!(f.read("web.yaml").contains("current: 3"));
+
+        // A long pass (a pull): once the hold ends the file shows what is in progress.
+        f.sync.publish_early(&key("web"), status(4));
+        tokio::time::advance(EARLY_FILE_HOLD / 2).await;
+        f.sync.publish_early(&key("web"), status(5));
+        assert_eq!(f.sync.flush(None), 0);
+        let due = f.sync.dirty.lock().unwrap().next_due().expect("a due time");
+        assert!(
+            due <= Instant::now() + EARLY_FILE_HOLD / 2,
+            "held from the first"
+        );
+        tokio::time::advance(EARLY_FILE_HOLD / 2).await;
+        assert_eq!(f.sync.flush(None), 1);
+        assert!(f.read("web.yaml").contains("current: 5"));
+        // The pass's own status, the same as the early one the file has: nothing to write.
+        f.sync.publish(&key("web"), status(5));
+        assert_eq!(f.sync.flush(None), 0);
+
+        // The pass's own status equal to an early one the file has not had: written.
+        f.sync.publish_early(&key("web"), status(6));
+        f.sync.publish(&key("web"), status(6));
+        assert_eq!(f.sync.flush(None), 1);
+        assert!(f.read("web.yaml").contains("current: 6"));
+
+        // Shutdown during a pass: its words of launching are not left in the file.
+        f.sync.publish_early(&key("web"), status(7));
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        assert_eq!(f.sync.flush(Some(deadline)), 0);
+        assert!(f.read("web.yaml").contains("current: 6"));
     }
 
     #[test]

@@ -103,6 +103,15 @@ fn images(ns: &TestNs) -> Vec<String> {
         .collect()
 }
 
+/// The `Progressing` row of `ms describe`'s conditions: "Progressing  True  REASON  MESSAGE".
+fn progressing(describe: &str) -> &str {
+    describe
+        .lines()
+        .skip_while(|l| !l.starts_with("Conditions:"))
+        .find(|l| l.trim_start().starts_with("Progressing "))
+        .unwrap_or("")
+}
+
 /// Polls `ms describe` until it shows a pull of `image`; returns that output.
 fn describe_during_pull(
     ctl: &Controller,
@@ -168,6 +177,12 @@ fn pulls_show_progress_and_a_rollout_pulls_on_every_zone_before_it_replaces() {
         "{shown}"
     );
     assert!(row.contains(" MB / "), "{shown}");
+    // The status published before the launch says what it does while it waits on the pull.
+    let p = progressing(&shown);
+    assert!(
+        p.contains(" True ") && p.contains("ScalingOut") && p.contains("; launching 2"),
+        "{shown}"
+    );
     assert!(
         wait_until(Duration::from_secs(120), || {
             let i = images(&ns);
@@ -189,7 +204,13 @@ fn pulls_show_progress_and_a_rollout_pulls_on_every_zone_before_it_replaces() {
     // A rollout to v2: both zones pull it before any instance is replaced.
     ctl.write_manifest("web.yaml", &docs(&ns.name, &v2));
     let shown = describe_during_pull(&ctl, &ns, &v2, Duration::from_secs(60));
-    assert!(shown.is_some(), "no pre-pull progress; log:\n{}", ctl.log());
+    let shown = shown.unwrap_or_else(|| panic!("no pre-pull progress; log:\n{}", ctl.log()));
+    // Not Ready, and rolling, while the image is still on its way (not "Converged").
+    let p = progressing(&shown);
+    assert!(
+        p.contains(" True ") && p.contains("RollingUpdate") && p.contains("; launching "),
+        "{shown}"
+    );
     assert!(
         images(&ns).iter().all(|i| *i == v1),
         "an instance was replaced while the new image was still being pulled: {:?}",

@@ -186,6 +186,62 @@ fn a_stopped_pool_serves_with_a_start() {
     });
 }
 
+#[test]
+fn a_stopped_spare_is_not_started_beyond_the_namespace_quota() {
+    let ns = TestNs::new();
+    let opts = ControllerOptions {
+        extra_config: format!("namespaces:\n  {}: {{maxContainers: 2}}\n", ns.name),
+        ..Default::default()
+    };
+    let mut ctl = Controller::start_with(opts);
+    ctl.wait_ready();
+    let a = docker_host_a();
+    let pool = "  warmPool: {minSize: 3, maxPrepared: 3, state: Stopped}\n";
+    let stopped = |ns: &TestNs| -> Vec<DockerContainer> {
+        containers_on(&docker_host_a(), &ns.name)
+            .into_iter()
+            .filter(|c| c.state == "exited" && c.name.ends_with(SPARE))
+            .collect()
+    };
+    // What the quota counts: every container of the namespace that runs or is paused.
+    let held = |ns: &TestNs| {
+        containers_on(&docker_host_a(), &ns.name)
+            .into_iter()
+            .filter(|c| c.state == "running" || c.state == "paused")
+            .count()
+    };
+    let within = |what: &str, cond: &mut dyn FnMut() -> bool| {
+        let mut over = 0;
+        expect(&ctl, &ns, what, || {
+            over = over.max(held(&ns));
+            over > 2 || cond()
+        });
+        assert!(over <= 2, "{what}: {over} containers held, quota 2");
+    };
+    // Prepared within the quota (two at a time at most), then stopped: not counted.
+    ctl.write_manifest("web.yaml", &sleepers(&ns.name, 0, 10, "", pool));
+    within("3 stopped spares", &mut || stopped(&ns).len() == 3);
+    ctl.write_manifest("web.yaml", &sleepers(&ns.name, 2, 10, "", pool));
+    within("2 instances from the pool", &mut || {
+        instances_on(&a, &ns).len() == 2 && stopped(&ns).len() == 1
+    });
+    // At the quota, a scale-out does not start the last spare: refused, visibly.
+    let file = ctl.write_manifest("web.yaml", &sleepers(&ns.name, 3, 10, "", pool));
+    within("QuotaExceeded in the status", &mut || {
+        std::fs::read_to_string(&file).is_ok_and(|t| t.contains("QuotaExceeded"))
+    });
+    let mut over = 0;
+    wait_until(Duration::from_secs(3), || {
+        over = over.max(held(&ns));
+        false
+    });
+    assert!(over <= 2, "{over} containers held, quota 2");
+    assert_eq!(instances_on(&a, &ns).len(), 2, "never scaled down");
+    assert_eq!(stopped(&ns).len(), 1, "the spare waits, stopped");
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(text.contains("maxContainers"), "{text}");
+}
+
 /// `state` and `ready` of instance `name` in the group's published status (`None`: not listed).
 fn published(ctl: &Controller, ns: &TestNs, name: &str) -> Option<(String, bool)> {
     let out = ctl.ms(&["get", "asg", "web", "-n", &ns.name, "-o", "json"]);

@@ -442,7 +442,8 @@ function lbLinks(g) {
 }
 
 // The capacity the manifest asks for, when the group has not taken it yet: a `ms scale` shows
-// at once, before the reconciler has launched anything (its status follows the launches).
+// at once, before the reconciler's pass has looked at it (that pass publishes the new capacity
+// before it launches anything).
 function asked(g, policies) {
   const sp = g.spec;
   const st = g.status;
@@ -767,11 +768,12 @@ function stepsList(g) {
     h('h3', {}, 'Capacity steps'),
     h('ul', { class: 'plain steps', id: 'steps' }, steps.map((x, i) => {
       const t = new Date(x.time).getTime();
-      // Its activities: those up to it since the step before (the status is published after
-      // the launches it reports), and for the newest step those after it too.
-      const prev = i + 1 < steps.length ? new Date(steps[i + 1].time).getTime() : t - 60e3;
-      const end = i > 0 ? t : t + 300e3;
-      const near = acts.filter((a) => { const at = new Date(a.time).getTime(); return at > prev && at <= end; });
+      // Its activities: those from it until the next step (a pass publishes the new capacity
+      // before it launches or removes anything), for the newest step the 5 minutes after it.
+      // Activity times are whole seconds.
+      const sec = (ms) => Math.floor(ms / 1000) * 1000;
+      const end = i > 0 ? sec(new Date(steps[i - 1].time).getTime()) : t + 300e3;
+      const near = acts.filter((a) => { const at = new Date(a.time).getTime(); return at >= sec(t) && at < end; });
       const who = !x.setBy || x.setBy === 'user' ? 'the manifest (spec.desiredCapacity, e.g. ms scale)' : x.setBy;
       return h('li', {}, h('details', {
         'data-k': 'step:' + t, open: S.openSteps.has(t),

@@ -33,6 +33,7 @@ fn base<'a>(zones: &'a [String], remaining: &'a Plan) -> Inputs<'a> {
         failure: None,
         manifest_error: None,
         deletion_held: None,
+        in_flight: None,
     }
 }
 
@@ -356,4 +357,63 @@ fn a_condition_keeps_its_transition_time_while_its_status_stays() {
     assert_eq!(at("Ready"), Some(t1), "Ready turned False");
     assert_eq!(at("Progressing"), Some(t1), "Progressing turned True");
     assert_eq!(at("Degraded"), Some(t0), "Degraded stayed False");
+}
+
+#[test]
+fn a_status_published_before_acting_says_what_is_being_done() {
+    let none = Plan::default();
+    let doing = |launching, removing| {
+        Some(InFlight {
+            launching,
+            removing,
+        })
+    };
+    let table: Vec<(Inputs<'_>, (String, String, String))> = vec![
+        (
+            Inputs {
+                desired: 5,
+                in_flight: doing(3, 0),
+                ..base(ZONES, &none)
+            },
+            row(
+                "True",
+                "ScalingOut",
+                "2 of 5 instances running; launching 3",
+            ),
+        ),
+        (
+            Inputs {
+                desired: 1,
+                in_flight: doing(0, 1),
+                ..base(ZONES, &none)
+            },
+            row("True", "ScalingIn", "2 instances, 1 desired; removing 1"),
+        ),
+        (
+            Inputs {
+                counts: counts(2, 2, 1),
+                in_flight: doing(1, 1),
+                ..base(ZONES, &none)
+            },
+            row(
+                "True",
+                "RollingUpdate",
+                "rolling update: 1 of 2 instances updated; launching 1, removing 1",
+            ),
+        ),
+        // Nothing of the group's in flight (a warm pool's own work): the words of any pass.
+        (
+            Inputs {
+                in_flight: doing(0, 0),
+                ..base(ZONES, &none)
+            },
+            row("False", "Converged", "the group matches its spec"),
+        ),
+    ];
+    for (i, want) in table {
+        let acting = want.0 == "True";
+        assert_eq!(find(&i, "Progressing"), want);
+        // Ready only where nothing is being done to the group's instances.
+        assert_eq!(find(&i, "Ready").0 == "True", !acting, "{want:?}");
+    }
 }

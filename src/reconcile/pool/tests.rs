@@ -556,3 +556,138 @@ fn scale_in_gives_ready_current_instances_back_while_the_pool_has_room() {
     assert!(p.give_back.is_empty());
     assert_eq!(plan2.remove.len(), 3);
 }
+
+#[test]
+fn only_takes_of_stopped_spares_need_room_in_the_namespace_quotas() {
+    // A stopped pool: its exited spares are not counted while they wait; a running one (a
+    // settle interrupted) is.
+    let mut t = target(3, &["a"]);
+    t.state = WarmPoolState::Stopped;
+    let mut plan = creates(&["a", "a", "a"], CreateReason::ScaleOut);
+    let members = [
+        member(1, "a", "new", Exited, 0),
+        member(2, "a", "new", Running, 1),
+    ];
+    let p = apply(
+        &t,
+        &mut plan,
+        &[],
+        &members,
+        &zones(&["a"]),
+        &none_in_flight(),
+        ALL,
+    );
+    let how: Vec<(&str, bool)> = p.take.iter().map(|t| (t.id.as_str(), t.counted)).collect();
+    assert_eq!(how, vec![("m1", false), ("m2", true)]);
+    assert_eq!(takes_to_reserve(&p), 1);
+    assert_eq!(plan.create.len(), 1, "one cold launch left");
+    // A paused pool's takes are counted already: nothing to reserve (the fast self-heal).
+    let mut plan = creates(&["a"], CreateReason::Replace);
+    let p = apply(
+        &target(1, &["a"]),
+        &mut plan,
+        &[],
+        &[member(1, "a", "new", Paused, 0)],
+        &zones(&["a"]),
+        &none_in_flight(),
+        ALL,
+    );
+    assert!(p.take.iter().all(|t| t.counted));
+    assert_eq!(takes_to_reserve(&p), 0);
+}
+
+/// A stopped pool of `n` exited spares in zone a serving `creations` scale-outs there.
+fn stopped_pool_serving(n: usize, creations: usize) -> (PoolPlan, Plan) {
+    let mut t = target(n as u32, &["a"]);
+    t.state = WarmPoolState::Stopped;
+    let zs = vec!["a"; creations];
+    let mut plan = creates(&zs, CreateReason::ScaleOut);
+    let members: Vec<Member> = (0..n)
+        .map(|i| member(i, "a", "new", Exited, i as i64))
+        .collect();
+    let p = apply(
+        &t,
+        &mut plan,
+        &[],
+        &members,
+        &zones(&["a"]),
+        &none_in_flight(),
+        ALL,
+    );
+    (p, plan)
+}
+
+#[test]
+fn the_quota_serves_takes_first_then_cold_creations_and_cuts_the_rest() {
+    // (spares, creations wanted, granted) → (takes kept, cold creations kept, takes cut)
+    let table = [
+        (2, 4, 4, (2, 2, 0)),
+        (2, 4, 3, (2, 1, 0)),
+        (2, 4, 2, (2, 0, 0)),
+        (2, 4, 1, (1, 0, 1)),
+        (2, 4, 0, (0, 0, 2)),
+        (3, 1, 0, (0, 0, 1)),
+        (0, 3, 2, (0, 2, 0)),
+    ];
+    for (spares, creations, granted, want) in table {
+        let (mut p, mut plan) = stopped_pool_serving(spares, creations);
+        assert_eq!(
+            takes_to_reserve(&p) as usize + plan.create.len(),
+            creations,
+            "every creation is a take or a cold launch"
+        );
+        let cut = cut_to_quota(&mut p, &mut plan, granted);
+        assert_eq!(
+            (p.take.len(), plan.create.len(), cut as usize),
+            want,
+            "{spares} spares, {creations} wanted, {granted} granted"
+        );
+    }
+}
+
+#[test]
+fn takes_of_counted_members_stay_when_the_quota_is_full_and_cut_takes_refill_nothing() {
+    // A stopped pool with one exited spare and one left running (counted already).
+    let mut t = target(4, &["a"]);
+    t.state = WarmPoolState::Stopped;
+    let mut plan = creates(&["a", "a", "a"], CreateReason::ScaleOut);
+    let members = [
+        member(1, "a", "new", Exited, 0),
+        member(2, "a", "new", Running, 1),
+    ];
+    let mut p = apply(
+        &t,
+        &mut plan,
+        &[],
+        &members,
+        &zones(&["a"]),
+        &none_in_flight(),
+        ALL,
+    );
+    // Two takes (only the stopped one needs room) and one cold launch; nothing granted.
+    assert_eq!((p.take.len(), plan.create.len()), (2, 1));
+    assert_eq!(cut_to_quota(&mut p, &mut plan, 0), 1);
+    assert_eq!(
+        taken(&p),
+        vec![("m2", "a")],
+        "the running member is still taken"
+    );
+    assert!(plan.create.is_empty());
+    // A pass whose stopped takes were all served may refill; one that cut a take may not.
+    let mut plan = creates(&["a"], CreateReason::ScaleOut);
+    let mut p = apply(
+        &t,
+        &mut plan,
+        &[],
+        &[member(1, "a", "new", Exited, 0)],
+        &zones(&["a"]),
+        &none_in_flight(),
+        ALL,
+    );
+    assert!(!p.refill.is_empty(), "the take leaves room to refill");
+    let mut kept = p.clone();
+    assert_eq!(cut_to_quota(&mut kept, &mut plan.clone(), 1), 0);
+    assert_eq!(kept.refill, p.refill, "granted: refills stay");
+    assert_eq!(cut_to_quota(&mut p, &mut plan, 0), 1);
+    assert!(p.take.is_empty() && p.refill.is_empty());
+}
