@@ -166,9 +166,10 @@ impl Zone {
         let st = self.state.locked();
         let mut out = BTreeMap::new();
         for (key, ids) in st.by_group.iter().filter(|(k, _)| k.namespace == ns) {
+            // A container being drained or stopped still runs and holds what it holds: it counts
+            // until it is removed, or a launch beside it would go over the namespace's quota.
             let n = ids
                 .iter()
-                .filter(|id| !st.terminating.contains(*id))
                 .filter_map(|id| st.containers.get(id))
                 .filter(|c| !c.state.is_failed())
                 .count();

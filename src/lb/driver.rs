@@ -121,10 +121,12 @@ pub enum DriverError {
 /// ([`ensure`](LoadBalancerDriver::ensure)), reads the servers back
 /// ([`servers`](LoadBalancerDriver::servers)) and sends the commands that correct them
 /// ([`apply`](LoadBalancerDriver::apply)). One implementation: HAProxy (`super::haproxy`).
+/// The balancer is the data plane: it keeps running when the controller stops.
 #[async_trait]
 pub trait LoadBalancerDriver: Send + Sync {
     /// Makes the balancer run with exactly `frontends`, (re)starting it when it is not running
-    /// and reloading it only when the set of frontends changed; `seed` gives the members a
+    /// (or adopting the one a previous controller left running) and reloading it only when the
+    /// set of frontends changed; no frontend stops it; `seed` gives the members a
     /// (re)started balancer begins with (membership changes never come through here).
     async fn ensure(&self, frontends: &[Frontend], seed: &Seed) -> Result<(), DriverError>;
 
@@ -134,7 +136,4 @@ pub trait LoadBalancerDriver: Send + Sync {
 
     /// Applies one membership command to `backend`.
     async fn apply(&self, backend: &str, command: &Command) -> Result<(), DriverError>;
-
-    /// Stops the balancer (controller shutdown).
-    async fn stop(&self);
 }

@@ -4,9 +4,13 @@
 //! dropping connections) only when the set of load balancers changes, and drives membership
 //! through the Runtime API (`add server`, `set server state`, `enable server`, `del server`).
 //!
-//! A previous copy left behind by a controller killed with `kill -9` is found by its pid file
-//! (and its command line naming this configuration) and stopped before a new one starts.
+//! HAProxy is the data plane: it keeps serving when the controller exits (`kill -9`, a crash,
+//! SIGTERM, an upgrade), in its own session so a terminal's Ctrl-C does not reach it either. A
+//! controller that starts finds the HAProxy it left running (see [`adopt`]) and drives it as it
+//! is: no restart, a reload only when the set of load balancers differs. It is stopped only
+//! when no load balancer is left in the manifests.
 
+pub mod adopt;
 pub mod config;
 pub mod runtime;
 
@@ -16,7 +20,9 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use tokio::process::{Child, Command as Process};
 use tokio::sync::Mutex;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
+
+use adopt::Adoption;
 
 use super::driver::{Command, DriverError, Frontend, LoadBalancerDriver, Seed, Server};
 
@@ -29,6 +35,13 @@ const STABLE_AFTER: Duration = Duration::from_secs(60);
 const START_TIMEOUT: Duration = Duration::from_secs(5);
 /// The longest Unix socket path (`sun_path` is 108 bytes with its NUL).
 const MAX_SOCKET_PATH: usize = 107;
+/// A live HAProxy whose admin socket stays silent this long is hung: stopped and restarted.
+const HUNG_AFTER: Duration = Duration::from_secs(10);
+/// How long a HAProxy left running may take to answer before it counts as not answering.
+const ADOPT_PATIENCE: Duration = Duration::from_secs(2);
+/// The first line of the configuration: a digest of the frontends it was written for, so a
+/// controller that adopts a running HAProxy knows whether it must reload it.
+const DIGEST_PREFIX: &str = "# microscaler frontends ";
 
 /// The managed HAProxy of one controller.
 pub struct Haproxy {
@@ -38,15 +51,35 @@ pub struct Haproxy {
     state: Mutex<State>,
 }
 
+/// The HAProxy master this driver drives: one it started (its child while this controller
+/// runs) or one it adopted (started by a previous controller; not its child).
+struct Master {
+    pid: u32,
+    child: Option<Child>,
+}
+
 #[derive(Default)]
 struct State {
-    child: Option<Child>,
+    master: Option<Master>,
     /// The frontends the running HAProxy was started or reloaded with.
     running: Vec<Frontend>,
     failures: u32,
     next_try: Option<Instant>,
     started: Option<Instant>,
     last_error: Option<String>,
+    /// Since when the admin socket of a live master has not answered.
+    silent_since: Option<Instant>,
+}
+
+/// A digest of `frontends` that stays the same across controller versions (FNV-1a of their
+/// debug text): equal digests, same load balancers.
+pub fn digest(frontends: &[Frontend]) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in format!("{frontends:?}").bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    format!("{h:016x}")
 }
 
 fn backoff(failures: u32) -> Duration {
@@ -80,7 +113,7 @@ impl Haproxy {
 
     /// The pid of the HAProxy master this driver runs (what an operator would kill).
     pub async fn master_pid(&self) -> Option<u32> {
-        self.state.lock().await.child.as_ref().and_then(Child::id)
+        self.state.lock().await.master.as_ref().map(|m| m.pid)
     }
 
     /// The pid of the worker serving now (`show info`): it changes on a reload or restart.
@@ -96,26 +129,44 @@ impl Haproxy {
         lines[lines.len().saturating_sub(3)..].join(" | ")
     }
 
-    fn write_config(&self, frontends: &[Frontend], seed: &Seed) -> Result<(), DriverError> {
-        let text = config::render(&self.controller, &self.socket(), frontends, seed);
+    /// Writes the configuration for `frontends`; it replaces the one HAProxy reads only once
+    /// `haproxy -c` accepts it (so the file always is what HAProxy runs or will run).
+    async fn write_config(&self, frontends: &[Frontend], seed: &Seed) -> Result<(), DriverError> {
+        let text = format!(
+            "{DIGEST_PREFIX}{}\n{}",
+            digest(frontends),
+            config::render(&self.controller, &self.socket(), frontends, seed)
+        );
         let tmp = self.dir.join("haproxy.cfg.new");
-        std::fs::write(&tmp, text)
-            .and_then(|_| std::fs::rename(&tmp, self.config_path()))
-            .map_err(|e| {
-                DriverError::Refused(format!(
-                    "cannot write {}: {e}",
-                    self.config_path().display()
-                ))
-            })
+        let cannot = |e: std::io::Error| {
+            DriverError::Refused(format!(
+                "cannot write {}: {e}",
+                self.config_path().display()
+            ))
+        };
+        std::fs::write(&tmp, text).map_err(cannot)?;
+        self.check_config(&tmp).await?;
+        std::fs::rename(&tmp, self.config_path()).map_err(cannot)
+    }
+
+    /// The digest the configuration on disk was written with.
+    fn written_digest(&self) -> Option<String> {
+        let text = std::fs::read_to_string(self.config_path()).ok()?;
+        Some(
+            text.lines()
+                .next()?
+                .strip_prefix(DIGEST_PREFIX)?
+                .to_string(),
+        )
     }
 
     /// `haproxy -c`: a configuration HAProxy refuses never replaces the running one.
-    async fn check_config(&self) -> Result<(), DriverError> {
+    async fn check_config(&self, path: &Path) -> Result<(), DriverError> {
         let out = Process::new(&self.binary)
             .arg("-c")
             .arg("-q")
             .arg("-f")
-            .arg(self.config_path())
+            .arg(path)
             .output()
             .await
             .map_err(|e| {
@@ -139,35 +190,131 @@ impl Haproxy {
         )))
     }
 
-    /// Stops a HAProxy a previous controller left running with this configuration.
-    async fn stop_stale(&self) {
-        let Ok(text) = std::fs::read_to_string(self.pid_path()) else {
-            return;
-        };
-        let Ok(pid) = text.trim().parse::<i32>() else {
-            return;
-        };
-        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        let ours = String::from_utf8_lossy(&cmdline)
-            .split('\0')
-            .any(|a| Path::new(a) == self.config_path());
-        if !ours || pid <= 1 {
+    /// Looks for the HAProxy a previous controller (or this one before a restart) left
+    /// running: adopts it when it is provably ours and answers, stops it when it is ours but
+    /// cannot be driven, and never touches anything else.
+    async fn find_previous(&self, st: &mut State, frontends: &[Frontend]) {
+        if !self.pid_path().exists() {
             return;
         }
-        warn!(
-            pid,
-            "stopping the HAProxy a previous controller left running"
-        );
-        // SAFETY: kill(2) on a pid whose command line names our own configuration.
+        let mut worker = self.worker_pid().await;
+        let deadline = Instant::now() + ADOPT_PATIENCE;
+        let mut seen = adopt::look(&self.pid_path(), worker);
+        // One that is ours and alive may be between workers (a reload): give it a moment.
+        while worker.is_none()
+            && Instant::now() < deadline
+            && matches!(adopt::decide(&seen, &self.config_path()), Adoption::Stop(_))
+        {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            worker = self.worker_pid().await;
+            seen = adopt::look(&self.pid_path(), worker);
+        }
+        match adopt::decide(&seen, &self.config_path()) {
+            Adoption::Adopt(pid) => {
+                let same = self.written_digest() == Some(digest(frontends));
+                info!(
+                    master = pid,
+                    worker,
+                    reload = !same,
+                    "adopted the HAProxy left running"
+                );
+                st.master = Some(Master {
+                    pid: pid as u32,
+                    child: None,
+                });
+                // Unknown frontends (an empty list) make the next step reload it.
+                st.running = if same { frontends.to_vec() } else { Vec::new() };
+                st.started = Some(Instant::now());
+                st.silent_since = None;
+            }
+            Adoption::Stop(pid) => {
+                warn!(
+                    pid,
+                    "the HAProxy left running does not answer on its admin socket: stopping it"
+                );
+                self.terminate(Master {
+                    pid: pid as u32,
+                    child: None,
+                })
+                .await;
+            }
+            Adoption::Nothing(why) => debug!(why, "no HAProxy to adopt"),
+        }
+    }
+
+    /// Stops `master` (SIGTERM, SIGKILL after 2 s): only ever one started or adopted as ours.
+    async fn terminate(&self, master: Master) {
+        let pid = master.pid as i32;
+        let config = self.config_path();
+        // SAFETY: kill(2) on our child, or on a process proven ours (adopt::decide).
         unsafe { libc::kill(pid, libc::SIGTERM) };
+        let gone = |child: &mut Option<Child>| match child {
+            Some(c) => matches!(c.try_wait(), Ok(Some(_))),
+            None => !adopt::alive(pid, &config),
+        };
+        let mut child = master.child;
         for _ in 0..40 {
-            if !Path::new(&format!("/proc/{pid}")).exists() {
+            if gone(&mut child) {
+                let _ = std::fs::remove_file(self.pid_path());
                 return;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        // SAFETY: as above.
-        unsafe { libc::kill(pid, libc::SIGKILL) };
+        match child.as_mut() {
+            Some(c) => {
+                let _ = c.kill().await;
+            }
+            None if adopt::alive(pid, &config) => {
+                // SAFETY: as above, checked again just now.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+            None => {}
+        }
+        let _ = std::fs::remove_file(self.pid_path());
+    }
+
+    /// Notices a master that died (our child exited, an adopted one is gone) or that stopped
+    /// answering on its admin socket for [`HUNG_AFTER`] (stopped): the next step restarts it
+    /// with backoff.
+    async fn supervise(&self, st: &mut State) {
+        let config = self.config_path();
+        let Some(m) = st.master.as_mut() else {
+            return;
+        };
+        let dead = match m.child.as_mut() {
+            Some(c) => match c.try_wait() {
+                Ok(Some(status)) => Some(format!("exited ({status})")),
+                _ => None,
+            },
+            None => (!adopt::alive(m.pid as i32, &config)).then(|| "is gone".to_string()),
+        };
+        if let Some(how) = dead {
+            st.master = None;
+            st.silent_since = None;
+            let e = DriverError::Down(format!("HAProxy {how}: {}", self.log_tail()));
+            self.failed(st, &e);
+            return;
+        }
+        if self.worker_pid().await.is_some() {
+            st.silent_since = None;
+            return;
+        }
+        let since = *st.silent_since.get_or_insert_with(Instant::now);
+        if since.elapsed() >= HUNG_AFTER {
+            if let Some(m) = st.master.take() {
+                warn!(
+                    pid = m.pid,
+                    "HAProxy does not answer on its admin socket: stopping it"
+                );
+                self.terminate(m).await;
+            }
+            st.silent_since = None;
+            let e = DriverError::Down(format!(
+                "HAProxy did not answer on {} for {HUNG_AFTER:?}: stopped",
+                self.socket().display()
+            ));
+            self.failed(st, &e);
+        }
     }
 
     /// Waits until the admin socket answers with a worker other than `old`.
@@ -202,9 +349,7 @@ impl Haproxy {
             use std::os::unix::fs::PermissionsExt;
             let _ = std::fs::set_permissions(&self.dir, std::fs::Permissions::from_mode(0o700));
         }
-        self.stop_stale().await;
-        self.write_config(frontends, seed)?;
-        self.check_config().await?;
+        self.write_config(frontends, seed).await?;
         let log = std::fs::File::create(self.log_path()).map_err(|e| {
             DriverError::Down(format!("cannot create {}: {e}", self.log_path().display()))
         })?;
@@ -220,12 +365,13 @@ impl Haproxy {
                     .map_err(|e| DriverError::Down(e.to_string()))?,
             )
             .stderr(log)
-            .kill_on_drop(true);
-        // SAFETY: only prctl between fork and exec, which is async-signal-safe. HAProxy stops
-        // when the controller dies, so a `kill -9` of the controller leaves no listener behind.
+            .kill_on_drop(false);
+        // SAFETY: only setsid(2) between fork and exec, which is async-signal-safe. HAProxy gets
+        // its own session and process group: it outlives the controller (no death signal), and
+        // a terminal's Ctrl-C or hang-up, sent to the controller's group, does not reach it.
         unsafe {
             cmd.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+                libc::setsid();
                 Ok(())
             });
         }
@@ -235,19 +381,28 @@ impl Haproxy {
                 self.binary.display()
             ))
         })?;
-        let pid = child.id();
-        st.child = Some(child);
+        let pid = child.id().unwrap_or_default();
+        st.master = Some(Master {
+            pid,
+            child: Some(child),
+        });
         match self.wait_answering(None).await {
             Some(worker) => {
-                info!(master = ?pid, worker, frontends = frontends.len(), "HAProxy started");
+                info!(
+                    master = pid,
+                    worker,
+                    frontends = frontends.len(),
+                    "HAProxy started"
+                );
                 st.running = frontends.to_vec();
                 st.started = Some(Instant::now());
+                st.silent_since = None;
                 st.last_error = None;
                 Ok(())
             }
             None => {
-                if let Some(mut c) = st.child.take() {
-                    let _ = c.kill().await;
+                if let Some(m) = st.master.take() {
+                    self.terminate(m).await;
                 }
                 Err(DriverError::Down(format!(
                     "HAProxy did not answer on {} within {START_TIMEOUT:?}: {}",
@@ -266,13 +421,12 @@ impl Haproxy {
         frontends: &[Frontend],
         seed: &Seed,
     ) -> Result<(), DriverError> {
-        self.write_config(frontends, seed)?;
-        self.check_config().await?;
+        self.write_config(frontends, seed).await?;
         let old = self.worker_pid().await;
-        let Some(pid) = st.child.as_ref().and_then(Child::id) else {
+        let Some(pid) = st.master.as_ref().map(|m| m.pid) else {
             return Err(DriverError::Down("HAProxy is not running".into()));
         };
-        // SAFETY: kill(2) on the child this driver spawned and still holds.
+        // SAFETY: kill(2) on the master this driver started, or adopted as proven ours.
         unsafe { libc::kill(pid as i32, libc::SIGUSR2) };
         match self.wait_answering(old).await {
             Some(worker) => {
@@ -300,23 +454,21 @@ impl Haproxy {
 impl LoadBalancerDriver for Haproxy {
     async fn ensure(&self, frontends: &[Frontend], seed: &Seed) -> Result<(), DriverError> {
         let mut st = self.state.lock().await;
+        if st.master.is_none() {
+            self.find_previous(&mut st, frontends).await;
+        }
         if frontends.is_empty() {
-            // Nothing to front: no process (a controller without load balancers needs no HAProxy).
-            if let Some(mut c) = st.child.take() {
-                let _ = c.kill().await;
+            // No load balancer left in the manifests: no process (a controller without load
+            // balancers needs no HAProxy), including one adopted just now.
+            if let Some(m) = st.master.take() {
+                info!(master = m.pid, "no load balancer left: stopping HAProxy");
+                self.terminate(m).await;
             }
             st.running.clear();
             return Ok(());
         }
-        if let Some(child) = st.child.as_mut() {
-            if let Ok(Some(status)) = child.try_wait() {
-                st.child = None;
-                let e =
-                    DriverError::Down(format!("HAProxy exited ({status}): {}", self.log_tail()));
-                self.failed(&mut st, &e);
-            }
-        }
-        if st.child.is_some() {
+        self.supervise(&mut st).await;
+        if st.master.is_some() {
             if st.started.is_some_and(|t| t.elapsed() >= STABLE_AFTER) {
                 st.failures = 0;
             }
@@ -411,28 +563,32 @@ impl LoadBalancerDriver for Haproxy {
         }
         Ok(())
     }
-
-    async fn stop(&self) {
-        let mut st = self.state.lock().await;
-        if let Some(mut c) = st.child.take() {
-            if let Some(pid) = c.id() {
-                // SAFETY: kill(2) on the child this driver spawned and still holds.
-                unsafe { libc::kill(pid as i32, libc::SIGTERM) };
-            }
-            if tokio::time::timeout(Duration::from_secs(2), c.wait())
-                .await
-                .is_err()
-            {
-                let _ = c.kill().await;
-            }
-        }
-        let _ = std::fs::remove_file(self.pid_path());
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn frontend(port: u16) -> Frontend {
+        Frontend {
+            key: crate::manifest::ObjectKey::new(crate::manifest::Kind::LoadBalancer, "ns", "a"),
+            backend: "ns.a".into(),
+            listen: "127.0.0.1".parse().unwrap(),
+            port,
+            mode: crate::manifest::LbMode::Http,
+            balance: crate::manifest::Balance::Roundrobin,
+            check: None,
+        }
+    }
+
+    #[test]
+    fn an_adopted_haproxy_is_reloaded_only_when_the_load_balancers_differ() {
+        // The digest is what a restarted controller compares with the configuration on disk.
+        assert_eq!(digest(&[frontend(80)]), digest(&[frontend(80)]));
+        assert_ne!(digest(&[frontend(80)]), digest(&[frontend(81)]));
+        assert_ne!(digest(&[frontend(80)]), digest(&[]));
+        assert_eq!(digest(&[]).len(), 16);
+    }
 
     #[test]
     fn restarts_back_off_exponentially_up_to_a_bound() {

@@ -44,6 +44,9 @@ pub struct Plan {
     /// Server names (instance names) whose container is a warm pool spare now: given back
     /// after the group's drain, so their drain is over.
     pub given_back: BTreeSet<String>,
+    /// Groups naming it whose status is not published yet (a controller that just started):
+    /// until they are, the balancer's servers are left as they are, not removed.
+    pub unpublished: Vec<String>,
 }
 
 /// The balancer's name of a load balancer's backend: `namespace.name` (both DNS labels, so
@@ -191,6 +194,7 @@ pub fn plan(
             members: Vec::new(),
             skipped: Vec::new(),
             given_back: BTreeSet::new(),
+            unpublished: Vec::new(),
         };
         let zones: BTreeSet<&str> = lb.spec.zones.iter().map(String::as_str).collect();
         let mut names = BTreeSet::new();
@@ -200,6 +204,7 @@ pub fn plan(
             }
             plan.groups.push(gkey.name.clone());
             let Some(status) = board.get(gkey) else {
+                plan.unpublished.push(gkey.name.clone());
                 continue;
             };
             for i in &status.instances {

@@ -75,7 +75,9 @@ impl Retry {
     }
 }
 
-/// Runs passes until `shutdown`, then stops the balancer.
+/// Runs passes until `shutdown`, and leaves the balancer running: a controller that stops (or
+/// restarts, or is upgraded) does not stop its load balancers; the next one adopts them.
+/// Nothing is done before the manifests are loaded (an empty desired state would stop them).
 pub async fn run<D: LoadBalancerDriver + ?Sized>(
     ctx: Context,
     driver: Arc<D>,
@@ -92,6 +94,9 @@ pub async fn run<D: LoadBalancerDriver + ?Sized>(
             _ = tokio::time::sleep(PERIOD) => {}
         }
         beat.touch();
+        if !ctx.desired.borrow().loaded {
+            continue;
+        }
         let plans = plans(&ctx);
         let due = match &last {
             Some((before, at, sent)) => *sent || *before != plans || at.elapsed() >= RESYNC,
@@ -102,7 +107,6 @@ pub async fn run<D: LoadBalancerDriver + ?Sized>(
             last = Some((plans, Instant::now(), sent));
         }
     }
-    driver.stop().await;
 }
 
 fn condition(ok: bool, reason: &str, message: String) -> Condition {
@@ -141,6 +145,18 @@ async fn pass<D: LoadBalancerDriver + ?Sized>(
 ) -> bool {
     // A new listener on an address another process holds would keep HAProxy from starting or
     // reloading, for every load balancer: it is left out and says why, the others go on.
+    // A balancer left running by a previous controller holds our listeners: read it back first,
+    // so its own ports do not count as held by another process.
+    if retry.1.is_empty() && plans.iter().any(|p| p.frontend.is_ok()) {
+        if let Ok(all) = driver.servers().await {
+            retry.1 = plans
+                .iter()
+                .filter_map(|p| p.frontend.as_ref().ok())
+                .filter(|f| all.contains_key(&f.backend))
+                .map(|f| (f.backend.clone(), f.listen, f.port))
+                .collect();
+        }
+    }
     let mut blocked: BTreeMap<ObjectKey, String> = BTreeMap::new();
     let frontends: Vec<Frontend> = plans
         .iter()
@@ -283,6 +299,16 @@ async fn reconcile_one<D: LoadBalancerDriver + ?Sized>(
         }
     };
     st.members = members_status(p, have);
+    if !p.unpublished.is_empty() {
+        // Right after a start the groups' instances are not known yet: removing the servers
+        // HAProxy has (an adopted one serves) would cut traffic for nothing.
+        let why = format!(
+            "waiting for the first status of group(s) {}; the balancer's servers are kept until then",
+            p.unpublished.join(", ")
+        );
+        st.conditions.push(condition(false, "Converging", why));
+        return (st, 0, None);
+    }
     let wanted: Vec<Member> = p.members.iter().map(|m| m.member.clone()).collect();
     let commands = diff_given_back(
         &wanted,

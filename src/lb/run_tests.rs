@@ -106,8 +106,6 @@ impl LoadBalancerDriver for Memory {
         }
         Ok(())
     }
-
-    async fn stop(&self) {}
 }
 
 /// A load balancer on `port`, a group naming it.
@@ -296,4 +294,39 @@ async fn refused_commands_are_visible_and_backed_off() {
     retry = Retry::default();
     converge(&s.ctx, &d, &mut retry).await;
     assert_eq!(ready(&s.ctx, &s.lb), ("True".into(), "Serving".into()));
+}
+
+#[tokio::test]
+async fn a_restarted_controller_keeps_the_servers_until_its_groups_are_published() {
+    // The balancer a previous controller left running serves web-1 and web-2.
+    let s = setup();
+    let d = Memory::default();
+    let mut retry = Retry::default();
+    publish(
+        &s.ctx,
+        vec![
+            instance("web-1", "running", 101),
+            instance("web-2", "running", 102),
+        ],
+    );
+    converge(&s.ctx, &d, &mut retry).await;
+    d.sent.lock().unwrap().clear();
+
+    // A new controller: nothing published yet. Nothing is removed, and it says why.
+    s.ctx.status.write().unwrap().clear();
+    let mut retry = Retry::default();
+    assert!(!pass(&s.ctx, &d, &mut retry).await);
+    assert!(d.sent.lock().unwrap().is_empty());
+    assert_eq!(d.admin(BACKEND).len(), 2);
+    let (status, reason) = ready(&s.ctx, &s.lb);
+    assert_eq!((status.as_str(), reason.as_str()), ("False", "Converging"));
+    let message = s.ctx.board.read().unwrap()[&s.lb].conditions[0]
+        .message
+        .clone();
+    assert!(message.contains("group(s) web"), "{message}");
+
+    // Once published, membership is managed again: web-2 is gone now, so it leaves.
+    publish(&s.ctx, vec![instance("web-1", "running", 101)]);
+    converge(&s.ctx, &d, &mut retry).await;
+    assert_eq!(d.admin(BACKEND), [("web-1".to_string(), Admin::Ready)]);
 }

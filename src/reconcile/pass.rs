@@ -22,7 +22,7 @@ use crate::autoscale::{Effective, PassView};
 use crate::config::tenancy::Usage;
 use crate::engine::observe::{short_id, Reach};
 use crate::engine::{labels, ContainerState, Observed};
-use crate::manifest::{GroupState, IntOrPercent, Kind, Object, ObjectKey};
+use crate::manifest::{GroupState, IntOrPercent, Object, ObjectKey};
 use crate::status::{GroupStatus, InstanceStatus};
 use crate::watch::store::Desired;
 
@@ -763,17 +763,6 @@ impl Reconciler {
         for z in reachable() {
             for (key, n) in z.namespace_usage(ns) {
                 usage.add(Usage::of(n, limits_of(&key)));
-            }
-        }
-        for (id, d) in self.ctx.instances.drains_in(ns) {
-            if d.reason != super::actuator::GIVE_BACK_REASON {
-                continue;
-            }
-            // Only while hidden: once back in the pool, the zone counts it (if it holds
-            // resources there).
-            if reachable().any(|z| z.name == d.zone && z.is_terminating(&id)) {
-                let key = ObjectKey::new(Kind::AutoScalingGroup, ns, &d.group);
-                usage.add(Usage::of(1, limits_of(&key)));
             }
         }
         usage.add(self.pools.namespace_in_flight(ns, |key, zone, name| {

@@ -675,9 +675,46 @@ pub fn remove_leases(name: &str) {
     }
 }
 
+/// Stops the managed HAProxy of controller `name`, which outlives its controller by design:
+/// every `haproxy` whose command line reads a configuration in that controller's run directory
+/// (unique per test controller), found through /proc so it works after the directory is gone.
+pub fn stop_haproxy_of(name: &str) {
+    let dir = format!("/microscaler-lb-{name}/haproxy.cfg");
+    let ours = |pid: i32| {
+        let raw = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let args: Vec<String> = String::from_utf8_lossy(&raw)
+            .split('\0')
+            .map(str::to_string)
+            .collect();
+        args.first().is_some_and(|a| a.contains("haproxy"))
+            && args
+                .windows(2)
+                .any(|w| w[0] == "-f" && w[1].ends_with(&dir))
+    };
+    let pids: Vec<i32> = std::fs::read_dir("/proc")
+        .map(|d| {
+            d.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+                .filter(|p: &i32| *p > 1 && ours(*p))
+                .collect()
+        })
+        .unwrap_or_default();
+    for signal in [libc::SIGTERM, libc::SIGKILL] {
+        let left: Vec<i32> = pids.iter().copied().filter(|p| ours(*p)).collect();
+        if left.is_empty() {
+            return;
+        }
+        for pid in &left {
+            // SAFETY: kill(2) on a HAProxy reading this test controller's configuration.
+            unsafe { libc::kill(*pid, signal) };
+        }
+        wait_until(Duration::from_secs(2), || !pids.iter().any(|p| ours(*p)));
+    }
+}
+
 impl Drop for Controller {
     fn drop(&mut self) {
         self.kill();
+        stop_haproxy_of(&self.name);
         remove_leases(&self.name);
         if std::thread::panicking() {
             eprintln!(

@@ -785,3 +785,130 @@ fn a_tcp_load_balancer_keeps_serving_a_held_connection_through_the_group_drain()
          stopped after {stopped_at:?}, left HAProxy after {removed_at:?}, {ok} requests, 0 failed"
     );
 }
+
+/// The master pid in the managed HAProxy's pid file of controller `name`.
+fn master_pid(controller: &str) -> Option<i32> {
+    std::fs::read_to_string(run_dir(controller).join("haproxy.pid"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// Whether process `pid` exists and is not a zombie.
+fn running(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| Some(s[s.rfind(')')? + 1..].trim_start().starts_with(['Z', 'X'])))
+        == Some(false)
+}
+
+#[test]
+fn the_load_balancer_keeps_serving_while_its_controller_is_down_and_is_adopted_after() {
+    let (ns, mut ctl, _dir, port) = lb_setup();
+    ctl.write_manifest("web.yaml", &web_behind_lb(&ns.name, 2, port, ""));
+    assert!(
+        wait_until(Duration::from_secs(60), || names_through(port, 6).len()
+            == 2),
+        "2 instances never answered through the LB\n{}",
+        ctl.log()
+    );
+    let master = master_pid(&ctl.name).expect("the HAProxy pid file");
+    let worker = worker_pid(&ctl.name).expect("HAProxy answers");
+    let client = ClientLoop::start(
+        port,
+        Duration::from_millis(10),
+        9000,
+        Duration::from_secs(90),
+    );
+
+    // kill -9: HAProxy goes on serving the two members while nothing manages it.
+    ctl.kill();
+    let down_from = client.ok.load(Ordering::Relaxed);
+    std::thread::sleep(Duration::from_secs(3));
+    let while_down = client.ok.load(Ordering::Relaxed) - down_from;
+    assert!(running(master), "HAProxy died with its controller");
+    assert_eq!(worker_pid(&ctl.name), Some(worker));
+    assert_eq!(names_through(port, 6).len(), 2);
+    assert!(
+        while_down > 20,
+        "only {while_down} requests while the controller was down"
+    );
+
+    // The restarted controller adopts it: same master, same worker (same load balancers, so
+    // no reload), and it manages membership again (a scale-out joins).
+    let started = Instant::now();
+    ctl.spawn(&ControllerOptions::default());
+    ctl.wait_ready();
+    ctl.write_manifest("web.yaml", &web_behind_lb(&ns.name, 3, port, ""));
+    assert!(
+        wait_until(Duration::from_secs(60), || names_through(port, 9).len()
+            == 3),
+        "the scale-out after the restart never joined the LB\n{}",
+        ctl.log()
+    );
+    let joined = started.elapsed();
+    assert_eq!(master_pid(&ctl.name), Some(master), "HAProxy was replaced");
+    assert!(running(master));
+    assert_eq!(worker_pid(&ctl.name), Some(worker), "HAProxy was reloaded");
+    assert!(
+        ctl.log().contains("adopted the HAProxy left running"),
+        "{}",
+        ctl.log()
+    );
+
+    // SIGTERM is a controller stop, not a load balancer stop.
+    let status = ctl.stop().expect("the controller exits on SIGTERM");
+    assert!(status.success(), "{status:?}");
+    let stopped_from = client.ok.load(Ordering::Relaxed);
+    std::thread::sleep(Duration::from_secs(2));
+    let after_stop = client.ok.load(Ordering::Relaxed) - stopped_from;
+    assert!(running(master), "HAProxy stopped with its controller");
+    assert_eq!(names_through(port, 9).len(), 3);
+    let total = client.finish_without_failures();
+    eprintln!(
+        "adoption: {total} requests, 0 failed; {while_down} while killed (3 s), {after_stop} after SIGTERM (2 s); restart → scale-out joined in {:.1} s; master {master}, worker {worker} unchanged",
+        joined.as_secs_f32()
+    );
+
+    // Back once more: an adopted HAProxy (not the controller's child) that dies is noticed and
+    // restarted with its members.
+    ctl.spawn(&ControllerOptions::default());
+    ctl.wait_ready();
+    assert!(
+        wait_until(Duration::from_secs(10), || ctl
+            .log()
+            .matches("adopted the HAProxy left running")
+            .count()
+            == 2),
+        "{}",
+        ctl.log()
+    );
+    // SAFETY: kill(2) on the HAProxy master of this test's controller (its pid file).
+    unsafe { libc::kill(master, libc::SIGKILL) };
+    assert!(
+        wait_until(Duration::from_secs(30), || {
+            master_pid(&ctl.name).is_some_and(|p| p != master && running(p))
+                && names_through(port, 9).len() == 3
+        }),
+        "the adopted HAProxy was not restarted with its members\n{}",
+        ctl.log()
+    );
+    let master = master_pid(&ctl.name).expect("the new HAProxy's pid file");
+
+    // The load balancer leaves the manifests: HAProxy is stopped.
+    let without_lb = web_behind_lb(&ns.name, 3, port, "");
+    let without_lb = without_lb
+        .split("---\n")
+        .take(2)
+        .collect::<Vec<_>>()
+        .join("---\n")
+        .replace("  loadBalancers: [front]\n", "");
+    ctl.write_manifest("web.yaml", &without_lb);
+    assert!(
+        wait_until(Duration::from_secs(20), || !running(master)),
+        "HAProxy still runs without any load balancer\n{}",
+        ctl.log()
+    );
+    assert!(http_get(port, "/").is_none(), "something still listens");
+}

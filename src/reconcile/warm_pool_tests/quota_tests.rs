@@ -1,5 +1,6 @@
 //! Scenario tests of warm pools against namespace quotas: a stopped spare's start and a
-//! give-back's drain never bring a namespace over its `maxContainers`.
+//! give-back's drain never bring a namespace over its `maxContainers`, and neither does an
+//! ordinary scale-in's drain (the container still runs until it is removed).
 
 use std::time::Duration;
 
@@ -208,4 +209,32 @@ async fn a_spare_being_prepared_is_counted_once_not_twice() {
     })
     .await;
     stays_within(&h, 4, Duration::from_secs(3)).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_instance_draining_for_scale_in_holds_its_place_until_removed() {
+    let groups = |web: u32, other: u32| {
+        format!(
+            "apiVersion: microscaler.io/v1\nkind: LaunchConfiguration\nmetadata: {{name: web}}\nspec:\n  image: img\n  stopGracePeriod: 0s\n---\n\
+             apiVersion: microscaler.io/v1\nkind: AutoScalingGroup\nmetadata: {{name: web}}\nspec:\n  launchConfiguration: web\n  minSize: 0\n  maxSize: 10\n  desiredCapacity: {web}\n  availabilityZones: [a]\n  drainTimeout: 10s\n---\n\
+             apiVersion: microscaler.io/v1\nkind: AutoScalingGroup\nmetadata: {{name: other}}\nspec:\n  launchConfiguration: web\n  minSize: 0\n  maxSize: 10\n  desiredCapacity: {other}\n  availabilityZones: [a]\n"
+        )
+    };
+    let h = Harness::start_configured(engines(1), &groups(3, 0), at_most(3)).await;
+    until_within(&h, 3, "3 instances of web", |h| h.instances().len() == 3).await;
+    // `web` scales in (a 10 s drain) while `other` asks for a container: the draining instance
+    // still runs, so `other` waits for its removal.
+    let asked = Instant::now();
+    h.tx.send(snapshot(&groups(2, 1))).unwrap();
+    until_within(&h, 3, "other launched", |h| {
+        of_group(&h.all(), "other").any(|c| c.state == ContainerState::Running)
+    })
+    .await;
+    assert!(
+        asked.elapsed() >= Duration::from_secs(10),
+        "launched beside the draining instance after {:?}",
+        asked.elapsed()
+    );
+    stays_within(&h, 3, Duration::from_secs(3)).await;
+    assert_eq!(of_group(&h.all(), "web").count(), 2);
 }
