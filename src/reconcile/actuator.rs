@@ -347,7 +347,13 @@ impl Actuator {
             Transition::Stop(_) => ContainerState::Exited,
         };
         if t == Transition::Start {
-            o.started_at = Some(chrono::Utc::now());
+            // Docker's start time, as a restarted controller reads it back (a stopped spare's
+            // start is not the paused pool's hot path).
+            o.started_at = match target.engine.inspect(&o.id).await {
+                Ok(now) => now.started_at,
+                Err(_) => None,
+            }
+            .or_else(|| Some(chrono::Utc::now()));
             o.exit_code = None;
         }
         target.zone.changed(o.clone());
