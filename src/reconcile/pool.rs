@@ -51,6 +51,9 @@ pub struct Member {
     pub marked: bool,
     /// Still `created` long after its creation: nobody will start it.
     pub stuck: bool,
+    /// Its image's HEALTHCHECK says `unhealthy` (a spare whose preparation failed its check, or
+    /// that turned unhealthy before it waited): it would serve no better once taken.
+    pub unhealthy: bool,
     /// Being prepared by a refill of this controller right now (not to be touched).
     pub preparing: bool,
 }
@@ -176,8 +179,8 @@ fn wake_step(s: ContainerState) -> Option<Transition> {
 /// - A creation is served only by a member of the current spec in the creation's own zone.
 /// - Members + refills in flight + new refills never exceed `target.size`, and new refills are
 ///   at most [`REFILL_WIDTH`] minus those in flight, only when nothing else is launched.
-/// - A member of another spec, of a zone no longer in the group, failed, stuck or not made by
-///   this controller is removed; the pool is never used while `target.size` is 0, except to
+/// - A member of another spec, of a zone no longer in the group, failed, unhealthy, stuck or not
+///   made by this controller is removed; the pool is never used while `target.size` is 0, except to
 ///   serve creations.
 pub fn apply(
     target: &PoolTarget,
@@ -207,7 +210,7 @@ pub fn apply(
         } else if m.state == ContainerState::Created {
             // Young: a refill of a controller killed mid-way, or one starting now; stuck: gone.
             m.stuck.then_some(RemoveReason::Failed)
-        } else if !usable_state(target.state, m.state) {
+        } else if m.unhealthy || !usable_state(target.state, m.state) {
             Some(RemoveReason::Failed)
         } else if m.spec_hash != target.spec_hash || !target.zones.contains(&m.zone) {
             Some(RemoveReason::Rollout)

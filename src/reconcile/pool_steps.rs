@@ -296,6 +296,7 @@ impl Reconciler {
                 && (Utc::now() - o.created)
                     .to_std()
                     .is_ok_and(|age| age >= STUCK_CREATED),
+            unhealthy: o.health == Some(crate::engine::Health::Unhealthy),
             preparing: preparing.contains(&o.name),
         }
     }

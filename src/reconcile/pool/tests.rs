@@ -30,6 +30,7 @@ fn member(n: usize, zone: &str, hash: &str, state: ContainerState, age: i64) -> 
         created: Utc.timestamp_opt(1_700_000_000 + age, 0).unwrap(),
         marked: true,
         stuck: false,
+        unhealthy: false,
         preparing: false,
     }
 }
@@ -297,7 +298,7 @@ fn a_spec_change_rotates_the_pool() {
 }
 
 #[test]
-fn failed_stuck_and_foreign_members_go_and_young_or_preparing_ones_stay() {
+fn failed_unhealthy_stuck_and_foreign_members_go_and_young_or_preparing_ones_stay() {
     let mut foreign = member(3, "a", "new", Paused, 2);
     foreign.marked = false;
     let mut stuck = member(4, "a", "new", Created, 3);
@@ -305,6 +306,9 @@ fn failed_stuck_and_foreign_members_go_and_young_or_preparing_ones_stay() {
     let young = member(5, "a", "new", Created, 4);
     let mut preparing = member(6, "a", "new", Running, 5);
     preparing.preparing = true;
+    // Left running by a preparation that failed its HEALTHCHECK: never paused and kept.
+    let mut unhealthy = member(7, "a", "new", Running, 6);
+    unhealthy.unhealthy = true;
     let members = [
         member(1, "a", "new", Exited, 0),
         member(2, "a", "new", Dead, 1),
@@ -312,6 +316,7 @@ fn failed_stuck_and_foreign_members_go_and_young_or_preparing_ones_stay() {
         stuck,
         young,
         preparing,
+        unhealthy,
     ];
     let in_flight = BTreeMap::from([("a".to_string(), 1)]);
     let p = apply(
@@ -330,6 +335,7 @@ fn failed_stuck_and_foreign_members_go_and_young_or_preparing_ones_stay() {
             ("m2", RemoveReason::Failed),
             ("m3", RemoveReason::Rollout),
             ("m4", RemoveReason::Failed),
+            ("m7", RemoveReason::Failed),
         ]
     );
     // The one being prepared is neither paused again nor taken here.
