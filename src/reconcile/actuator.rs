@@ -410,10 +410,15 @@ impl Actuator {
                     tokio::time::sleep(Duration::from_millis(250)).await;
                 }
                 Some(Health::Starting | Health::Unhealthy) => {
+                    // It would be paused as it is and taken later: removed (best effort; an
+                    // `unhealthy` one left behind is removed by the next pass all the same).
+                    if let Err(e) = target.engine.remove(&o.id, Duration::ZERO).await {
+                        tracing::debug!(spare = %o.name, error = %e, "removing a spare that did not become healthy failed");
+                    }
                     return Err(failed(EngineError::Other(format!(
                         "the spare {} did not become healthy",
                         o.name
-                    ))))
+                    ))));
                 }
                 _ => break,
             }
