@@ -589,12 +589,7 @@ impl Engine for DockerEngine {
         // `startedAt` written into the manifest does not move across a restart; and the
         // ephemeral host ports, only known once started.
         match self.inspect(&created.id).await {
-            // What it did since (a quick exit) is the event stream's to tell, in its order.
-            Ok(o) => Ok(Observed {
-                state: ContainerState::Running,
-                exit_code: None,
-                ..o
-            }),
+            Ok(o) => Ok(o),
             Err(e) if spec.ports.is_empty() => {
                 tracing::debug!(id = %created.id, error = %e, "inspect after start failed; using what we created");
                 let now = Utc::now();
