@@ -584,30 +584,25 @@ impl Engine for DockerEngine {
             start_ms = (began.elapsed() - create_took).as_secs_f64() * 1000.0,
             "container created and started"
         );
-        // One inspect after the start (the container already runs: no launch waits for it):
-        // Docker's own start time, which is what a restarted controller reads back, so the
-        // `startedAt` written into the manifest does not move across a restart; and the
-        // ephemeral host ports, only known once started.
-        match self.inspect(&created.id).await {
-            Ok(o) => Ok(o),
-            Err(e) if spec.ports.is_empty() => {
-                tracing::debug!(id = %created.id, error = %e, "inspect after start failed; using what we created");
-                let now = Utc::now();
-                Ok(Observed {
-                    id: created.id,
-                    name: spec.name.clone(),
-                    labels: spec.labels.clone(),
-                    state: ContainerState::Running,
-                    health: None,
-                    created: now,
-                    started_at: Some(now),
-                    ports: Vec::new(),
-                    exit_code: None,
-                    image_id: self.image_id(&spec.image).await,
-                })
-            }
-            Err(e) => Err(e),
+        if !spec.ports.is_empty() {
+            // Ephemeral host ports are only known after start; one inspect is worth it then.
+            return self.inspect(&created.id).await;
         }
+        // The hot path (self-heal): no second round trip, we know what we just created.
+        let image_id = self.image_id(&spec.image).await;
+        let now = Utc::now();
+        Ok(Observed {
+            id: created.id,
+            name: spec.name.clone(),
+            labels: spec.labels.clone(),
+            state: ContainerState::Running,
+            health: None,
+            created: now,
+            started_at: Some(now),
+            ports: Vec::new(),
+            exit_code: None,
+            image_id,
+        })
     }
 
     async fn remove(&self, id: &str, grace: Duration) -> Result<()> {

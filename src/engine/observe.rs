@@ -418,13 +418,8 @@ impl Zone {
                 let entry = st.containers.get_mut(&ev.id).expect("inserted above");
                 match ev.kind {
                     EventKind::Start => {
-                        // Our own start already recorded Docker's start time (from an inspect);
-                        // the event's stamp is a few milliseconds later and would differ from
-                        // what a restarted controller reads back.
-                        if entry.state != ContainerState::Running || entry.started_at.is_none() {
-                            entry.started_at = Some(ev.time);
-                        }
                         entry.state = ContainerState::Running;
+                        entry.started_at = Some(ev.time);
                         entry.exit_code = None;
                     }
                     EventKind::Die => {
@@ -662,30 +657,6 @@ mod tests {
         relist(&z, engine.as_ref()).await.unwrap();
         assert_eq!(z.instances_of(&key("web"))[0].started_at, started);
         assert_eq!(engine.calls().inspect, 1);
-    }
-
-    #[test]
-    fn the_start_time_docker_gave_our_launch_is_kept_over_its_events_stamp() {
-        let z = Zone::new("a");
-        let event = |kind, time| EngineEvent {
-            kind,
-            id: "c1".into(),
-            name: Some("c1".into()),
-            labels: obs("c1", "web", ContainerState::Running).labels,
-            exit_code: None,
-            time,
-        };
-        let started = Utc::now() - chrono::Duration::milliseconds(900);
-        let mut launched = obs("c1", "web", ContainerState::Running);
-        launched.started_at = Some(started);
-        z.created(launched);
-        z.apply_event(&event(EventKind::Start, Utc::now()));
-        assert_eq!(z.instances_of(&key("web"))[0].started_at, Some(started));
-        // Started again after a die: the new start counts.
-        z.apply_event(&event(EventKind::Die, Utc::now()));
-        let again = Utc::now();
-        z.apply_event(&event(EventKind::Start, again));
-        assert_eq!(z.instances_of(&key("web"))[0].started_at, Some(again));
     }
 
     #[tokio::test(start_paused = true)]

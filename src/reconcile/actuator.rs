@@ -347,13 +347,7 @@ impl Actuator {
             Transition::Stop(_) => ContainerState::Exited,
         };
         if t == Transition::Start {
-            // Docker's start time, as a restarted controller reads it back (a stopped spare's
-            // start is not the paused pool's hot path).
-            o.started_at = match target.engine.inspect(&o.id).await {
-                Ok(now) => now.started_at,
-                Err(_) => None,
-            }
-            .or_else(|| Some(chrono::Utc::now()));
+            o.started_at = Some(chrono::Utc::now());
             o.exit_code = None;
         }
         target.zone.changed(o.clone());
