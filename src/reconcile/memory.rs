@@ -59,6 +59,9 @@ pub(super) struct GroupMemory {
     /// Each instance's `ready` in the status written before a restart: the readiness of an
     /// instance the probes have not judged yet.
     pub ready_before: std::collections::HashMap<String, bool>,
+    /// Each container's `startedAt` in the status written before a restart, by short id: shown
+    /// again while the engine's agrees with it (see `pass::shown_start`).
+    pub started_before: std::collections::HashMap<String, chrono::DateTime<chrono::Utc>>,
 }
 
 impl GroupMemory {
@@ -175,6 +178,11 @@ impl GroupMemory {
             .instances
             .iter()
             .map(|i| (i.name.clone(), i.ready))
+            .collect();
+        self.started_before = prev
+            .instances
+            .iter()
+            .filter_map(|i| Some((i.container_id.clone(), i.started_at?)))
             .collect();
         self.activities = prev.activities.into_iter().collect();
         self.last_scale_out = prev.last_scale_out;

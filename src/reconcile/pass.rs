@@ -586,6 +586,11 @@ impl Reconciler {
         }
         let (warm, warm_pool) = self.pool_status(key, resolved, after);
         instances.extend(warm);
+        for i in &mut instances {
+            if let Some(before) = mem.started_before.get(&i.container_id) {
+                i.started_at = i.started_at.map(|now| shown_start(now, *before));
+            }
+        }
         instances.sort_by(|a, b| a.zone.cmp(&b.zone).then(a.name.cmp(&b.name)));
         let mut status = GroupStatus {
             observed_generation: desired
@@ -773,6 +778,18 @@ impl Reconciler {
     }
 }
 
+/// The start time a status shows for a container whose status before a restart said `before`:
+/// that one, unless the engine's differs by more than a second. The first controller learned it
+/// from its own launch or the start event, a restarted one from an inspect; milliseconds apart,
+/// they can fall either side of a second, and a restart must not rewrite the manifest for it.
+fn shown_start(now: DateTime<Utc>, before: DateTime<Utc>) -> DateTime<Utc> {
+    if (now - before).num_milliseconds().abs() <= 1000 {
+        before
+    } else {
+        now
+    }
+}
+
 /// Failures heal as fast as they broke: converged on a spec that is not failing (a new one, or
 /// one whose instances outlived the crash window) clears Degraded and the backoff.
 fn heal(key: &ObjectKey, mem: &mut GroupMemory, spec_hash: &str, observed: &[(String, Observed)]) {
@@ -904,5 +921,26 @@ pub(super) fn resolve_count(
         n.max(1)
     } else {
         n
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shown_start;
+    use chrono::{TimeZone, Utc};
+
+    #[test]
+    fn a_start_time_written_before_a_restart_is_kept_within_a_second() {
+        let before = Utc.with_ymd_and_hms(2026, 12, 2, 10, 0, 0).unwrap();
+        // Milliseconds apart, either side of the second: what was written stays.
+        let just_after = before + chrono::Duration::milliseconds(1000);
+        assert_eq!(shown_start(just_after, before), before);
+        assert_eq!(
+            shown_start(before - chrono::Duration::milliseconds(999), before),
+            before
+        );
+        // Started again since: the engine's time.
+        let restarted = before + chrono::Duration::seconds(30);
+        assert_eq!(shown_start(restarted, before), restarted);
     }
 }
