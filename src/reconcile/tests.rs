@@ -18,6 +18,42 @@ use crate::manifest::{IntOrPercent, Kind};
 use crate::status::GroupStatus;
 use crate::watch::store::Desired;
 
+/// The controller's own wiring over in-memory engines (one zone per name), the desired state
+/// fed through `desired`, status kept in memory, capacities from the specs alone; `configure`
+/// adjusts the configuration first. Shared by every scenario harness of the reconciler.
+pub(super) fn spawn_on_memory(
+    zone_names: &[String],
+    engines: &[MemoryEngine],
+    desired: watch::Receiver<Arc<Desired>>,
+    configure: impl FnOnce(&mut Config),
+) -> (Handle, CancellationToken) {
+    let mut config = Config::default();
+    config.zones = zone_names
+        .iter()
+        .map(|z| crate::config::ZoneConfig {
+            name: z.clone(),
+            docker_host: None,
+            tls: None,
+        })
+        .collect();
+    config.concurrency = 8;
+    configure(&mut config);
+    let shutdown = CancellationToken::new();
+    let connectors = zone_names
+        .iter()
+        .zip(engines)
+        .map(|(name, e)| (name.clone(), fixed_connector(Arc::new(e.clone()))))
+        .collect();
+    let handle = Controller::builder(config)
+        .desired(desired)
+        .zones(connectors)
+        .workers(8)
+        .without_autoscaler()
+        .without_status_writer()
+        .spawn(shutdown.clone());
+    (handle, shutdown)
+}
+
 struct Harness {
     shared: Arc<Shared>,
     tx: watch::Sender<Arc<Desired>>,
@@ -50,29 +86,8 @@ impl Harness {
     /// status kept in memory, capacities from the specs alone.
     async fn start_with(zone_names: &[&str], engines: Vec<MemoryEngine>, yaml: &str) -> Harness {
         let (tx, rx) = watch::channel(Arc::new(snapshot(yaml)));
-        let mut config = Config::default();
-        config.zones = zone_names
-            .iter()
-            .map(|z| crate::config::ZoneConfig {
-                name: z.to_string(),
-                docker_host: None,
-                tls: None,
-            })
-            .collect();
-        config.concurrency = 8;
-        let shutdown = CancellationToken::new();
-        let connectors = zone_names
-            .iter()
-            .zip(&engines)
-            .map(|(name, e)| (name.to_string(), fixed_connector(Arc::new(e.clone()))))
-            .collect();
-        let controller = Controller::builder(config)
-            .desired(rx)
-            .zones(connectors)
-            .workers(8)
-            .without_autoscaler()
-            .without_status_writer()
-            .spawn(shutdown.clone());
+        let names: Vec<String> = zone_names.iter().map(|z| z.to_string()).collect();
+        let (controller, shutdown) = spawn_on_memory(&names, &engines, rx, |_| {});
         Harness {
             shared: controller.shared.clone(),
             tx,

@@ -10,9 +10,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::controller::{Controller, Handle};
+use crate::controller::Handle;
 use crate::engine::memory::MemoryEngine;
-use crate::engine::observe::fixed_connector;
 use crate::engine::{labels, warm, ContainerState, Observed};
 use crate::manifest::{Kind, ObjectKey};
 use crate::status::{GroupStatus, WARM};
@@ -59,30 +58,7 @@ impl Harness {
             .map(|i| ["a", "b", "c"][i].to_string())
             .collect();
         let (tx, rx) = watch::channel(snapshot(yaml));
-        let mut config = Config::default();
-        config.zones = names
-            .iter()
-            .map(|z| crate::config::ZoneConfig {
-                name: z.clone(),
-                docker_host: None,
-                tls: None,
-            })
-            .collect();
-        config.concurrency = 8;
-        configure(&mut config);
-        let shutdown = CancellationToken::new();
-        let connectors = names
-            .iter()
-            .zip(&engines)
-            .map(|(n, e)| (n.clone(), fixed_connector(Arc::new(e.clone()))))
-            .collect();
-        let handle = Controller::builder(config)
-            .desired(rx)
-            .zones(connectors)
-            .workers(8)
-            .without_autoscaler()
-            .without_status_writer()
-            .spawn(shutdown.clone());
+        let (handle, shutdown) = super::tests::spawn_on_memory(&names, &engines, rx, configure);
         Harness {
             handle,
             tx,
